@@ -1,0 +1,231 @@
+/*-------------------------------------------------------------------------
+ *
+ * event_patterns.c
+ *	  Entry point of the event_patterns library: _PG_init, the per-backend
+ *	  cache of the extension's catalog objects, the transaction callback
+ *	  that ends per-transaction state, and the immutability trigger of
+ *	  ep.events.
+ *
+ * _PG_init always defines the GUCs (so they can be SET in any session);
+ * shared memory and background workers are registered only while the
+ * library is being preloaded.
+ *
+ * The catalog cache (EpCatalog) holds OIDs looked up by name in schema
+ * "ep"; any relcache invalidation of a relation it names, or a global
+ * invalidation, forgets it, so DROP/CREATE EXTENSION in a session is safe.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/indexing.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_extension.h"
+#include "commands/extension.h"
+#include "commands/trigger.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "utils/fmgroids.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+
+#include "event_patterns.h"
+#include "position.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+int			ep_internal_writes = 0;
+
+static EpCatalog catalog;
+static bool catalog_valid = false;
+static bool callbacks_registered = false;
+
+static void
+ep_relcache_callback(Datum arg, Oid relid)
+{
+	if (!catalog_valid)
+		return;
+	if (relid == InvalidOid || relid == catalog.events ||
+		relid == catalog.events_pkey || relid == catalog.events_stream_idx ||
+		relid == catalog.events_category_idx || relid == catalog.position_seq)
+		catalog_valid = false;
+}
+
+static Oid
+ep_relid(const char *name)
+{
+	Oid			relid = get_relname_relid(name, catalog.schema);
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("relation \"%s.%s\" does not exist", EP_SCHEMA_NAME, name),
+				 errhint("Is the event_patterns extension installed in this database?")));
+	return relid;
+}
+
+static Oid
+ep_extension_owner(void)
+{
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	Oid			owner = InvalidOid;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber,
+				F_NAMEEQ, CStringGetDatum("event_patterns"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+		owner = ((Form_pg_extension) GETSTRUCT(tup))->extowner;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+
+	if (!OidIsValid(owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("extension \"event_patterns\" is not installed in this database")));
+	return owner;
+}
+
+const EpCatalog *
+ep_catalog(void)
+{
+	if (catalog_valid)
+		return &catalog;
+
+	if (!callbacks_registered)
+	{
+		CacheRegisterRelcacheCallback(ep_relcache_callback, (Datum) 0);
+		callbacks_registered = true;
+	}
+
+	catalog.schema = get_namespace_oid(EP_SCHEMA_NAME, true);
+	if (!OidIsValid(catalog.schema))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_SCHEMA),
+				 errmsg("schema \"%s\" does not exist", EP_SCHEMA_NAME),
+				 errhint("Run CREATE EXTENSION event_patterns in this database.")));
+	catalog.events = ep_relid("events");
+	catalog.events_pkey = ep_relid("events_pkey");
+	catalog.events_stream_idx = ep_relid("events_stream_version_key");
+	catalog.events_category_idx = ep_relid("events_category_idx");
+	catalog.position_seq = ep_relid("events_global_position_seq");
+	catalog.owner = ep_extension_owner();
+	catalog_valid = true;
+	return &catalog;
+}
+
+/*
+ * The extension's own statements on its tables run as the extension owner,
+ * so that users need no privileges on ep.events beyond SELECT. No user code
+ * runs inside those statements (the tables carry only the extension's
+ * triggers), and SECURITY_RESTRICTED_OPERATION forbids anything that could
+ * outlive the switch.
+ */
+void
+ep_become_owner(EpSavedUser *saved)
+{
+	const EpCatalog *cat = ep_catalog();
+
+	GetUserIdAndSecContext(&saved->userid, &saved->sec_context);
+	SetUserIdAndSecContext(cat->owner,
+						   saved->sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+}
+
+void
+ep_restore_user(const EpSavedUser *saved)
+{
+	SetUserIdAndSecContext(saved->userid, saved->sec_context);
+}
+
+static void
+ep_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_PRE_PREPARE:
+			if (ep_position_reserved_in_xact())
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot prepare a transaction that appended events"),
+						 errdetail("Global positions of an appending transaction are tracked by its backend until commit."),
+						 errhint("Commit the transaction instead of using two-phase commit.")));
+			break;
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			ep_position_xact_end();
+			ep_store_xact_reset();
+			ep_internal_writes = 0;
+			break;
+		default:
+			break;
+	}
+}
+
+void
+_PG_init(void)
+{
+	ep_guc_define();
+	RegisterXactCallback(ep_xact_callback, NULL);
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	ep_shmem_install_hooks();
+}
+
+/*
+ * ep.events_immutable(): BEFORE UPDATE OR DELETE (row) and BEFORE TRUNCATE
+ * (statement) trigger on ep.events. Events are immutable: only the
+ * extension's own functions (hard delete, scavenge, redaction) may change
+ * them, which they signal through ep_internal_writes.
+ */
+PG_FUNCTION_INFO_V1(ep_events_immutable);
+Datum
+ep_events_immutable(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	const char *what;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("ep.events_immutable() must be called as a trigger")));
+
+	if (ep_internal_writes > 0)
+	{
+		if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+			return PointerGetDatum(trigdata->tg_newtuple);
+		return PointerGetDatum(trigdata->tg_trigtuple);
+	}
+
+	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+		what = "UPDATE";
+	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
+		what = "DELETE";
+	else if (TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event))
+		what = "TRUNCATE";
+	else
+		what = "INSERT";
+
+	ereport(ERROR,
+			(errcode(ERRCODE_EP_EVENTS_IMMUTABLE),
+			 errmsg("events are immutable: %s on \"%s\" is not allowed", what,
+					RelationGetRelationName(trigdata->tg_relation)),
+			 errhint("Append new events with ep.append(); remove streams with ep.delete_stream().")));
+	PG_RETURN_NULL();
+}

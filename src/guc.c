@@ -1,0 +1,53 @@
+/*-------------------------------------------------------------------------
+ *
+ * guc.c
+ *	  The event_patterns.* configuration parameters.
+ *
+ * Defined in _PG_init whether or not the library is preloaded, so that
+ * SHOW and SET work in every session; the prefix is then reserved so that
+ * a misspelt event_patterns.* setting is reported instead of silently kept.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "utils/guc.h"
+
+#include "event_patterns.h"
+
+bool		ep_guc_enabled = true;
+int			ep_guc_max_workers = 8;
+int			ep_guc_naptime_ms = 1000;
+
+void
+ep_guc_define(void)
+{
+	DefineCustomBoolVariable("event_patterns.enabled",
+							 "Enables the event_patterns background workers.",
+							 "When off, the launcher starts no per-database workers and stops running ones.",
+							 &ep_guc_enabled,
+							 true,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("event_patterns.max_workers",
+							"Maximum number of per-database event_patterns workers.",
+							"Each needs a slot of max_worker_processes.",
+							&ep_guc_max_workers,
+							8, 1, 256,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("event_patterns.naptime",
+							"Longest time a worker sleeps when nothing wakes it.",
+							"Workers are woken at commit of new events and jobs; this bounds the sleep otherwise.",
+							&ep_guc_naptime_ms,
+							1000, 10, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("event_patterns");
+}

@@ -1,0 +1,18 @@
+/*
+ * shmem.h
+ *	  Shared-memory registration of the event_patterns modules.
+ *
+ * Each module that needs shared memory exposes a size function and an
+ * init function and is listed in shmem.c; shmem.c requests the total while
+ * the library is preloaded and calls every init under AddinShmemInitLock.
+ */
+#ifndef EP_SHMEM_H
+#define EP_SHMEM_H
+
+#include "postgres.h"
+
+/* position.c */
+extern Size ep_position_shmem_size(void);
+extern void ep_position_shmem_init(void);
+
+#endif							/* EP_SHMEM_H */
