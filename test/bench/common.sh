@@ -1,0 +1,16 @@
+# common.sh: helpers for benchmark scripts (sourced; runs as the postgres user).
+# Environment: BENCH_DB, BENCH_PORT, BENCH_BINDIR, BENCH_DIR.
+PSQL="$BENCH_BINDIR/psql -X -q -h /tmp -p $BENCH_PORT -U postgres -d $BENCH_DB -v ON_ERROR_STOP=1"
+PGBENCH="$BENCH_BINDIR/pgbench -h /tmp -p $BENCH_PORT -U postgres $BENCH_DB"
+
+# sql "..." : run SQL, print unaligned tuples only
+sql() { $PSQL -At -c "$1"; }
+
+# tps FILE CLIENTS SECONDS : run a pgbench custom script, print its tps
+tps() {
+    $PGBENCH -n -f "$1" -c "$2" -j "$2" -T "$3" 2>/dev/null |
+        sed -n 's/^tps = \([0-9.]*\).*/\1/p'
+}
+
+# ratio A B : A / B with two decimals
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
