@@ -4,13 +4,15 @@
  *	  The event_patterns.* configuration parameters.
  *
  * Defined in _PG_init whether or not the library is preloaded, so that
- * SHOW and SET work in every session; the prefix is then reserved so that
+ * SHOW and SET work in every session (the postmaster-context ones only while
+ * preloading, as PostgreSQL requires); the prefix is then reserved so that
  * a misspelt event_patterns.* setting is reported instead of silently kept.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "miscadmin.h"
 #include "utils/guc.h"
 
 #include "event_patterns.h"
@@ -31,14 +33,16 @@ ep_guc_define(void)
 							 0,
 							 NULL, NULL, NULL);
 
-	DefineCustomIntVariable("event_patterns.max_workers",
-							"Maximum number of per-database event_patterns workers.",
-							"Each needs a slot of max_worker_processes.",
-							&ep_guc_max_workers,
-							8, 1, 256,
-							PGC_POSTMASTER,
-							0,
-							NULL, NULL, NULL);
+	/* a postmaster setting can only be defined while preloading */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomIntVariable("event_patterns.max_workers",
+								"Maximum number of per-database event_patterns workers.",
+								"Each needs a slot of max_worker_processes.",
+								&ep_guc_max_workers,
+								8, 1, 256,
+								PGC_POSTMASTER,
+								0,
+								NULL, NULL, NULL);
 
 	DefineCustomIntVariable("event_patterns.naptime",
 							"Longest time a worker sleeps when nothing wakes it.",

@@ -5,5 +5,6 @@
  */
 \echo Use "CREATE EXTENSION event_patterns" to load this file. \quit
 
+CREATE SCHEMA ep;
 COMMENT ON SCHEMA ep IS 'event_patterns: event store, CQRS projections and incremental materialized views';
 GRANT USAGE ON SCHEMA ep TO PUBLIC;
