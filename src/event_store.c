@@ -423,7 +423,7 @@ ep_idempotent_repeat(text *stream, const char *stream_c, EpNewEvent *evs, int n,
 
 /* Name one of the batch's ids that exists already (for EP003 messages). */
 static void
-ep_report_id_conflict(const char *stream_c, EpNewEvent *evs, int n)
+ep_report_id_conflict(const char *stream_c, EpNewEvent *evs, int n, int64 first_version)
 {
 	Oid			argt1[1] = {UUIDOID};
 	int			i;
@@ -441,17 +441,27 @@ ep_report_id_conflict(const char *stream_c, EpNewEvent *evs, int n)
 										1, argt1),
 							 args, NULL, false, 1) == SPI_OK_SELECT &&
 			SPI_processed > 0)
+		{
+			bool		isnull;
+			char	   *found = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+			int64		found_version = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+																	SPI_tuptable->tupdesc, 2, &isnull));
+
+			/* the row this very append inserted for event i is not a conflict */
+			if (strcmp(found, stream_c) == 0 && found_version == first_version + i)
+				continue;
 			ereport(ERROR,
 					(errcode(ERRCODE_EP_EVENT_ID_CONFLICT),
 					 errmsg("event id %s already exists in stream \"%s\"",
 							uuid_str(evs[i].id),
 							SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)),
 					 errdetail("Event %d of the append to stream \"%s\" reuses it.", i + 1, stream_c)));
+		}
 	}
 	ereport(ERROR,
 			(errcode(ERRCODE_EP_EVENT_ID_CONFLICT),
 			 errmsg("event id conflict in append to stream \"%s\"", stream_c),
-			 errdetail("The same event id appears twice in the batch.")));
+			 errdetail("An event id of the batch was appended concurrently by another transaction.")));
 }
 
 /* ----------------------------------------------------------------
@@ -505,6 +515,33 @@ ep_raise_deleted(const char *stream_c)
 			 errdetail("The stream was hard-deleted; its id is tombstoned and cannot be appended to.")));
 }
 
+static int
+ep_uuid_cmp(const void *a, const void *b)
+{
+	return memcmp(DatumGetUUIDP(*(const Datum *) a), DatumGetUUIDP(*(const Datum *) b), UUID_LEN);
+}
+
+/* Reject a batch that carries the same event id twice. */
+static void
+ep_check_batch_ids(const char *stream_c, EpNewEvent *evs, int n)
+{
+	Datum	   *ids = palloc(sizeof(Datum) * n);
+	int			k = 0,
+				i;
+
+	for (i = 0; i < n; i++)
+		if (evs[i].has_id)
+			ids[k++] = evs[i].id;
+	qsort(ids, k, sizeof(Datum), ep_uuid_cmp);
+	for (i = 1; i < k; i++)
+		if (ep_uuid_cmp(&ids[i - 1], &ids[i]) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_EP_EVENT_ID_CONFLICT),
+					 errmsg("event id %s appears twice in the append to stream \"%s\"",
+							uuid_str(ids[i]), stream_c)));
+	pfree(ids);
+}
+
 /*
  * Run a prepared statement that writes ep.events, with the immutability
  * trigger standing aside for its duration only.
@@ -542,6 +579,8 @@ ep_do_append(text *stream, bool has_expected, int64 expected, EpNewEvent *evs, i
 
 	for (i = 0; i < n; i++)
 		any_id |= evs[i].has_id;
+	if (any_id && n > 1)
+		ep_check_batch_ids(stream_c, evs, n);
 
 	ep_become_owner(&saved);
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -646,7 +685,7 @@ ep_do_append(text *stream, bool has_expected, int64 expected, EpNewEvent *evs, i
 		if (ret != SPI_OK_INSERT)
 			elog(ERROR, "event insert failed: %s", SPI_result_code_string(ret));
 		if ((int) SPI_processed != n)
-			ep_report_id_conflict(stream_c, evs, n);
+			ep_report_id_conflict(stream_c, evs, n, first_version);
 		result = new_version;
 	}
 
