@@ -24,9 +24,17 @@ SELECT ep.append('account-7', 'Opened', '{}', NULL, -1);                 -- does
 SELECT ep.append('account-42', 'Opened', '{}', NULL, 0);                 -- exists
 SELECT ep.append('account-42', 'Deposited', '{}', NULL, 3);              -- stale
 SELECT ep.append('account-42', 'Deposited', '{}', NULL, -2);             -- invalid
-\set VERBOSITY verbose
+-- the SQLSTATEs of the EP class
+\set VERBOSITY sqlstate
 SELECT ep.append('account-42', 'Deposited', '{}', NULL, 3);
+SELECT ep.append('nodash-x', 'A', '{}', NULL, NULL, '99999999-9999-9999-9999-999999999999');
+SELECT ep.append('nodash-y', 'A', '{}', NULL, NULL, '99999999-9999-9999-9999-999999999999');
+UPDATE ep.events SET data = '{}';
 \set VERBOSITY default
+-- single events with metadata and with caller-supplied ids
+SELECT ep.append('meta-1', 'Tagged', '{"v": 1}', '{"trace": "abc"}');
+SELECT ep.append('meta-1', 'Tagged', '{"v": 2}', '{"trace": "def"}', 1, 'aaaaaaaa-0000-0000-0000-000000000001');
+SELECT stream_version, data, metadata, event_id FROM ep.read_stream('meta-1') WHERE stream_version = 2;
 -- nothing was written by the failures
 SELECT ep.stream_version('account-42'), count(*) FROM ep.events WHERE stream_id = 'account-42';
 SELECT count(*) FROM ep.streams WHERE stream_id = 'account-7';

@@ -28,6 +28,13 @@
 extern bool ep_guc_enabled;
 extern int	ep_guc_max_workers;
 extern int	ep_guc_naptime_ms;
+extern int	ep_guc_notify;
+
+typedef enum EpNotifyMode
+{
+	EP_NOTIFY_COMMIT,			/* NOTIFY ep_events from the appending transaction */
+	EP_NOTIFY_OFF
+} EpNotifyMode;
 extern void ep_guc_define(void);
 
 /* shmem.c */

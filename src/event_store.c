@@ -60,6 +60,8 @@ typedef struct EpNewEvent
 static SPIPlanPtr plan_upsert_stream = NULL;
 static SPIPlanPtr plan_insert = NULL;
 static SPIPlanPtr plan_insert_ids = NULL;
+static SPIPlanPtr plan_insert_one = NULL;
+static SPIPlanPtr plan_insert_one_id = NULL;
 static SPIPlanPtr plan_find_event = NULL;
 static SPIPlanPtr plan_stream_ids = NULL;
 static SPIPlanPtr plan_stream_row = NULL;
@@ -547,14 +549,14 @@ ep_check_batch_ids(const char *stream_c, EpNewEvent *evs, int n)
  * trigger standing aside for its duration only.
  */
 static int
-ep_execute_internal(SPIPlanPtr plan, Datum *args)
+ep_execute_internal(SPIPlanPtr plan, Datum *args, const char *nulls)
 {
 	int			ret = 0;
 
 	ep_internal_writes++;
 	PG_TRY();
 	{
-		ret = SPI_execute_plan(plan, args, NULL, false, 0);
+		ret = SPI_execute_plan(plan, args, nulls, false, 0);
 	}
 	PG_FINALLY();
 	{
@@ -657,13 +659,6 @@ ep_do_append(text *stream, bool has_expected, int64 expected, EpNewEvent *evs, i
 		for (i = 0; i < n; i++)
 			pos[i] = Int64GetDatum(ep_position_next(cat->position_seq));
 
-		args[0] = PointerGetDatum(ep_array(pos, NULL, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		args[1] = PointerGetDatum(ep_array(ver, NULL, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		args[2] = PointerGetDatum(ep_array(ids, NULL, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
-		args[3] = PointerGetDatum(ep_array(types, NULL, n, TEXTOID, -1, false, TYPALIGN_INT));
-		args[4] = PointerGetDatum(ep_array(data, NULL, n, JSONBOID, -1, false, TYPALIGN_INT));
-		args[5] = PointerGetDatum(ep_array(meta, metanull, n, JSONBOID, -1, false, TYPALIGN_INT));
-		args[6] = PointerGetDatum(ep_array(schema, NULL, n, INT4OID, 4, true, TYPALIGN_INT));
 		args[7] = PointerGetDatum(stream);
 		args[8] = PointerGetDatum(category);
 
@@ -675,13 +670,44 @@ ep_do_append(text *stream, bool has_expected, int64 expected, EpNewEvent *evs, i
 	"pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7)) " \
 	"AS u(p, v, i, t, d, m, s)"
 
-		if (any_id)
-			plan = ep_prepare(&plan_insert_ids,
-							  EP_INSERT_EVENTS " ON CONFLICT (event_id) DO NOTHING", 9, argt);
-		else
-			plan = ep_prepare(&plan_insert, EP_INSERT_EVENTS, 9, argt);
+		if (n == 1)
+		{
+			/* one event: plain VALUES, no arrays to build and unnest */
+			Oid			argt1[9] = {INT8OID, INT8OID, UUIDOID, TEXTOID, JSONBOID, JSONBOID,
+			INT4OID, TEXTOID, TEXTOID};
 
-		ret = ep_execute_internal(plan, args);
+#define EP_INSERT_ONE \
+	"INSERT INTO ep.events (global_position, stream_id, stream_version, event_id, event_type, " \
+	"data, metadata, schema_version, recorded_at, category) " \
+	"VALUES ($1, $8, $2, $3, $4, $5, $6, $7, pg_catalog.now(), $9)"
+
+			args[0] = pos[0];
+			args[1] = ver[0];
+			args[2] = ids[0];
+			args[3] = types[0];
+			args[4] = data[0];
+			args[5] = meta[0];
+			args[6] = schema[0];
+			plan = any_id ?
+				ep_prepare(&plan_insert_one_id, EP_INSERT_ONE " ON CONFLICT (event_id) DO NOTHING", 9, argt1) :
+				ep_prepare(&plan_insert_one, EP_INSERT_ONE, 9, argt1);
+			ret = ep_execute_internal(plan, args, metanull[0] ? "     n   " : NULL);
+		}
+		else
+		{
+			args[0] = PointerGetDatum(ep_array(pos, NULL, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+			args[1] = PointerGetDatum(ep_array(ver, NULL, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+			args[2] = PointerGetDatum(ep_array(ids, NULL, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+			args[3] = PointerGetDatum(ep_array(types, NULL, n, TEXTOID, -1, false, TYPALIGN_INT));
+			args[4] = PointerGetDatum(ep_array(data, NULL, n, JSONBOID, -1, false, TYPALIGN_INT));
+			args[5] = PointerGetDatum(ep_array(meta, metanull, n, JSONBOID, -1, false, TYPALIGN_INT));
+			args[6] = PointerGetDatum(ep_array(schema, NULL, n, INT4OID, 4, true, TYPALIGN_INT));
+			plan = any_id ?
+				ep_prepare(&plan_insert_ids, EP_INSERT_EVENTS " ON CONFLICT (event_id) DO NOTHING", 9, argt) :
+				ep_prepare(&plan_insert, EP_INSERT_EVENTS, 9, argt);
+			ret = ep_execute_internal(plan, args, NULL);
+		}
+
 		if (ret != SPI_OK_INSERT)
 			elog(ERROR, "event insert failed: %s", SPI_result_code_string(ret));
 		if ((int) SPI_processed != n)
@@ -690,7 +716,7 @@ ep_do_append(text *stream, bool has_expected, int64 expected, EpNewEvent *evs, i
 	}
 
 	/* 4. one NOTIFY per appending transaction */
-	if (!notified_in_xact)
+	if (!notified_in_xact && ep_guc_notify == EP_NOTIFY_COMMIT)
 	{
 		Async_Notify("ep_events", NULL);
 		notified_in_xact = true;

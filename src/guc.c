@@ -20,6 +20,13 @@
 bool		ep_guc_enabled = true;
 int			ep_guc_max_workers = 8;
 int			ep_guc_naptime_ms = 1000;
+int			ep_guc_notify = EP_NOTIFY_COMMIT;
+
+static const struct config_enum_entry ep_notify_options[] = {
+	{"commit", EP_NOTIFY_COMMIT, false},
+	{"off", EP_NOTIFY_OFF, false},
+	{NULL, 0, false}
+};
 
 void
 ep_guc_define(void)
@@ -52,6 +59,18 @@ ep_guc_define(void)
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("event_patterns.notify",
+							 "How appending transactions announce new events on channel ep_events.",
+							 "commit: each appending transaction sends NOTIFY ep_events at commit. "
+							 "PostgreSQL serializes the commits of notifying transactions, so this "
+							 "costs append throughput under concurrency. off: no notification.",
+							 &ep_guc_notify,
+							 EP_NOTIFY_COMMIT,
+							 ep_notify_options,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("event_patterns");
 }
