@@ -145,3 +145,8 @@ SELECT ep.append('hijack-1', 'A', '{}');
 RESET search_path;
 SELECT recorded_at > '2020-01-01' AS real_time FROM ep.events WHERE stream_id = 'hijack-1';
 DROP SCHEMA evil CASCADE;
+
+-- a retry inside the same transaction (even the same statement) is idempotent too
+SELECT ep.append_events('same-1', '[{"type": "A", "id": "0b7c5c9e-5d1e-4c59-9a38-6d8f3c3f0a01"}]') AS first_try,
+       ep.append_events('same-1', '[{"type": "A", "id": "0b7c5c9e-5d1e-4c59-9a38-6d8f3c3f0a01"}]') AS retry;
+SELECT count(*) FROM ep.events WHERE stream_id = 'same-1';

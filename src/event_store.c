@@ -377,7 +377,8 @@ ep_idempotent_repeat(text *stream, const char *stream_c, EpNewEvent *evs, int n,
 					  "WHERE event_id OPERATOR(pg_catalog.=) $1",
 					  1, argt1);
 	args[0] = evs[0].id;
-	if (SPI_execute_plan(plan, args, NULL, true, 1) != SPI_OK_SELECT)
+	/* not read-only: a fresh snapshot sees this transaction's own appends */
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "event lookup failed");
 	if (SPI_processed == 0)
 		return false;
@@ -401,7 +402,7 @@ ep_idempotent_repeat(text *stream, const char *stream_c, EpNewEvent *evs, int n,
 	args[0] = PointerGetDatum(stream);
 	args[1] = Int64GetDatum(first);
 	args[2] = Int64GetDatum(first + n - 1);
-	if (SPI_execute_plan(plan, args, NULL, true, 0) != SPI_OK_SELECT)
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "event lookup failed");
 	for (i = 0; i < n; i++)
 	{
