@@ -47,8 +47,15 @@ ISOLATION_OPTS = --temp-instance=tmp_check/isolation --temp-config=test/tmp/test
 EXTRA_CLEAN = $(DATA_built) results regression.diffs regression.out output_iso \
               tmp_check test/tmp log
 
-PGXS := $(shell $(PG_CONFIG) --pgxs)
+# On a fresh machine pg_config (or PGXS) may be missing until "make deps"
+# has run; demo, test and bench run it first and then call make again.
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+ifneq ($(wildcard $(PGXS)),)
 include $(PGXS)
+else
+all install installcheck:
+	@echo "PGXS not found (pg_config: $(PG_CONFIG)); run 'make deps' first, or set PG_CONFIG" >&2; exit 1
+endif
 
 $(DATA_built): $(SQL_SOURCES)
 	cat $^ > $@
