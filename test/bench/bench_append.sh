@@ -11,7 +11,7 @@
 # Reads return every row and column to the client, as applications do (a
 # count(*) baseline would be an index-only scan that never reads the rows).
 . "$BENCH_DIR/common.sh"
-T=${BENCH_SECONDS:-10}
+T=${BENCH_SECONDS:-5}
 
 sql "CREATE EXTENSION event_patterns"
 sql "CREATE TABLE plain_events (
@@ -44,23 +44,20 @@ SELECT 'batch-' || :s, nextval('plain_version'), gen_random_uuid(), 'Deposited',
   FROM generate_series(1, 100) i;
 SQL
 
-# warm up both paths, then alternate measurements
+# warm up both paths, then alternate measurements (medians of 3 rounds)
 tps "$BENCH_DIR/insert1.sql" 4 2 >/dev/null
 tps "$BENCH_DIR/append1.sql" 4 2 >/dev/null
-base1=$(tps "$BENCH_DIR/insert1.sql" 4 "$T")
-ep1=$(tps "$BENCH_DIR/append1.sql" 4 "$T")
-echo "append (1 event, 4 clients, notify=commit): ep.append ${ep1} tps, plain INSERT ${base1} tps, ratio $(ratio "$ep1" "$base1") (target >= 0.80)"
+set -- $(paired "$BENCH_DIR/append1.sql" "$BENCH_DIR/insert1.sql" 4 "$T")
+echo "append (1 event, 4 clients, notify=commit): ep.append $1 tps, plain INSERT $2 tps, ratio $3 (target >= 0.80)"
 # NOTIFY serializes the commits of notifying transactions (PostgreSQL takes
 # a database-wide lock in PreCommit_Notify); measure without it as well
 sql "ALTER DATABASE $BENCH_DB SET event_patterns.notify = off"
-base1n=$(tps "$BENCH_DIR/insert1.sql" 4 "$T")
-ep1n=$(tps "$BENCH_DIR/append1.sql" 4 "$T")
+set -- $(paired "$BENCH_DIR/append1.sql" "$BENCH_DIR/insert1.sql" 4 "$T")
 sql "ALTER DATABASE $BENCH_DB RESET event_patterns.notify"
-echo "append (1 event, 4 clients, notify=off): ep.append ${ep1n} tps, plain INSERT ${base1n} tps, ratio $(ratio "$ep1n" "$base1n") (target >= 0.80)"
+echo "append (1 event, 4 clients, notify=off): ep.append $1 tps, plain INSERT $2 tps, ratio $3 (target >= 0.80)"
 
-base100=$(tps "$BENCH_DIR/insert100.sql" 4 "$T")
-ep100=$(tps "$BENCH_DIR/append100.sql" 4 "$T")
-echo "append_events (100 events, 4 clients): $(awk -v t="$ep100" 'BEGIN{printf "%.0f", t*100}') events/s, plain INSERT $(awk -v t="$base100" 'BEGIN{printf "%.0f", t*100}') rows/s, ratio $(ratio "$ep100" "$base100") (target >= 0.80)"
+set -- $(paired "$BENCH_DIR/append100.sql" "$BENCH_DIR/insert100.sql" 4 "$T")
+echo "append_events (100 events, 4 clients): $(awk -v t="$1" 'BEGIN{printf "%.0f", t*100}') events/s, plain INSERT $(awk -v t="$2" 'BEGIN{printf "%.0f", t*100}') rows/s, ratio $3 (target >= 0.80)"
 
 # fill the store to 1M events (append_events batches of 1,000)
 have=$(sql "SELECT count(*) FROM ep.events")
@@ -85,9 +82,8 @@ cat > "$BENCH_DIR/rs_base.sql" <<'SQL'
 \set k random(1, 900)
 SELECT * FROM ep.events WHERE stream_id = 'fill-' || :k ORDER BY stream_version;
 SQL
-rsb=$(tps "$BENCH_DIR/rs_base.sql" 1 "$T")
-rse=$(tps "$BENCH_DIR/rs.sql" 1 "$T")
-echo "read_stream (1,000 events): ep.read_stream ${rse} calls/s, bare index scan ${rsb} queries/s, ratio $(ratio "$rse" "$rsb")"
+set -- $(paired "$BENCH_DIR/rs.sql" "$BENCH_DIR/rs_base.sql" 1 "$T")
+echo "read_stream (1,000 events): ep.read_stream $1 calls/s, bare index scan $2 queries/s, ratio $3"
 
 # read_all paging at 1M events
 max=$(sql "SELECT max(global_position) FROM ep.events")
@@ -99,6 +95,5 @@ cat > "$BENCH_DIR/ra_base.sql" <<SQL
 \\set p random(1, $max - 2000)
 SELECT * FROM ep.events WHERE global_position > :p ORDER BY global_position LIMIT 1000;
 SQL
-rab=$(tps "$BENCH_DIR/ra_base.sql" 1 "$T")
-rae=$(tps "$BENCH_DIR/ra.sql" 1 "$T")
-echo "read_all (pages of 1,000 at 1M events): ep.read_all ${rae} pages/s, bare index scan ${rab} pages/s, ratio $(ratio "$rae" "$rab")"
+set -- $(paired "$BENCH_DIR/ra.sql" "$BENCH_DIR/ra_base.sql" 1 "$T")
+echo "read_all (pages of 1,000 at 1M events): ep.read_all $1 pages/s, bare index scan $2 pages/s, ratio $3"
