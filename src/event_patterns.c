@@ -36,6 +36,7 @@
 
 #include "event_patterns.h"
 #include "position.h"
+#include "launcher.h"
 
 PG_MODULE_MAGIC;
 
@@ -167,6 +168,7 @@ ep_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
+			ep_bgw_at_xact_end(event, ep_position_reserved_in_xact());
 			ep_position_xact_end();
 			ep_store_xact_reset();
 			ep_internal_writes = 0;
@@ -186,6 +188,7 @@ _PG_init(void)
 		return;
 
 	ep_shmem_install_hooks();
+	ep_launcher_init();
 }
 
 /*

@@ -28,6 +28,7 @@
 extern bool ep_guc_enabled;
 extern int	ep_guc_max_workers;
 extern int	ep_guc_naptime_ms;
+extern int	ep_guc_max_job_workers;
 extern void ep_guc_define(void);
 
 /* shmem.c */

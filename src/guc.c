@@ -20,6 +20,7 @@
 bool		ep_guc_enabled = true;
 int			ep_guc_max_workers = 8;
 int			ep_guc_naptime_ms = 1000;
+int			ep_guc_max_job_workers = 4;
 
 void
 ep_guc_define(void)
@@ -40,6 +41,16 @@ ep_guc_define(void)
 								"Each needs a slot of max_worker_processes.",
 								&ep_guc_max_workers,
 								8, 1, 256,
+								PGC_POSTMASTER,
+								0,
+								NULL, NULL, NULL);
+
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomIntVariable("event_patterns.max_job_workers",
+								"Maximum number of event_patterns job runs at once, across all databases.",
+								"Every job run is a short-lived background worker; each needs a slot of max_worker_processes.",
+								&ep_guc_max_job_workers,
+								4, 1, 256,
 								PGC_POSTMASTER,
 								0,
 								NULL, NULL, NULL);
