@@ -559,6 +559,8 @@ ep_bgw_release_pauses(void)
 			bgw_shared->pauses[i].dbid = InvalidOid;
 			bgw_shared->pauses[i].backend_pid = 0;
 		}
+	/* the database may be gone or renamed: look before starting anything */
+	bgw_shared->rescan = true;
 	SpinLockRelease(&bgw_shared->mutex);
 	paused_in_xact = false;
 	set_launcher_latch();
