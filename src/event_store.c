@@ -30,6 +30,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "executor/spi.h"
@@ -70,9 +71,32 @@ static SPIPlanPtr plan_lock_stream = NULL;
 static bool notified_in_xact = false;
 
 void
-ep_store_xact_reset(void)
+ep_store_xact_reset(bool committed)
 {
+	if (committed && notified_in_xact && ep_guc_notify == EP_NOTIFY_WORKER)
+		ep_position_note_commit();
 	notified_in_xact = false;
+}
+
+/*
+ * Worker step (event_patterns.notify = worker): when appending transactions
+ * of this database committed since the last round, send one NOTIFY
+ * ep_events for all of them. The commit callback wakes the worker, so the
+ * notification follows the commits closely without serializing them.
+ */
+bool
+ep_store_notify_step(void)
+{
+	static uint64 seen = 0;
+	uint64		now = ep_position_commits();
+
+	if (now == seen)
+		return false;
+	seen = now;
+	StartTransactionCommand();
+	Async_Notify("ep_events", NULL);
+	CommitTransactionCommand();
+	return false;
 }
 
 static SPIPlanPtr
@@ -716,10 +740,11 @@ ep_do_append(text *stream, bool has_expected, int64 expected, EpNewEvent *evs, i
 		result = new_version;
 	}
 
-	/* 4. one NOTIFY per appending transaction */
-	if (!notified_in_xact && ep_guc_notify == EP_NOTIFY_COMMIT)
+	/* 4. one NOTIFY per appending transaction (or one by the worker) */
+	if (!notified_in_xact && ep_guc_notify != EP_NOTIFY_OFF)
 	{
-		Async_Notify("ep_events", NULL);
+		if (ep_guc_notify == EP_NOTIFY_COMMIT)
+			Async_Notify("ep_events", NULL);
 		notified_in_xact = true;
 	}
 
