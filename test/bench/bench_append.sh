@@ -55,6 +55,10 @@ sql "ALTER DATABASE $BENCH_DB SET event_patterns.notify = off"
 set -- $(paired "$BENCH_DIR/append1.sql" "$BENCH_DIR/insert1.sql" 4 "$T")
 sql "ALTER DATABASE $BENCH_DB RESET event_patterns.notify"
 echo "append (1 event, 4 clients, notify=off): ep.append $1 tps, plain INSERT $2 tps, ratio $3 (target >= 0.80)"
+sql "ALTER DATABASE $BENCH_DB SET event_patterns.notify = worker"
+set -- $(paired "$BENCH_DIR/append1.sql" "$BENCH_DIR/insert1.sql" 4 "$T")
+sql "ALTER DATABASE $BENCH_DB RESET event_patterns.notify"
+echo "append (1 event, 4 clients, notify=worker): ep.append $1 tps, plain INSERT $2 tps, ratio $3 (target >= 0.80)"
 
 set -- $(paired "$BENCH_DIR/append100.sql" "$BENCH_DIR/insert100.sql" 4 "$T")
 echo "append_events (100 events, 4 clients): $(awk -v t="$1" 'BEGIN{printf "%.0f", t*100}') events/s, plain INSERT $(awk -v t="$2" 'BEGIN{printf "%.0f", t*100}') rows/s, ratio $3 (target >= 0.80)"
