@@ -22,10 +22,10 @@
  *
  * Snapshots: a row of ep.snapshots (stream_id, reducer, version) holds the
  * state after folding versions 1..version from an initial state, with a
- * fingerprint of everything the state depends on besides the events: the
+ * fingerprint of what the state depends on besides the events: the
  * reducer's OID and pg_proc row version (CREATE OR REPLACE FUNCTION or
- * ALTER FUNCTION make a new row version), the upcaster set, and the
- * initial state. A fold starts from the newest snapshot whose fingerprint
+ * ALTER FUNCTION make a new row version) and the upcaster set; folds from
+ * different initial states keep apart by initial_hash. A fold starts from the newest snapshot whose fingerprint
  * matches, whose version is at or below the requested one and (with
  * as_of_time) whose events all were recorded by then (max_recorded_at);
  * otherwise from the start. Snapshots are neither used nor written for a
@@ -37,7 +37,8 @@
  * itself writes the state at the highest multiple of N it passed beyond
  * its starting point, as the extension owner, unless the transaction is
  * read-only or as_of_time filtered the events. Stale snapshots of the same
- * (stream, reducer) are deleted when a new one is written. Concurrent
+ * (stream, reducer) (another fingerprint) are deleted when a new one is
+ * written. Concurrent
  * writers of the same snapshot meet in ON CONFLICT (row locks only).
  *
  *-------------------------------------------------------------------------
@@ -146,9 +147,12 @@ ep_agg_check_reducer(Oid fn, Oid events_type)
 	return xmin;
 }
 
-/* Fingerprint of what a snapshot depends on besides the events. */
+/*
+ * Fingerprint of the reducer's definition and of the upcaster set, and a
+ * hash of the initial state: what a snapshot depends on besides the events.
+ */
 static int64
-ep_agg_fingerprint(Oid fn, TransactionId xmin, Jsonb *initial)
+ep_agg_fingerprint(Oid fn, TransactionId xmin)
 {
 	uint64		h;
 	uint64		up = ep_upcast_fingerprint();
@@ -156,23 +160,27 @@ ep_agg_fingerprint(Oid fn, TransactionId xmin, Jsonb *initial)
 	h = hash_bytes_uint32_extended((uint32) fn, UINT64CONST(0x45503230));
 	h = hash_bytes_uint32_extended((uint32) xmin, h);
 	h = hash_bytes_extended((const unsigned char *) &up, sizeof(up), h);
-	if (initial == NULL)
-		h = hash_bytes_uint32_extended(0xffffffff, h);
-	else
-		h = hash_bytes_extended((const unsigned char *) VARDATA(initial),
-								VARSIZE(initial) - VARHDRSZ, h);
 	return (int64) h;
+}
+
+static int64
+ep_agg_initial_hash(Jsonb *initial)
+{
+	if (initial == NULL)
+		return 0;
+	return (int64) hash_bytes_extended((const unsigned char *) VARDATA(initial),
+									   VARSIZE(initial) - VARHDRSZ, UINT64CONST(0x45503231));
 }
 
 /* Newest usable snapshot; fills start and returns true when one is found. */
 static bool
-ep_agg_find_snapshot(text *stream, Oid fn, int64 fp, int64 max_version,
+ep_agg_find_snapshot(text *stream, Oid fn, int64 fp, int64 ih, int64 max_version,
 					 bool has_time, TimestampTz as_of_time, MemoryContext outcxt,
 					 EpFoldStart *start)
 {
-	Oid			argt[5] = {TEXTOID, OIDOID, INT8OID, INT8OID, TIMESTAMPTZOID};
-	Datum		args[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	Oid			argt[6] = {TEXTOID, OIDOID, INT8OID, INT8OID, TIMESTAMPTZOID, INT8OID};
+	Datum		args[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 	HeapTuple	tup;
 	TupleDesc	desc;
 	bool		isnull;
@@ -185,15 +193,17 @@ ep_agg_find_snapshot(text *stream, Oid fn, int64 fp, int64 max_version,
 	args[4] = has_time ? TimestampTzGetDatum(as_of_time) : (Datum) 0;
 	if (!has_time)
 		nulls[4] = 'n';
+	args[5] = Int64GetDatum(ih);
 	if (SPI_execute_plan(ep_agg_prepare(&plan_find_snapshot,
 										"SELECT version, state, max_recorded_at FROM ep.snapshots "
 										"WHERE stream_id OPERATOR(pg_catalog.=) $1 "
 										"AND reducer::pg_catalog.oid OPERATOR(pg_catalog.=) $2 "
+										"AND initial_hash OPERATOR(pg_catalog.=) $6 "
 										"AND fingerprint OPERATOR(pg_catalog.=) $3 "
 										"AND version OPERATOR(pg_catalog.<=) $4 "
 										"AND ($5 IS NULL OR max_recorded_at OPERATOR(pg_catalog.<=) $5) "
 										"ORDER BY version DESC LIMIT 1",
-										5, argt),
+										6, argt),
 						 args, nulls, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "snapshot lookup failed");
 	if (SPI_processed == 0)
@@ -239,13 +249,13 @@ ep_agg_policy(Oid fn)
 
 /* Write one snapshot (as the extension owner) and purge stale ones. */
 static void
-ep_agg_write_snapshot(text *stream, Oid fn, int64 fp, int64 version, Datum state,
+ep_agg_write_snapshot(text *stream, Oid fn, int64 fp, int64 ih, int64 version, Datum state,
 					  bool state_null, TimestampTz max_recorded_at)
 {
 	EpSavedUser saved;
-	Oid			argt[6] = {TEXTOID, OIDOID, INT8OID, INT8OID, JSONBOID, TIMESTAMPTZOID};
-	Datum		args[6];
-	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			argt[7] = {TEXTOID, OIDOID, INT8OID, INT8OID, JSONBOID, TIMESTAMPTZOID, INT8OID};
+	Datum		args[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
 	ep_become_owner(&saved);
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -258,15 +268,16 @@ ep_agg_write_snapshot(text *stream, Oid fn, int64 fp, int64 version, Datum state
 	if (state_null)
 		nulls[4] = 'n';
 	args[5] = TimestampTzGetDatum(max_recorded_at);
+	args[6] = Int64GetDatum(ih);
 	if (SPI_execute_plan(ep_agg_prepare(&plan_write_snapshot,
-										"INSERT INTO ep.snapshots AS s (stream_id, reducer, version, state, "
-										"fingerprint, max_recorded_at) "
-										"VALUES ($1, $2::pg_catalog.regprocedure, $4, $5, $3, $6) "
-										"ON CONFLICT (stream_id, reducer, version) DO UPDATE "
+										"INSERT INTO ep.snapshots AS s (stream_id, reducer, initial_hash, version, "
+										"state, fingerprint, max_recorded_at) "
+										"VALUES ($1, $2::pg_catalog.regprocedure, $7, $4, $5, $3, $6) "
+										"ON CONFLICT (stream_id, reducer, initial_hash, version) DO UPDATE "
 										"SET state = excluded.state, fingerprint = excluded.fingerprint, "
 										"max_recorded_at = excluded.max_recorded_at, "
 										"created_at = pg_catalog.now()",
-										6, argt),
+										7, argt),
 						 args, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "snapshot insert failed");
 	if (SPI_execute_plan(ep_agg_prepare(&plan_purge_snapshots,
@@ -298,6 +309,7 @@ ep_aggregate(PG_FUNCTION_ARGS)
 	TimestampTz as_of_time = has_time ? PG_GETARG_TIMESTAMPTZ(4) : 0;
 	TransactionId xmin;
 	int64		fp;
+	int64		ih;
 	int64		every = 0;
 	bool		use_snapshots;
 	EpStreamLimits limits;
@@ -346,7 +358,8 @@ ep_aggregate(PG_FUNCTION_ARGS)
 	cat = ep_catalog();
 
 	xmin = ep_agg_check_reducer(fn, get_rel_type_id(cat->events));
-	fp = ep_agg_fingerprint(fn, xmin, initial);
+	fp = ep_agg_fingerprint(fn, xmin);
+	ih = ep_agg_initial_hash(initial);
 
 	memset(&start, 0, sizeof(start));
 	start.state = initial ? JsonbPGetDatum(initial) : (Datum) 0;
@@ -359,7 +372,7 @@ ep_aggregate(PG_FUNCTION_ARGS)
 	if (use_snapshots)
 	{
 		every = ep_agg_policy(fn);
-		ep_agg_find_snapshot(stream, fn, fp, as_of_version, has_time, as_of_time,
+		ep_agg_find_snapshot(stream, fn, fp, ih, as_of_version, has_time, as_of_time,
 							 fold_cxt, &start);
 	}
 	SPI_finish();
@@ -475,7 +488,7 @@ ep_aggregate(PG_FUNCTION_ARGS)
 	table_close(rel, AccessShareLock);
 
 	if (boundary > 0)
-		ep_agg_write_snapshot(stream, fn, fp, boundary, bstate, bstate_null, bmax);
+		ep_agg_write_snapshot(stream, fn, fp, ih, boundary, bstate, bstate_null, bmax);
 
 	if (state_null)
 		PG_RETURN_NULL();

@@ -419,7 +419,7 @@ ep_register_upcaster(PG_FUNCTION_ARGS)
 	if (from > 1)
 	{
 		if (SPI_execute_with_args("SELECT 1 FROM ep.upcasters WHERE event_type OPERATOR(pg_catalog.=) $1 "
-								  "AND from_schema_version OPERATOR(pg_catalog.=) $2 OPERATOR(pg_catalog.-) 1",
+								  "AND from_schema_version OPERATOR(pg_catalog.=) ($2 OPERATOR(pg_catalog.-) 1)",
 								  2, argt, args, NULL, true, 1) != SPI_OK_SELECT)
 			elog(ERROR, "upcaster lookup failed");
 		if (SPI_processed == 0)

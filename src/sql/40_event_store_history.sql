@@ -28,14 +28,16 @@ COMMENT ON FUNCTION ep.register_upcaster(text, integer, regprocedure) IS
 CREATE TABLE ep.snapshots (
     stream_id       text         NOT NULL,
     reducer         regprocedure NOT NULL,
+    initial_hash    bigint       NOT NULL,
     version         bigint       NOT NULL CHECK (version >= 1),
     state           jsonb,
     fingerprint     bigint       NOT NULL,
     max_recorded_at timestamptz  NOT NULL,
     created_at      timestamptz  NOT NULL DEFAULT pg_catalog.now(),
-    PRIMARY KEY (stream_id, reducer, version)
+    PRIMARY KEY (stream_id, reducer, initial_hash, version)
 );
-COMMENT ON TABLE ep.snapshots IS 'Fold states of ep.aggregate by (stream, reducer, version); the fingerprint covers the reducer''s definition, the upcasters and the initial state';
+COMMENT ON TABLE ep.snapshots IS 'Fold states of ep.aggregate by (stream, reducer, initial state, version); the fingerprint covers the reducer''s definition and the upcasters';
+COMMENT ON COLUMN ep.snapshots.initial_hash IS 'Hash of the initial state the fold started from';
 COMMENT ON COLUMN ep.snapshots.max_recorded_at IS 'Latest recorded_at of the events folded in (lets as_of_time queries use the snapshot)';
 GRANT SELECT ON ep.snapshots TO PUBLIC;
 
