@@ -56,10 +56,15 @@
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
+#include "catalog/pg_language.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "nodes/params.h"
+#include "optimizer/optimizer.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
@@ -87,6 +92,14 @@ typedef struct EpFoldStart
 	bool		any_recorded;
 } EpFoldStart;
 
+/* A SQL reducer, planned as an expression (see ep_agg_inline). */
+typedef struct EpInlineReducer
+{
+	ParamListInfo params;
+	ExprState  *expr;
+	ExprContext *econtext;
+} EpInlineReducer;
+
 static SPIPlanPtr plan_find_snapshot = NULL;
 static SPIPlanPtr plan_policy = NULL;
 static SPIPlanPtr plan_write_snapshot = NULL;
@@ -112,7 +125,7 @@ ep_agg_prepare(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes)
  * the xmin of its pg_proc row (changes with CREATE OR REPLACE).
  */
 static TransactionId
-ep_agg_check_reducer(Oid fn, Oid events_type)
+ep_agg_check_reducer(Oid fn, Oid events_type, Oid *lang)
 {
 	HeapTuple	tup;
 	Form_pg_proc proc;
@@ -139,6 +152,8 @@ ep_agg_check_reducer(Oid fn, Oid events_type)
 				 errmsg("reducer %s must return jsonb", format_procedure(fn)),
 				 errhint("Declare it as reducer(state jsonb, event ep.events) RETURNS jsonb.")));
 	xmin = HeapTupleHeaderGetRawXmin(tup->t_data);
+	if (lang != NULL)
+		*lang = proc->prolang;
 	ReleaseSysCache(tup);
 
 	acl = pg_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE);
@@ -293,6 +308,48 @@ ep_agg_write_snapshot(text *stream, Oid fn, int64 fp, int64 ih, int64 version, D
 }
 
 /*
+ * A reducer written in SQL is called as the expression reducer($1, $2),
+ * planned once per fold, so that the planner can inline its body (as it
+ * does in a plpgsql loop); through fmgr each call would set up a SQL
+ * function executor. Other reducers are called through the function
+ * manager directly.
+ */
+static EpInlineReducer *
+ep_agg_inline(Oid fn, Oid events_type)
+{
+	EpInlineReducer *inl = palloc0(sizeof(EpInlineReducer));
+	Param	   *p1 = makeNode(Param);
+	Param	   *p2 = makeNode(Param);
+	FuncExpr   *fe;
+	Expr	   *planned;
+
+	p1->paramkind = PARAM_EXTERN;
+	p1->paramid = 1;
+	p1->paramtype = JSONBOID;
+	p1->paramtypmod = -1;
+	p1->location = -1;
+	p2->paramkind = PARAM_EXTERN;
+	p2->paramid = 2;
+	p2->paramtype = events_type;
+	p2->paramtypmod = -1;
+	p2->location = -1;
+	fe = makeFuncExpr(fn, JSONBOID, list_make2(p1, p2), InvalidOid, InvalidOid,
+					  COERCE_EXPLICIT_CALL);
+	planned = expression_planner((Expr *) fe);
+
+	inl->params = makeParamList(2);
+	inl->params->numParams = 2;
+	inl->params->params[0].ptype = JSONBOID;
+	inl->params->params[0].pflags = PARAM_FLAG_CONST;
+	inl->params->params[1].ptype = events_type;
+	inl->params->params[1].pflags = PARAM_FLAG_CONST;
+	inl->expr = ExecInitExprWithParams(planned, inl->params);
+	inl->econtext = CreateStandaloneExprContext();
+	inl->econtext->ecxt_param_list_info = inl->params;
+	return inl;
+}
+
+/*
  * ep.aggregate(stream_id, reducer, initial, as_of_version, as_of_time)
  */
 PG_FUNCTION_INFO_V1(ep_aggregate);
@@ -339,6 +396,8 @@ ep_aggregate(PG_FUNCTION_ARGS)
 	TimestampTz max_rec;
 	bool		any_rec;
 	bool		strict;
+	EpInlineReducer *inl = NULL;
+	Oid			lang = InvalidOid;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -357,7 +416,7 @@ ep_aggregate(PG_FUNCTION_ARGS)
 	initial = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
 	cat = ep_catalog();
 
-	xmin = ep_agg_check_reducer(fn, get_rel_type_id(cat->events));
+	xmin = ep_agg_check_reducer(fn, get_rel_type_id(cat->events), &lang);
 	fp = ep_agg_fingerprint(fn, xmin);
 	ih = ep_agg_initial_hash(initial);
 
@@ -391,6 +450,8 @@ ep_aggregate(PG_FUNCTION_ARGS)
 	strict = flinfo.fn_strict;
 	fc = palloc0(SizeForFunctionCallInfo(2));
 	InitFunctionCallInfoData(*fc, &flinfo, 2, InvalidOid, NULL, NULL);
+	if (lang == SQLlanguageId)
+		inl = ep_agg_inline(fn, get_rel_type_id(cat->events));
 
 	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "event_patterns fold row",
 								   ALLOCSET_DEFAULT_SIZES);
@@ -447,17 +508,31 @@ ep_aggregate(PG_FUNCTION_ARGS)
 
 		if (!(strict && state_null))
 		{
-			fc->args[0].value = state;
-			fc->args[0].isnull = state_null;
-			fc->args[1].value = HeapTupleGetDatum(tup);
-			fc->args[1].isnull = false;
-			fc->isnull = false;
-			result = FunctionCallInvoke(fc);
+			bool		result_null;
+
+			if (inl != NULL)
+			{
+				inl->params->params[0].value = state;
+				inl->params->params[0].isnull = state_null;
+				inl->params->params[1].value = HeapTupleGetDatum(tup);
+				inl->params->params[1].isnull = false;
+				result = ExecEvalExprSwitchContext(inl->expr, inl->econtext, &result_null);
+			}
+			else
+			{
+				fc->args[0].value = state;
+				fc->args[0].isnull = state_null;
+				fc->args[1].value = HeapTupleGetDatum(tup);
+				fc->args[1].isnull = false;
+				fc->isnull = false;
+				result = FunctionCallInvoke(fc);
+				result_null = fc->isnull;
+			}
 
 			/* keep the new state; free the one before */
 			cur ^= 1;
 			MemoryContextReset(statecxt[cur]);
-			state_null = fc->isnull;
+			state_null = result_null;
 			if (!state_null)
 			{
 				MemoryContextSwitchTo(statecxt[cur]);
@@ -468,6 +543,8 @@ ep_aggregate(PG_FUNCTION_ARGS)
 		}
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(rowcxt);
+		if (inl != NULL)
+			ResetExprContext(inl->econtext);
 
 		if (!any_rec || recorded > max_rec)
 			max_rec = recorded;
@@ -486,6 +563,8 @@ ep_aggregate(PG_FUNCTION_ARGS)
 	index_endscan(scan);
 	index_close(idx, AccessShareLock);
 	table_close(rel, AccessShareLock);
+	if (inl != NULL)
+		FreeExprContext(inl->econtext, true);
 
 	if (boundary > 0)
 		ep_agg_write_snapshot(stream, fn, fp, ih, boundary, bstate, bstate_null, bmax);
@@ -522,7 +601,7 @@ ep_set_snapshot_policy(PG_FUNCTION_ARGS)
 				 errmsg("every must be a positive number of events"),
 				 errhint("Use NULL or 0 to remove the policy.")));
 	fn = PG_GETARG_OID(0);
-	ep_agg_check_reducer(fn, get_rel_type_id(cat->events));
+	ep_agg_check_reducer(fn, get_rel_type_id(cat->events), NULL);
 	if (!pg_proc_ownercheck(fn, GetUserId()) && !has_privs_of_role(GetUserId(), cat->owner))
 		aclcheck_error(ACLCHECK_NOT_OWNER, OBJECT_FUNCTION, get_func_name(fn));
 
