@@ -1,6 +1,8 @@
 -- ep.aggregate: folding a bank account, temporal queries, snapshots.
+SET client_min_messages = warning;
 DROP EXTENSION IF EXISTS event_patterns CASCADE;
 CREATE EXTENSION event_patterns;
+RESET client_min_messages;
 \pset null '(null)'
 
 -- error helper: runs a statement, shows its SQLSTATE and message
@@ -180,3 +182,9 @@ SELECT ep.set_snapshot_policy('lax_count(jsonb, ep.events)', 2);
 SELECT ep.aggregate('account-42', 'lax_count(jsonb, ep.events)', NULL) AS before_delete;
 SELECT ep.delete_stream('account-42', hard => true);
 SELECT ep.aggregate('account-42', 'lax_count(jsonb, ep.events)', NULL) AS after_delete;
+
+-- leave a clean extension for the suites that follow
+SET client_min_messages = warning;
+DROP EXTENSION event_patterns CASCADE;
+CREATE EXTENSION event_patterns;
+RESET client_min_messages;

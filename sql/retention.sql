@@ -1,7 +1,9 @@
 -- Retention: ep.scavenge physically removes what stream limits and soft
 -- deletes already hide; what readers see does not change.
+SET client_min_messages = warning;
 DROP EXTENSION IF EXISTS event_patterns CASCADE;
 CREATE EXTENSION event_patterns;
+RESET client_min_messages;
 
 CREATE FUNCTION pg_temp.try(stmt text) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN
@@ -33,7 +35,7 @@ SELECT ep.delete_stream('account-3');
 SELECT ep.set_stream_metadata('account-4', max_age => '10 milliseconds');
 SELECT pg_sleep(0.05);
 
--- a snapshot of account-1, to see scavenging delete it
+-- a snapshot of account-5, to see scavenging delete it
 CREATE FUNCTION balance(state jsonb, e ep.events) RETURNS jsonb LANGUAGE sql AS $$
     SELECT jsonb_build_object('balance', coalesce((state->>'balance')::numeric, 0)
         + CASE e.event_type WHEN 'Deposited' THEN (e.data->>'amount')::numeric
@@ -103,3 +105,9 @@ DROP ROLE ep_ret_user;
 DROP VIEW visible;
 DROP VIEW stored;
 DROP FUNCTION balance(jsonb, ep.events);
+
+-- leave a clean extension for the suites that follow
+SET client_min_messages = warning;
+DROP EXTENSION event_patterns CASCADE;
+CREATE EXTENSION event_patterns;
+RESET client_min_messages;

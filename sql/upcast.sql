@@ -1,7 +1,9 @@
 -- Upcasting: old event shapes keep working; every read path delivers the
 -- latest schema version, stored rows never change.
+SET client_min_messages = warning;
 DROP EXTENSION IF EXISTS event_patterns CASCADE;
 CREATE EXTENSION event_patterns;
+RESET client_min_messages;
 
 CREATE FUNCTION pg_temp.try(stmt text) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN
@@ -97,5 +99,9 @@ SELECT event_type, from_schema_version, upcaster FROM ep.upcasters ORDER BY 1, 2
 
 -- clean up for the suites that follow
 SELECT ep.drop_subscription('deposits');
+
+-- leave a clean extension for the suites that follow
+SET client_min_messages = warning;
 DROP EXTENSION event_patterns CASCADE;
 CREATE EXTENSION event_patterns;
+RESET client_min_messages;

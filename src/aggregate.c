@@ -486,7 +486,7 @@ ep_aggregate(PG_FUNCTION_ARGS)
 	{
 		TimestampTz recorded;
 		int64		version;
-		HeapTuple	tup;
+		Datum		event;
 		Datum		result;
 		MemoryContext old;
 
@@ -500,11 +500,21 @@ ep_aggregate(PG_FUNCTION_ARGS)
 			continue;
 
 		old = MemoryContextSwitchTo(rowcxt);
-		memcpy(values, slot->tts_values, sizeof(Datum) * desc->natts);
-		memcpy(isnull, slot->tts_isnull, sizeof(bool) * desc->natts);
 		if (up != NULL)
-			ep_upcast_values(up, values, isnull);
-		tup = heap_form_tuple(desc, values, isnull);
+		{
+			memcpy(values, slot->tts_values, sizeof(Datum) * desc->natts);
+			memcpy(isnull, slot->tts_isnull, sizeof(bool) * desc->natts);
+		}
+		if (up != NULL && ep_upcast_values(up, values, isnull))
+			event = HeapTupleGetDatum(heap_form_tuple(desc, values, isnull));
+		else
+		{
+			/* as stored: one copy of the heap tuple, as a composite datum */
+			bool		should_free;
+			HeapTuple	tup = ExecFetchSlotHeapTuple(slot, false, &should_free);
+
+			event = heap_copy_tuple_as_datum(tup, desc);
+		}
 
 		if (!(strict && state_null))
 		{
@@ -514,7 +524,7 @@ ep_aggregate(PG_FUNCTION_ARGS)
 			{
 				inl->params->params[0].value = state;
 				inl->params->params[0].isnull = state_null;
-				inl->params->params[1].value = HeapTupleGetDatum(tup);
+				inl->params->params[1].value = event;
 				inl->params->params[1].isnull = false;
 				result = ExecEvalExprSwitchContext(inl->expr, inl->econtext, &result_null);
 			}
@@ -522,7 +532,7 @@ ep_aggregate(PG_FUNCTION_ARGS)
 			{
 				fc->args[0].value = state;
 				fc->args[0].isnull = state_null;
-				fc->args[1].value = HeapTupleGetDatum(tup);
+				fc->args[1].value = event;
 				fc->args[1].isnull = false;
 				fc->isnull = false;
 				result = FunctionCallInvoke(fc);
@@ -530,16 +540,20 @@ ep_aggregate(PG_FUNCTION_ARGS)
 			}
 
 			/* keep the new state; free the one before */
-			cur ^= 1;
-			MemoryContextReset(statecxt[cur]);
-			state_null = result_null;
-			if (!state_null)
+			if (result_null)
 			{
+				state_null = true;
+				state = (Datum) 0;
+			}
+			else if (state_null || result != state)
+			{
+				cur ^= 1;
+				MemoryContextReset(statecxt[cur]);
 				MemoryContextSwitchTo(statecxt[cur]);
 				state = PointerGetDatum(PG_DETOAST_DATUM_COPY(result));
+				state_null = false;
 			}
-			else
-				state = (Datum) 0;
+			/* else: the reducer handed back the state it was given */
 		}
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(rowcxt);

@@ -44,6 +44,10 @@ BEGIN
         FOR e IN SELECT * FROM ep.events WHERE stream_id = s ORDER BY stream_version LOOP
             st := keep_sql(st, e);
         END LOOP;
+    ELSIF reducer = 'plpgsql-select' THEN
+        FOR e IN SELECT * FROM ep.events WHERE stream_id = s ORDER BY stream_version LOOP
+            SELECT balance_plpgsql(st, e) INTO st;
+        END LOOP;
     ELSE
         FOR e IN SELECT * FROM ep.events WHERE stream_id = s ORDER BY stream_version LOOP
             st := balance_sql(st, e);
@@ -85,6 +89,9 @@ for r in plpgsql sql; do
     base=$(sql "SELECT bench_ms(\$\$SELECT loop_fold('acct-10k', '$r')\$\$, 5)")
     echo "aggregate 10k events, bank reducer in $r: ep.aggregate ${agg} ms, plpgsql loop ${base} ms, ratio $(ratio "$base" "$agg") (target 3)"
 done
+agg=$(sql "SELECT bench_ms(\$\$SELECT ep.aggregate('acct-10k', 'balance_plpgsql(jsonb,ep.events)')\$\$, 5)")
+base=$(sql "SELECT bench_ms(\$\$SELECT loop_fold('acct-10k', 'plpgsql-select')\$\$, 5)")
+echo "aggregate 10k events, bank reducer in plpgsql, loop written with SELECT ... INTO: ep.aggregate ${agg} ms, plpgsql loop ${base} ms, ratio $(ratio "$base" "$agg") (target 3)"
 for r in keep_plpgsql keep_sql; do
     agg=$(sql "SELECT bench_ms(\$\$SELECT ep.aggregate('acct-10k', '$r(jsonb,ep.events)')\$\$, 5)")
     base=$(sql "SELECT bench_ms(\$\$SELECT loop_fold('acct-10k', '$r')\$\$, 5)")
