@@ -36,7 +36,13 @@
  * With a policy (ep.snapshot_policies: reducer -> every N events) the fold
  * itself writes the state at the highest multiple of N it passed beyond
  * its starting point, as the extension owner, unless the transaction is
- * read-only or as_of_time filtered the events. Stale snapshots of the same
+ * read-only or not READ COMMITTED, or as_of_time filtered the events.
+ * Before writing, it key-share locks the stream's row in ep.streams and
+ * checks that the row version is the one its fold saw: a redaction (which
+ * updates that row under FOR UPDATE before it deletes the stream's
+ * snapshots) either committed before, and the write is skipped, or waits
+ * for the fold's transaction and then deletes the snapshot. Key-share does
+ * not conflict with appends (their upsert is a no-key update). Stale snapshots of the same
  * (stream, reducer) (another fingerprint) are deleted when a new one is
  * written. Concurrent
  * writers of the same snapshot meet in ON CONFLICT (row locks only).
@@ -262,10 +268,40 @@ ep_agg_policy(Oid fn)
 	return DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
-/* Write one snapshot (as the extension owner) and purge stale ones. */
+/*
+ * Version (xmin) of the stream's row in ep.streams; every append,
+ * redaction and limit change makes a new one. With lock, the newest
+ * version is key-share locked first (READ COMMITTED follows the update
+ * chain), so that a redaction cannot slip between the check and the write.
+ */
+static int64
+ep_agg_stream_xmin(text *stream, bool lock)
+{
+	Oid			argt[1] = {TEXTOID};
+	Datum		args[1];
+	bool		isnull;
+
+	args[0] = PointerGetDatum(stream);
+	if (SPI_execute_with_args(lock ?
+							  "SELECT xmin::text::bigint FROM ep.streams "
+							  "WHERE stream_id OPERATOR(pg_catalog.=) $1 FOR KEY SHARE" :
+							  "SELECT xmin::text::bigint FROM ep.streams "
+							  "WHERE stream_id OPERATOR(pg_catalog.=) $1",
+							  1, argt, args, NULL, !lock, 1) != SPI_OK_SELECT)
+		elog(ERROR, "stream lookup failed");
+	if (SPI_processed == 0)
+		return -1;
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
+ * Write one snapshot (as the extension owner) and purge stale ones, unless
+ * the stream's row changed since the fold read the stream (an append or a
+ * redaction committed meanwhile): then the next fold writes it.
+ */
 static void
-ep_agg_write_snapshot(text *stream, Oid fn, int64 fp, int64 ih, int64 version, Datum state,
-					  bool state_null, TimestampTz max_recorded_at)
+ep_agg_write_snapshot(text *stream, int64 row_xmin, Oid fn, int64 fp, int64 ih, int64 version,
+					  Datum state, bool state_null, TimestampTz max_recorded_at)
 {
 	EpSavedUser saved;
 	Oid			argt[7] = {TEXTOID, OIDOID, INT8OID, INT8OID, JSONBOID, TIMESTAMPTZOID, INT8OID};
@@ -275,6 +311,12 @@ ep_agg_write_snapshot(text *stream, Oid fn, int64 fp, int64 ih, int64 version, D
 	ep_become_owner(&saved);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	if (ep_agg_stream_xmin(stream, true) != row_xmin)
+	{
+		SPI_finish();
+		ep_restore_user(&saved);
+		return;
+	}
 	args[0] = PointerGetDatum(stream);
 	args[1] = ObjectIdGetDatum(fn);
 	args[2] = Int64GetDatum(fp);
@@ -398,6 +440,7 @@ ep_aggregate(PG_FUNCTION_ARGS)
 	bool		strict;
 	EpInlineReducer *inl = NULL;
 	Oid			lang = InvalidOid;
+	int64		row_xmin = -1;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -431,6 +474,8 @@ ep_aggregate(PG_FUNCTION_ARGS)
 	if (use_snapshots)
 	{
 		every = ep_agg_policy(fn);
+		if (every > 0)
+			row_xmin = ep_agg_stream_xmin(stream, false);
 		ep_agg_find_snapshot(stream, fn, fp, ih, as_of_version, has_time, as_of_time,
 							 fold_cxt, &start);
 	}
@@ -443,7 +488,8 @@ ep_aggregate(PG_FUNCTION_ARGS)
 	}
 
 	/* snapshots are written only for an unfiltered fold in a writable transaction */
-	if (every <= 0 || has_time || XactReadOnly || RecoveryInProgress())
+	if (every <= 0 || has_time || XactReadOnly || RecoveryInProgress() ||
+		IsolationUsesXactSnapshot())
 		every = 0;
 
 	fmgr_info(fn, &flinfo);
@@ -581,7 +627,7 @@ ep_aggregate(PG_FUNCTION_ARGS)
 		FreeExprContext(inl->econtext, true);
 
 	if (boundary > 0)
-		ep_agg_write_snapshot(stream, fn, fp, ih, boundary, bstate, bstate_null, bmax);
+		ep_agg_write_snapshot(stream, row_xmin, fn, fp, ih, boundary, bstate, bstate_null, bmax);
 
 	if (state_null)
 		PG_RETURN_NULL();

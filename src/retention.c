@@ -19,7 +19,9 @@
  * Snapshots of a scavenged stream are deleted (they folded events that a
  * fold from the beginning would no longer see).
  *
- * Redaction locks the stream's row (FOR UPDATE, as appends do), records
+ * Redaction locks the stream's row (FOR UPDATE, as appends do) and gives
+ * it a new version (so that a concurrent fold does not write a snapshot of
+ * the old payloads, see aggregate.c), records
  * who, when and why in ep.redactions, replaces data by {"redacted": true}
  * and metadata by {"redacted": true, "redaction_id": n, "redacted_at": t},
  * keeping every envelope column (positions, versions, ids, types, times),
@@ -30,6 +32,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -223,6 +226,12 @@ ep_redact_stream(PG_FUNCTION_ARGS)
 				 errhint("Give the reason, e.g. the reference of the data-protection request.")));
 	stream = PG_GETARG_TEXT_PP(0);
 	reason = PG_GETARG_TEXT_PP(1);
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TRANSACTION_STATE),
+				 errmsg("ep.redact_stream must run in a READ COMMITTED transaction"),
+				 errdetail("It must see and delete every snapshot committed before it."),
+				 errhint("Run it outside a REPEATABLE READ or SERIALIZABLE transaction.")));
 
 	ep_catalog();
 	ep_become_owner(&saved);
@@ -233,10 +242,19 @@ ep_redact_stream(PG_FUNCTION_ARGS)
 	args[1] = PointerGetDatum(reason);
 	args[2] = DirectFunctionCall1(namein, CStringGetDatum(GetUserNameFromId(saved.userid, false)));
 
-	/* serialize with appends to the stream */
+	/*
+	 * Serialize with appends, and give the stream's row a new version: a
+	 * fold that read the stream before will not write a snapshot of the
+	 * old payloads (see aggregate.c).
+	 */
 	if (SPI_execute_with_args("SELECT 1 FROM ep.streams WHERE stream_id OPERATOR(pg_catalog.=) $1 FOR UPDATE",
 							  1, argt, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "stream lookup failed");
+	if (SPI_processed > 0 &&
+		SPI_execute_with_args("UPDATE ep.streams SET updated_at = pg_catalog.now() "
+							  "WHERE stream_id OPERATOR(pg_catalog.=) $1",
+							  1, argt, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "stream update failed");
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
