@@ -12,7 +12,9 @@
  * visible version of a stream is computed exactly as stream_read.c does
  * (greatest of truncate_before, deleted_before, version - max_count + 1),
  * and max_age hides events recorded before now() - max_age. It deletes by
- * TID in statements of at most batch_size rows, stream by stream, taking
+ * TID in statements of at most batch_size rows, stream by stream (each
+ * batch starting after the highest version the previous one removed, so
+ * removed rows are not scanned again), taking
  * row locks only: appends insert new rows and never wait for it; readers
  * never wait. One call is one transaction; max_rows bounds its work, and
  * the procedure ep.scavenge_in_batches commits between batches.
@@ -143,10 +145,12 @@ ep_scavenge(PG_FUNCTION_ARGS)
 	{
 		HeapTuple	tup = streams->vals[i];
 		bool		isnull;
-		Oid			argt[4] = {TEXTOID, INT8OID, TIMESTAMPTZOID, INT4OID};
-		Datum		args[4];
-		char		nulls[4] = {' ', ' ', ' ', ' '};
+		Oid			argt[5] = {TEXTOID, INT8OID, TIMESTAMPTZOID, INT4OID, INT8OID};
+		Datum		args[5];
+		char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 		int64		stream_removed = 0;
+		int64		after = 0;		/* highest version removed so far */
+		uint64		k;
 		int64		min_version;
 
 		args[0] = SPI_getbinval(tup, streams->tupdesc, 1, &isnull);
@@ -171,18 +175,30 @@ ep_scavenge(PG_FUNCTION_ARGS)
 			if (n <= 0)
 				break;
 			args[3] = Int32GetDatum(n);
+			args[4] = Int64GetDatum(after);
 			ret = ep_ret_execute_internal(
 										  ep_ret_prepare(&plan_scavenge_delete,
 														 "DELETE FROM ep.events WHERE ctid OPERATOR(pg_catalog.=) ANY (ARRAY("
 														 "SELECT ctid FROM ep.events "
 														 "WHERE stream_id OPERATOR(pg_catalog.=) $1 "
+														 "AND stream_version OPERATOR(pg_catalog.>) $5 "
 														 "AND (stream_version OPERATOR(pg_catalog.<) $2 "
 														 "OR recorded_at OPERATOR(pg_catalog.<) $3) "
-														 "ORDER BY stream_version LIMIT $4))",
-														 4, argt),
+														 "ORDER BY stream_version LIMIT $4)) "
+														 "RETURNING stream_version",
+														 5, argt),
 										  args, nulls);
-			if (ret != SPI_OK_DELETE)
+			if (ret != SPI_OK_DELETE_RETURNING)
 				elog(ERROR, "scavenge delete failed: %s", SPI_result_code_string(ret));
+			/* the next batch starts after this one: no rescan of removed rows */
+			for (k = 0; k < SPI_processed; k++)
+			{
+				int64		v = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[k],
+														   SPI_tuptable->tupdesc, 1, &isnull));
+
+				if (v > after)
+					after = v;
+			}
 			stream_removed += SPI_processed;
 			removed += SPI_processed;
 			if ((int32) SPI_processed < n)
