@@ -177,6 +177,22 @@ SELECT ep.aggregate('account-42', 'lax_count(jsonb, ep.events)', NULL) AS lax_as
 RESET ROLE;
 DROP ROLE ep_agg_reader;
 
+-- A refresh job keeps the snapshotted streams up to date in the background.
+SELECT ep.append_events('account-43', '[{"type": "Opened"}, {"type": "Deposited", "data": {"amount": 1}}, {"type": "Deposited", "data": {"amount": 2}}]');
+SELECT ep.set_snapshot_policy('lax_count(jsonb, ep.events)', 2, '1 minute');
+SELECT ep.aggregate('account-43', 'lax_count(jsonb, ep.events)', NULL) AS folded;
+SELECT j.kind, j.target, j.schedule, r.command, j.owner = current_user AS mine
+  FROM ep.jobs j JOIN ep.job_registry r USING (job_id) WHERE j.kind = 'snapshot';
+SELECT reducer, every, refresh FROM ep.snapshot_policies;
+SELECT ep.append('account-43', 'Deposited', '{"amount": 3}');
+SELECT ep.append('account-43', 'Deposited', '{"amount": 4}');
+SELECT stream_id, version, state, initial FROM ep.snapshots WHERE stream_id = 'account-43' ORDER BY version;
+DO $$ BEGIN EXECUTE (SELECT command FROM ep.job_registry WHERE kind = 'snapshot'); END $$;
+SELECT stream_id, version, state, initial FROM ep.snapshots WHERE stream_id = 'account-43' ORDER BY version;
+-- without refresh the job goes away
+SELECT ep.set_snapshot_policy('lax_count(jsonb, ep.events)', 2);
+SELECT count(*) AS snapshot_jobs FROM ep.jobs WHERE kind = 'snapshot';
+
 -- hard delete: the fold sees nothing, whatever snapshots said
 SELECT ep.set_snapshot_policy('lax_count(jsonb, ep.events)', 2);
 SELECT ep.aggregate('account-42', 'lax_count(jsonb, ep.events)', NULL) AS before_delete;

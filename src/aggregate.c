@@ -300,13 +300,13 @@ ep_agg_stream_xmin(text *stream, bool lock)
  * redaction committed meanwhile): then the next fold writes it.
  */
 static void
-ep_agg_write_snapshot(text *stream, int64 row_xmin, Oid fn, int64 fp, int64 ih, int64 version,
-					  Datum state, bool state_null, TimestampTz max_recorded_at)
+ep_agg_write_snapshot(text *stream, int64 row_xmin, Oid fn, int64 fp, int64 ih, Jsonb *initial,
+					  int64 version, Datum state, bool state_null, TimestampTz max_recorded_at)
 {
 	EpSavedUser saved;
-	Oid			argt[7] = {TEXTOID, OIDOID, INT8OID, INT8OID, JSONBOID, TIMESTAMPTZOID, INT8OID};
-	Datum		args[7];
-	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			argt[8] = {TEXTOID, OIDOID, INT8OID, INT8OID, JSONBOID, TIMESTAMPTZOID, INT8OID, JSONBOID};
+	Datum		args[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
 	ep_become_owner(&saved);
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -326,15 +326,18 @@ ep_agg_write_snapshot(text *stream, int64 row_xmin, Oid fn, int64 fp, int64 ih, 
 		nulls[4] = 'n';
 	args[5] = TimestampTzGetDatum(max_recorded_at);
 	args[6] = Int64GetDatum(ih);
+	args[7] = initial ? JsonbPGetDatum(initial) : (Datum) 0;
+	if (initial == NULL)
+		nulls[7] = 'n';
 	if (SPI_execute_plan(ep_agg_prepare(&plan_write_snapshot,
 										"INSERT INTO ep.snapshots AS s (stream_id, reducer, initial_hash, version, "
-										"state, fingerprint, max_recorded_at) "
-										"VALUES ($1, $2::pg_catalog.regprocedure, $7, $4, $5, $3, $6) "
+										"state, fingerprint, max_recorded_at, initial) "
+										"VALUES ($1, $2::pg_catalog.regprocedure, $7, $4, $5, $3, $6, $8) "
 										"ON CONFLICT (stream_id, reducer, initial_hash, version) DO UPDATE "
 										"SET state = excluded.state, fingerprint = excluded.fingerprint, "
 										"max_recorded_at = excluded.max_recorded_at, "
 										"created_at = pg_catalog.now()",
-										7, argt),
+										8, argt),
 						 args, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "snapshot insert failed");
 	if (SPI_execute_plan(ep_agg_prepare(&plan_purge_snapshots,
@@ -627,7 +630,7 @@ ep_aggregate(PG_FUNCTION_ARGS)
 		FreeExprContext(inl->econtext, true);
 
 	if (boundary > 0)
-		ep_agg_write_snapshot(stream, row_xmin, fn, fp, ih, boundary, bstate, bstate_null, bmax);
+		ep_agg_write_snapshot(stream, row_xmin, fn, fp, ih, initial, boundary, bstate, bstate_null, bmax);
 
 	if (state_null)
 		PG_RETURN_NULL();
@@ -635,10 +638,13 @@ ep_aggregate(PG_FUNCTION_ARGS)
 }
 
 /*
- * ep.set_snapshot_policy(reducer, every): the fold writes a snapshot every
- * `every` events of a stream; NULL or 0 removes the policy (and the
- * reducer's snapshots). Only the reducer's owner (or the extension owner)
- * may set it.
+ * ep.set_snapshot_policy(reducer, every, refresh): the fold writes a
+ * snapshot every `every` events of a stream; NULL or 0 removes the policy
+ * (and the reducer's snapshots). With refresh, a background job
+ * ('snapshot', owned by the caller) runs ep.refresh_snapshots(reducer) at
+ * that interval, so the streams already snapshotted stay up to date
+ * without a reader paying for it. Only the reducer's owner (or the
+ * extension owner) may set it.
  */
 PG_FUNCTION_INFO_V1(ep_set_snapshot_policy);
 Datum
@@ -647,9 +653,12 @@ ep_set_snapshot_policy(PG_FUNCTION_ARGS)
 	const EpCatalog *cat = ep_catalog();
 	Oid			fn;
 	int32		every = PG_ARGISNULL(1) ? 0 : PG_GETARG_INT32(1);
+	bool		has_refresh = PG_NARGS() > 2 && !PG_ARGISNULL(2);
 	EpSavedUser saved;
-	Oid			argt[3] = {OIDOID, INT4OID, NAMEOID};
-	Datum		args[3];
+	Oid			argt[4] = {OIDOID, INT4OID, NAMEOID, INTERVALOID};
+	Datum		args[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	char	   *target;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -671,6 +680,9 @@ ep_set_snapshot_policy(PG_FUNCTION_ARGS)
 	args[0] = ObjectIdGetDatum(fn);
 	args[1] = Int32GetDatum(every);
 	args[2] = DirectFunctionCall1(namein, CStringGetDatum(GetUserNameFromId(saved.userid, false)));
+	args[3] = has_refresh ? PG_GETARG_DATUM(2) : (Datum) 0;
+	if (!has_refresh)
+		nulls[3] = 'n';
 	if (every == 0)
 	{
 		if (SPI_execute_with_args("DELETE FROM ep.snapshot_policies "
@@ -681,13 +693,38 @@ ep_set_snapshot_policy(PG_FUNCTION_ARGS)
 								  1, argt, args, NULL, false, 0) != SPI_OK_DELETE)
 			elog(ERROR, "snapshot policy delete failed");
 	}
-	else if (SPI_execute_with_args("INSERT INTO ep.snapshot_policies (reducer, every, owner) "
-								   "VALUES ($1::pg_catalog.regprocedure, $2, $3) "
+	else if (SPI_execute_with_args("INSERT INTO ep.snapshot_policies (reducer, every, owner, refresh) "
+								   "VALUES ($1::pg_catalog.regprocedure, $2, $3, $4) "
 								   "ON CONFLICT (reducer) DO UPDATE SET every = excluded.every, "
-								   "owner = excluded.owner, updated_at = pg_catalog.now()",
-								   3, argt, args, NULL, false, 0) != SPI_OK_INSERT)
+								   "owner = excluded.owner, refresh = excluded.refresh, "
+								   "updated_at = pg_catalog.now()",
+								   4, argt, args, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "snapshot policy insert failed");
 	SPI_finish();
 	ep_restore_user(&saved);
+
+	/* the refresh job belongs to the caller, who runs it */
+	target = format_procedure_qualified(fn);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	{
+		Oid			jargt[3] = {TEXTOID, INTERVALOID, TEXTOID};
+		Datum		jargs[3];
+
+		jargs[0] = CStringGetTextDatum(target);
+		jargs[1] = args[3];
+		jargs[2] = CStringGetTextDatum(psprintf("SELECT ep.refresh_snapshots(%s::pg_catalog.regprocedure)",
+												quote_literal_cstr(target)));
+		if (every > 0 && has_refresh)
+		{
+			if (SPI_execute_with_args("SELECT ep._schedule_job('snapshot', $1, $2, $3)",
+									  3, jargt, jargs, NULL, false, 0) != SPI_OK_SELECT)
+				elog(ERROR, "snapshot job scheduling failed");
+		}
+		else if (SPI_execute_with_args("SELECT ep._unschedule_job('snapshot', $1)",
+									   1, jargt, jargs, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "snapshot job removal failed");
+	}
+	SPI_finish();
 	PG_RETURN_VOID();
 }

@@ -33,6 +33,7 @@ CREATE TABLE ep.snapshots (
     state           jsonb,
     fingerprint     bigint       NOT NULL,
     max_recorded_at timestamptz  NOT NULL,
+    initial         jsonb,
     created_at      timestamptz  NOT NULL DEFAULT pg_catalog.now(),
     PRIMARY KEY (stream_id, reducer, initial_hash, version)
 );
@@ -44,6 +45,7 @@ GRANT SELECT ON ep.snapshots TO PUBLIC;
 CREATE TABLE ep.snapshot_policies (
     reducer    regprocedure NOT NULL PRIMARY KEY,
     every      integer      NOT NULL CHECK (every > 0),
+    refresh    interval     CHECK (refresh > interval '0'),
     owner      name         NOT NULL DEFAULT CURRENT_USER,
     updated_at timestamptz  NOT NULL DEFAULT pg_catalog.now()
 );
@@ -60,11 +62,39 @@ CREATE FUNCTION ep.aggregate(stream_id text, reducer regprocedure,
 COMMENT ON FUNCTION ep.aggregate(text, regprocedure, jsonb, bigint, timestamptz) IS
     'Fold a stream with reducer(state jsonb, event ep.events) RETURNS jsonb from initial, up to as_of_version and/or the events recorded by as_of_time; starts from the newest usable snapshot';
 
-CREATE FUNCTION ep.set_snapshot_policy(reducer regprocedure, every integer)
+CREATE FUNCTION ep.set_snapshot_policy(reducer regprocedure, every integer,
+                                       refresh interval DEFAULT NULL)
     RETURNS void LANGUAGE c VOLATILE PARALLEL UNSAFE
     AS 'MODULE_PATHNAME', 'ep_set_snapshot_policy';
-COMMENT ON FUNCTION ep.set_snapshot_policy(regprocedure, integer) IS
-    'ep.aggregate with this reducer writes a snapshot every N events of a stream; NULL or 0 removes the policy and the reducer''s snapshots';
+COMMENT ON FUNCTION ep.set_snapshot_policy(regprocedure, integer, interval) IS
+    'ep.aggregate with this reducer writes a snapshot every N events of a stream; with refresh, a background job brings the snapshotted streams up to date at that interval; NULL or 0 removes the policy and the reducer''s snapshots';
+
+-- Run by the 'snapshot' job: fold again every stream (and initial state)
+-- that has a snapshot of this reducer, so that the fold writes a newer one.
+CREATE FUNCTION ep.refresh_snapshots(reducer regprocedure)
+    RETURNS integer LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    n integer := 0;
+BEGIN
+    IF reducer IS NULL THEN
+        RAISE EXCEPTION 'reducer must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    FOR r IN SELECT DISTINCT ON (s.stream_id, s.initial_hash) s.stream_id, s.initial
+               FROM ep.snapshots s
+              WHERE s.reducer::oid = refresh_snapshots.reducer::oid
+              ORDER BY s.stream_id, s.initial_hash
+    LOOP
+        PERFORM ep.aggregate(r.stream_id, refresh_snapshots.reducer, r.initial);
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION ep.refresh_snapshots(regprocedure) IS
+    'Fold again every stream that has a snapshot of the reducer, writing newer snapshots per its policy; returns the number of folds';
 
 -- Retention
 CREATE FUNCTION ep.scavenge(batch_size integer DEFAULT 1000, max_rows bigint DEFAULT NULL)
