@@ -97,6 +97,19 @@ RESET ROLE;
 DROP ROLE ep_upcast_user;
 SELECT event_type, from_schema_version, upcaster FROM ep.upcasters ORDER BY 1, 2;
 
+-- unregistering: only the last link of a chain
+SELECT pg_temp.try($$SELECT ep.unregister_upcaster('Deposited', 1)$$);
+SELECT pg_temp.try($$SELECT ep.unregister_upcaster('Deposited', 7)$$);
+SELECT ep.unregister_upcaster('Deposited', 2);
+SELECT stream_version, data, schema_version FROM ep.read_stream('account-7', 1, 3);
+
+-- a dropped upcaster function breaks reads loudly, not silently
+DROP FUNCTION frozen_lost(jsonb);
+SELECT pg_temp.try($$SELECT * FROM ep.read_stream('account-7')$$);
+SELECT stream_version, data, schema_version FROM ep.read_stream('account-7', 1, 3);
+SELECT ep.unregister_upcaster('Frozen', 1);
+SELECT stream_version, event_type, data, schema_version FROM ep.read_stream('account-7', 4);
+
 -- clean up for the suites that follow
 SELECT ep.drop_subscription('deposits');
 

@@ -186,7 +186,7 @@ ep_up_load(void)
 		elog(ERROR, "SPI_connect failed");
 	if (SPI_execute("SELECT u.event_type, u.from_schema_version, u.upcaster::pg_catalog.oid, "
 					"p.xmin::text::bigint "
-					"FROM ep.upcasters u JOIN pg_catalog.pg_proc p "
+					"FROM ep.upcasters u LEFT JOIN pg_catalog.pg_proc p "
 					"ON p.oid OPERATOR(pg_catalog.=) u.upcaster::pg_catalog.oid "
 					"ORDER BY 1, 2", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "upcaster lookup failed");
@@ -237,7 +237,15 @@ ep_up_load(void)
 			cur->links = palloc0(sizeof(FmgrInfo) * 8);
 		else if ((cur->latest & (cur->latest - 1)) == 0 && cur->latest >= 8)
 			cur->links = repalloc(cur->links, sizeof(FmgrInfo) * cur->latest * 2);
-		fmgr_info_cxt(fn, &cur->links[from - 1], cxt);
+		/* a dropped upcaster function breaks the chain loudly, at read time */
+		(void) SPI_getbinval(tup, desc, 4, &isnull);
+		if (isnull)
+		{
+			memset(&cur->links[from - 1], 0, sizeof(FmgrInfo));
+			cur->links[from - 1].fn_oid = InvalidOid;
+		}
+		else
+			fmgr_info_cxt(fn, &cur->links[from - 1], cxt);
 		cur->latest = from + 1;
 
 		h = hash_bytes_extended((const unsigned char *) VARDATA_ANY(type),
@@ -315,6 +323,13 @@ ep_upcast_values(EpUpcastState *state, Datum *values, bool *isnull)
 			LOCAL_FCINFO(fcinfo, 1);
 			Datum		result;
 
+			if (!OidIsValid(e->links[k - 1].fn_oid))
+				ereport(ERROR,
+						(errcode(ERRCODE_UNDEFINED_FUNCTION),
+						 errmsg("upcaster of event type \"%s\" from schema version %d no longer exists",
+								text_to_cstring(type), k),
+						 errdetail("Its function was dropped after it was registered."),
+						 errhint("Register an upcaster again with ep.register_upcaster().")));
 			InitFunctionCallInfoData(*fcinfo, &e->links[k - 1], 1, InvalidOid, NULL, NULL);
 			fcinfo->args[0].value = data;
 			fcinfo->args[0].isnull = false;
@@ -441,6 +456,69 @@ ep_register_upcaster(PG_FUNCTION_ARGS)
 	ep_restore_user(&saved);
 
 	/* tell every backend (and this one, at command end) to reload */
+	CacheInvalidateRelcacheByRelid(upcasters_relid);
+	PG_RETURN_VOID();
+}
+
+/*
+ * ep.unregister_upcaster(event_type, from_schema_version): removes the last
+ * link of a chain (removing any other would break its contiguity).
+ */
+PG_FUNCTION_INFO_V1(ep_unregister_upcaster);
+Datum
+ep_unregister_upcaster(PG_FUNCTION_ARGS)
+{
+	const EpCatalog *cat = ep_catalog();
+	text	   *type;
+	int32		from;
+	EpSavedUser saved;
+	Oid			argt[2] = {TEXTOID, INT4OID};
+	Datum		args[2];
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("event_type and from_schema_version must not be null")));
+	type = PG_GETARG_TEXT_PP(0);
+	from = PG_GETARG_INT32(1);
+	if (!has_privs_of_role(GetUserId(), cat->owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to unregister an upcaster"),
+				 errhint("Unregister upcasters as the owner of the event_patterns extension.")));
+
+	upcasters_relid = ep_up_relid();
+	ep_become_owner(&saved);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	args[0] = PointerGetDatum(type);
+	args[1] = Int32GetDatum(from);
+	if (SPI_execute_with_args("SELECT pg_catalog.pg_advisory_xact_lock("
+							  "'ep.upcasters'::pg_catalog.regclass::pg_catalog.oid::pg_catalog.int4, "
+							  "pg_catalog.hashtext($1))",
+							  1, argt, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "upcaster lock failed");
+	if (SPI_execute_with_args("SELECT 1 FROM ep.upcasters WHERE event_type OPERATOR(pg_catalog.=) $1 "
+							  "AND from_schema_version OPERATOR(pg_catalog.>) $2",
+							  2, argt, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "upcaster lookup failed");
+	if (SPI_processed > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("upcaster of event type \"%s\" from schema version %d is not the last of its chain",
+						text_to_cstring(type), from),
+				 errhint("Unregister the later links first.")));
+	if (SPI_execute_with_args("DELETE FROM ep.upcasters WHERE event_type OPERATOR(pg_catalog.=) $1 "
+							  "AND from_schema_version OPERATOR(pg_catalog.=) $2",
+							  2, argt, args, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "upcaster delete failed");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("no upcaster of event type \"%s\" from schema version %d",
+						text_to_cstring(type), from)));
+	SPI_finish();
+	ep_restore_user(&saved);
 	CacheInvalidateRelcacheByRelid(upcasters_relid);
 	PG_RETURN_VOID();
 }

@@ -24,6 +24,12 @@ CREATE FUNCTION ep.register_upcaster(event_type text, from_schema_version intege
 COMMENT ON FUNCTION ep.register_upcaster(text, integer, regprocedure) IS
     'Register upcaster(data jsonb) RETURNS jsonb lifting event_type from from_schema_version to the next; every read path then delivers the latest schema version';
 
+CREATE FUNCTION ep.unregister_upcaster(event_type text, from_schema_version integer)
+    RETURNS void LANGUAGE c VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ep_unregister_upcaster';
+COMMENT ON FUNCTION ep.unregister_upcaster(text, integer) IS
+    'Remove the last upcaster of an event type''s chain; reads then deliver the schema version below';
+
 -- Snapshots: the state of a fold of a stream with a reducer, after a version.
 CREATE TABLE ep.snapshots (
     stream_id       text         NOT NULL,
