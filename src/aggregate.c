@@ -6,46 +6,55 @@
  *
  * ep.aggregate(stream_id, reducer, initial, as_of_version, as_of_time)
  * calls reducer(state jsonb, event ep.events) RETURNS jsonb once per
- * visible event of the stream, in version order, through the function
- * manager: the reducer is looked up once (fmgr_info) and one
- * FunctionCallInfo is reused; each event's composite datum is built from
- * an index scan of (stream_id, stream_version) with the statement's
- * snapshot, after upcasting (upcast.c). Visibility is read_stream's:
- * truncate_before, max_count, max_age and soft deletes hide events.
- * as_of_version stops at that version; as_of_time skips events recorded
- * after it (recorded_at <= as_of_time; recorded_at is the appending
- * transaction's start time, which need not grow with the version).
+ * visible event of the stream, in version order: the reducer is looked up
+ * once (fmgr_info) and one FunctionCallInfo is reused; each event's
+ * composite datum comes from an index scan of (stream_id, stream_version)
+ * with the statement's snapshot, after upcasting (upcast.c). A reducer in
+ * LANGUAGE sql is instead planned once as the expression reducer($1, $2),
+ * so that its body can be inlined, as it is in a plpgsql loop. Visibility
+ * is read_stream's: truncate_before, max_count, max_age and soft deletes
+ * hide events. as_of_version stops at that version; as_of_time skips
+ * events recorded after it (recorded_at <= as_of_time; recorded_at is the
+ * appending transaction's start time, which need not grow with the
+ * version).
  *
  * Strictness: a STRICT reducer is not called while the state is NULL (the
  * state stays NULL, as SQL would have it); a non-strict one receives the
  * NULL. A reducer may return NULL; the fold goes on with a NULL state.
  *
- * Snapshots: a row of ep.snapshots (stream_id, reducer, version) holds the
- * state after folding versions 1..version from an initial state, with a
- * fingerprint of what the state depends on besides the events: the
- * reducer's OID and pg_proc row version (CREATE OR REPLACE FUNCTION or
- * ALTER FUNCTION make a new row version) and the upcaster set; folds from
- * different initial states keep apart by initial_hash. A fold starts from the newest snapshot whose fingerprint
- * matches, whose version is at or below the requested one and (with
- * as_of_time) whose events all were recorded by then (max_recorded_at);
- * otherwise from the start. Snapshots are neither used nor written for a
- * stream with limits or a soft delete (its visible window moves) or a
- * hard-deleted one. Redaction and scavenging of a stream delete its
- * snapshots, so a snapshot always equals a fold from the beginning.
+ * Memory: the state lives in one of two contexts, swapped when the reducer
+ * returns a new state (the old one is freed); each event and everything a
+ * call leaves behind live in a per-row context reset after the call.
+ *
+ * Snapshots: a row of ep.snapshots (stream_id, reducer, initial_hash,
+ * version) holds the state after folding versions 1..version from an
+ * initial state, with a fingerprint of what the state depends on besides
+ * the events: the reducer's OID and pg_proc row version (CREATE OR
+ * REPLACE FUNCTION or ALTER FUNCTION make a new row version) and the
+ * upcaster set. A fold starts from the newest snapshot whose fingerprint
+ * and initial state match, whose version is at or below the requested one
+ * and (with as_of_time) whose events all were recorded by then
+ * (max_recorded_at); otherwise from the start. Snapshots are neither used
+ * nor written for a stream with limits or a soft delete (its visible
+ * window moves) or a hard-deleted one. Redaction and scavenging of a
+ * stream delete its snapshots, so a snapshot always equals a fold from the
+ * beginning.
  *
  * With a policy (ep.snapshot_policies: reducer -> every N events) the fold
  * itself writes the state at the highest multiple of N it passed beyond
  * its starting point, as the extension owner, unless the transaction is
  * read-only or not READ COMMITTED, or as_of_time filtered the events.
- * Before writing, it key-share locks the stream's row in ep.streams and
- * checks that the row version is the one its fold saw: a redaction (which
- * updates that row under FOR UPDATE before it deletes the stream's
- * snapshots) either committed before, and the write is skipped, or waits
- * for the fold's transaction and then deletes the snapshot. Key-share does
- * not conflict with appends (their upsert is a no-key update). Stale snapshots of the same
- * (stream, reducer) (another fingerprint) are deleted when a new one is
- * written. Concurrent
- * writers of the same snapshot meet in ON CONFLICT (row locks only).
+ * Stale snapshots of the same (stream, reducer) (another fingerprint) are
+ * deleted when a new one is written; concurrent writers of the same
+ * snapshot meet in ON CONFLICT.
+ *
+ * Locking: before writing, the fold key-share locks the stream's row in
+ * ep.streams and checks that the row version is the one it read: a
+ * redaction (which updates that row under FOR UPDATE before it deletes the
+ * stream's snapshots) either committed before, and the write is skipped,
+ * or waits for the fold's transaction and then deletes the snapshot.
+ * Key-share does not conflict with appends (their upsert is a no-key
+ * update); an append committed during the fold only skips the write.
  *
  *-------------------------------------------------------------------------
  */
@@ -61,8 +70,8 @@
 #include "catalog/pg_collation.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
-#include "common/hashfn.h"
 #include "catalog/pg_language.h"
+#include "common/hashfn.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
 #include "executor/tuptable.h"
