@@ -19,6 +19,11 @@
  * nothing; when there are few they are loaded into a hash table per call;
  * when there are many, each stream met is looked up once per call.
  *
+ * Upcasting (upcast.c): every row passes through ep_read_emit, which lifts
+ * it to the latest schema version of its type in a per-row memory context
+ * before it is copied into the tuplestore; with no upcaster registered the
+ * rows go straight in.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -46,6 +51,7 @@
 #include "event_patterns.h"
 #include "position.h"
 #include "stream_read.h"
+#include "upcast.h"
 
 #define EP_LIMITS_PRELOAD_MAX 5000
 
@@ -182,6 +188,37 @@ ep_limits_lookup(text *stream, EpLimits *l)
 					   GetCurrentTransactionStartTimestamp(), l);
 }
 
+/*
+ * Limits and state of one stream, for other modules (aggregate, retention):
+ * the same visibility rule read_stream applies. SPI must be connected.
+ */
+void
+ep_read_stream_limits(text *stream, EpStreamLimits *out)
+{
+	EpLimits	l;
+
+	memset(out, 0, sizeof(*out));
+	ep_limits_lookup(stream, &l);
+	out->min_version = l.min_version;
+	out->has_max_age = l.has_max_age;
+	out->cutoff = l.has_max_age ? l.cutoff : 0;
+	out->limited = l.limited;
+	if (SPI_processed > 0)
+	{
+		bool		isnull;
+
+		out->exists = true;
+		out->version = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+												   SPI_tuptable->tupdesc, 1, &isnull));
+		out->tombstoned = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+													 SPI_tuptable->tupdesc, 6, &isnull));
+		/* a soft-deleted stream (deleted_before set) counts as limited */
+		(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
+		if (!isnull)
+			out->limited = true;
+	}
+}
+
 static void
 ep_limits_cache_init(EpLimitsCache *cache)
 {
@@ -316,6 +353,33 @@ ep_text_eq(text *a, text *b)
 }
 
 /*
+ * Hand one row of ep.events to the caller's tuplestore, upcast when an
+ * upcaster applies. rowcxt is reset here; it holds only upcast payloads.
+ */
+static void
+ep_read_emit(ReturnSetInfo *rsinfo, TupleTableSlot *slot, EpUpcastState *up,
+			 MemoryContext rowcxt)
+{
+	Datum		values[Anum_ep_events_category];
+	bool		isnull[Anum_ep_events_category];
+	MemoryContext old;
+
+	if (up == NULL)
+	{
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc,
+							 slot->tts_values, slot->tts_isnull);
+		return;
+	}
+	memcpy(values, slot->tts_values, sizeof(values));
+	memcpy(isnull, slot->tts_isnull, sizeof(isnull));
+	old = MemoryContextSwitchTo(rowcxt);
+	ep_upcast_values(up, values, isnull);
+	MemoryContextSwitchTo(old);
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, isnull);
+	MemoryContextReset(rowcxt);
+}
+
+/*
  * The global scan behind read_all, read_category and poll: events with
  * after < global_position < horizon, ascending, filtered, at most
  * max_count (-1: no limit), into the function's tuplestore.
@@ -337,6 +401,8 @@ ep_read_global(FunctionCallInfo fcinfo, int64 after, int64 max_count,
 	int			nkeys = 0;
 	AttrNumber	posatt;
 	int64		count = 0;
+	EpUpcastState *up;
+	MemoryContext rowcxt;
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	if (max_count == 0 || filter->ntypes < 0)
@@ -349,6 +415,9 @@ ep_read_global(FunctionCallInfo fcinfo, int64 after, int64 max_count,
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	ep_limits_cache_init(&limits);
+	up = ep_upcast_begin();
+	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "event_patterns read row",
+								   ALLOCSET_DEFAULT_SIZES);
 
 	/* a snapshot taken after the horizon: see position.c */
 	snap = RegisterSnapshot(GetLatestSnapshot());
@@ -400,11 +469,11 @@ ep_read_global(FunctionCallInfo fcinfo, int64 after, int64 max_count,
 						   DatumGetTimestampTz(slot->tts_values[Anum_ep_events_recorded_at - 1])))
 			continue;
 
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc,
-							 slot->tts_values, slot->tts_isnull);
+		ep_read_emit(rsinfo, slot, up, rowcxt);
 		count++;
 	}
 
+	MemoryContextDelete(rowcxt);
 	ExecDropSingleTupleTableSlot(slot);
 	index_endscan(scan);
 	index_close(idx, AccessShareLock);
@@ -433,6 +502,8 @@ ep_read_stream(PG_FUNCTION_ARGS)
 	ScanKeyData keys[3];
 	int			nkeys = 0;
 	int64		count = 0;
+	EpUpcastState *up;
+	MemoryContext rowcxt;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -448,6 +519,9 @@ ep_read_stream(PG_FUNCTION_ARGS)
 		elog(ERROR, "SPI_connect failed");
 	ep_limits_lookup(stream, &limits);
 	SPI_finish();
+	up = ep_upcast_begin();
+	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "event_patterns read row",
+								   ALLOCSET_DEFAULT_SIZES);
 
 	rel = table_open(cat->events, AccessShareLock);
 	idx = index_open(cat->events_stream_idx, AccessShareLock);
@@ -480,10 +554,10 @@ ep_read_stream(PG_FUNCTION_ARGS)
 		if (limits.has_max_age &&
 			DatumGetTimestampTz(slot->tts_values[Anum_ep_events_recorded_at - 1]) < limits.cutoff)
 			continue;
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc,
-							 slot->tts_values, slot->tts_isnull);
+		ep_read_emit(rsinfo, slot, up, rowcxt);
 		count++;
 	}
+	MemoryContextDelete(rowcxt);
 	ExecDropSingleTupleTableSlot(slot);
 	index_endscan(scan);
 	index_close(idx, AccessShareLock);

@@ -8,6 +8,7 @@
 
 #include "postgres.h"
 #include "fmgr.h"
+#include "datatype/timestamp.h"
 
 /* attribute numbers of ep.events */
 #define Anum_ep_events_global_position	1
@@ -29,6 +30,20 @@ typedef struct EpGlobalFilter
 	int			consumer_member;	/* used when consumer_size > 0 */
 	int			consumer_size;
 } EpGlobalFilter;
+
+/* Visibility of one stream's events (see ep_read_stream_limits). */
+typedef struct EpStreamLimits
+{
+	bool		exists;			/* the stream has a row in ep.streams */
+	bool		tombstoned;		/* hard-deleted */
+	int64		version;		/* current version */
+	bool		limited;		/* some limit or a soft delete hides events */
+	int64		min_version;	/* lowest visible version */
+	bool		has_max_age;
+	TimestampTz cutoff;			/* with max_age: older events are hidden */
+} EpStreamLimits;
+
+extern void ep_read_stream_limits(text *stream, EpStreamLimits *out);
 
 extern void ep_read_global(FunctionCallInfo fcinfo, int64 after, int64 max_count,
 						   const EpGlobalFilter *filter);
