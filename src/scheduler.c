@@ -252,15 +252,17 @@ start_runner(int64 job_id, int64 run_id)
 
 /*
  * One round of the scheduler. Without "forced", the round does nothing
- * unless a runner stopped or a job is due by *next_due. Returns true when
- * due jobs are left that could not be started yet.
+ * unless a runner stopped or a job is due by *next_due, which it updates.
+ * Returns false: due jobs that found no free runner wait for a runner to
+ * finish (its exit sets the worker's latch) or for the next naptime, never
+ * in a busy loop.
  */
 bool
 ep_scheduler_round(TimestampTz *next_due, bool forced)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	int64	   *jobs = NULL;
-	int64	   *runs = NULL;
+	int64	   *jobs;
+	int64	   *runs;
 	int			ndue = 0;
 	int			capacity;
 	bool		reaped;
@@ -272,7 +274,10 @@ ep_scheduler_round(TimestampTz *next_due, bool forced)
 	if (!forced && !reaped && recovered && now < *next_due)
 		return false;
 
+	/* the ids must outlive the transaction: allocate them in the caller's context */
 	capacity = ep_bgw_free_runner_slots();
+	jobs = palloc(sizeof(int64) * Max(capacity, 1));
+	runs = palloc(sizeof(int64) * Max(capacity, 1));
 
 	ep_bgw_start_xact();
 	SPI_connect();
@@ -311,9 +316,7 @@ ep_scheduler_round(TimestampTz *next_due, bool forced)
 								  " FOR UPDATE SKIP LOCKED",
 								  1, types, values, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not read the due jobs");
-		ndue = (int) SPI_processed;
-		jobs = palloc(sizeof(int64) * Max(ndue, 1));
-		runs = palloc(sizeof(int64) * Max(ndue, 1));
+		ndue = Min((int) SPI_processed, capacity);
 		for (i = 0; i < ndue; i++)
 			jobs[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
 												  SPI_tuptable->tupdesc, 1, &isnull));
@@ -353,6 +356,7 @@ ep_scheduler_round(TimestampTz *next_due, bool forced)
 	{
 		if (start_runner(jobs[i], runs[i]))
 			continue;
+		/* lost the race for the last free slot: record it, back off */
 		ep_bgw_start_xact();
 		SPI_connect();
 		PushActiveSnapshot(GetTransactionSnapshot());
@@ -362,6 +366,8 @@ ep_scheduler_round(TimestampTz *next_due, bool forced)
 		SPI_finish();
 		CommitTransactionCommand();
 	}
+	pfree(jobs);
+	pfree(runs);
 	return false;
 }
 

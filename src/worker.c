@@ -215,7 +215,7 @@ ep_worker_main(Datum main_arg)
 		MemoryContextReset(round_cxt);
 		ep_bgw_set_state(slot, EP_SLOT_IDLE);
 		pgstat_report_activity(STATE_IDLE, NULL);
-		pgstat_report_stat(true);
+		pgstat_report_stat(false);
 
 		if (more)
 			continue;
