@@ -290,3 +290,11 @@ ep_workers(PG_FUNCTION_ARGS)
 	}
 	return (Datum) 0;
 }
+
+/* ep._worker_runtime_loaded(): is there a launcher to run jobs at all? */
+PG_FUNCTION_INFO_V1(ep_worker_runtime_loaded);
+Datum
+ep_worker_runtime_loaded(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(ep_bgw_shmem_available());
+}

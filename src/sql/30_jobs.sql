@@ -76,6 +76,11 @@ CREATE TRIGGER job_registry_changed
 
 -- Internal API used by the features that schedule work (SECURITY INVOKER:
 -- the job's owner is the calling role).
+CREATE FUNCTION ep._worker_runtime_loaded() RETURNS boolean
+    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'ep_worker_runtime_loaded';
+COMMENT ON FUNCTION ep._worker_runtime_loaded() IS
+    'Internal: whether the background-worker runtime is loaded (shared_preload_libraries)';
+
 CREATE FUNCTION ep._schedule_job(kind text, target text, every interval, command text)
     RETURNS bigint LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
@@ -108,6 +113,10 @@ BEGIN
         SET schedule = excluded.schedule, command = excluded.command,
             owner = excluded.owner, next_run_at = excluded.next_run_at, failures = 0
     RETURNING j.job_id INTO id;
+    IF NOT ep._worker_runtime_loaded() THEN
+        RAISE WARNING 'job "%" will not run: the event_patterns background workers are not running', target
+            USING HINT = 'Add event_patterns to shared_preload_libraries and restart the server.';
+    END IF;
     RETURN id;
 END
 $$;

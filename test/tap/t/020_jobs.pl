@@ -156,4 +156,15 @@ is($node->safe_psql('postgres', q{
 	'1', 'a job that is not due does not run again after a restart');
 
 $node->stop;
+
+# --- without the preload, scheduling warns that nothing will run -------------
+my $plain = ep_node('jobs_plain', preload => 0);
+$plain->start;
+$plain->safe_psql('postgres', 'CREATE EXTENSION event_patterns');
+my ($ret, $out, $err) = $plain->psql('postgres', "SELECT ep.schedule_job('x', '1 hour', 'SELECT 1')");
+is($ret, 0, 'scheduling works without the preload');
+like($err, qr/will not run.*\n.*shared_preload_libraries/s, 'but warns, naming shared_preload_libraries');
+is($plain->safe_psql('postgres', 'SELECT count(*) FROM ep.workers'), '0', 'ep.workers is empty');
+$plain->stop;
+
 done_testing();
