@@ -471,7 +471,7 @@ ep_bgw_fill_worker(BackgroundWorker *bgw, const char *function,
 static void
 ep_bgw_pause_database(Oid dbid)
 {
-	pid_t		pids[64];
+	pid_t		pids[520];	/* one worker and up to 2 * 256 runners */
 	int			npids = 0;
 	bool		added = false;
 	TimestampTz deadline;
@@ -1023,14 +1023,17 @@ launcher_start_worker(LauncherDb *entry, TimestampTz now)
 	slot = ep_bgw_alloc_slot(EP_SLOT_WORKER, entry->dbid, 0, &generation);
 	if (slot < 0)
 	{
-		if (!entry->warned)
+		/* probes wait quietly for a slot; a database that needs one says so */
+		if (!entry->warned && entry->status == EP_DB_PRESENT)
+			{
 			ereport(WARNING,
 					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 					 errmsg("event_patterns cannot start a worker for database %u", entry->dbid),
 					 errdetail("All %d slots of event_patterns.max_workers are in use.",
 							   ep_guc_max_workers),
 					 errhint("Increase event_patterns.max_workers and restart the server.")));
-		entry->warned = true;
+			entry->warned = true;
+		}
 		return;
 	}
 

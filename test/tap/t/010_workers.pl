@@ -77,6 +77,14 @@ $node->safe_psql('postgres', "SELECT pg_terminate_backend($pid1)");
 ok(wait_worker('db1', $pid1), 'worker restarted after pg_terminate_backend');
 isnt(worker_pid('db1'), $pid1, 'the new worker is a new process');
 
+# a worker that dies again soon is restarted after a longer delay (backoff)
+my $pid2 = worker_pid('db1');
+$t0 = time();
+$node->safe_psql('postgres', "SELECT pg_terminate_backend($pid2)");
+ok(wait_worker('db1', $pid2), 'restarted again');
+$elapsed = time() - $t0;
+cmp_ok($elapsed, '>=', 1.5, "the second restart waited longer ($elapsed s)");
+
 # commits wake the worker: a job scheduled far in the past runs at once
 $node->safe_psql('db1', "SELECT ep.schedule_job('tick', '1 hour', 'SELECT 1')");
 $node->safe_psql('db1', "UPDATE ep.job_registry SET next_run_at = now() - interval '10 days'");
