@@ -585,10 +585,17 @@ ep_bgw_process_utility(PlannedStmt *pstmt, const char *queryString,
 	bool		creates_extension = false;
 	ListCell   *lc;
 
+	/*
+	 * DROP DATABASE, CREATE DATABASE and ALTER DATABASE SET TABLESPACE refuse
+	 * to run in a transaction block; don't stop a worker for nothing.
+	 */
+	bool		own_xact = (context == PROCESS_UTILITY_TOPLEVEL && !IsTransactionBlock());
+
 	switch (nodeTag(parsetree))
 	{
 		case T_DropdbStmt:
-			pause_if_owner(((DropdbStmt *) parsetree)->dbname);
+			if (own_xact)
+				pause_if_owner(((DropdbStmt *) parsetree)->dbname);
 			break;
 		case T_RenameStmt:
 			if (((RenameStmt *) parsetree)->renameType == OBJECT_DATABASE)
@@ -597,7 +604,7 @@ ep_bgw_process_utility(PlannedStmt *pstmt, const char *queryString,
 		case T_AlterDatabaseStmt:
 			foreach(lc, ((AlterDatabaseStmt *) parsetree)->options)
 			{
-				if (strcmp(((DefElem *) lfirst(lc))->defname, "tablespace") == 0)
+				if (own_xact && strcmp(((DefElem *) lfirst(lc))->defname, "tablespace") == 0)
 					pause_if_owner(((AlterDatabaseStmt *) parsetree)->dbname);
 			}
 			break;
@@ -612,7 +619,7 @@ ep_bgw_process_utility(PlannedStmt *pstmt, const char *queryString,
 					if (strcmp(defel->defname, "template") == 0 && defel->arg != NULL)
 						template = defGetString(defel);
 				}
-				if (have_createdb_privilege())
+				if (own_xact && have_createdb_privilege())
 					ep_bgw_pause_database(get_database_oid(template, true));
 				createdb_in_xact = true;
 			}

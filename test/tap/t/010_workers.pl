@@ -137,6 +137,15 @@ is($ret, 0, 'DROP DATABASE during a long job succeeds') or diag($err);
 cmp_ok($elapsed, '<', 5, "and is prompt ($elapsed s)");
 ok(wait_no_worker('db2b'), 'nothing is left in the dropped database');
 
+# commands that are bound to fail leave the worker alone
+$pid1 = worker_pid('db1');
+$node->safe_psql('postgres', 'CREATE ROLE mallory LOGIN');
+($ret, $out, $err) = $node->psql('postgres', 'DROP DATABASE db1', extra_params => [ '-U', 'mallory' ]);
+isnt($ret, 0, 'DROP DATABASE by a non-owner fails');
+($ret, $out, $err) = $node->psql('postgres', 'BEGIN; DROP DATABASE db1;');
+like($err, qr/cannot run inside a transaction block/, 'DROP DATABASE in a transaction block fails');
+is(worker_pid('db1'), $pid1, 'and neither stopped the worker');
+
 # crash restart of the server: workers come back
 $pid1 = worker_pid('db1');
 $node->stop('immediate');
