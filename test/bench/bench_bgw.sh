@@ -22,13 +22,22 @@ set_enabled() { # on|off, then wait until the worker is there or gone
 }
 best() { awk -v a="$1" -v b="$2" 'BEGIN { print (a > b) ? a : b }'; }
 
-off=0; on=0
+# CPU time (clock ticks) of a process, from /proc
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+off=0; on=0; wticks=0; wsecs=0
 for round in 1 2 3; do
     set_enabled off
     off=$(best "$off" "$(tps "$BENCH_DIR/bgw_append.sql" 2 5)")
     set_enabled on
+    wpid=$(sql "SELECT pid FROM ep.workers")
+    t0=$(ticks "$wpid")
     on=$(best "$on" "$(tps "$BENCH_DIR/bgw_append.sql" 2 5)")
+    wticks=$((wticks + $(ticks "$wpid") - t0)); wsecs=$((wsecs + 5))
 done
+hz=$(getconf CLK_TCK)
+cpu=$(awk -v t="$wticks" -v hz="$hz" -v s="$wsecs" 'BEGIN { printf "%.1f", 100 * t / hz / s }')
 sql "ALTER SYSTEM RESET event_patterns.enabled" >/dev/null
 sql "SELECT pg_reload_conf()" >/dev/null
 echo "bgw_append_wake: with worker $on tps, workers off $off tps, ratio $(ratio "$on" "$off") (target >= 0.95)"
+echo "bgw_worker_cpu: the woken worker used $cpu% of one CPU while appending (ratio $(awk -v c="$cpu" 'BEGIN { printf "%.3f", c / 100 }') of a core; target <= 0.05)"
