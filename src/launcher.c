@@ -727,6 +727,7 @@ typedef struct LauncherDb
 	int			failures;
 	TimestampTz restart_at;
 	TimestampTz started_at;
+	TimestampTz waiting_since;	/* first failed attempt to get a slot */
 } LauncherDb;
 
 static HTAB *launcher_dbs = NULL;
@@ -810,6 +811,7 @@ launcher_db(Oid dbid)
 		entry->failures = 0;
 		entry->restart_at = 0;
 		entry->started_at = 0;
+		entry->waiting_since = 0;
 	}
 	return entry;
 }
@@ -1030,8 +1032,15 @@ launcher_start_worker(LauncherDb *entry, TimestampTz now)
 	slot = ep_bgw_alloc_slot(EP_SLOT_WORKER, entry->dbid, 0, &generation);
 	if (slot < 0)
 	{
-		/* probes wait quietly for a slot; a database that needs one says so */
-		if (!entry->warned && entry->status == EP_DB_PRESENT)
+		/*
+		 * Probes usually wait only a moment for a slot; a database known to
+		 * need a worker, or one kept waiting, is reported (once).
+		 */
+		if (entry->waiting_since == 0)
+			entry->waiting_since = now;
+		if (!entry->warned &&
+			(entry->status == EP_DB_PRESENT || entry->recheck ||
+			 TimestampDifferenceExceeds(entry->waiting_since, now, 10000)))
 			{
 			ereport(WARNING,
 					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
@@ -1068,6 +1077,7 @@ launcher_start_worker(LauncherDb *entry, TimestampTz now)
 		return;
 	}
 	entry->warned = false;
+	entry->waiting_since = 0;
 	entry->slot = slot;
 	entry->generation = generation;
 	entry->started_at = now;

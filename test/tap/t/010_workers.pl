@@ -173,4 +173,26 @@ my $log = slurp_file($node->logfile);
 unlike($log, qr/PANIC|TRAP|server process .* was terminated by signal 11/,
 	'no PANIC, assertion failure or segfault in the log');
 
+# event_patterns.max_workers bounds the workers; the rest is reported
+my $small = ep_node('max_workers');
+$small->append_conf('postgresql.conf', 'event_patterns.max_workers = 1');
+$small->start;
+$small->safe_psql('postgres', 'CREATE DATABASE a');
+$small->safe_psql('postgres', 'CREATE DATABASE b');
+$small->safe_psql('a', 'CREATE EXTENSION event_patterns');
+ok($small->poll_query_until('postgres',
+	"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'event_patterns worker' AND datname = 'a'"),
+	'first database gets the only worker');
+$small->safe_psql('b', 'CREATE EXTENSION event_patterns');
+ok($small->wait_for_log(qr/cannot start a worker for database \d+.*\n.*event_patterns.max_workers/),
+	'the second is reported, naming event_patterns.max_workers');
+is($small->safe_psql('postgres',
+	"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'event_patterns worker'"),
+	'1', 'and gets no worker');
+$small->safe_psql('a', 'DROP EXTENSION event_patterns');
+ok($small->poll_query_until('postgres',
+	"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'event_patterns worker' AND datname = 'b'"),
+	'when the slot frees up, the second database gets its worker');
+$small->stop;
+
 done_testing();
