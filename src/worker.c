@@ -10,7 +10,8 @@
  * memory context that is reset after the round; when no step reports more
  * work it sleeps on its latch, which commits that append events or change
  * jobs set (ep_worker_wake), for at most event_patterns.naptime, or less
- * when a job falls due sooner.
+ * when a job falls due sooner. Rounds that no step asked for start at
+ * least 5 ms apart, so a burst of commits costs one round, not one each.
  *
  * Signals: SIGHUP reloads the configuration between rounds. SIGTERM asks
  * the worker to leave: between rounds it exits at once (exit code 0);
