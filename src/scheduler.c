@@ -342,10 +342,18 @@ ep_scheduler_round(TimestampTz *next_due, bool forced)
 
 	if (SPI_execute("SELECT pg_catalog.min(next_run_at) FROM ep.job_registry"
 					" WHERE last_status IS DISTINCT FROM 'running'",
-					true, 0) != SPI_OK_SELECT)
+					false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the next due job");
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	*next_due = isnull ? DT_NOEND : DatumGetTimestampTz(d);
+
+	/*
+	 * With every runner busy, due jobs wait for one of ours to finish (that
+	 * wakes us) or for the next naptime, not for every wake-up in between.
+	 */
+	if (capacity == 0)
+		*next_due = Max(*next_due,
+						TimestampTzPlusMilliseconds(now, ep_guc_naptime_ms));
 
 	PopActiveSnapshot();
 	SPI_finish();
