@@ -159,6 +159,32 @@ kill 'KILL', $pid1;
 ok($node->poll_query_until('postgres', "SELECT 1", '1'), 'server accepts connections after the crash');
 ok(wait_worker('db1', $pid1), 'worker back after a crash of the worker');
 
+# commits wake the worker: with a naptime of an hour, an append still makes
+# it run a round at once (state_change of its pg_stat_activity row moves)
+$node->append_conf('postgresql.conf', 'event_patterns.naptime = 1h');
+$node->reload;
+ok($node->poll_query_until('postgres',
+	"SELECT setting = '3600000' FROM pg_settings WHERE name = 'event_patterns.naptime'"),
+	'naptime is an hour');
+my $round_sql = "SELECT state_change FROM pg_stat_activity"
+  . " WHERE backend_type = 'event_patterns worker' AND datname = 'db1' AND state = 'idle'";
+ok($node->poll_query_until('postgres', "SELECT count(*) = 1 FROM ($round_sql) s"),
+	'the worker is idle');
+my $t1 = $node->safe_psql('postgres', $round_sql);
+$node->safe_psql('db1', "SELECT ep.append('wake-1', 'Poked', '{}')");
+ok($node->poll_query_until('postgres',
+	"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'event_patterns worker'"
+	  . " AND datname = 'db1' AND state_change > '$t1'"),
+	'an append wakes the worker at commit');
+# ... and so does a new job, which runs at once
+$t1 = $node->safe_psql('postgres', $round_sql);
+$node->safe_psql('db1', "SELECT ep.schedule_job('now', '1 hour', 'SELECT 1');"
+	. " UPDATE ep.job_registry SET next_run_at = now() WHERE target = 'now'");
+ok($node->poll_query_until('db1', "SELECT last_status = 'succeeded' FROM ep.jobs WHERE target = 'now'"),
+	'a job changed at commit runs without waiting for the naptime');
+$node->append_conf('postgresql.conf', 'event_patterns.naptime = 1s');
+$node->reload;
+
 # event_patterns.enabled = off stops the workers; on starts them again
 $node->append_conf('postgresql.conf', 'event_patterns.enabled = off');
 $node->reload;
