@@ -292,12 +292,7 @@ ep_scheduler_round(TimestampTz *next_due, bool forced)
 	if (TimestampDifferenceExceeds(last_prune, now, EP_PRUNE_INTERVAL_MS))
 	{
 		/* a next run far in the future means the clock went back: run sooner */
-		if (SPI_execute("UPDATE ep.job_registry"
-						"   SET next_run_at = pg_catalog.now() OPERATOR(pg_catalog.+) schedule"
-						" WHERE next_run_at OPERATOR(pg_catalog.>) (pg_catalog.now()"
-						"       OPERATOR(pg_catalog.+) GREATEST(schedule, interval '1 hour'))"
-						"   AND last_status IS DISTINCT FROM 'running'",
-						false, 0) < 0)
+		if (SPI_execute("SELECT ep._reschedule_far_jobs()", false, 0) < 0)
 			elog(ERROR, "could not reschedule jobs after a clock change");
 		if (SPI_execute("SELECT ep._prune_job_runs()", false, 0) < 0)
 			elog(ERROR, "could not prune ep.job_run_log");

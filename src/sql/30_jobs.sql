@@ -177,6 +177,25 @@ REVOKE EXECUTE ON FUNCTION ep._prune_job_runs(integer, interval) FROM PUBLIC;
 COMMENT ON FUNCTION ep._prune_job_runs(integer, interval) IS
     'Internal: keep the last keep runs of each job and none older than max_age';
 
+-- After the clock went back, next runs lie far in the future: pull in any
+-- that is further ahead than a schedule or a backoff can put it. The
+-- scheduler calls this once a minute.
+CREATE FUNCTION ep._reschedule_far_jobs()
+    RETURNS bigint LANGUAGE sql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH moved AS (
+        UPDATE ep.job_registry
+           SET next_run_at = now() + schedule
+         WHERE next_run_at > now() + GREATEST(schedule, interval '1 hour')
+           AND last_status IS DISTINCT FROM 'running'
+        RETURNING 1)
+    SELECT count(*) FROM moved
+$$;
+REVOKE EXECUTE ON FUNCTION ep._reschedule_far_jobs() FROM PUBLIC;
+COMMENT ON FUNCTION ep._reschedule_far_jobs() IS
+    'Internal: reschedule jobs whose next run is further ahead than possible (the clock went back)';
+
 -- User-defined jobs ("custom" kind), named by the caller.
 CREATE FUNCTION ep.schedule_job(name text, every interval, command text)
     RETURNS bigint LANGUAGE sql VOLATILE
