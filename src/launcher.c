@@ -1181,6 +1181,10 @@ ep_launcher_init(void)
 {
 	BackgroundWorker bgw;
 
+	/* pg_upgrade's servers must not run anything on their own */
+	if (IsBinaryUpgrade)
+		return;
+
 	memset(&bgw, 0, sizeof(bgw));
 	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
 	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
