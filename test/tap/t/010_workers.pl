@@ -185,6 +185,20 @@ ok($node->poll_query_until('db1', "SELECT last_status = 'succeeded' FROM ep.jobs
 $node->append_conf('postgresql.conf', 'event_patterns.naptime = 1s');
 $node->reload;
 
+# a terminated launcher is started again by the postmaster and takes over
+my $launcher = $node->safe_psql('postgres',
+	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'event_patterns launcher'");
+$pid1 = worker_pid('db1');
+$node->safe_psql('postgres', "SELECT pg_terminate_backend($launcher)");
+ok($node->poll_query_until('postgres',
+	"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'event_patterns launcher'"
+	  . " AND pid <> $launcher"),
+	'the launcher is back');
+ok(wait_worker('db1', $pid1), 'the new launcher took over with a new worker in db1');
+is($node->safe_psql('postgres',
+	"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'event_patterns worker' AND datname = 'db1'"),
+	'1', 'exactly one worker there');
+
 # event_patterns.enabled = off stops the workers; on starts them again
 $node->append_conf('postgresql.conf', 'event_patterns.enabled = off');
 $node->reload;
