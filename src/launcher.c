@@ -535,7 +535,9 @@ ep_bgw_pause_database(Oid dbid)
 		if (GetCurrentTimestamp() >= deadline)
 		{
 			ereport(WARNING,
-					(errmsg("event_patterns background workers of database %u did not stop in time", dbid)));
+					(errcode(ERRCODE_OBJECT_IN_USE),
+					 errmsg("event_patterns background workers of database %u did not stop in time", dbid),
+					 errdetail("The command goes ahead and may find the database in use.")));
 			break;
 		}
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

@@ -492,7 +492,12 @@ ep_job_runner_main(Datum main_arg)
 		message = psprintf("role \"%s\" does not exist", owner);
 	else
 		ok = run_command(owner_id, command, run_cxt, &message);
-	if (ok)
+	if (!ok)
+		ereport(LOG,
+				(errmsg("event_patterns job " INT64_FORMAT " of role \"%s\" failed: %s",
+						extra.job_id, owner, message),
+				 errhint("See ep.job_runs; the job is retried with backoff.")));
+	else
 	{
 		long		secs;
 		int			usecs;
