@@ -111,6 +111,16 @@ ok(wait_worker('db2'), 'rolled-back DROP EXTENSION: worker back');
 $node->safe_psql('postgres', 'ALTER DATABASE db2 RENAME TO db2b');
 ok(wait_worker('db2b'), 'rename succeeds and the worker comes back');
 
+# ALTER DATABASE SET TABLESPACE with a worker connected
+my $tsdir = $node->basedir . '/ts1';
+mkdir $tsdir or die "mkdir $tsdir: $!";
+$node->safe_psql('postgres', "CREATE TABLESPACE ts1 LOCATION '$tsdir'");
+$node->safe_psql('postgres', 'ALTER DATABASE db2b SET TABLESPACE ts1');
+is($node->safe_psql('postgres',
+	"SELECT t.spcname FROM pg_database d JOIN pg_tablespace t ON t.oid = d.dattablespace WHERE d.datname = 'db2b'"),
+	'ts1', 'SET TABLESPACE succeeds');
+ok(wait_worker('db2b'), 'and the worker comes back');
+
 # CREATE DATABASE from a template that has a worker; the copy gets one too
 $node->safe_psql('postgres', 'CREATE DATABASE db3 TEMPLATE db2b');
 ok(wait_worker('db3'), 'a database copied from one with the extension gets a worker');
