@@ -71,6 +71,18 @@ SELECT ep._job_next_run('10 seconds', 0, now()) - now() AS on_time,
        ep._job_next_run('1 day', 1, now()) - now() AS daily_fail1,
        ep._job_next_run('1 day', 30, now()) - now() AS daily_fail30;
 
+-- the clock went back: a next run further ahead than any schedule or backoff
+-- could put it is pulled in to now() + schedule; others are left alone
+BEGIN;
+SELECT ep.schedule_job('far', '1 day', 'SELECT 1') AS far_id \gset
+SELECT ep.schedule_job('near', '1 day', 'SELECT 1') AS near_id \gset
+UPDATE ep.job_registry SET next_run_at = now() + interval '30 days' WHERE job_id = :far_id;
+UPDATE ep.job_registry SET next_run_at = now() + interval '20 hours' WHERE job_id = :near_id;
+SELECT ep._reschedule_far_jobs() AS moved;
+SELECT target, next_run_at - now() AS next_in FROM ep.jobs WHERE job_id IN (:far_id, :near_id) ORDER BY target;
+SELECT ep.unschedule_job('far'), ep.unschedule_job('near');
+COMMIT;
+
 -- run history is pruned: the last N runs per job, nothing older than max_age
 -- (in one transaction, so the worker's own pruning cannot interfere)
 BEGIN;
@@ -101,6 +113,7 @@ SELECT ep.unschedule_job('alice-job') AS bob_removed_alice_job;
 -- a non-superuser cannot write the run history or prune it
 INSERT INTO ep.job_run_log (job_id, started_at, status) VALUES (1, now(), 'succeeded');
 SELECT ep._prune_job_runs();
+SELECT ep._reschedule_far_jobs();
 RESET ROLE;
 SELECT target, owner, command FROM ep.jobs ORDER BY target;
 SELECT ep._unschedule_job('custom', 'alice-job'), ep._unschedule_job('custom', 'bob-job');

@@ -471,7 +471,7 @@ ep_bgw_fill_worker(BackgroundWorker *bgw, const char *function,
 static void
 ep_bgw_pause_database(Oid dbid)
 {
-	pid_t		pids[64];
+	pid_t		pids[520];	/* one worker and up to 2 * 256 runners */
 	int			npids = 0;
 	bool		added = false;
 	TimestampTz deadline;
@@ -535,7 +535,9 @@ ep_bgw_pause_database(Oid dbid)
 		if (GetCurrentTimestamp() >= deadline)
 		{
 			ereport(WARNING,
-					(errmsg("event_patterns background workers of database %u did not stop in time", dbid)));
+					(errcode(ERRCODE_OBJECT_IN_USE),
+					 errmsg("event_patterns background workers of database %u did not stop in time", dbid),
+					 errdetail("The command goes ahead and may find the database in use.")));
 			break;
 		}
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -585,10 +587,17 @@ ep_bgw_process_utility(PlannedStmt *pstmt, const char *queryString,
 	bool		creates_extension = false;
 	ListCell   *lc;
 
+	/*
+	 * DROP DATABASE, CREATE DATABASE and ALTER DATABASE SET TABLESPACE refuse
+	 * to run in a transaction block; don't stop a worker for nothing.
+	 */
+	bool		own_xact = (context == PROCESS_UTILITY_TOPLEVEL && !IsTransactionBlock());
+
 	switch (nodeTag(parsetree))
 	{
 		case T_DropdbStmt:
-			pause_if_owner(((DropdbStmt *) parsetree)->dbname);
+			if (own_xact)
+				pause_if_owner(((DropdbStmt *) parsetree)->dbname);
 			break;
 		case T_RenameStmt:
 			if (((RenameStmt *) parsetree)->renameType == OBJECT_DATABASE)
@@ -597,7 +606,7 @@ ep_bgw_process_utility(PlannedStmt *pstmt, const char *queryString,
 		case T_AlterDatabaseStmt:
 			foreach(lc, ((AlterDatabaseStmt *) parsetree)->options)
 			{
-				if (strcmp(((DefElem *) lfirst(lc))->defname, "tablespace") == 0)
+				if (own_xact && strcmp(((DefElem *) lfirst(lc))->defname, "tablespace") == 0)
 					pause_if_owner(((AlterDatabaseStmt *) parsetree)->dbname);
 			}
 			break;
@@ -612,7 +621,7 @@ ep_bgw_process_utility(PlannedStmt *pstmt, const char *queryString,
 					if (strcmp(defel->defname, "template") == 0 && defel->arg != NULL)
 						template = defGetString(defel);
 				}
-				if (have_createdb_privilege())
+				if (own_xact && have_createdb_privilege())
 					ep_bgw_pause_database(get_database_oid(template, true));
 				createdb_in_xact = true;
 			}
@@ -720,6 +729,7 @@ typedef struct LauncherDb
 	int			failures;
 	TimestampTz restart_at;
 	TimestampTz started_at;
+	TimestampTz waiting_since;	/* first failed attempt to get a slot */
 } LauncherDb;
 
 static HTAB *launcher_dbs = NULL;
@@ -803,6 +813,7 @@ launcher_db(Oid dbid)
 		entry->failures = 0;
 		entry->restart_at = 0;
 		entry->started_at = 0;
+		entry->waiting_since = 0;
 	}
 	return entry;
 }
@@ -1023,14 +1034,24 @@ launcher_start_worker(LauncherDb *entry, TimestampTz now)
 	slot = ep_bgw_alloc_slot(EP_SLOT_WORKER, entry->dbid, 0, &generation);
 	if (slot < 0)
 	{
-		if (!entry->warned)
+		/*
+		 * Probes usually wait only a moment for a slot; a database known to
+		 * need a worker, or one kept waiting, is reported (once).
+		 */
+		if (entry->waiting_since == 0)
+			entry->waiting_since = now;
+		if (!entry->warned &&
+			(entry->status == EP_DB_PRESENT || entry->recheck ||
+			 TimestampDifferenceExceeds(entry->waiting_since, now, 10000)))
+			{
 			ereport(WARNING,
 					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 					 errmsg("event_patterns cannot start a worker for database %u", entry->dbid),
 					 errdetail("All %d slots of event_patterns.max_workers are in use.",
 							   ep_guc_max_workers),
 					 errhint("Increase event_patterns.max_workers and restart the server.")));
-		entry->warned = true;
+			entry->warned = true;
+		}
 		return;
 	}
 
@@ -1058,6 +1079,7 @@ launcher_start_worker(LauncherDb *entry, TimestampTz now)
 		return;
 	}
 	entry->warned = false;
+	entry->waiting_since = 0;
 	entry->slot = slot;
 	entry->generation = generation;
 	entry->started_at = now;
@@ -1160,6 +1182,10 @@ void
 ep_launcher_init(void)
 {
 	BackgroundWorker bgw;
+
+	/* pg_upgrade's servers must not run anything on their own */
+	if (IsBinaryUpgrade)
+		return;
 
 	memset(&bgw, 0, sizeof(bgw));
 	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;

@@ -252,15 +252,17 @@ start_runner(int64 job_id, int64 run_id)
 
 /*
  * One round of the scheduler. Without "forced", the round does nothing
- * unless a runner stopped or a job is due by *next_due. Returns true when
- * due jobs are left that could not be started yet.
+ * unless a runner stopped or a job is due by *next_due, which it updates.
+ * Returns false: due jobs that found no free runner wait for a runner to
+ * finish (its exit sets the worker's latch) or for the next naptime, never
+ * in a busy loop.
  */
 bool
 ep_scheduler_round(TimestampTz *next_due, bool forced)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	int64	   *jobs = NULL;
-	int64	   *runs = NULL;
+	int64	   *jobs;
+	int64	   *runs;
 	int			ndue = 0;
 	int			capacity;
 	bool		reaped;
@@ -272,7 +274,10 @@ ep_scheduler_round(TimestampTz *next_due, bool forced)
 	if (!forced && !reaped && recovered && now < *next_due)
 		return false;
 
+	/* the ids must outlive the transaction: allocate them in the caller's context */
 	capacity = ep_bgw_free_runner_slots();
+	jobs = palloc(sizeof(int64) * Max(capacity, 1));
+	runs = palloc(sizeof(int64) * Max(capacity, 1));
 
 	ep_bgw_start_xact();
 	SPI_connect();
@@ -287,12 +292,7 @@ ep_scheduler_round(TimestampTz *next_due, bool forced)
 	if (TimestampDifferenceExceeds(last_prune, now, EP_PRUNE_INTERVAL_MS))
 	{
 		/* a next run far in the future means the clock went back: run sooner */
-		if (SPI_execute("UPDATE ep.job_registry"
-						"   SET next_run_at = pg_catalog.now() OPERATOR(pg_catalog.+) schedule"
-						" WHERE next_run_at OPERATOR(pg_catalog.>) (pg_catalog.now()"
-						"       OPERATOR(pg_catalog.+) GREATEST(schedule, interval '1 hour'))"
-						"   AND last_status IS DISTINCT FROM 'running'",
-						false, 0) < 0)
+		if (SPI_execute("SELECT ep._reschedule_far_jobs()", false, 0) < 0)
 			elog(ERROR, "could not reschedule jobs after a clock change");
 		if (SPI_execute("SELECT ep._prune_job_runs()", false, 0) < 0)
 			elog(ERROR, "could not prune ep.job_run_log");
@@ -311,9 +311,7 @@ ep_scheduler_round(TimestampTz *next_due, bool forced)
 								  " FOR UPDATE SKIP LOCKED",
 								  1, types, values, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not read the due jobs");
-		ndue = (int) SPI_processed;
-		jobs = palloc(sizeof(int64) * Max(ndue, 1));
-		runs = palloc(sizeof(int64) * Max(ndue, 1));
+		ndue = Min((int) SPI_processed, capacity);
 		for (i = 0; i < ndue; i++)
 			jobs[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
 												  SPI_tuptable->tupdesc, 1, &isnull));
@@ -339,10 +337,18 @@ ep_scheduler_round(TimestampTz *next_due, bool forced)
 
 	if (SPI_execute("SELECT pg_catalog.min(next_run_at) FROM ep.job_registry"
 					" WHERE last_status IS DISTINCT FROM 'running'",
-					true, 0) != SPI_OK_SELECT)
+					false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the next due job");
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	*next_due = isnull ? DT_NOEND : DatumGetTimestampTz(d);
+
+	/*
+	 * With every runner busy, due jobs wait for one of ours to finish (that
+	 * wakes us) or for the next naptime, not for every wake-up in between.
+	 */
+	if (capacity == 0)
+		*next_due = Max(*next_due,
+						TimestampTzPlusMilliseconds(now, ep_guc_naptime_ms));
 
 	PopActiveSnapshot();
 	SPI_finish();
@@ -353,6 +359,7 @@ ep_scheduler_round(TimestampTz *next_due, bool forced)
 	{
 		if (start_runner(jobs[i], runs[i]))
 			continue;
+		/* lost the race for the last free slot: record it, back off */
 		ep_bgw_start_xact();
 		SPI_connect();
 		PushActiveSnapshot(GetTransactionSnapshot());
@@ -362,6 +369,8 @@ ep_scheduler_round(TimestampTz *next_due, bool forced)
 		SPI_finish();
 		CommitTransactionCommand();
 	}
+	pfree(jobs);
+	pfree(runs);
 	return false;
 }
 
@@ -483,7 +492,12 @@ ep_job_runner_main(Datum main_arg)
 		message = psprintf("role \"%s\" does not exist", owner);
 	else
 		ok = run_command(owner_id, command, run_cxt, &message);
-	if (ok)
+	if (!ok)
+		ereport(LOG,
+				(errmsg("event_patterns job " INT64_FORMAT " of role \"%s\" failed: %s",
+						extra.job_id, owner, message),
+				 errhint("See ep.job_runs; the job is retried with backoff.")));
+	else
 	{
 		long		secs;
 		int			usecs;

@@ -10,7 +10,8 @@
  * memory context that is reset after the round; when no step reports more
  * work it sleeps on its latch, which commits that append events or change
  * jobs set (ep_worker_wake), for at most event_patterns.naptime, or less
- * when a job falls due sooner.
+ * when a job falls due sooner. Rounds that no step asked for start at
+ * least 5 ms apart, so a burst of commits costs one round, not one each.
  *
  * Signals: SIGHUP reloads the configuration between rounds. SIGTERM asks
  * the worker to leave: between rounds it exits at once (exit code 0);
@@ -57,6 +58,7 @@
 #define EP_MAX_STEPS				16
 #define EP_EXTENSION_CHECK_MS		10000
 #define EP_SCHEDULER_FORCE_MS		60000
+#define EP_MIN_ROUND_GAP_MS			5	/* coalesce wake-ups from busy commits */
 
 typedef struct EpStep
 {
@@ -136,6 +138,8 @@ ep_worker_main(Datum main_arg)
 	MemoryContext round_cxt;
 	TimestampTz last_check;
 	TimestampTz last_forced = 0;
+	TimestampTz last_round = 0;
+	bool		more = false;
 	TimestampTz next_due = 0;
 	bool		paused;
 
@@ -165,11 +169,27 @@ ep_worker_main(Datum main_arg)
 	for (;;)
 	{
 		TimestampTz now;
-		bool		more = false;
 		bool		forced;
 		long		timeout;
 		int			i;
 
+		/*
+		 * A busy database sets the latch at every commit; rounds that were
+		 * not asked for by a step are at least EP_MIN_ROUND_GAP_MS apart, so
+		 * a burst of commits costs one round, not one per commit.
+		 */
+		if (!more && last_round != 0 && !got_sigterm)
+		{
+			long		secs;
+			int			usecs;
+			long		gap_ms;
+
+			TimestampDifference(last_round, GetCurrentTimestamp(), &secs, &usecs);
+			gap_ms = secs * 1000 + usecs / 1000;
+			if (gap_ms < EP_MIN_ROUND_GAP_MS)
+				(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+								 EP_MIN_ROUND_GAP_MS - gap_ms, PG_WAIT_EXTENSION);
+		}
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -191,6 +211,8 @@ ep_worker_main(Datum main_arg)
 			last_check = now;
 		}
 
+		last_round = now;
+		more = false;
 		in_work = true;
 		ep_bgw_set_state(slot, EP_SLOT_BUSY);
 		for (i = 0; i < nsteps; i++)
@@ -215,7 +237,7 @@ ep_worker_main(Datum main_arg)
 		MemoryContextReset(round_cxt);
 		ep_bgw_set_state(slot, EP_SLOT_IDLE);
 		pgstat_report_activity(STATE_IDLE, NULL);
-		pgstat_report_stat(true);
+		pgstat_report_stat(false);
 
 		if (more)
 			continue;
@@ -289,4 +311,12 @@ ep_workers(PG_FUNCTION_ARGS)
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
+}
+
+/* ep._worker_runtime_loaded(): is there a launcher to run jobs at all? */
+PG_FUNCTION_INFO_V1(ep_worker_runtime_loaded);
+Datum
+ep_worker_runtime_loaded(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(ep_bgw_shmem_available());
 }

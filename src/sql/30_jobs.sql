@@ -76,6 +76,11 @@ CREATE TRIGGER job_registry_changed
 
 -- Internal API used by the features that schedule work (SECURITY INVOKER:
 -- the job's owner is the calling role).
+CREATE FUNCTION ep._worker_runtime_loaded() RETURNS boolean
+    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'ep_worker_runtime_loaded';
+COMMENT ON FUNCTION ep._worker_runtime_loaded() IS
+    'Internal: whether the background-worker runtime is loaded (shared_preload_libraries)';
+
 CREATE FUNCTION ep._schedule_job(kind text, target text, every interval, command text)
     RETURNS bigint LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
@@ -108,6 +113,10 @@ BEGIN
         SET schedule = excluded.schedule, command = excluded.command,
             owner = excluded.owner, next_run_at = excluded.next_run_at, failures = 0
     RETURNING j.job_id INTO id;
+    IF NOT ep._worker_runtime_loaded() THEN
+        RAISE WARNING 'job "%" will not run: the event_patterns background workers are not running', target
+            USING HINT = 'Add event_patterns to shared_preload_libraries and restart the server.';
+    END IF;
     RETURN id;
 END
 $$;
@@ -167,6 +176,25 @@ $$;
 REVOKE EXECUTE ON FUNCTION ep._prune_job_runs(integer, interval) FROM PUBLIC;
 COMMENT ON FUNCTION ep._prune_job_runs(integer, interval) IS
     'Internal: keep the last keep runs of each job and none older than max_age';
+
+-- After the clock went back, next runs lie far in the future: pull in any
+-- that is further ahead than a schedule or a backoff can put it. The
+-- scheduler calls this once a minute.
+CREATE FUNCTION ep._reschedule_far_jobs()
+    RETURNS bigint LANGUAGE sql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH moved AS (
+        UPDATE ep.job_registry
+           SET next_run_at = now() + schedule
+         WHERE next_run_at > now() + GREATEST(schedule, interval '1 hour')
+           AND last_status IS DISTINCT FROM 'running'
+        RETURNING 1)
+    SELECT count(*) FROM moved
+$$;
+REVOKE EXECUTE ON FUNCTION ep._reschedule_far_jobs() FROM PUBLIC;
+COMMENT ON FUNCTION ep._reschedule_far_jobs() IS
+    'Internal: reschedule jobs whose next run is further ahead than possible (the clock went back)';
 
 -- User-defined jobs ("custom" kind), named by the caller.
 CREATE FUNCTION ep.schedule_job(name text, every interval, command text)
