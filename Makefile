@@ -19,7 +19,11 @@ OBJS = \
 	src/position.o \
 	src/event_store.o \
 	src/stream_read.o \
-	src/subscription.o
+	src/subscription.o \
+	src/decoder.o \
+	src/projection.o \
+	src/projection_api.o \
+	src/worker_stub.o
 
 # The install script is assembled from one SQL file per concern.
 SQL_SOURCES = $(sort $(wildcard src/sql/*.sql))

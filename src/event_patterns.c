@@ -36,6 +36,7 @@
 
 #include "event_patterns.h"
 #include "position.h"
+#include "projection.h"
 
 PG_MODULE_MAGIC;
 
@@ -181,6 +182,7 @@ _PG_init(void)
 {
 	ep_guc_define();
 	RegisterXactCallback(ep_xact_callback, NULL);
+	ep_projection_init();
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;

@@ -15,4 +15,8 @@
 extern Size ep_position_shmem_size(void);
 extern void ep_position_shmem_init(void);
 
+/* projection.c */
+extern Size ep_projection_shmem_size(void);
+extern void ep_projection_shmem_init(void);
+
 #endif							/* EP_SHMEM_H */
