@@ -537,3 +537,19 @@ ep_decoder_drop_slot(Oid dbid)
 	if (exists && MyReplicationSlot == NULL)
 		ReplicationSlotDrop(name, false);
 }
+
+/* Confirm a position to the slot outside a decoding pass. */
+void
+ep_decoder_confirm(XLogRecPtr lsn)
+{
+	char		name[NAMEDATALEN];
+
+	ep_decoder_slot_name(name, sizeof(name), MyDatabaseId);
+	ReplicationSlotAcquire(name, true);
+	if (lsn > MyReplicationSlot->data.confirmed_flush)
+	{
+		LogicalConfirmReceivedLocation(lsn);
+		ReplicationSlotMarkDirty();
+	}
+	ReplicationSlotRelease();
+}

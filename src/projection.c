@@ -159,6 +159,7 @@ typedef struct EpProj
 	XLogRecPtr	new_lsn;
 	bool		caught_up;
 	int64		applied;
+	int64		decoded;		/* of which from decoding */
 	char	   *last_error;
 	MemoryContext chunk_cxt;
 } EpProj;
@@ -281,19 +282,6 @@ ep_projection_utility(PlannedStmt *pstmt, const char *queryString, bool readOnly
 		if (OidIsValid(db) && pg_database_ownercheck(db, GetUserId()))
 			ep_decoder_drop_slot(db);
 	}
-	else if (IsA(node, DropStmt) && ((DropStmt *) node)->removeType == OBJECT_EXTENSION &&
-			 max_replication_slots > 0)
-	{
-		ListCell   *lc;
-
-		foreach(lc, ((DropStmt *) node)->objects)
-		{
-			if (strcmp(strVal(lfirst(lc)), "event_patterns") == 0 &&
-				get_extension_oid("event_patterns", true) != InvalidOid &&
-				pg_extension_ownercheck(get_extension_oid("event_patterns", false), GetUserId()))
-				ep_decoder_drop_slot(MyDatabaseId);
-		}
-	}
 
 	if (prev_utility_hook)
 		prev_utility_hook(pstmt, queryString, readOnlyTree, context, params,
@@ -301,6 +289,11 @@ ep_projection_utility(PlannedStmt *pstmt, const char *queryString, bool readOnly
 	else
 		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
 								queryEnv, dest, qc);
+
+	/* after DROP EXTENSION succeeded: nobody needs the slot any more */
+	if (IsA(node, DropStmt) && ((DropStmt *) node)->removeType == OBJECT_EXTENSION &&
+		max_replication_slots > 0 && get_extension_oid("event_patterns", true) == InvalidOid)
+		ep_decoder_drop_slot(MyDatabaseId);
 }
 
 /* ---------------------------------------------------------------------
@@ -685,6 +678,7 @@ ep_apply_decoded_events(EpProj *p, EpDecodeRound *round, int64 horizon, int64 *b
 		ep_event_item(&items[n++], c->position, c->event);
 	}
 	ep_apply_items(p, items, n);
+	p->decoded += n;
 	*budget -= n;
 	pfree(items);
 	p->new_position = horizon - 1;
@@ -775,6 +769,7 @@ ep_apply_decoded_rows(EpProj *p, EpDecodeRound *round, int64 *budget)
 		p->new_lsn = Max(p->new_lsn, c->lsn);
 	}
 	ep_apply_items(p, items, n);
+	p->decoded += n;
 	*budget -= n;
 	pfree(items);
 	p->caught_up = true;
@@ -936,9 +931,9 @@ ep_load_projections(EpProj **out)
 static void
 ep_save_projection(EpProj *p)
 {
-	Oid			types[7] = {INT4OID, INT8OID, LSNOID, INT8OID, TEXTOID, BOOLOID, BOOLOID};
-	Datum		args[7];
-	char		nulls[7] = "       ";
+	Oid			types[8] = {INT4OID, INT8OID, LSNOID, INT8OID, TEXTOID, BOOLOID, BOOLOID, INT8OID};
+	Datum		args[8];
+	char		nulls[8] = "        ";
 
 	args[0] = Int32GetDatum(p->id);
 	args[1] = Int64GetDatum(p->new_position);
@@ -953,11 +948,13 @@ ep_save_projection(EpProj *p)
 		nulls[4] = 'n';
 	args[5] = BoolGetDatum(p->caught_up);
 	args[6] = BoolGetDatum(p->usable);
+	args[7] = Int64GetDatum(p->decoded);
 	ep_exec("UPDATE ep.projection_defs SET"
 			" last_position = GREATEST(last_position, $2),"
 			" last_lsn = CASE WHEN $3 IS NULL THEN last_lsn"
 			"            ELSE GREATEST(last_lsn, $3) END,"
 			" applied_count = applied_count OPERATOR(pg_catalog.+) $4,"
+			" decoded_count = decoded_count OPERATOR(pg_catalog.+) $8,"
 			" last_applied_at = CASE WHEN $4 OPERATOR(pg_catalog.>) 0 THEN pg_catalog.now()"
 			"                   ELSE last_applied_at END,"
 			" last_error = COALESCE($5, last_error),"
@@ -965,7 +962,7 @@ ep_save_projection(EpProj *p)
 			"          WHEN status OPERATOR(pg_catalog.=) 'rebuilding' AND $6 THEN 'running'"
 			"          ELSE status END"
 			" WHERE projection_id OPERATOR(pg_catalog.=) $1",
-			7, types, args, nulls, SPI_OK_UPDATE);
+			8, types, args, nulls, SPI_OK_UPDATE);
 }
 
 /* Can the owner still run the handler (and read the source)? */
@@ -1016,6 +1013,8 @@ ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *
 	int64		applied = 0;
 	int64		left = budget;
 	int64		new_cover;
+	int64		stored_cover;
+	bool		stored_cover_known;
 	bool		state_dirty = false;
 	bool		table_watch = false;
 
@@ -1062,6 +1061,8 @@ ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *
 		if (!isnull && confirm_ok)
 			stored_confirm = DatumGetLSN(v);
 	}
+	stored_cover = cover;
+	stored_cover_known = cover_known;
 	new_cover = cover;
 
 	nproj = ep_load_projections(&projs);
@@ -1071,9 +1072,9 @@ ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *
 	horizon = ep_position_horizon(cat->position_seq);
 	if (horizon >= water + 1)
 	{
-		new_cover = cover_known ? Max(cover, water) : water;
+		/* a lower cover is the stronger statement */
+		cover = cover_known ? Min(cover, water) : water;
 		cover_known = true;
-		cover = new_cover;
 	}
 	upto = GetXLogInsertRecPtr();
 	XLogFlush(upto);
@@ -1111,6 +1112,9 @@ ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *
 	}
 
 	ep_decoder_run(&round, stored_confirm, upto);
+	elog(DEBUG1, "event_patterns: round H=" INT64_FORMAT " W=" INT64_FORMAT " cover=" INT64_FORMAT "%s collect_after=" INT64_FORMAT " decoded %X/%X..%X/%X changes=" INT64_FORMAT " complete=%d",
+		 horizon, water, cover, cover_known ? "" : "(unknown)", round.collect_after,
+		 LSN_FORMAT_ARGS(stored_confirm), LSN_FORMAT_ARGS(round.decoded_to), round.nchanges, round.complete);
 
 	for (i = 0; i < nproj; i++)
 	{
@@ -1162,14 +1166,14 @@ ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *
 		int64		water2 = ep_sequence_last(cat->position_seq);
 		int64		horizon2 = ep_position_horizon(cat->position_seq);
 
-		if (horizon2 >= water2 + 1 && (!cover_known || water2 > new_cover))
+		if (horizon2 >= water2 + 1)
 		{
-			new_cover = water2;
+			new_cover = cover_known ? Min(new_cover, water2) : water2;
 			cover_known = true;
 		}
 	}
 
-	if (state_dirty || new_cover != cover ||
+	if (state_dirty || cover_known != stored_cover_known || new_cover != stored_cover ||
 		(round.safe_confirm > stored_confirm &&
 		 round.safe_confirm - stored_confirm >= EP_CONFIRM_WRITE_LAG))
 	{
@@ -1205,6 +1209,15 @@ ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *
 	{
 		pending_publish = true;
 	}
+
+	/*
+	 * Nothing was written: whatever was decoded needs nothing, so the slot
+	 * can move on at once (else the next round confirms what this one
+	 * commits).
+	 */
+	if (confirm_ok && !state_dirty && cover_known == stored_cover_known && new_cover == stored_cover &&
+		round.safe_confirm > stored_confirm)
+		ep_decoder_confirm(round.safe_confirm);
 
 	MemoryContextDelete(round.cxt);
 	SPI_finish();

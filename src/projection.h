@@ -70,6 +70,7 @@ extern void ep_decoder_slot_name(char *buf, Size len, Oid dbid);
 extern bool ep_decoder_ensure_slot(void);
 extern void ep_decoder_run(EpDecodeRound *round, XLogRecPtr confirm, XLogRecPtr upto);
 extern XLogRecPtr ep_decoder_slot_confirmed(void);
+extern void ep_decoder_confirm(XLogRecPtr lsn);
 extern void ep_decoder_drop_slot(Oid dbid);
 
 /* projection.c */

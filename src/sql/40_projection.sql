@@ -27,6 +27,7 @@ CREATE TABLE ep.projection_defs (
     last_applied_at timestamptz,
     last_error      text,
     applied_count   bigint      NOT NULL DEFAULT 0,
+    decoded_count   bigint      NOT NULL DEFAULT 0,
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     CHECK ((kind = 'table') = (source IS NOT NULL))
 );
@@ -394,7 +395,7 @@ CREATE VIEW ep.projections WITH (security_invoker = true) AS
                    AND (d.category IS NULL OR e.category OPERATOR(pg_catalog.=) d.category))
            END AS lag_seconds,
            d.handler, d.owner, d.event_types, d.category, d.source, d.last_lsn,
-           d.applied_count,
+           d.applied_count, d.decoded_count,
            CASE WHEN d.mode OPERATOR(pg_catalog.=) 'async' THEN sl.wal_status END AS wal_status
       FROM ep.projection_defs d
       LEFT JOIN ep.projection_slot sl ON true;
