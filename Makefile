@@ -43,7 +43,7 @@ PG_CFLAGS = -Wextra -Wno-unused-parameter -Wno-missing-field-initializers \
 REGRESS = setup upgrade projection
 REGRESS_OPTS = --temp-instance=tmp_check/regress --temp-config=test/tmp/test.conf \
                --load-extension=$(EXTENSION)
-ISOLATION = no_skip
+ISOLATION = no_skip inline_projection
 ISOLATION_OPTS = --temp-instance=tmp_check/isolation --temp-config=test/tmp/test.conf \
                  --inputdir=test/isolation --outputdir=output_iso \
                  --load-extension=$(EXTENSION)
