@@ -66,14 +66,20 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/relscan.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "access/xlog_internal.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "commands/extension.h"
 #include "commands/sequence.h"
 #include "executor/spi.h"
+#include "executor/tuptable.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -88,11 +94,13 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/fmgroids.h"
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/pg_lsn.h"
+#include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
@@ -579,80 +587,95 @@ ep_event_matches(EpProj *p, Datum event)
 	return true;
 }
 
+/*
+ * Scan ep.events through its primary key: positions in (after, horizon),
+ * at most limit rows examined, with a snapshot taken after the horizon
+ * (see position.c). Matching events are copied into items; *last is the
+ * last position examined; returns the number of matches, *exhausted when
+ * the range has no more rows.
+ */
+static int
+ep_scan_events(EpProj *p, int64 after, int64 horizon, int limit, EpItem *items,
+			   int64 *last, bool *exhausted)
+{
+	const EpCatalog *cat = ep_catalog();
+	Relation	rel = table_open(cat->events, AccessShareLock);
+	Relation	idx = index_open(cat->events_pkey, AccessShareLock);
+	Snapshot	snap = RegisterSnapshot(GetLatestSnapshot());
+	ScanKeyData keys[2];
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	int			examined = 0;
+	int			n = 0;
+
+	ScanKeyInit(&keys[0], 1, BTGreaterStrategyNumber, F_INT8GT, Int64GetDatum(after));
+	ScanKeyInit(&keys[1], 1, BTLessStrategyNumber, F_INT8LT, Int64GetDatum(horizon));
+	scan = index_beginscan(rel, idx, snap, 2, 0);
+	index_rescan(scan, keys, 2, NULL, 0);
+	slot = table_slot_create(rel, NULL);
+	*exhausted = true;
+	*last = after;
+	while (examined < limit)
+	{
+		bool		isnull;
+		bool		should_free;
+		HeapTuple	tup;
+		Datum		event;
+
+		if (!index_getnext_slot(scan, ForwardScanDirection, slot))
+			break;
+		examined++;
+		*last = DatumGetInt64(slot_getattr(slot, Anum_ep_events_global_position, &isnull));
+		tup = ExecFetchSlotHeapTuple(slot, false, &should_free);
+		event = heap_copy_tuple_as_datum(tup, RelationGetDescr(rel));
+		if (should_free)
+			heap_freetuple(tup);
+		if (p->ntypes > 0 || p->category)
+		{
+			if (!ep_event_matches(p, event))
+			{
+				pfree(DatumGetPointer(event));
+				continue;
+			}
+		}
+		ep_event_item(&items[n++], *last, event);
+	}
+	if (examined >= limit)
+		*exhausted = false;
+	ExecDropSingleTupleTableSlot(slot);
+	index_endscan(scan);
+	UnregisterSnapshot(snap);
+	index_close(idx, AccessShareLock);
+	table_close(rel, AccessShareLock);
+	return n;
+}
+
 /* Events (last_position, horizon) from ep.events, within budget. */
 static void
 ep_apply_from_table(EpProj *p, int64 horizon, int64 *budget)
 {
-	Oid			types[5] = {INT8OID, INT8OID, TEXTARRAYOID, TEXTOID, INT8OID};
-	SPIPlanPtr	plan;
 	int64		cur = p->last_position;
+	bool		exhausted = false;
 
-	plan = ep_plan("SELECT e.global_position, e FROM ep.events e"
-				   " WHERE e.global_position OPERATOR(pg_catalog.>) $1"
-				   "   AND e.global_position OPERATOR(pg_catalog.<) $2"
-				   "   AND ($3 IS NULL OR e.event_type OPERATOR(pg_catalog.=) ANY ($3))"
-				   "   AND ($4 IS NULL OR e.category OPERATOR(pg_catalog.=) $4)"
-				   " ORDER BY e.global_position LIMIT $5", 5, types);
-
-	while (*budget > 0)
+	while (*budget > 0 && !exhausted)
 	{
-		Datum		args[5];
-		char		nulls[5] = "     ";
-		int64		limit = Min(*budget, EP_TABLE_BATCH);
-		uint64		n;
-		uint64		i;
+		int			limit = (int) Min(*budget, EP_TABLE_BATCH);
 		EpItem	   *items;
+		int			n;
+		int64		last;
 		MemoryContext batch_cxt;
 		MemoryContext old;
-
-		args[0] = Int64GetDatum(cur);
-		args[1] = Int64GetDatum(horizon);
-		if (p->ntypes > 0)
-		{
-			Datum	   *elems = palloc(sizeof(Datum) * p->ntypes);
-
-			for (i = 0; i < p->ntypes; i++)
-				elems[i] = CStringGetTextDatum(p->types[i]);
-			args[2] = PointerGetDatum(construct_array(elems, p->ntypes, TEXTOID, -1, false, TYPALIGN_INT));
-		}
-		else
-			nulls[2] = 'n';
-		if (p->category)
-			args[3] = CStringGetTextDatum(p->category);
-		else
-			nulls[3] = 'n';
-		args[4] = Int64GetDatum(limit);
-
-		/* a snapshot taken after the horizon: see position.c */
-		if (SPI_execute_snapshot(plan, args, nulls, GetLatestSnapshot(), InvalidSnapshot,
-								 true, false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "could not read ep.events");
-		n = SPI_processed;
 
 		batch_cxt = AllocSetContextCreate(CurrentMemoryContext, "ep projection batch",
 										  ALLOCSET_DEFAULT_SIZES);
 		old = MemoryContextSwitchTo(batch_cxt);
-		items = palloc(sizeof(EpItem) * (n + 1));
-		for (i = 0; i < n; i++)
-		{
-			bool		isnull;
-			int64		pos = DatumGetInt64(ep_getbin(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-			Datum		ev = ep_getbin(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull);
-
-			ep_event_item(&items[i], pos, datumCopy(ev, false, -1));
-		}
+		items = palloc(sizeof(EpItem) * limit);
+		n = ep_scan_events(p, cur, horizon, limit, items, &last, &exhausted);
 		MemoryContextSwitchTo(old);
-		SPI_freetuptable(SPI_tuptable);
 
-		ep_apply_items(p, items, (int) n);
-		*budget -= n;
-		if (n < (uint64) limit)
-		{
-			cur = horizon - 1;
-			MemoryContextDelete(batch_cxt);
-			break;
-		}
-		cur = items[n - 1].position;
+		ep_apply_items(p, items, n);
+		*budget -= Max(n, 1);
+		cur = exhausted ? horizon - 1 : last;
 		MemoryContextDelete(batch_cxt);
 	}
 	p->new_position = cur;
@@ -1076,7 +1099,14 @@ ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *
 		cover = cover_known ? Min(cover, water) : water;
 		cover_known = true;
 	}
+	/*
+	 * Decode up to the current insert position, flushed first. Right after
+	 * a page boundary the insert position points past the page header that
+	 * nothing has been written behind yet: stop at the boundary then.
+	 */
 	upto = GetXLogInsertRecPtr();
+	if (upto % XLOG_BLCKSZ <= SizeOfXLogLongPHD)
+		upto -= upto % XLOG_BLCKSZ;
 	XLogFlush(upto);
 
 	memset(&round, 0, sizeof(round));
