@@ -290,13 +290,13 @@ DECLARE
 BEGIN
     PERFORM ep._projection_lock();
     r := ep._projection_row(name);
-    IF r.status OPERATOR(pg_catalog.=) 'paused' THEN
+    IF r.status OPERATOR(pg_catalog.=) ANY ('{paused,failed}') THEN
         UPDATE ep.projection_defs d SET status = 'running'
          WHERE d.projection_id OPERATOR(pg_catalog.=) r.projection_id;
     END IF;
 END
 $$;
-COMMENT ON FUNCTION ep.resume_projection(text) IS 'Resume a paused projection';
+COMMENT ON FUNCTION ep.resume_projection(text) IS 'Resume a paused projection, or a failed one once its cause is fixed';
 
 CREATE FUNCTION ep.rebuild_projection(name text)
     RETURNS void LANGUAGE plpgsql VOLATILE

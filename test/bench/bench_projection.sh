@@ -1,9 +1,10 @@
 #!/bin/sh
 # bench_projection.sh: async projection apply rate against the same handler
-# called over the same events in one plain SQL statement, and backend memory
-# with a large backlog. Apply rounds are run with ep.apply_projections() in
-# one session (the same code the per-database worker runs each round).
-# Prints: ratios (target >= 0.8) and peak backend memory (VmHWM).
+# (a one-row upsert) called over the same events in one plain SQL statement,
+# and backend memory with a large backlog. Apply rounds are run with
+# ep.apply_projections() in one session: the same code the per-database
+# worker runs each round (the worker-driven figure comes with the runtime).
+# Prints ratios (target >= 0.8) and peak backend memory (VmHWM).
 . "$(dirname "$0")/common.sh"
 
 N=${BENCH_PROJ_EVENTS:-100000}
@@ -17,9 +18,14 @@ sql "CREATE FUNCTION upsert_h(e ep.events) RETURNS void LANGUAGE sql AS \$\$
        INSERT INTO public.read_model AS r VALUES (e.stream_id, 1)
        ON CONFLICT (stream) DO UPDATE SET n = r.n + 1 \$\$"
 
-append() { # count
-    sql "SELECT count(ep.append_events('s-' || b, (SELECT jsonb_agg(jsonb_build_object('type', 'E', 'data', jsonb_build_object('i', i))) FROM generate_series(1, 100) i)))
-           FROM generate_series(1, $1 / 100) b" >/dev/null
+append() { # count: in transactions of 10000 events (batches of 100 per stream)
+    left=$1
+    while [ "$left" -gt 0 ]; do
+        k=$(( left < 10000 ? left : 10000 ))
+        sql "SELECT count(ep.append_events('s-' || b, (SELECT jsonb_agg(jsonb_build_object('type', 'E', 'data', jsonb_build_object('i', i))) FROM generate_series(1, 100) i)))
+               FROM generate_series(1, $k / 100) b" >/dev/null
+        left=$(( left - k ))
+    done
 }
 
 drain() { # name -> prints elapsed ms
@@ -32,49 +38,61 @@ drain() { # name -> prints elapsed ms
     echo $(( $(now_ms) - t0 ))
 }
 
-# live: the projection exists, N events arrive, one apply pass decodes them
+rate() { awk -v n="$1" -v t="$2" 'BEGIN { printf "%.0f", n * 1000 / t }'; }
+
+# 1. catch-up: N stored events, then a new projection reads them from
+#    ep.events; measured three times against the plain statement, alternating,
+#    best of each (the machine is shared)
+append "$N"
+sql "VACUUM ANALYZE ep.events" >/dev/null
+sql "CHECKPOINT" >/dev/null
+sql "SELECT ep.create_projection('catchup', 'upsert_h(ep.events)')" >/dev/null
+t_catch=999999999; t_base1=999999999
+for round in 1 2 3; do
+    sql "TRUNCATE read_model"
+    [ $round -gt 1 ] && sql "SELECT ep.rebuild_projection('catchup')" >/dev/null
+    t=$(drain catchup); [ "$t" -lt "$t_catch" ] && t_catch=$t
+    ok_catch=$(sql "SELECT sum(n) = $N FROM read_model")
+    sql "TRUNCATE read_model"
+    t0=$(now_ms)
+    sql "SELECT count(upsert_h(e)) FROM ep.events e" >/dev/null
+    t=$(( $(now_ms) - t0 )); [ "$t" -lt "$t_base1" ] && t_base1=$t
+done
+sql "SELECT ep.drop_projection('catchup')" >/dev/null
+
+# 2. live: the projection is caught up, N new events arrive, one apply pass
+#    decodes them from the slot (batch size raised to hold them all)
+sql "TRUNCATE read_model"
+start=$(sql "SELECT COALESCE(max(global_position), 0) FROM ep.events")
 sql "SELECT ep.create_projection('live', 'upsert_h(ep.events)')" >/dev/null
-sql "SELECT ep.apply_projections()" >/dev/null
+drain live >/dev/null
+sql "TRUNCATE read_model"
 append "$N"
 sql "CHECKPOINT" >/dev/null
 t0=$(now_ms)
-$PSQL -At -c "SET event_patterns.projection_batch_size = $((N + 1000))" -c "SELECT ep.apply_projections($((N + 1000)))" >/dev/null
+$PSQL -At -c "SET event_patterns.projection_batch_size = $((N + 1000))" \
+    -c "SELECT ep.apply_projections($((N + 1000)))" >/dev/null
 t_live=$(( $(now_ms) - t0 ))
-$PSQL -At -c "SET event_patterns.projection_batch_size = $((N + 1000))" -c "SELECT ep.apply_projections($((N + 1000)))" >/dev/null
 decoded=$(sql "SELECT decoded_count FROM ep.projections WHERE name = 'live'")
-applied=$(sql "SELECT applied_count FROM ep.projections WHERE name = 'live'")
+ok_live=$(sql "SELECT sum(n) = $N FROM read_model")
 sql "SELECT ep.drop_projection('live')" >/dev/null
-
-# baseline: the same handler over the same events in one plain statement
 sql "TRUNCATE read_model"
 t0=$(now_ms)
-sql "SELECT count(upsert_h(e)) FROM ep.events e" >/dev/null
-t_base=$(( $(now_ms) - t0 ))
+sql "SELECT count(upsert_h(e)) FROM ep.events e WHERE global_position > $start" >/dev/null
+t_base2=$(( $(now_ms) - t0 ))
 
-# catch-up: a new projection reads the stored events in batches of 10000
-sql "TRUNCATE read_model"
-sql "SELECT ep.create_projection('catchup', 'upsert_h(ep.events)')" >/dev/null
-t_catch=$(drain catchup)
-ok=$(sql "SELECT sum(n) = (SELECT count(*) FROM ep.events) FROM read_model")
-sql "SELECT ep.drop_projection('catchup')" >/dev/null
+echo "projection catch-up from ep.events: $N events in $t_catch ms ($(rate "$N" "$t_catch")/s, correct: $ok_catch); one SELECT: $t_base1 ms ($(rate "$N" "$t_base1")/s); ratio $(ratio "$(rate "$N" "$t_catch")" "$(rate "$N" "$t_base1")") (target 0.8)"
+echo "projection live from decoding ($decoded events from WAL): $N events in $t_live ms ($(rate "$N" "$t_live")/s, correct: $ok_live); one SELECT: $t_base2 ms ($(rate "$N" "$t_base2")/s); ratio $(ratio "$(rate "$N" "$t_live")" "$(rate "$N" "$t_base2")") (target 0.8)"
 
-rate_base=$(awk -v n="$N" -v t="$t_base" 'BEGIN { printf "%.0f", n * 1000 / t }')
-rate_live=$(awk -v n="$N" -v t="$t_live" 'BEGIN { printf "%.0f", n * 1000 / t }')
-rate_catch=$(awk -v n="$N" -v t="$t_catch" 'BEGIN { printf "%.0f", n * 1000 / t }')
-echo "projection baseline (one SELECT over $N events): $t_base ms, $rate_base events/s"
-echo "projection live (decoded, $decoded of $applied from WAL): $t_live ms, $rate_live events/s, ratio $(ratio "$rate_live" "$rate_base") (target 0.8)"
-echo "projection catch-up (from ep.events, read model correct: $ok): $t_catch ms, $rate_catch events/s, ratio $(ratio "$rate_catch" "$rate_base") (target 0.8)"
-
-# memory with a large backlog: peak RSS of the applying backend
-hwm() { # max_events -> VmHWM (kB) of a fresh backend after one apply pass
+# 3. memory with a backlog: peak RSS of a fresh backend after one apply pass
+hwm() { # max_events -> VmHWM (kB)
     $PSQL -At -c "SELECT ep.apply_projections($1)" \
         -c "SELECT (regexp_match(pg_read_file('/proc/' || pg_backend_pid() || '/status'), 'VmHWM:\\s+(\\d+)'))[1]" | tail -1
 }
-sql "TRUNCATE read_model"
 sql "SELECT ep.create_projection('backlog', 'upsert_h(ep.events)')" >/dev/null
-sql "SELECT ep.apply_projections(1000000)" >/dev/null
-append 1000
-small=$(hwm 1000000)
+drain backlog >/dev/null
+append 10000
+m_small=$(hwm 1000000)
 append "$BIG"
-big=$(hwm 1000000)
-echo "projection memory: peak backend RSS $small kB applying a 1000-event backlog, $big kB applying a $BIG-event backlog in one pass (batch 10000, 64 MB cap)"
+m_big=$(hwm 1000000)
+echo "projection memory: peak backend RSS $m_small kB after applying a 10000-event backlog, $m_big kB after a $BIG-event backlog (one call each; rounds hold at most event_patterns.projection_batch_size decoded events and logical_decoding_work_mem in the reorder buffer)"
