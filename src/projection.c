@@ -112,7 +112,7 @@
 #include "stream_read.h"
 #include "worker.h"
 
-#define EP_CHUNK			100 /* events per subtransaction */
+#define EP_CHUNK			1000	/* events per subtransaction */
 #define EP_TABLE_BATCH		1000	/* rows per read of ep.events */
 #define EP_MAX_DB			64
 #define EP_CONFIRM_WRITE_LAG	(16 * 1024 * 1024)

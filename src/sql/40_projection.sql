@@ -358,16 +358,44 @@ COMMENT ON FUNCTION ep.retry_parked(text) IS
 -- Views
 -- ---------------------------------------------------------------------------
 
+CREATE FUNCTION ep._slot_name() RETURNS name
+    LANGUAGE sql STABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT ('ep_' OPERATOR(pg_catalog.||) d.oid::text)::name FROM pg_catalog.pg_database d
+           WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database() $$;
+COMMENT ON FUNCTION ep._slot_name() IS 'Name of the replication slot of this database''s projections';
+
 CREATE VIEW ep.projection_slot WITH (security_invoker = true) AS
-    SELECT s.slot_name, s.confirmed_flush_lsn, s.restart_lsn, s.wal_status, s.safe_wal_size,
+    SELECT ep._slot_name() AS slot_name, s.confirmed_flush_lsn, s.restart_lsn, s.wal_status, s.safe_wal_size,
            pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), s.restart_lsn)::bigint AS retained_bytes,
            pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), s.confirmed_flush_lsn)::bigint AS lag_bytes,
-           st.cover_position, st.slot_created_at
-      FROM ep.projection_state st
-      LEFT JOIN pg_catalog.pg_replication_slots s
-        ON s.slot_name OPERATOR(pg_catalog.=) ('ep_' OPERATOR(pg_catalog.||) (SELECT oid FROM pg_catalog.pg_database WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database())::text);
+           (SELECT st.cover_position FROM ep.projection_state st) AS cover_position,
+           (SELECT st.slot_created_at FROM ep.projection_state st) AS slot_created_at
+      FROM (SELECT 1) one
+      LEFT JOIN pg_catalog.pg_replication_slots s ON s.slot_name OPERATOR(pg_catalog.=) ep._slot_name();
 COMMENT ON VIEW ep.projection_slot IS
-    'The replication slot of this database''s projections: WAL it retains (retained_bytes, wal_status, safe_wal_size) and how far decoding is behind (lag_bytes)';
+    'The replication slot of this database''s projections: WAL it retains (retained_bytes, wal_status, safe_wal_size) and how far decoding is behind (lag_bytes); no row values when the slot does not exist (yet)';
+
+-- Lag of an event projection. Functions with their own settings, so that the
+-- view's cost estimate stays small (no JIT for a catalog view).
+CREATE FUNCTION ep._lag_events(after bigint, event_types text[], category text)
+    RETURNS bigint LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp SET jit = off
+    AS $$ SELECT pg_catalog.count(*) FROM ep.events e
+           WHERE e.global_position OPERATOR(pg_catalog.>) $1
+             AND ($2 IS NULL OR e.event_type OPERATOR(pg_catalog.=) ANY ($2))
+             AND ($3 IS NULL OR e.category OPERATOR(pg_catalog.=) $3) $$;
+COMMENT ON FUNCTION ep._lag_events(bigint, text[], text) IS 'Internal: matching events after a position';
+
+CREATE FUNCTION ep._lag_seconds(after bigint, event_types text[], category text)
+    RETURNS double precision LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp SET jit = off
+    AS $$ SELECT pg_catalog.date_part('epoch', pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.min(e.recorded_at))
+            FROM ep.events e
+           WHERE e.global_position OPERATOR(pg_catalog.>) $1
+             AND ($2 IS NULL OR e.event_type OPERATOR(pg_catalog.=) ANY ($2))
+             AND ($3 IS NULL OR e.category OPERATOR(pg_catalog.=) $3) $$;
+COMMENT ON FUNCTION ep._lag_seconds(bigint, text[], text) IS 'Internal: age in seconds of the oldest matching event after a position';
 
 CREATE VIEW ep.projections WITH (security_invoker = true) AS
     SELECT d.name, d.mode,
@@ -376,29 +404,28 @@ CREATE VIEW ep.projections WITH (security_invoker = true) AS
                 THEN d.last_position END AS last_position,
            CASE WHEN d.mode OPERATOR(pg_catalog.=) 'inline' THEN 0::bigint
                 WHEN d.kind OPERATOR(pg_catalog.=) 'events' THEN
-                    (SELECT pg_catalog.count(*) FROM ep.events e
-                      WHERE e.global_position OPERATOR(pg_catalog.>) d.last_position
-                        AND (d.event_types IS NULL OR e.event_type OPERATOR(pg_catalog.=) ANY (d.event_types))
-                        AND (d.category IS NULL OR e.category OPERATOR(pg_catalog.=) d.category))
+                    ep._lag_events(d.last_position, d.event_types, d.category)
            END AS lag_events,
-           CASE WHEN d.mode OPERATOR(pg_catalog.=) 'async' THEN sl.lag_bytes END AS lag_bytes,
+           CASE WHEN d.mode OPERATOR(pg_catalog.=) 'async' THEN
+               (SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), s.confirmed_flush_lsn)::bigint
+                  FROM pg_catalog.pg_replication_slots s
+                 WHERE s.slot_name OPERATOR(pg_catalog.=) ep._slot_name())
+           END AS lag_bytes,
            d.last_applied_at, d.last_error,
            (SELECT pg_catalog.count(*) FROM ep.parked p
              WHERE p.projection_id OPERATOR(pg_catalog.=) d.projection_id) AS parked,
            -- extra columns
            d.kind,
            CASE WHEN d.kind OPERATOR(pg_catalog.=) 'events' AND d.mode OPERATOR(pg_catalog.=) 'async' THEN
-               (SELECT pg_catalog.date_part('epoch', pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.min(e.recorded_at))
-                  FROM ep.events e
-                 WHERE e.global_position OPERATOR(pg_catalog.>) d.last_position
-                   AND (d.event_types IS NULL OR e.event_type OPERATOR(pg_catalog.=) ANY (d.event_types))
-                   AND (d.category IS NULL OR e.category OPERATOR(pg_catalog.=) d.category))
+               ep._lag_seconds(d.last_position, d.event_types, d.category)
            END AS lag_seconds,
            d.handler, d.owner, d.event_types, d.category, d.source, d.last_lsn,
            d.applied_count, d.decoded_count,
-           CASE WHEN d.mode OPERATOR(pg_catalog.=) 'async' THEN sl.wal_status END AS wal_status
-      FROM ep.projection_defs d
-      LEFT JOIN ep.projection_slot sl ON true;
+           CASE WHEN d.mode OPERATOR(pg_catalog.=) 'async' THEN
+               (SELECT s.wal_status FROM pg_catalog.pg_replication_slots s
+                 WHERE s.slot_name OPERATOR(pg_catalog.=) ep._slot_name())
+           END AS wal_status
+      FROM ep.projection_defs d;
 COMMENT ON VIEW ep.projections IS
     'Projections with their progress: last_position (every event at or below it applied), lag in events, WAL bytes and seconds, parked events, the slot''s wal_status';
 
