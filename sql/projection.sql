@@ -188,6 +188,26 @@ SELECT ep.apply_projections();
 SELECT projection, error, attempts FROM ep.parked_events WHERE projection = 'user_proj';
 SELECT count(*) FROM private_data;
 
+-- an owner who loses the right to run the handler: the projection fails
+-- instead of running it; once allowed again, resume_projection goes on
+RESET event_patterns.projection_max_retries;
+CREATE FUNCTION su_h(e ep.events) RETURNS void LANGUAGE sql
+    AS $$ INSERT INTO public.seen (pos, type, who) VALUES (e.global_position, 'su_h', current_user) $$;
+REVOKE ALL ON FUNCTION su_h(ep.events) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION su_h(ep.events) TO proj_user;
+SET ROLE proj_user;
+SELECT ep.create_projection('granted', 'public.su_h(ep.events)', category => 'rev');
+RESET ROLE;
+REVOKE EXECUTE ON FUNCTION su_h(ep.events) FROM proj_user;
+SELECT ep.append('rev-1', 'Created', '{}');
+SELECT ep.apply_projections();
+SELECT name, status, last_error, lag_events FROM ep.projections WHERE name = 'granted';
+GRANT EXECUTE ON FUNCTION su_h(ep.events) TO proj_user;
+SELECT ep.resume_projection('granted');
+SELECT ep.apply_projections();
+SELECT name, status, lag_events FROM ep.projections WHERE name = 'granted';
+SELECT type, who FROM seen WHERE type = 'su_h';
+
 -- bad input: clear errors, nothing written
 SELECT ep.create_projection(NULL, 'record_event(ep.events)');
 SELECT ep.create_projection('', 'record_event(ep.events)');

@@ -1040,6 +1040,7 @@ ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *
 	bool		stored_cover_known;
 	bool		state_dirty = false;
 	bool		table_watch = false;
+	TimestampTz decode_start;
 
 	*more = false;
 	if (try_lock)
@@ -1141,7 +1142,9 @@ ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *
 		}
 	}
 
+	decode_start = GetCurrentTimestamp();
 	ep_decoder_run(&round, stored_confirm, upto);
+	elog(DEBUG1, "event_patterns: decoding took %ld ms", (long) (TimestampDifferenceMilliseconds(decode_start, GetCurrentTimestamp())));
 	elog(DEBUG1, "event_patterns: round H=" INT64_FORMAT " W=" INT64_FORMAT " cover=" INT64_FORMAT "%s collect_after=" INT64_FORMAT " decoded %X/%X..%X/%X changes=" INT64_FORMAT " complete=%d",
 		 horizon, water, cover, cover_known ? "" : "(unknown)", round.collect_after,
 		 LSN_FORMAT_ARGS(stored_confirm), LSN_FORMAT_ARGS(round.decoded_to), round.nchanges, round.complete);
@@ -1188,6 +1191,9 @@ ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *
 			state_dirty = true;
 		}
 	}
+
+	elog(DEBUG1, "event_patterns: applying took %ld ms",
+		 (long) TimestampDifferenceMilliseconds(decode_start, GetCurrentTimestamp()));
 
 	/* events >= horizon commit after the position confirmed below */
 	if (cover_known)
