@@ -2,7 +2,7 @@
 CREATE EXTENSION event_patterns;
 SELECT extversion FROM pg_extension WHERE extname = 'event_patterns';
 SELECT nspname FROM pg_namespace WHERE nspname = 'ep';
-SHOW event_patterns.enabled;
+SHOW event_patterns.notify;
 SHOW event_patterns.naptime;
 -- a misspelt setting of the reserved prefix is refused
 SET event_patterns.no_such_setting = 1;

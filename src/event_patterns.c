@@ -38,6 +38,7 @@
 #include "position.h"
 #include "launcher.h"
 #include "worker.h"
+#include "projection.h"
 
 PG_MODULE_MAGIC;
 
@@ -184,6 +185,7 @@ _PG_init(void)
 {
 	ep_guc_define();
 	RegisterXactCallback(ep_xact_callback, NULL);
+	ep_projection_init();
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;

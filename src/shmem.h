@@ -18,5 +18,8 @@ extern void ep_position_shmem_init(void);
 /* launcher.c: registry of the background workers */
 extern Size ep_bgw_shmem_size(void);
 extern void ep_bgw_shmem_init(void);
+/* projection.c */
+extern Size ep_projection_shmem_size(void);
+extern void ep_projection_shmem_init(void);
 
 #endif							/* EP_SHMEM_H */

@@ -36,6 +36,7 @@ regress=$(make -s PG_CONFIG="$PG_CONFIG" print-REGRESS)
 rm -f regression.diffs
 "$pgxsdir/src/test/regress/pg_regress" --bindir="$bindir" --inputdir=. \
     --temp-instance=tmp_check/regress --temp-config=test/tmp/test.conf \
+    --temp-config=test/regress.conf \
     --port="$(free_port 57000)" $regress > tmp_check/regress.log 2>&1
 rc=$?
 cat tmp_check/regress.log
@@ -51,6 +52,7 @@ rm -rf output_iso
 "$pgxsdir/src/test/isolation/pg_isolation_regress" --bindir="$bindir" \
     --inputdir=test/isolation --outputdir=output_iso \
     --temp-instance=tmp_check/isolation --temp-config=test/tmp/test.conf \
+    --temp-config=test/regress.conf \
     --port="$(free_port 57100)" $isolation > tmp_check/isolation.log 2>&1
 rc=$?
 cat tmp_check/isolation.log

@@ -1,0 +1,1504 @@
+/*-------------------------------------------------------------------------
+ *
+ * projection.c
+ *	  Apply rounds of the async projections (the worker step and
+ *	  ep.apply_projections), ep.wait_for_projection, the slot clean-up on
+ *	  DROP DATABASE / DROP EXTENSION, and the projections' shared memory.
+ *
+ * Progress of an event projection is a prefix: last_position means "every
+ * event at or below it has been applied, none above". Positions are drawn
+ * in increasing order but commit in any order, so a decoded stream is not
+ * a prefix by itself; the read horizon H of position.c makes it one: every
+ * event below H has committed (or never will), so a round applies exactly
+ * the events in (last_position, H) and stores H - 1, in the same
+ * transaction as the handler's writes. A crash anywhere repeats a round
+ * from the stored prefix: nothing is applied twice or skipped.
+ *
+ * Where the events of a round come from:
+ *	- from decoding, when the slot is known to deliver them: the stored
+ *	  cover_position says every event above it commits after the slot's
+ *	  confirmed position; a projection with last_position >= cover whose
+ *	  gap to H fits a batch takes the decoded events (the round decodes up
+ *	  to an LSN E read after H, after flushing WAL to E, so every commit of
+ *	  an event below H is in [confirmed, E]);
+ *	- from ep.events (index range scan, batches of bounded size), for a
+ *	  new projection, a rebuild, a large backlog, or while cover is unknown
+ *	  (first use, slot lost or invalidated). Catch-up and recovery are the
+ *	  same path; the handover to decoding needs no coordination because
+ *	  both deliver exactly (last_position, H).
+ * Keeping cover true: decoding marks every transaction holding an event at
+ * or above H as deferred; the slot is confirmed only to the end of the last
+ * transaction before the first deferred one, so every event >= H still
+ * commits after the confirmed position: cover' = max(cover, H - 1). Cover
+ * is also established (or raised) when H = W + 1 at a moment after the
+ * confirmed position, W being the sequence's last value: every later event
+ * is drawn, hence committed, afterwards.
+ *
+ * Table projections (change data capture) are exactly-once by LSN: a
+ * change is applied when its transaction's end LSN is above the stored
+ * last_lsn. Their first round ('rebuilding') locks the source in SHARE
+ * mode, so every committed change is in the snapshot and every later one
+ * commits after the current insert LSN L, calls the handler with TRUNCATE
+ * then INSERT for every row, and stores L. A lost slot puts them back in
+ * that state.
+ *
+ * The slot's confirmed position is stored in ep.projection_state with the
+ * round and confirmed to the slot by the next round, before decoding: it
+ * is confirmed only once committed. Rounds write nothing when nothing was
+ * applied and the positions did not move, so an idle database produces no
+ * WAL from here.
+ *
+ * Each handler runs as the projection's owner (projection_api.c), in a
+ * subtransaction per chunk of events; when a chunk fails its events are
+ * redone one by one, each retried event_patterns.projection_max_retries
+ * times with exponential backoff, then parked in ep.parked; the projection
+ * goes on.
+ *
+ * Locking: a round holds the transaction advisory lock
+ * EP_PROJECTION_LOCK_KEY exclusively; the SQL API takes it shared, so
+ * definitions never change during a round and two rounds never overlap
+ * (the worker only tries it; ep.apply_projections waits).
+ * Shared memory: per database the LSN every running table projection has
+ * been decoded through, and one condition variable broadcast after each
+ * committed round, for ep.wait_for_projection.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/relscan.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "access/xlog_internal.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "commands/extension.h"
+#include "commands/sequence.h"
+#include "executor/spi.h"
+#include "executor/tuptable.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "replication/slot.h"
+#include "storage/condition_variable.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "tcop/utility.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/fmgroids.h"
+#include "utils/fmgrprotos.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/pg_lsn.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+
+#include "event_patterns.h"
+#include "position.h"
+#include "projection.h"
+#include "shmem.h"
+#include "stream_read.h"
+#include "worker.h"
+
+#define EP_CHUNK			1000	/* events per subtransaction */
+#define EP_TABLE_BATCH		1000	/* rows per read of ep.events */
+#define EP_MAX_DB			64
+#define EP_CONFIRM_WRITE_LAG	(16 * 1024 * 1024)
+
+int			ep_guc_projection_max_retries = 3;
+int			ep_guc_projection_retry_backoff_ms = 100;
+int			ep_guc_projection_batch_size = 10000;
+int			ep_guc_projection_batch_memory_kb = 65536;
+
+typedef struct EpProjDb
+{
+	Oid			dbid;
+	XLogRecPtr	decoded_to;
+} EpProjDb;
+
+typedef struct EpProjShared
+{
+	slock_t		mutex;
+	ConditionVariable cv;
+	EpProjDb	dbs[EP_MAX_DB];
+} EpProjShared;
+
+static EpProjShared *proj_shared = NULL;
+
+/* published at commit by the transaction callback */
+static bool pending_publish = false;
+static XLogRecPtr pending_decoded_to = InvalidXLogRecPtr;
+static bool round_in_xact = false;
+static bool init_done = false;
+static ProcessUtility_hook_type prev_utility_hook = NULL;
+
+typedef struct EpProj
+{
+	int32		id;
+	char	   *name;
+	bool		is_table;
+	Oid			handler;
+	Oid			owner;
+	int			ntypes;
+	char	  **types;
+	char	   *category;
+	Oid			source;
+	bool		rebuilding;
+	int64		last_position;
+	XLogRecPtr	last_lsn;
+
+	/* this round */
+	FmgrInfo	flinfo;
+	bool		usable;
+	bool		decode_ok;
+	int64		new_position;
+	XLogRecPtr	new_lsn;
+	bool		caught_up;
+	int64		applied;
+	int64		decoded;		/* of which from decoding */
+	char	   *last_error;
+	MemoryContext chunk_cxt;
+} EpProj;
+
+typedef struct EpItem
+{
+	int64		position;		/* events; 0 for table changes */
+	int			nargs;
+	Datum		args[3];
+	bool		nulls[3];
+} EpItem;
+
+/* ---------------------------------------------------------------------
+ * Shared memory
+ * ---------------------------------------------------------------------
+ */
+Size
+ep_projection_shmem_size(void)
+{
+	return MAXALIGN(sizeof(EpProjShared));
+}
+
+void
+ep_projection_shmem_init(void)
+{
+	bool		found;
+
+	proj_shared = ShmemInitStruct("event_patterns projections",
+								  ep_projection_shmem_size(), &found);
+	if (!found)
+	{
+		SpinLockInit(&proj_shared->mutex);
+		ConditionVariableInit(&proj_shared->cv);
+		memset(proj_shared->dbs, 0, sizeof(proj_shared->dbs));
+	}
+}
+
+static XLogRecPtr
+ep_shared_decoded_to(void)
+{
+	XLogRecPtr	lsn = InvalidXLogRecPtr;
+	int			i;
+
+	if (proj_shared == NULL)
+		return lsn;
+	SpinLockAcquire(&proj_shared->mutex);
+	for (i = 0; i < EP_MAX_DB; i++)
+		if (proj_shared->dbs[i].dbid == MyDatabaseId)
+			lsn = proj_shared->dbs[i].decoded_to;
+	SpinLockRelease(&proj_shared->mutex);
+	return lsn;
+}
+
+static void
+ep_publish(XLogRecPtr decoded_to)
+{
+	int			i;
+	int			slot = -1;
+
+	if (proj_shared == NULL)
+		return;
+	SpinLockAcquire(&proj_shared->mutex);
+	for (i = 0; i < EP_MAX_DB; i++)
+	{
+		if (proj_shared->dbs[i].dbid == MyDatabaseId)
+		{
+			slot = i;
+			break;
+		}
+		if (slot < 0 && proj_shared->dbs[i].dbid == InvalidOid)
+			slot = i;
+	}
+	if (slot >= 0)
+	{
+		proj_shared->dbs[slot].dbid = MyDatabaseId;
+		if (decoded_to > proj_shared->dbs[slot].decoded_to)
+			proj_shared->dbs[slot].decoded_to = decoded_to;
+	}
+	SpinLockRelease(&proj_shared->mutex);
+	ConditionVariableBroadcast(&proj_shared->cv);
+}
+
+static void
+ep_projection_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+			if (pending_publish)
+				ep_publish(pending_decoded_to);
+			/* FALLTHROUGH */
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			pending_publish = false;
+			pending_decoded_to = InvalidXLogRecPtr;
+			round_in_xact = false;
+			break;
+		default:
+			break;
+	}
+}
+
+/* ---------------------------------------------------------------------
+ * DROP DATABASE / DROP EXTENSION let go of the slot
+ * ---------------------------------------------------------------------
+ */
+static void
+ep_projection_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+					  ProcessUtilityContext context, ParamListInfo params,
+					  QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *node = pstmt->utilityStmt;
+
+	if (IsA(node, DropdbStmt) && max_replication_slots > 0)
+	{
+		Oid			db = get_database_oid(((DropdbStmt *) node)->dbname, true);
+
+		if (OidIsValid(db) && pg_database_ownercheck(db, GetUserId()))
+			ep_decoder_drop_slot(db);
+	}
+
+	if (prev_utility_hook)
+		prev_utility_hook(pstmt, queryString, readOnlyTree, context, params,
+						  queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+								queryEnv, dest, qc);
+
+	/* after DROP EXTENSION succeeded: nobody needs the slot any more */
+	if (IsA(node, DropStmt) && ((DropStmt *) node)->removeType == OBJECT_EXTENSION &&
+		max_replication_slots > 0 && get_extension_oid("event_patterns", true) == InvalidOid)
+		ep_decoder_drop_slot(MyDatabaseId);
+}
+
+/* ---------------------------------------------------------------------
+ * Initialization (called from _PG_init)
+ * ---------------------------------------------------------------------
+ */
+void
+ep_projection_init(void)
+{
+	if (init_done)
+		return;
+	init_done = true;
+
+	DefineCustomIntVariable("event_patterns.projection_max_retries",
+							"Retries of a failing projection handler before the event is parked.",
+							"Each event is tried once plus this many times, with exponential backoff.",
+							&ep_guc_projection_max_retries,
+							3, 0, 100,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("event_patterns.projection_retry_backoff",
+							"Wait before the first retry of a failing projection handler.",
+							"The wait doubles with each further retry, up to 10 seconds.",
+							&ep_guc_projection_retry_backoff_ms,
+							100, 0, 10000,
+							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("event_patterns.projection_batch_size",
+							"Most events or changes one projection apply round handles.",
+							"Also bounds how many decoded changes a round keeps in memory.",
+							&ep_guc_projection_batch_size,
+							10000, 1, 10000000,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("event_patterns.projection_batch_memory",
+							"Most memory the decoded changes of one apply round may use.",
+							"Decoding stops at the next commit once it is reached.",
+							&ep_guc_projection_batch_memory_kb,
+							65536, 1024, INT_MAX / 1024,
+							PGC_SUSET, GUC_UNIT_KB, NULL, NULL, NULL);
+
+	RegisterXactCallback(ep_projection_xact_callback, NULL);
+	prev_utility_hook = ProcessUtility_hook;
+	ProcessUtility_hook = ep_projection_utility;
+
+	if (process_shared_preload_libraries_in_progress)
+		ep_worker_register_step("projections", ep_projection_step);
+}
+
+/* ---------------------------------------------------------------------
+ * SPI helpers (the round runs its own statements as the extension owner)
+ * ---------------------------------------------------------------------
+ */
+static SPIPlanPtr
+ep_plan(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
+			 SPI_result_code_string(SPI_result));
+	return plan;
+}
+
+static void
+ep_exec(const char *sql, int nargs, Oid *argtypes, Datum *args, const char *nulls, int expect)
+{
+	int			rc;
+
+	rc = SPI_execute_with_args(sql, nargs, argtypes, args, nulls, false, 0);
+	if (rc != expect)
+		elog(ERROR, "SPI_execute failed for \"%s\": %s", sql, SPI_result_code_string(rc));
+}
+
+static int64
+ep_sequence_last(Oid seqid)
+{
+	LOCAL_FCINFO(fcinfo, 1);
+	Datum		d;
+
+	InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = ObjectIdGetDatum(seqid);
+	fcinfo->args[0].isnull = false;
+	d = pg_sequence_last_value(fcinfo);
+	return fcinfo->isnull ? 0 : DatumGetInt64(d);
+}
+
+static char *
+ep_getstr(HeapTuple tup, TupleDesc desc, int col)
+{
+	return SPI_getvalue(tup, desc, col);
+}
+
+static Datum
+ep_getbin(HeapTuple tup, TupleDesc desc, int col, bool *isnull)
+{
+	return SPI_getbinval(tup, desc, col, isnull);
+}
+
+/* ---------------------------------------------------------------------
+ * Calling handlers
+ * ---------------------------------------------------------------------
+ */
+
+/* Run items in one subtransaction; on error return false with *err set. */
+static bool
+ep_try_items(EpProj *p, EpItem *items, int n, char **err)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	volatile bool ok = true;
+	int			k;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(p->chunk_cxt);
+	PG_TRY();
+	{
+		EpHandlerContext hc;
+
+		ep_handler_enter(&hc, p->owner);
+		for (k = 0; k < n; k++)
+			ep_call_handler(&p->flinfo, items[k].nargs, items[k].args, items[k].nulls);
+		ep_handler_leave(&hc);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *ed;
+
+		MemoryContextSwitchTo(oldcxt);
+		ed = CopyErrorData();
+		if (ed->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+			ed->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
+			PG_RE_THROW();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		*err = ed->message ? ed->message : pstrdup("unknown error");
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcxt);
+	CurrentResourceOwner = oldowner;
+	MemoryContextReset(p->chunk_cxt);
+	return ok;
+}
+
+/* One item with retries and backoff; false (and the error) when it failed */
+static bool
+ep_apply_one(EpProj *p, EpItem *item, char **err, int *attempts)
+{
+	int			attempt;
+
+	for (attempt = 1;; attempt++)
+	{
+		if (ep_try_items(p, item, 1, err))
+		{
+			*attempts = attempt;
+			return true;
+		}
+		if (attempt > ep_guc_projection_max_retries)
+			break;
+		if (ep_guc_projection_retry_backoff_ms > 0)
+		{
+			long		ms = (long) ep_guc_projection_retry_backoff_ms << Min(attempt - 1, 16);
+
+			pg_usleep(Min(ms, 10000L) * 1000L);
+			CHECK_FOR_INTERRUPTS();
+		}
+	}
+	*attempts = attempt;
+	return false;
+}
+
+static void
+ep_park(EpProj *p, EpItem *item, const char *err, int attempts)
+{
+	Oid			types[7] = {INT4OID, INT8OID, TEXTOID, JSONBOID, JSONBOID, TEXTOID, INT4OID};
+	Datum		args[7];
+	char		nulls[7] = "       ";
+
+	args[0] = Int32GetDatum(p->id);
+	args[1] = Int64GetDatum(item->position);
+	if (!p->is_table)
+	{
+		nulls[2] = nulls[3] = nulls[4] = 'n';
+	}
+	else
+	{
+		nulls[1] = 'n';
+		args[2] = item->args[0];
+		args[3] = item->args[1];
+		args[4] = item->args[2];
+		if (item->nulls[1])
+			nulls[3] = 'n';
+		if (item->nulls[2])
+			nulls[4] = 'n';
+	}
+	args[5] = CStringGetTextDatum(err);
+	args[6] = Int32GetDatum(attempts);
+	ep_exec("INSERT INTO ep.parked (projection_id, global_position, op, old_row, new_row, error, attempts)"
+			" VALUES ($1, $2, $3, $4, $5, $6, $7)", 7, types, args, nulls, SPI_OK_INSERT);
+	p->last_error = pstrdup(err);
+}
+
+/* Apply items in order: chunks in one subtransaction, failures one by one */
+static void
+ep_apply_items(EpProj *p, EpItem *items, int n)
+{
+	int			i = 0;
+
+	while (i < n)
+	{
+		int			m = Min(n - i, EP_CHUNK);
+		char	   *err = NULL;
+		int			j;
+
+		if (ep_try_items(p, items + i, m, &err))
+		{
+			p->applied += m;
+			i += m;
+			continue;
+		}
+		for (j = 0; j < m; j++)
+		{
+			int			attempts;
+
+			if (ep_apply_one(p, &items[i + j], &err, &attempts))
+				p->applied++;
+			else
+				ep_park(p, &items[i + j], err, attempts);
+		}
+		i += m;
+	}
+}
+
+static void
+ep_event_item(EpItem *item, int64 pos, Datum event)
+{
+	item->position = pos;
+	item->nargs = 1;
+	item->args[0] = event;
+	item->nulls[0] = false;
+}
+
+static void
+ep_row_item(EpItem *item, const char *op, Jsonb *old_row, Jsonb *new_row)
+{
+	item->position = 0;
+	item->nargs = 3;
+	item->args[0] = CStringGetTextDatum(op);
+	item->nulls[0] = false;
+	item->args[1] = old_row ? JsonbPGetDatum(old_row) : (Datum) 0;
+	item->nulls[1] = (old_row == NULL);
+	item->args[2] = new_row ? JsonbPGetDatum(new_row) : (Datum) 0;
+	item->nulls[2] = (new_row == NULL);
+}
+
+/* ---------------------------------------------------------------------
+ * Sources of a round
+ * ---------------------------------------------------------------------
+ */
+static bool
+ep_event_matches(EpProj *p, Datum event)
+{
+	HeapTupleHeader th = DatumGetHeapTupleHeader(event);
+	bool		isnull;
+	int			i;
+
+	if (p->ntypes > 0)
+	{
+		char	   *type = TextDatumGetCString(GetAttributeByNum(th, Anum_ep_events_event_type, &isnull));
+		bool		found = false;
+
+		for (i = 0; i < p->ntypes && !found; i++)
+			found = strcmp(type, p->types[i]) == 0;
+		if (!found)
+			return false;
+	}
+	if (p->category)
+	{
+		char	   *cat = TextDatumGetCString(GetAttributeByNum(th, Anum_ep_events_category, &isnull));
+
+		if (strcmp(cat, p->category) != 0)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Scan ep.events through its primary key: positions in (after, horizon),
+ * at most limit rows examined, with a snapshot taken after the horizon
+ * (see position.c). Matching events are copied into items; *last is the
+ * last position examined; returns the number of matches, *exhausted when
+ * the range has no more rows.
+ */
+static int
+ep_scan_events(EpProj *p, int64 after, int64 horizon, int limit, EpItem *items,
+			   int64 *last, bool *exhausted)
+{
+	const EpCatalog *cat = ep_catalog();
+	Relation	rel = table_open(cat->events, AccessShareLock);
+	Relation	idx = index_open(cat->events_pkey, AccessShareLock);
+	Snapshot	snap = RegisterSnapshot(GetLatestSnapshot());
+	ScanKeyData keys[2];
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	int			examined = 0;
+	int			n = 0;
+
+	ScanKeyInit(&keys[0], 1, BTGreaterStrategyNumber, F_INT8GT, Int64GetDatum(after));
+	ScanKeyInit(&keys[1], 1, BTLessStrategyNumber, F_INT8LT, Int64GetDatum(horizon));
+	scan = index_beginscan(rel, idx, snap, 2, 0);
+	index_rescan(scan, keys, 2, NULL, 0);
+	slot = table_slot_create(rel, NULL);
+	*exhausted = true;
+	*last = after;
+	while (examined < limit)
+	{
+		bool		isnull;
+		bool		should_free;
+		HeapTuple	tup;
+		Datum		event;
+
+		if (!index_getnext_slot(scan, ForwardScanDirection, slot))
+			break;
+		examined++;
+		*last = DatumGetInt64(slot_getattr(slot, Anum_ep_events_global_position, &isnull));
+		tup = ExecFetchSlotHeapTuple(slot, false, &should_free);
+		event = heap_copy_tuple_as_datum(tup, RelationGetDescr(rel));
+		if (should_free)
+			heap_freetuple(tup);
+		if (p->ntypes > 0 || p->category)
+		{
+			if (!ep_event_matches(p, event))
+			{
+				pfree(DatumGetPointer(event));
+				continue;
+			}
+		}
+		ep_event_item(&items[n++], *last, event);
+	}
+	if (examined >= limit)
+		*exhausted = false;
+	ExecDropSingleTupleTableSlot(slot);
+	index_endscan(scan);
+	UnregisterSnapshot(snap);
+	index_close(idx, AccessShareLock);
+	table_close(rel, AccessShareLock);
+	return n;
+}
+
+/* Events (last_position, horizon) from ep.events, within budget. */
+static void
+ep_apply_from_table(EpProj *p, int64 horizon, int64 *budget)
+{
+	int64		cur = p->last_position;
+	bool		exhausted = false;
+
+	while (*budget > 0 && !exhausted)
+	{
+		int			limit = (int) Min(*budget, EP_TABLE_BATCH);
+		EpItem	   *items;
+		int			n;
+		int64		last;
+		MemoryContext batch_cxt;
+		MemoryContext old;
+
+		batch_cxt = AllocSetContextCreate(CurrentMemoryContext, "ep projection batch",
+										  ALLOCSET_DEFAULT_SIZES);
+		old = MemoryContextSwitchTo(batch_cxt);
+		items = palloc(sizeof(EpItem) * limit);
+		n = ep_scan_events(p, cur, horizon, limit, items, &last, &exhausted);
+		MemoryContextSwitchTo(old);
+
+		ep_apply_items(p, items, n);
+		*budget -= Max(n, 1);
+		cur = exhausted ? horizon - 1 : last;
+		MemoryContextDelete(batch_cxt);
+	}
+	p->new_position = cur;
+	p->caught_up = (cur >= horizon - 1);
+}
+
+/* Events (last_position, horizon) from the decoded round. */
+static void
+ep_apply_decoded_events(EpProj *p, EpDecodeRound *round, int64 horizon, int64 *budget)
+{
+	EpChange   *c;
+	EpItem	   *items;
+	int			n = 0;
+
+	items = palloc(sizeof(EpItem) * (round->nchanges + 1));
+	for (c = round->head; c; c = c->next)
+	{
+		if (c->kind != EP_CHANGE_EVENT || c->position <= p->last_position ||
+			c->position >= horizon)
+			continue;
+		if (!ep_event_matches(p, c->event))
+			continue;
+		ep_event_item(&items[n++], c->position, c->event);
+	}
+	ep_apply_items(p, items, n);
+	p->decoded += n;
+	*budget -= n;
+	pfree(items);
+	p->new_position = horizon - 1;
+	p->caught_up = true;
+}
+
+/*
+ * A table projection's first round (or rebuild): lock the source against
+ * writers, TRUNCATE, then INSERT every row, and continue after the current
+ * insert LSN.
+ */
+static void
+ep_table_snapshot(EpProj *p)
+{
+	char	   *sql;
+	Portal		portal;
+	EpHandlerContext hc;
+	EpItem		item;
+	char	   *err;
+	int			attempts;
+	char	   *qname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(p->source)),
+												   get_rel_name(p->source));
+
+	sql = psprintf("LOCK TABLE ONLY %s IN SHARE MODE", qname);
+	ep_exec(sql, 0, NULL, NULL, NULL, SPI_OK_UTILITY);
+	p->new_lsn = GetXLogInsertRecPtr();
+
+	ep_row_item(&item, "TRUNCATE", NULL, NULL);
+	if (ep_apply_one(p, &item, &err, &attempts))
+		p->applied++;
+	else
+		ep_park(p, &item, err, attempts);
+
+	PushActiveSnapshot(GetLatestSnapshot());
+	ep_handler_enter(&hc, p->owner);
+	portal = SPI_cursor_open_with_args(NULL,
+									   psprintf("SELECT pg_catalog.to_jsonb(t) FROM ONLY %s t", qname),
+									   0, NULL, NULL, NULL, true, 0);
+	ep_handler_leave(&hc);
+	PopActiveSnapshot();
+
+	for (;;)
+	{
+		uint64		i;
+		uint64		n;
+		EpItem	   *items;
+		MemoryContext batch_cxt;
+		MemoryContext old;
+
+		SPI_cursor_fetch(portal, true, EP_TABLE_BATCH);
+		n = SPI_processed;
+		if (n == 0)
+			break;
+		batch_cxt = AllocSetContextCreate(CurrentMemoryContext, "ep projection batch",
+										  ALLOCSET_DEFAULT_SIZES);
+		old = MemoryContextSwitchTo(batch_cxt);
+		items = palloc(sizeof(EpItem) * n);
+		for (i = 0; i < n; i++)
+		{
+			bool		isnull;
+			Datum		row = ep_getbin(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+
+			ep_row_item(&items[i], "INSERT", NULL,
+						DatumGetJsonbP(datumCopy(row, false, -1)));
+		}
+		MemoryContextSwitchTo(old);
+		SPI_freetuptable(SPI_tuptable);
+		ep_apply_items(p, items, (int) n);
+		MemoryContextDelete(batch_cxt);
+	}
+	SPI_cursor_close(portal);
+}
+
+static void
+ep_apply_decoded_rows(EpProj *p, EpDecodeRound *round, int64 *budget)
+{
+	EpChange   *c;
+	EpItem	   *items;
+	int			n = 0;
+	XLogRecPtr	from = p->new_lsn != InvalidXLogRecPtr ? p->new_lsn : p->last_lsn;
+
+	items = palloc(sizeof(EpItem) * (round->nchanges + 1));
+	for (c = round->head; c; c = c->next)
+	{
+		if (c->kind != EP_CHANGE_ROW || c->relid != p->source || c->lsn <= from)
+			continue;
+		ep_row_item(&items[n++], c->op, c->old_row, c->new_row);
+		p->new_lsn = Max(p->new_lsn, c->lsn);
+	}
+	ep_apply_items(p, items, n);
+	p->decoded += n;
+	*budget -= n;
+	pfree(items);
+	p->caught_up = true;
+}
+
+/* Parked events handed back by ep.retry_parked */
+static void
+ep_retry_parked(EpProj *p)
+{
+	Oid			types[1] = {INT4OID};
+	Datum		args[1] = {Int32GetDatum(p->id)};
+	uint64		n;
+	uint64		i;
+	int64	   *ids;
+	EpItem	   *items;
+	bool	   *present;
+	SPIPlanPtr	plan_event;
+	Oid			ptypes[1] = {INT8OID};
+
+	if (SPI_execute_with_args("SELECT p.parked_id, p.global_position, p.op, p.old_row, p.new_row,"
+							  "       (SELECT e FROM ep.events e"
+							  "         WHERE e.global_position OPERATOR(pg_catalog.=) p.global_position)"
+							  "  FROM ep.parked p WHERE p.projection_id OPERATOR(pg_catalog.=) $1 AND p.retry"
+							  " ORDER BY p.parked_id LIMIT 1000",
+							  1, types, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read ep.parked");
+	n = SPI_processed;
+	if (n == 0)
+		return;
+	ids = palloc(sizeof(int64) * n);
+	items = palloc0(sizeof(EpItem) * n);
+	present = palloc(sizeof(bool) * n);
+	for (i = 0; i < n; i++)
+	{
+		HeapTuple	t = SPI_tuptable->vals[i];
+		TupleDesc	d = SPI_tuptable->tupdesc;
+		bool		isnull;
+		Datum		v;
+
+		ids[i] = DatumGetInt64(ep_getbin(t, d, 1, &isnull));
+		present[i] = true;
+		if (!p->is_table)
+		{
+			int64		pos = DatumGetInt64(ep_getbin(t, d, 2, &isnull));
+
+			v = ep_getbin(t, d, 6, &isnull);
+			present[i] = !isnull;
+			if (!isnull)
+				ep_event_item(&items[i], pos, datumCopy(v, false, -1));
+		}
+		else
+		{
+			bool		n1,
+						n2;
+			Datum		o = ep_getbin(t, d, 4, &n1);
+			Datum		nw = ep_getbin(t, d, 5, &n2);
+
+			ep_row_item(&items[i], ep_getstr(t, d, 3),
+						n1 ? NULL : DatumGetJsonbP(datumCopy(o, false, -1)),
+						n2 ? NULL : DatumGetJsonbP(datumCopy(nw, false, -1)));
+		}
+	}
+	SPI_freetuptable(SPI_tuptable);
+	plan_event = NULL;
+	(void) plan_event;
+	(void) ptypes;
+
+	for (i = 0; i < n; i++)
+	{
+		Oid			t2[4] = {INT8OID, TEXTOID, INT4OID};
+		Datum		a2[3];
+		char	   *err = NULL;
+		int			attempts = 0;
+
+		a2[0] = Int64GetDatum(ids[i]);
+		if (present[i] && ep_apply_one(p, &items[i], &err, &attempts))
+		{
+			p->applied++;
+			ep_exec("DELETE FROM ep.parked WHERE parked_id OPERATOR(pg_catalog.=) $1",
+					1, t2, a2, NULL, SPI_OK_DELETE);
+		}
+		else if (!present[i])
+			ep_exec("DELETE FROM ep.parked WHERE parked_id OPERATOR(pg_catalog.=) $1",
+					1, t2, a2, NULL, SPI_OK_DELETE);
+		else
+		{
+			a2[1] = CStringGetTextDatum(err);
+			a2[2] = Int32GetDatum(attempts);
+			ep_exec("UPDATE ep.parked SET retry = false, error = $2,"
+					" attempts = attempts OPERATOR(pg_catalog.+) $3, parked_at = pg_catalog.now()"
+					" WHERE parked_id OPERATOR(pg_catalog.=) $1",
+					3, t2, a2, NULL, SPI_OK_UPDATE);
+			p->last_error = pstrdup(err);
+		}
+	}
+}
+
+/* ---------------------------------------------------------------------
+ * The round
+ * ---------------------------------------------------------------------
+ */
+static int
+ep_load_projections(EpProj **out)
+{
+	uint64		n;
+	uint64		i;
+	EpProj	   *projs;
+
+	if (SPI_execute("SELECT projection_id, name, kind, handler::pg_catalog.oid, owner::pg_catalog.oid,"
+					"       event_types, category, source::pg_catalog.oid, status, last_position, last_lsn"
+					"  FROM ep.projection_defs"
+					" WHERE mode OPERATOR(pg_catalog.=) 'async'"
+					"   AND status OPERATOR(pg_catalog.=) ANY ('{running,rebuilding}')"
+					" ORDER BY projection_id", false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read ep.projection_defs");
+	n = SPI_processed;
+	projs = palloc0(sizeof(EpProj) * (n + 1));
+	for (i = 0; i < n; i++)
+	{
+		HeapTuple	t = SPI_tuptable->vals[i];
+		TupleDesc	d = SPI_tuptable->tupdesc;
+		EpProj	   *p = &projs[i];
+		bool		isnull;
+		Datum		v;
+
+		p->id = DatumGetInt32(ep_getbin(t, d, 1, &isnull));
+		p->name = ep_getstr(t, d, 2);
+		p->is_table = strcmp(ep_getstr(t, d, 3), "table") == 0;
+		p->handler = DatumGetObjectId(ep_getbin(t, d, 4, &isnull));
+		p->owner = DatumGetObjectId(ep_getbin(t, d, 5, &isnull));
+		v = ep_getbin(t, d, 6, &isnull);
+		if (!isnull)
+		{
+			Datum	   *elems;
+			bool	   *enulls;
+			int			k;
+
+			deconstruct_array(DatumGetArrayTypeP(v), TEXTOID, -1, false, TYPALIGN_INT,
+							  &elems, &enulls, &p->ntypes);
+			p->types = palloc(sizeof(char *) * (p->ntypes + 1));
+			for (k = 0; k < p->ntypes; k++)
+				p->types[k] = TextDatumGetCString(elems[k]);
+		}
+		p->category = ep_getstr(t, d, 7);
+		v = ep_getbin(t, d, 8, &isnull);
+		p->source = isnull ? InvalidOid : DatumGetObjectId(v);
+		p->rebuilding = strcmp(ep_getstr(t, d, 9), "rebuilding") == 0;
+		p->last_position = DatumGetInt64(ep_getbin(t, d, 10, &isnull));
+		v = ep_getbin(t, d, 11, &isnull);
+		p->last_lsn = isnull ? InvalidXLogRecPtr : DatumGetLSN(v);
+		p->new_position = p->last_position;
+		p->new_lsn = InvalidXLogRecPtr;
+	}
+	SPI_freetuptable(SPI_tuptable);
+	*out = projs;
+	return (int) n;
+}
+
+static void
+ep_save_projection(EpProj *p)
+{
+	Oid			types[8] = {INT4OID, INT8OID, LSNOID, INT8OID, TEXTOID, BOOLOID, BOOLOID, INT8OID};
+	Datum		args[8];
+	char		nulls[8] = "        ";
+
+	args[0] = Int32GetDatum(p->id);
+	args[1] = Int64GetDatum(p->new_position);
+	if (p->new_lsn != InvalidXLogRecPtr)
+		args[2] = LSNGetDatum(p->new_lsn);
+	else
+		nulls[2] = 'n';
+	args[3] = Int64GetDatum(p->applied);
+	if (p->last_error)
+		args[4] = CStringGetTextDatum(p->last_error);
+	else
+		nulls[4] = 'n';
+	args[5] = BoolGetDatum(p->caught_up);
+	args[6] = BoolGetDatum(p->usable);
+	args[7] = Int64GetDatum(p->decoded);
+	ep_exec("UPDATE ep.projection_defs SET"
+			" last_position = GREATEST(last_position, $2),"
+			" last_lsn = CASE WHEN $3 IS NULL THEN last_lsn"
+			"            ELSE GREATEST(last_lsn, $3) END,"
+			" applied_count = applied_count OPERATOR(pg_catalog.+) $4,"
+			" decoded_count = decoded_count OPERATOR(pg_catalog.+) $8,"
+			" last_applied_at = CASE WHEN $4 OPERATOR(pg_catalog.>) 0 THEN pg_catalog.now()"
+			"                   ELSE last_applied_at END,"
+			" last_error = COALESCE($5, last_error),"
+			" status = CASE WHEN NOT $7 THEN 'failed'"
+			"          WHEN status OPERATOR(pg_catalog.=) 'rebuilding' AND $6 THEN 'running'"
+			"          ELSE status END"
+			" WHERE projection_id OPERATOR(pg_catalog.=) $1",
+			8, types, args, nulls, SPI_OK_UPDATE);
+}
+
+/* Can the owner still run the handler (and read the source)? */
+static void
+ep_prepare_projection(EpProj *p, MemoryContext errcxt)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	p->usable = true;
+	PG_TRY();
+	{
+		ep_handler_check_privileges(p->handler, p->owner, p->source);
+		fmgr_info(p->handler, &p->flinfo);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *ed;
+
+		MemoryContextSwitchTo(errcxt);
+		ed = CopyErrorData();
+		FlushErrorState();
+		MemoryContextSwitchTo(cxt);
+		p->usable = false;
+		p->last_error = ed->message;
+	}
+	PG_END_TRY();
+}
+
+/*
+ * One round, inside the caller's transaction. Returns the number of
+ * handler calls that succeeded; *more when work is left.
+ */
+static int64
+ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *more)
+{
+	const EpCatalog *cat = ep_catalog();
+	EpSavedUser saved;
+	EpProj	   *projs;
+	int			nproj;
+	int			i;
+	int64		cover = -1;
+	bool		cover_known;
+	XLogRecPtr	stored_confirm = InvalidXLogRecPtr;
+	int64		water;
+	int64		horizon;
+	XLogRecPtr	upto;
+	EpDecodeRound round;
+	int64		applied = 0;
+	int64		left = budget;
+	int64		new_cover;
+	int64		stored_cover;
+	bool		stored_cover_known;
+	bool		state_dirty = false;
+	bool		table_watch = false;
+	TimestampTz decode_start;
+
+	*more = false;
+	if (try_lock)
+	{
+		if (!DatumGetBool(DirectFunctionCall1(pg_try_advisory_xact_lock_int8,
+											  Int64GetDatum(EP_PROJECTION_LOCK_KEY))))
+			return 0;
+	}
+	else
+		DirectFunctionCall1(pg_advisory_xact_lock_int8, Int64GetDatum(EP_PROJECTION_LOCK_KEY));
+	round_in_xact = true;
+
+	ep_become_owner(&saved);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	if (slot_created)
+	{
+		ep_exec("UPDATE ep.projection_state SET cover_position = NULL, confirm_lsn = NULL,"
+				" slot_created_at = pg_catalog.now()", 0, NULL, NULL, NULL, SPI_OK_UPDATE);
+		ep_exec("UPDATE ep.projection_defs SET"
+				" status = CASE WHEN status OPERATOR(pg_catalog.=) 'paused' THEN status ELSE 'rebuilding' END,"
+				" last_lsn = NULL,"
+				" last_error = CASE WHEN status OPERATOR(pg_catalog.=) 'paused'"
+				"   THEN 'the replication slot was created again: rebuild this projection' ELSE last_error END"
+				" WHERE kind OPERATOR(pg_catalog.=) 'table' AND status OPERATOR(pg_catalog.<>) 'rebuilding'",
+				0, NULL, NULL, NULL, SPI_OK_UPDATE);
+	}
+
+	if (SPI_execute("SELECT cover_position, confirm_lsn FROM ep.projection_state", false, 0) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "ep.projection_state must hold one row");
+	{
+		bool		isnull;
+		Datum		v;
+
+		v = ep_getbin(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		cover_known = !isnull;
+		if (!isnull)
+			cover = DatumGetInt64(v);
+		v = ep_getbin(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+		if (!isnull && confirm_ok)
+			stored_confirm = DatumGetLSN(v);
+	}
+	stored_cover = cover;
+	stored_cover_known = cover_known;
+	new_cover = cover;
+
+	nproj = ep_load_projections(&projs);
+
+	/* W before H: see the header comment */
+	water = ep_sequence_last(cat->position_seq);
+	horizon = ep_position_horizon(cat->position_seq);
+	if (horizon >= water + 1)
+	{
+		/* a lower cover is the stronger statement */
+		cover = cover_known ? Min(cover, water) : water;
+		cover_known = true;
+	}
+	/*
+	 * Decode up to the current insert position, flushed first. Right after
+	 * a page boundary the insert position points past the page header that
+	 * nothing has been written behind yet: stop at the boundary then.
+	 */
+	upto = GetXLogInsertRecPtr();
+	if (upto % XLOG_BLCKSZ <= SizeOfXLogLongPHD)
+		upto -= upto % XLOG_BLCKSZ;
+	XLogFlush(upto);
+
+	memset(&round, 0, sizeof(round));
+	round.cxt = AllocSetContextCreate(CurrentMemoryContext, "ep decoded changes",
+									  ALLOCSET_DEFAULT_SIZES);
+	round.events_relid = cat->events;
+	round.collect_after = PG_INT64_MAX;
+	round.horizon = horizon;
+	round.max_changes = Max(Min(budget, (int64) ep_guc_projection_batch_size), 1);
+	round.max_bytes = (Size) ep_guc_projection_batch_memory_kb * 1024;
+	round.watch = palloc(sizeof(Oid) * (nproj + 1));
+
+	for (i = 0; i < nproj; i++)
+	{
+		EpProj	   *p = &projs[i];
+
+		p->chunk_cxt = AllocSetContextCreate(CurrentMemoryContext, "ep handler calls",
+											 ALLOCSET_DEFAULT_SIZES);
+		ep_prepare_projection(p, round.cxt);
+		if (!p->usable)
+			continue;
+		if (p->is_table)
+		{
+			round.watch[round.nwatch++] = p->source;
+			table_watch = true;
+		}
+		else if (cover_known && p->last_position >= cover &&
+				 horizon - 1 - p->last_position <= round.max_changes)
+		{
+			p->decode_ok = true;
+			round.collect_after = Min(round.collect_after, p->last_position);
+		}
+	}
+
+	decode_start = GetCurrentTimestamp();
+	ep_decoder_run(&round, stored_confirm, upto);
+	elog(DEBUG1, "event_patterns: decoding took %ld ms", (long) (TimestampDifferenceMilliseconds(decode_start, GetCurrentTimestamp())));
+	elog(DEBUG1, "event_patterns: round H=" INT64_FORMAT " W=" INT64_FORMAT " cover=" INT64_FORMAT "%s collect_after=" INT64_FORMAT " decoded %X/%X..%X/%X changes=" INT64_FORMAT " complete=%d",
+		 horizon, water, cover, cover_known ? "" : "(unknown)", round.collect_after,
+		 LSN_FORMAT_ARGS(stored_confirm), LSN_FORMAT_ARGS(round.decoded_to), round.nchanges, round.complete);
+
+	for (i = 0; i < nproj; i++)
+	{
+		EpProj	   *p = &projs[i];
+
+		if (!p->usable)
+		{
+			ep_save_projection(p);
+			state_dirty = true;
+			continue;
+		}
+		if (p->is_table)
+		{
+			if (p->rebuilding)
+				ep_table_snapshot(p);
+			ep_apply_decoded_rows(p, &round, &left);
+			if (!round.complete)
+				*more = true;
+		}
+		else
+		{
+			if (p->last_position >= horizon - 1)
+			{
+				p->new_position = p->last_position;
+				p->caught_up = true;
+			}
+			else if (p->decode_ok && round.complete)
+				ep_apply_decoded_events(p, &round, horizon, &left);
+			else if (left > 0)
+				ep_apply_from_table(p, horizon, &left);
+			if (!p->caught_up)
+				*more = true;
+		}
+		ep_retry_parked(p);
+		applied += p->applied;
+		if (p->applied > 0 || p->new_position != p->last_position ||
+			p->last_error != NULL || (p->rebuilding && p->caught_up) ||
+			(p->new_lsn != InvalidXLogRecPtr && p->new_lsn != p->last_lsn))
+		{
+			ep_save_projection(p);
+			state_dirty = true;
+		}
+	}
+
+	elog(DEBUG1, "event_patterns: applying took %ld ms",
+		 (long) TimestampDifferenceMilliseconds(decode_start, GetCurrentTimestamp()));
+
+	/* events >= horizon commit after the position confirmed below */
+	if (cover_known)
+		new_cover = Max(cover, horizon - 1);
+	{
+		int64		water2 = ep_sequence_last(cat->position_seq);
+		int64		horizon2 = ep_position_horizon(cat->position_seq);
+
+		if (horizon2 >= water2 + 1)
+		{
+			new_cover = cover_known ? Min(new_cover, water2) : water2;
+			cover_known = true;
+		}
+	}
+
+	if (state_dirty || cover_known != stored_cover_known || new_cover != stored_cover ||
+		(round.safe_confirm > stored_confirm &&
+		 round.safe_confirm - stored_confirm >= EP_CONFIRM_WRITE_LAG))
+	{
+		Oid			types[2] = {INT8OID, LSNOID};
+		Datum		args[2];
+		char		nulls[2] = "  ";
+
+		if (cover_known)
+			args[0] = Int64GetDatum(new_cover);
+		else
+			nulls[0] = 'n';
+		if (round.safe_confirm != InvalidXLogRecPtr)
+			args[1] = LSNGetDatum(round.safe_confirm);
+		else
+			nulls[1] = 'n';
+		ep_exec("UPDATE ep.projection_state SET cover_position = $1,"
+				" confirm_lsn = COALESCE(GREATEST(confirm_lsn, $2), $2)",
+				2, types, args, nulls, SPI_OK_UPDATE);
+	}
+
+	if (!round.complete || round.stop)
+		*more = true;
+	if (left <= 0)
+		*more = true;
+
+	/* table projections are decoded through here once this commits */
+	if (round.complete || !table_watch)
+	{
+		pending_publish = true;
+		pending_decoded_to = Max(pending_decoded_to, round.decoded_to);
+	}
+	else
+	{
+		pending_publish = true;
+	}
+
+	/*
+	 * Nothing was written: whatever was decoded needs nothing, so the slot
+	 * can move on at once (else the next round confirms what this one
+	 * commits).
+	 */
+	if (confirm_ok && !state_dirty && cover_known == stored_cover_known && new_cover == stored_cover &&
+		round.safe_confirm > stored_confirm)
+		ep_decoder_confirm(round.safe_confirm);
+
+	MemoryContextDelete(round.cxt);
+	SPI_finish();
+	ep_restore_user(&saved);
+	return applied;
+}
+
+static bool
+ep_projections_installed(void)
+{
+	Oid			nsp = get_namespace_oid(EP_SCHEMA_NAME, true);
+
+	return OidIsValid(nsp) && OidIsValid(get_relname_relid("projection_state", nsp)) &&
+		get_extension_oid("event_patterns", true) != InvalidOid;
+}
+
+static bool
+ep_any_async_projection(void)
+{
+	bool		any;
+	EpSavedUser saved;
+
+	ep_become_owner(&saved);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute("SELECT 1 FROM ep.projection_defs WHERE mode OPERATOR(pg_catalog.=) 'async' LIMIT 1",
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read ep.projection_defs");
+	any = SPI_processed > 0;
+	SPI_finish();
+	ep_restore_user(&saved);
+	return any;
+}
+
+/*
+ * The worker step: one round in a transaction of its own. Errors are
+ * caught and logged; the next round starts over from the stored state.
+ */
+bool
+ep_projection_step(void)
+{
+	bool		more = false;
+	MemoryContext oldcxt = CurrentMemoryContext;
+
+	if (RecoveryInProgress() || proj_shared == NULL)
+		return false;
+
+	PG_TRY();
+	{
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		if (ep_projections_installed())
+		{
+			if (ep_any_async_projection())
+			{
+				bool		created = ep_decoder_ensure_slot();
+
+				(void) ep_round(ep_guc_projection_batch_size, created, true, true, &more);
+			}
+			else
+				ep_decoder_drop_slot(MyDatabaseId);
+		}
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *ed;
+
+		MemoryContextSwitchTo(oldcxt);
+		ed = CopyErrorData();
+		FlushErrorState();
+		if (MyReplicationSlot != NULL)
+			ReplicationSlotRelease();
+		AbortCurrentTransaction();
+		ereport(LOG,
+				(errmsg("event_patterns: projection round failed: %s", ed->message)));
+		FreeErrorData(ed);
+		more = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcxt);
+	return more;
+}
+
+/*
+ * ep.apply_projections(max_events integer DEFAULT 10000) RETURNS bigint
+ *
+ * Runs apply rounds in this session's transaction: one decoding pass, then
+ * event projections that read from ep.events go on until caught up or
+ * max_events handler calls were made. The slot is confirmed by the next
+ * round, once this transaction has committed.
+ */
+PG_FUNCTION_INFO_V1(ep_apply_projections);
+Datum
+ep_apply_projections(PG_FUNCTION_ARGS)
+{
+	int64		max_events = PG_ARGISNULL(0) ? 10000 : PG_GETARG_INT32(0);
+	bool		created = false;
+	bool		more;
+	int64		total;
+
+	ep_require_preload("applying projections");
+	if (max_events <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_events must be positive")));
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("projections cannot be applied during recovery")));
+	if (ep_position_reserved_in_xact())
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("cannot apply projections in a transaction that appended events"),
+				 errhint("Commit the appends first.")));
+
+	if (!ep_any_async_projection())
+		PG_RETURN_INT64(0);
+
+	created = ep_decoder_ensure_slot();
+
+	/*
+	 * One decoding pass per call. A second call in the same transaction
+	 * must not confirm the slot: the state it would confirm is not yet
+	 * committed.
+	 */
+	total = ep_round(max_events, created, false, !round_in_xact, &more);
+
+	PG_RETURN_INT64(total);
+}
+
+/* ---------------------------------------------------------------------
+ * ep.wait_for_projection
+ * ---------------------------------------------------------------------
+ */
+static bool
+ep_wait_done(const char *name, int64 target_pos, XLogRecPtr target_lsn, bool *found)
+{
+	Oid			types[4] = {TEXTOID, INT8OID, LSNOID, LSNOID};
+	Datum		args[4];
+	char		nulls[4] = "    ";
+	SPIPlanPtr	plan;
+	XLogRecPtr	decoded = ep_shared_decoded_to();
+	bool		done;
+	bool		isnull;
+
+	if (name)
+		args[0] = CStringGetTextDatum(name);
+	else
+		nulls[0] = 'n';
+	args[1] = Int64GetDatum(target_pos);
+	args[2] = LSNGetDatum(target_lsn);
+	args[3] = LSNGetDatum(decoded);
+	plan = ep_plan("SELECT pg_catalog.count(*),"
+				   "       pg_catalog.bool_and(d.mode OPERATOR(pg_catalog.=) 'inline' OR"
+				   "         (d.status OPERATOR(pg_catalog.=) 'running' AND"
+				   "          CASE WHEN d.kind OPERATOR(pg_catalog.=) 'events'"
+				   "               THEN d.last_position OPERATOR(pg_catalog.>=) $2"
+				   "               ELSE COALESCE(d.last_lsn OPERATOR(pg_catalog.>=) $3, false)"
+				   "                    OR $4 OPERATOR(pg_catalog.>=) $3 END))"
+				   "  FROM ep.projection_defs d"
+				   " WHERE ($1 IS NULL AND d.status OPERATOR(pg_catalog.<>) 'paused'"
+				   "        AND d.mode OPERATOR(pg_catalog.=) 'async')"
+				   "    OR d.name OPERATOR(pg_catalog.=) $1",
+				   4, types);
+	if (SPI_execute_snapshot(plan, args, nulls, GetLatestSnapshot(), InvalidSnapshot,
+							 true, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read ep.projection_defs");
+	*found = DatumGetInt64(ep_getbin(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) > 0;
+	done = DatumGetBool(ep_getbin(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	if (isnull)
+		done = true;
+	SPI_freetuptable(SPI_tuptable);
+	SPI_freeplan(plan);
+	return done;
+}
+
+PG_FUNCTION_INFO_V1(ep_wait_for_projection);
+Datum
+ep_wait_for_projection(PG_FUNCTION_ARGS)
+{
+	char	   *name = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
+	Interval   *timeout;
+	int64		timeout_ms;
+	int64		target_pos = 0;
+	XLogRecPtr	target_lsn;
+	TimestampTz deadline;
+	bool		found;
+	bool		done;
+
+	ep_require_preload("waiting for projections");
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("timeout must not be NULL")));
+	timeout = PG_GETARG_INTERVAL_P(1);
+	timeout_ms = (int64) (DatumGetFloat8(DirectFunctionCall2(interval_part,
+															 CStringGetTextDatum("epoch"),
+															 IntervalPGetDatum(timeout))) * 1000.0);
+	if (timeout_ms < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("timeout must not be negative")));
+	if (ep_position_reserved_in_xact())
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("cannot wait for projections in a transaction that appended events"),
+				 errdetail("Projections apply events only once their transaction has committed."),
+				 errhint("Commit first, then call ep.wait_for_projection().")));
+
+	/* what was committed before the call */
+	target_lsn = GetXLogInsertRecPtr();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_snapshot(ep_plan("SELECT pg_catalog.max(global_position) FROM ep.events", 0, NULL),
+							 NULL, NULL, GetLatestSnapshot(), InvalidSnapshot, true, false, 0) == SPI_OK_SELECT)
+	{
+		bool		isnull;
+		Datum		v = ep_getbin(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		target_pos = isnull ? 0 : DatumGetInt64(v);
+	}
+
+	done = ep_wait_done(name, target_pos, target_lsn, &found);
+	if (name && !found)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("projection \"%s\" does not exist", name)));
+	ep_worker_wake(MyDatabaseId);
+
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	ConditionVariablePrepareToSleep(&proj_shared->cv);
+	while (!done)
+	{
+		long		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+
+		if (remaining <= 0)
+			break;
+		(void) ConditionVariableTimedSleep(&proj_shared->cv, Min(remaining, 1000L),
+										   PG_WAIT_EXTENSION);
+		CHECK_FOR_INTERRUPTS();
+		done = ep_wait_done(name, target_pos, target_lsn, &found);
+	}
+	ConditionVariableCancelSleep();
+	SPI_finish();
+	PG_RETURN_BOOL(done);
+}

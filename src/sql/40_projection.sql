@@ -1,0 +1,440 @@
+-- ---------------------------------------------------------------------------
+-- CQRS projections (src/projection.c, src/projection_api.c, src/decoder.c)
+--
+-- Async projections are applied by the per-database worker (or by
+-- ep.apply_projections()) from the database's logical replication slot
+-- ep_<database oid>, decoded by the extension's own output plugin; inline
+-- projections run in the appending transaction.
+-- Catalog writes and the apply rounds are serialized by the advisory lock
+-- key 4559461716873445458 ('EPPROJEC' in ASCII), shared by the API, exclusive by an
+-- apply round.
+-- ---------------------------------------------------------------------------
+
+CREATE TABLE ep.projection_defs (
+    projection_id   integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name            text        NOT NULL UNIQUE CHECK (name <> ''),
+    kind            text        NOT NULL CHECK (kind IN ('events', 'table')),
+    handler         regprocedure NOT NULL,
+    owner           regrole     NOT NULL DEFAULT CURRENT_USER::regrole,
+    mode            text        NOT NULL DEFAULT 'async' CHECK (mode IN ('async', 'inline')),
+    event_types     text[],
+    category        text,
+    source          regclass,
+    status          text        NOT NULL DEFAULT 'running'
+                    CHECK (status IN ('running', 'paused', 'failed', 'rebuilding')),
+    last_position   bigint      NOT NULL DEFAULT 0,
+    last_lsn        pg_lsn,
+    last_applied_at timestamptz,
+    last_error      text,
+    applied_count   bigint      NOT NULL DEFAULT 0,
+    decoded_count   bigint      NOT NULL DEFAULT 0,
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CHECK ((kind = 'table') = (source IS NOT NULL))
+);
+COMMENT ON TABLE ep.projection_defs IS
+    'Projections and their progress (read them through ep.projections). last_position: every event at or below it has been applied (async event projections); last_lsn: commit LSN of the last change applied (table projections)';
+
+CREATE TABLE ep.parked (
+    parked_id       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    projection_id   integer     NOT NULL REFERENCES ep.projection_defs ON DELETE CASCADE,
+    global_position bigint,
+    op              text,
+    old_row         jsonb,
+    new_row         jsonb,
+    error           text        NOT NULL,
+    attempts        integer     NOT NULL,
+    parked_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    retry           boolean     NOT NULL DEFAULT false
+);
+CREATE INDEX parked_projection_idx ON ep.parked (projection_id, parked_id);
+COMMENT ON TABLE ep.parked IS
+    'Events (or table changes) whose handler failed after every retry (read them through ep.parked_events)';
+
+-- One row: what the apply rounds know about the slot.
+--   cover_position: every event above it commits after the slot's confirmed
+--                   position, so decoding delivers it (NULL: unknown, events
+--                   are read from ep.events until it is established)
+--   confirm_lsn:    applied and committed up to here; the next round confirms
+--                   it to the slot before decoding
+CREATE TABLE ep.projection_state (
+    singleton       boolean     NOT NULL DEFAULT true PRIMARY KEY CHECK (singleton),
+    cover_position  bigint,
+    confirm_lsn     pg_lsn,
+    slot_created_at timestamptz
+);
+INSERT INTO ep.projection_state DEFAULT VALUES;
+COMMENT ON TABLE ep.projection_state IS 'Internal: handover state between the event table and the replication slot';
+
+-- Owners see and change only their own projections (row-level security);
+-- the apply rounds and superusers see them all.
+ALTER TABLE ep.projection_defs ENABLE ROW LEVEL SECURITY;
+CREATE POLICY projection_defs_owner ON ep.projection_defs
+    USING (pg_catalog.pg_has_role(CURRENT_USER, owner, 'MEMBER'))
+    WITH CHECK (owner OPERATOR(pg_catalog.=) CURRENT_USER::regrole);
+ALTER TABLE ep.parked ENABLE ROW LEVEL SECURITY;
+CREATE POLICY parked_owner ON ep.parked
+    USING (EXISTS (SELECT 1 FROM ep.projection_defs d
+                    WHERE d.projection_id OPERATOR(pg_catalog.=) parked.projection_id));
+GRANT SELECT, INSERT, UPDATE, DELETE ON ep.projection_defs, ep.parked TO PUBLIC;
+GRANT SELECT ON ep.projection_state TO PUBLIC;
+
+SELECT pg_catalog.pg_extension_config_dump('ep.projection_defs', '');
+SELECT pg_catalog.pg_extension_config_dump('ep.parked', '');
+
+-- ---------------------------------------------------------------------------
+-- C entry points
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION ep.apply_projections(max_events integer DEFAULT 10000)
+    RETURNS bigint LANGUAGE c VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ep_apply_projections';
+COMMENT ON FUNCTION ep.apply_projections(integer) IS
+    'Run decoding and apply rounds of the async projections in this session until nothing is ready or max_events were applied; returns the number of handler calls that succeeded. The worker does the same in the background';
+REVOKE ALL ON FUNCTION ep.apply_projections(integer) FROM PUBLIC;
+
+CREATE FUNCTION ep.wait_for_projection(name text DEFAULT NULL,
+                                       timeout interval DEFAULT '10 seconds')
+    RETURNS boolean LANGUAGE c VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ep_wait_for_projection';
+COMMENT ON FUNCTION ep.wait_for_projection(text, interval) IS
+    'Wait until the projection (NULL: every running async projection) has applied everything committed before the call; false on timeout';
+
+CREATE FUNCTION ep._inline_projection_trigger() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'ep_inline_projection_trigger';
+COMMENT ON FUNCTION ep._inline_projection_trigger() IS
+    'Internal trigger on ep.events: runs the inline projections in the appending transaction';
+
+CREATE FUNCTION ep._check_handler(handler regprocedure, kind text)
+    RETURNS void LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'ep_check_handler';
+COMMENT ON FUNCTION ep._check_handler(regprocedure, text) IS
+    'Internal: validate a projection handler''s signature and the caller''s right to execute it';
+
+CREATE FUNCTION ep._check_table_source(source regclass)
+    RETURNS void LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'ep_check_table_source';
+COMMENT ON FUNCTION ep._check_table_source(regclass) IS
+    'Internal: validate the source table of a table projection (kind, WAL logging, replica identity, privileges)';
+
+-- Keeps the inline trigger on ep.events only while some inline projection
+-- exists, so appends pay nothing otherwise.
+CREATE FUNCTION ep._sync_inline_trigger()
+    RETURNS void LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    wanted boolean;
+    present boolean;
+BEGIN
+    SELECT EXISTS (SELECT 1 FROM ep.projection_defs d WHERE d.mode OPERATOR(pg_catalog.=) 'inline')
+      INTO wanted;
+    SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                    WHERE t.tgrelid OPERATOR(pg_catalog.=) 'ep.events'::regclass
+                      AND t.tgname OPERATOR(pg_catalog.=) 'events_inline_projections')
+      INTO present;
+    IF wanted AND NOT present THEN
+        CREATE TRIGGER events_inline_projections AFTER INSERT ON ep.events
+            FOR EACH ROW EXECUTE FUNCTION ep._inline_projection_trigger();
+    ELSIF present AND NOT wanted THEN
+        DROP TRIGGER events_inline_projections ON ep.events;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION ep._sync_inline_trigger() IS
+    'Internal: create or drop the inline-projection trigger on ep.events';
+REVOKE ALL ON FUNCTION ep._sync_inline_trigger() FROM PUBLIC;
+
+-- SECURITY DEFINER so that owners need no privilege on the trigger; it only
+-- looks at the catalog row-level security already filtered for them.
+CREATE FUNCTION ep._projection_changed()
+    RETURNS void LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM ep._sync_inline_trigger();
+END
+$$;
+COMMENT ON FUNCTION ep._projection_changed() IS 'Internal: bookkeeping after a projection was created, changed or dropped';
+
+-- ---------------------------------------------------------------------------
+-- API
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION ep._projection_lock()
+    RETURNS void LANGUAGE sql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT pg_catalog.pg_advisory_xact_lock_shared(4559461716873445458) $$;
+COMMENT ON FUNCTION ep._projection_lock() IS 'Internal: wait for a running apply round; keep the next one out until commit';
+
+CREATE FUNCTION ep.create_projection(name text, handler regprocedure,
+                                     event_types text[] DEFAULT NULL,
+                                     category text DEFAULT NULL,
+                                     mode text DEFAULT 'async')
+    RETURNS void LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF name IS NULL OR name OPERATOR(pg_catalog.=) '' THEN
+        RAISE EXCEPTION 'projection name must be a non-empty string'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF handler IS NULL THEN
+        RAISE EXCEPTION 'projection handler must not be NULL'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF mode IS NULL OR mode NOT IN ('async', 'inline') THEN
+        RAISE EXCEPTION 'invalid projection mode "%"', mode
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The mode is "async" (applied from the WAL by the worker) or "inline" (in the appending transaction).';
+    END IF;
+    IF category OPERATOR(pg_catalog.=) '' THEN
+        RAISE EXCEPTION 'category must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF event_types IS NOT NULL AND (pg_catalog.array_position(event_types, NULL) IS NOT NULL
+                                    OR pg_catalog.cardinality(event_types) OPERATOR(pg_catalog.=) 0) THEN
+        RAISE EXCEPTION 'event_types must be NULL or a non-empty array without NULL elements'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM ep._check_handler(handler, 'events');
+    PERFORM ep._projection_lock();
+    BEGIN
+        INSERT INTO ep.projection_defs (name, kind, handler, owner, mode, event_types, category)
+        VALUES (create_projection.name, 'events', create_projection.handler, CURRENT_USER::regrole,
+                create_projection.mode, create_projection.event_types, create_projection.category);
+    EXCEPTION WHEN unique_violation THEN
+        RAISE EXCEPTION 'projection "%" already exists', name
+            USING ERRCODE = 'duplicate_object';
+    END;
+    PERFORM ep._projection_changed();
+END
+$$;
+COMMENT ON FUNCTION ep.create_projection(text, regprocedure, text[], text, text) IS
+    'Create a projection: handler(event ep.events) RETURNS void is called for every matching event, in commit order, exactly once; async (from the WAL, starting with the events already stored) or inline (in the appending transaction)';
+
+CREATE FUNCTION ep.create_table_projection(name text, source regclass, handler regprocedure)
+    RETURNS void LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF name IS NULL OR name OPERATOR(pg_catalog.=) '' THEN
+        RAISE EXCEPTION 'projection name must be a non-empty string'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF source IS NULL OR handler IS NULL THEN
+        RAISE EXCEPTION 'source and handler must not be NULL'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM ep._check_table_source(source);
+    PERFORM ep._check_handler(handler, 'table');
+    PERFORM ep._projection_lock();
+    BEGIN
+        -- 'rebuilding': the next round loads the current rows, then follows changes
+        INSERT INTO ep.projection_defs (name, kind, handler, owner, mode, source, status)
+        VALUES (create_table_projection.name, 'table', create_table_projection.handler,
+                CURRENT_USER::regrole, 'async', create_table_projection.source, 'rebuilding');
+    EXCEPTION WHEN unique_violation THEN
+        RAISE EXCEPTION 'projection "%" already exists', name
+            USING ERRCODE = 'duplicate_object';
+    END;
+    PERFORM ep._projection_changed();
+END
+$$;
+COMMENT ON FUNCTION ep.create_table_projection(text, regclass, regprocedure) IS
+    'Change data capture of a table: handler(op text, old_row jsonb, new_row jsonb) is called with INSERT for every existing row, then for every INSERT, UPDATE, DELETE and TRUNCATE in commit order';
+
+CREATE FUNCTION ep._projection_row(name text) RETURNS ep.projection_defs
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r ep.projection_defs;
+BEGIN
+    IF name IS NULL THEN
+        RAISE EXCEPTION 'projection name must not be NULL'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO r FROM ep.projection_defs d WHERE d.name OPERATOR(pg_catalog.=) _projection_row.name
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'projection "%" does not exist', name
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION ep._projection_row(text) IS 'Internal: lock and return a projection visible to the caller, or raise undefined_object';
+
+CREATE FUNCTION ep.pause_projection(name text)
+    RETURNS void LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r ep.projection_defs;
+BEGIN
+    PERFORM ep._projection_lock();
+    r := ep._projection_row(name);
+    UPDATE ep.projection_defs d SET status = 'paused'
+     WHERE d.projection_id OPERATOR(pg_catalog.=) r.projection_id;
+END
+$$;
+COMMENT ON FUNCTION ep.pause_projection(text) IS
+    'Stop applying a projection; an async one resumes where it stopped (a paused table projection keeps its changes in the WAL)';
+
+CREATE FUNCTION ep.resume_projection(name text)
+    RETURNS void LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r ep.projection_defs;
+BEGIN
+    PERFORM ep._projection_lock();
+    r := ep._projection_row(name);
+    IF r.status OPERATOR(pg_catalog.=) ANY ('{paused,failed}') THEN
+        UPDATE ep.projection_defs d SET status = 'running'
+         WHERE d.projection_id OPERATOR(pg_catalog.=) r.projection_id;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION ep.resume_projection(text) IS 'Resume a paused projection, or a failed one once its cause is fixed';
+
+CREATE FUNCTION ep.rebuild_projection(name text)
+    RETURNS void LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r ep.projection_defs;
+BEGIN
+    PERFORM ep._projection_lock();
+    r := ep._projection_row(name);
+    IF r.mode OPERATOR(pg_catalog.=) 'inline' THEN
+        RAISE EXCEPTION 'cannot rebuild inline projection "%"', name
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Replay the events yourself with ep.read_all(), or recreate the projection as async.';
+    END IF;
+    DELETE FROM ep.parked p WHERE p.projection_id OPERATOR(pg_catalog.=) r.projection_id;
+    UPDATE ep.projection_defs d
+       SET status = 'rebuilding', last_position = 0, last_lsn = NULL, last_error = NULL
+     WHERE d.projection_id OPERATOR(pg_catalog.=) r.projection_id;
+END
+$$;
+COMMENT ON FUNCTION ep.rebuild_projection(text) IS
+    'Replay every matching event from the store (a table projection: every current row after a TRUNCATE call), then continue live; the handler''s owner resets the read model first';
+
+CREATE FUNCTION ep.drop_projection(name text)
+    RETURNS void LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r ep.projection_defs;
+BEGIN
+    PERFORM ep._projection_lock();
+    r := ep._projection_row(name);
+    DELETE FROM ep.projection_defs d WHERE d.projection_id OPERATOR(pg_catalog.=) r.projection_id;
+    PERFORM ep._projection_changed();
+END
+$$;
+COMMENT ON FUNCTION ep.drop_projection(text) IS 'Drop a projection and its parked events (its read model is left alone)';
+
+CREATE FUNCTION ep.retry_parked(name text)
+    RETURNS integer LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r ep.projection_defs;
+    n integer;
+BEGIN
+    r := ep._projection_row(name);
+    UPDATE ep.parked p SET retry = true
+     WHERE p.projection_id OPERATOR(pg_catalog.=) r.projection_id AND NOT p.retry;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION ep.retry_parked(text) IS
+    'Hand a projection''s parked events back to it: the next apply round calls the handler again (an event that fails again is parked again); returns how many';
+
+-- ---------------------------------------------------------------------------
+-- Views
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION ep._slot_name() RETURNS name
+    LANGUAGE sql STABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT ('ep_' OPERATOR(pg_catalog.||) d.oid::text)::name FROM pg_catalog.pg_database d
+           WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database() $$;
+COMMENT ON FUNCTION ep._slot_name() IS 'Name of the replication slot of this database''s projections';
+
+CREATE VIEW ep.projection_slot WITH (security_invoker = true) AS
+    SELECT ep._slot_name() AS slot_name, s.confirmed_flush_lsn, s.restart_lsn, s.wal_status, s.safe_wal_size,
+           pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), s.restart_lsn)::bigint AS retained_bytes,
+           pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), s.confirmed_flush_lsn)::bigint AS lag_bytes,
+           (SELECT st.cover_position FROM ep.projection_state st) AS cover_position,
+           (SELECT st.slot_created_at FROM ep.projection_state st) AS slot_created_at
+      FROM (SELECT 1) one
+      LEFT JOIN pg_catalog.pg_replication_slots s ON s.slot_name OPERATOR(pg_catalog.=) ep._slot_name();
+COMMENT ON VIEW ep.projection_slot IS
+    'The replication slot of this database''s projections: WAL it retains (retained_bytes, wal_status, safe_wal_size) and how far decoding is behind (lag_bytes); no row values when the slot does not exist (yet)';
+
+-- Lag of an event projection. Functions with their own settings, so that the
+-- view's cost estimate stays small (no JIT for a catalog view).
+CREATE FUNCTION ep._lag_events(after bigint, event_types text[], category text)
+    RETURNS bigint LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp SET jit = off
+    AS $$ SELECT pg_catalog.count(*) FROM ep.events e
+           WHERE e.global_position OPERATOR(pg_catalog.>) $1
+             AND ($2 IS NULL OR e.event_type OPERATOR(pg_catalog.=) ANY ($2))
+             AND ($3 IS NULL OR e.category OPERATOR(pg_catalog.=) $3) $$;
+COMMENT ON FUNCTION ep._lag_events(bigint, text[], text) IS 'Internal: matching events after a position';
+
+CREATE FUNCTION ep._lag_seconds(after bigint, event_types text[], category text)
+    RETURNS double precision LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp SET jit = off
+    AS $$ SELECT pg_catalog.date_part('epoch', pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.min(e.recorded_at))
+            FROM ep.events e
+           WHERE e.global_position OPERATOR(pg_catalog.>) $1
+             AND ($2 IS NULL OR e.event_type OPERATOR(pg_catalog.=) ANY ($2))
+             AND ($3 IS NULL OR e.category OPERATOR(pg_catalog.=) $3) $$;
+COMMENT ON FUNCTION ep._lag_seconds(bigint, text[], text) IS 'Internal: age in seconds of the oldest matching event after a position';
+
+CREATE VIEW ep.projections WITH (security_invoker = true) AS
+    SELECT d.name, d.mode,
+           d.status,
+           CASE WHEN d.kind OPERATOR(pg_catalog.=) 'events' AND d.mode OPERATOR(pg_catalog.=) 'async'
+                THEN d.last_position END AS last_position,
+           CASE WHEN d.mode OPERATOR(pg_catalog.=) 'inline' THEN 0::bigint
+                WHEN d.kind OPERATOR(pg_catalog.=) 'events' THEN
+                    ep._lag_events(d.last_position, d.event_types, d.category)
+           END AS lag_events,
+           CASE WHEN d.mode OPERATOR(pg_catalog.=) 'async' THEN
+               (SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), s.confirmed_flush_lsn)::bigint
+                  FROM pg_catalog.pg_replication_slots s
+                 WHERE s.slot_name OPERATOR(pg_catalog.=) ep._slot_name())
+           END AS lag_bytes,
+           d.last_applied_at, d.last_error,
+           (SELECT pg_catalog.count(*) FROM ep.parked p
+             WHERE p.projection_id OPERATOR(pg_catalog.=) d.projection_id) AS parked,
+           -- extra columns
+           d.kind,
+           CASE WHEN d.kind OPERATOR(pg_catalog.=) 'events' AND d.mode OPERATOR(pg_catalog.=) 'async' THEN
+               ep._lag_seconds(d.last_position, d.event_types, d.category)
+           END AS lag_seconds,
+           d.handler, d.owner, d.event_types, d.category, d.source, d.last_lsn,
+           d.applied_count, d.decoded_count,
+           CASE WHEN d.mode OPERATOR(pg_catalog.=) 'async' THEN
+               (SELECT s.wal_status FROM pg_catalog.pg_replication_slots s
+                 WHERE s.slot_name OPERATOR(pg_catalog.=) ep._slot_name())
+           END AS wal_status
+      FROM ep.projection_defs d;
+COMMENT ON VIEW ep.projections IS
+    'Projections with their progress: last_position (every event at or below it applied), lag in events, WAL bytes and seconds, parked events, the slot''s wal_status';
+
+CREATE VIEW ep.parked_events WITH (security_invoker = true) AS
+    SELECT d.name AS projection, p.global_position, p.error, p.attempts, p.parked_at,
+           p.op, p.old_row, p.new_row, p.retry
+      FROM ep.parked p
+      JOIN ep.projection_defs d USING (projection_id);
+COMMENT ON VIEW ep.parked_events IS
+    'Events (global_position) or table changes (op, old_row, new_row) a projection''s handler failed on after every retry';
+
+GRANT SELECT ON ep.projections, ep.parked_events, ep.projection_slot TO PUBLIC;
