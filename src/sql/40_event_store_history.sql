@@ -130,7 +130,10 @@ COMMENT ON PROCEDURE ep.scavenge_in_batches(integer) IS
 REVOKE ALL ON PROCEDURE ep.scavenge_in_batches(integer) FROM PUBLIC;
 
 -- The default scavenge job, run by the scheduler as the extension owner.
+-- CREATE EXTENSION makes it again on restore, so pg_dump leaves it out.
 SELECT ep._schedule_job('scavenge', 'ep.events', interval '5 minutes', 'SELECT ep.scavenge()');
+SELECT pg_catalog.pg_extension_config_dump('ep.job_registry',
+    'WHERE NOT (kind = ''scavenge'' AND target = ''ep.events'')');
 
 -- Redaction
 CREATE TABLE ep.redactions (
