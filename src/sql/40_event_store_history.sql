@@ -147,6 +147,7 @@ CREATE TABLE ep.redactions (
 CREATE INDEX redactions_stream_idx ON ep.redactions (stream_id);
 COMMENT ON TABLE ep.redactions IS 'Who redacted which stream, when and why (written by ep.redact_stream)';
 SELECT pg_catalog.pg_extension_config_dump('ep.redactions', '');
+SELECT pg_catalog.pg_extension_config_dump('ep.redactions_redaction_id_seq', '');
 
 CREATE FUNCTION ep.redact_stream(stream_id text, reason text)
     RETURNS integer LANGUAGE c VOLATILE PARALLEL UNSAFE
