@@ -36,6 +36,8 @@
 
 #include "event_patterns.h"
 #include "position.h"
+#include "launcher.h"
+#include "worker.h"
 
 PG_MODULE_MAGIC;
 
@@ -167,8 +169,9 @@ ep_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
+			ep_bgw_at_xact_end(event, ep_position_reserved_in_xact());
 			ep_position_xact_end();
-			ep_store_xact_reset();
+			ep_store_xact_reset(event == XACT_EVENT_COMMIT);
 			ep_internal_writes = 0;
 			break;
 		default:
@@ -186,6 +189,8 @@ _PG_init(void)
 		return;
 
 	ep_shmem_install_hooks();
+	ep_launcher_init();
+	ep_worker_register_step("notify", ep_store_notify_step);
 }
 
 /*

@@ -28,6 +28,15 @@
 extern bool ep_guc_enabled;
 extern int	ep_guc_max_workers;
 extern int	ep_guc_naptime_ms;
+extern int	ep_guc_notify;
+
+typedef enum EpNotifyMode
+{
+	EP_NOTIFY_COMMIT,			/* NOTIFY ep_events from the appending transaction */
+	EP_NOTIFY_WORKER,			/* the database's worker notifies after commit */
+	EP_NOTIFY_OFF
+} EpNotifyMode;
+extern int	ep_guc_max_job_workers;
 extern void ep_guc_define(void);
 
 /* shmem.c */
@@ -69,7 +78,8 @@ extern void ep_become_owner(EpSavedUser *saved);
 extern void ep_restore_user(const EpSavedUser *saved);
 
 /* event_store.c */
-extern void ep_store_xact_reset(void);
+extern void ep_store_xact_reset(bool committed);
+extern bool ep_store_notify_step(void);
 
 /* stream_read.c: category of a stream id (part before the first '-') */
 extern text *ep_category_of(const char *stream_id, int len);

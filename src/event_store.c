@@ -30,6 +30,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "executor/spi.h"
@@ -60,6 +61,8 @@ typedef struct EpNewEvent
 static SPIPlanPtr plan_upsert_stream = NULL;
 static SPIPlanPtr plan_insert = NULL;
 static SPIPlanPtr plan_insert_ids = NULL;
+static SPIPlanPtr plan_insert_one = NULL;
+static SPIPlanPtr plan_insert_one_id = NULL;
 static SPIPlanPtr plan_find_event = NULL;
 static SPIPlanPtr plan_stream_ids = NULL;
 static SPIPlanPtr plan_stream_row = NULL;
@@ -68,9 +71,32 @@ static SPIPlanPtr plan_lock_stream = NULL;
 static bool notified_in_xact = false;
 
 void
-ep_store_xact_reset(void)
+ep_store_xact_reset(bool committed)
 {
+	if (committed && notified_in_xact && ep_guc_notify == EP_NOTIFY_WORKER)
+		ep_position_note_commit();
 	notified_in_xact = false;
+}
+
+/*
+ * Worker step (event_patterns.notify = worker): when appending transactions
+ * of this database committed since the last round, send one NOTIFY
+ * ep_events for all of them. The commit callback wakes the worker, so the
+ * notification follows the commits closely without serializing them.
+ */
+bool
+ep_store_notify_step(void)
+{
+	static uint64 seen = 0;
+	uint64		now = ep_position_commits();
+
+	if (now == seen)
+		return false;
+	seen = now;
+	StartTransactionCommand();
+	Async_Notify("ep_events", NULL);
+	CommitTransactionCommand();
+	return false;
 }
 
 static SPIPlanPtr
@@ -375,7 +401,8 @@ ep_idempotent_repeat(text *stream, const char *stream_c, EpNewEvent *evs, int n,
 					  "WHERE event_id OPERATOR(pg_catalog.=) $1",
 					  1, argt1);
 	args[0] = evs[0].id;
-	if (SPI_execute_plan(plan, args, NULL, true, 1) != SPI_OK_SELECT)
+	/* not read-only: a fresh snapshot sees this transaction's own appends */
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "event lookup failed");
 	if (SPI_processed == 0)
 		return false;
@@ -399,7 +426,7 @@ ep_idempotent_repeat(text *stream, const char *stream_c, EpNewEvent *evs, int n,
 	args[0] = PointerGetDatum(stream);
 	args[1] = Int64GetDatum(first);
 	args[2] = Int64GetDatum(first + n - 1);
-	if (SPI_execute_plan(plan, args, NULL, true, 0) != SPI_OK_SELECT)
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "event lookup failed");
 	for (i = 0; i < n; i++)
 	{
@@ -423,7 +450,7 @@ ep_idempotent_repeat(text *stream, const char *stream_c, EpNewEvent *evs, int n,
 
 /* Name one of the batch's ids that exists already (for EP003 messages). */
 static void
-ep_report_id_conflict(const char *stream_c, EpNewEvent *evs, int n)
+ep_report_id_conflict(const char *stream_c, EpNewEvent *evs, int n, int64 first_version)
 {
 	Oid			argt1[1] = {UUIDOID};
 	int			i;
@@ -441,17 +468,27 @@ ep_report_id_conflict(const char *stream_c, EpNewEvent *evs, int n)
 										1, argt1),
 							 args, NULL, false, 1) == SPI_OK_SELECT &&
 			SPI_processed > 0)
+		{
+			bool		isnull;
+			char	   *found = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+			int64		found_version = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+																	SPI_tuptable->tupdesc, 2, &isnull));
+
+			/* the row this very append inserted for event i is not a conflict */
+			if (strcmp(found, stream_c) == 0 && found_version == first_version + i)
+				continue;
 			ereport(ERROR,
 					(errcode(ERRCODE_EP_EVENT_ID_CONFLICT),
 					 errmsg("event id %s already exists in stream \"%s\"",
 							uuid_str(evs[i].id),
 							SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)),
 					 errdetail("Event %d of the append to stream \"%s\" reuses it.", i + 1, stream_c)));
+		}
 	}
 	ereport(ERROR,
 			(errcode(ERRCODE_EP_EVENT_ID_CONFLICT),
 			 errmsg("event id conflict in append to stream \"%s\"", stream_c),
-			 errdetail("The same event id appears twice in the batch.")));
+			 errdetail("An event id of the batch was appended concurrently by another transaction.")));
 }
 
 /* ----------------------------------------------------------------
@@ -505,19 +542,46 @@ ep_raise_deleted(const char *stream_c)
 			 errdetail("The stream was hard-deleted; its id is tombstoned and cannot be appended to.")));
 }
 
+static int
+ep_uuid_cmp(const void *a, const void *b)
+{
+	return memcmp(DatumGetUUIDP(*(const Datum *) a), DatumGetUUIDP(*(const Datum *) b), UUID_LEN);
+}
+
+/* Reject a batch that carries the same event id twice. */
+static void
+ep_check_batch_ids(const char *stream_c, EpNewEvent *evs, int n)
+{
+	Datum	   *ids = palloc(sizeof(Datum) * n);
+	int			k = 0,
+				i;
+
+	for (i = 0; i < n; i++)
+		if (evs[i].has_id)
+			ids[k++] = evs[i].id;
+	qsort(ids, k, sizeof(Datum), ep_uuid_cmp);
+	for (i = 1; i < k; i++)
+		if (ep_uuid_cmp(&ids[i - 1], &ids[i]) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_EP_EVENT_ID_CONFLICT),
+					 errmsg("event id %s appears twice in the append to stream \"%s\"",
+							uuid_str(ids[i]), stream_c)));
+	pfree(ids);
+}
+
 /*
  * Run a prepared statement that writes ep.events, with the immutability
  * trigger standing aside for its duration only.
  */
 static int
-ep_execute_internal(SPIPlanPtr plan, Datum *args)
+ep_execute_internal(SPIPlanPtr plan, Datum *args, const char *nulls)
 {
 	int			ret = 0;
 
 	ep_internal_writes++;
 	PG_TRY();
 	{
-		ret = SPI_execute_plan(plan, args, NULL, false, 0);
+		ret = SPI_execute_plan(plan, args, nulls, false, 0);
 	}
 	PG_FINALLY();
 	{
@@ -542,6 +606,8 @@ ep_do_append(text *stream, bool has_expected, int64 expected, EpNewEvent *evs, i
 
 	for (i = 0; i < n; i++)
 		any_id |= evs[i].has_id;
+	if (any_id && n > 1)
+		ep_check_batch_ids(stream_c, evs, n);
 
 	ep_become_owner(&saved);
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -618,13 +684,6 @@ ep_do_append(text *stream, bool has_expected, int64 expected, EpNewEvent *evs, i
 		for (i = 0; i < n; i++)
 			pos[i] = Int64GetDatum(ep_position_next(cat->position_seq));
 
-		args[0] = PointerGetDatum(ep_array(pos, NULL, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		args[1] = PointerGetDatum(ep_array(ver, NULL, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		args[2] = PointerGetDatum(ep_array(ids, NULL, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
-		args[3] = PointerGetDatum(ep_array(types, NULL, n, TEXTOID, -1, false, TYPALIGN_INT));
-		args[4] = PointerGetDatum(ep_array(data, NULL, n, JSONBOID, -1, false, TYPALIGN_INT));
-		args[5] = PointerGetDatum(ep_array(meta, metanull, n, JSONBOID, -1, false, TYPALIGN_INT));
-		args[6] = PointerGetDatum(ep_array(schema, NULL, n, INT4OID, 4, true, TYPALIGN_INT));
 		args[7] = PointerGetDatum(stream);
 		args[8] = PointerGetDatum(category);
 
@@ -636,24 +695,56 @@ ep_do_append(text *stream, bool has_expected, int64 expected, EpNewEvent *evs, i
 	"pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7)) " \
 	"AS u(p, v, i, t, d, m, s)"
 
-		if (any_id)
-			plan = ep_prepare(&plan_insert_ids,
-							  EP_INSERT_EVENTS " ON CONFLICT (event_id) DO NOTHING", 9, argt);
-		else
-			plan = ep_prepare(&plan_insert, EP_INSERT_EVENTS, 9, argt);
+		if (n == 1)
+		{
+			/* one event: plain VALUES, no arrays to build and unnest */
+			Oid			argt1[9] = {INT8OID, INT8OID, UUIDOID, TEXTOID, JSONBOID, JSONBOID,
+			INT4OID, TEXTOID, TEXTOID};
 
-		ret = ep_execute_internal(plan, args);
+#define EP_INSERT_ONE \
+	"INSERT INTO ep.events (global_position, stream_id, stream_version, event_id, event_type, " \
+	"data, metadata, schema_version, recorded_at, category) " \
+	"VALUES ($1, $8, $2, $3, $4, $5, $6, $7, pg_catalog.now(), $9)"
+
+			args[0] = pos[0];
+			args[1] = ver[0];
+			args[2] = ids[0];
+			args[3] = types[0];
+			args[4] = data[0];
+			args[5] = meta[0];
+			args[6] = schema[0];
+			plan = any_id ?
+				ep_prepare(&plan_insert_one_id, EP_INSERT_ONE " ON CONFLICT (event_id) DO NOTHING", 9, argt1) :
+				ep_prepare(&plan_insert_one, EP_INSERT_ONE, 9, argt1);
+			ret = ep_execute_internal(plan, args, metanull[0] ? "     n   " : NULL);
+		}
+		else
+		{
+			args[0] = PointerGetDatum(ep_array(pos, NULL, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+			args[1] = PointerGetDatum(ep_array(ver, NULL, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+			args[2] = PointerGetDatum(ep_array(ids, NULL, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+			args[3] = PointerGetDatum(ep_array(types, NULL, n, TEXTOID, -1, false, TYPALIGN_INT));
+			args[4] = PointerGetDatum(ep_array(data, NULL, n, JSONBOID, -1, false, TYPALIGN_INT));
+			args[5] = PointerGetDatum(ep_array(meta, metanull, n, JSONBOID, -1, false, TYPALIGN_INT));
+			args[6] = PointerGetDatum(ep_array(schema, NULL, n, INT4OID, 4, true, TYPALIGN_INT));
+			plan = any_id ?
+				ep_prepare(&plan_insert_ids, EP_INSERT_EVENTS " ON CONFLICT (event_id) DO NOTHING", 9, argt) :
+				ep_prepare(&plan_insert, EP_INSERT_EVENTS, 9, argt);
+			ret = ep_execute_internal(plan, args, NULL);
+		}
+
 		if (ret != SPI_OK_INSERT)
 			elog(ERROR, "event insert failed: %s", SPI_result_code_string(ret));
 		if ((int) SPI_processed != n)
-			ep_report_id_conflict(stream_c, evs, n);
+			ep_report_id_conflict(stream_c, evs, n, first_version);
 		result = new_version;
 	}
 
-	/* 4. one NOTIFY per appending transaction */
-	if (!notified_in_xact)
+	/* 4. one NOTIFY per appending transaction (or one by the worker) */
+	if (!notified_in_xact && ep_guc_notify != EP_NOTIFY_OFF)
 	{
-		Async_Notify("ep_events", NULL);
+		if (ep_guc_notify == EP_NOTIFY_COMMIT)
+			Async_Notify("ep_events", NULL);
 		notified_in_xact = true;
 	}
 

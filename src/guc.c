@@ -20,6 +20,15 @@
 bool		ep_guc_enabled = true;
 int			ep_guc_max_workers = 8;
 int			ep_guc_naptime_ms = 1000;
+int			ep_guc_notify = EP_NOTIFY_COMMIT;
+
+static const struct config_enum_entry ep_notify_options[] = {
+	{"commit", EP_NOTIFY_COMMIT, false},
+	{"worker", EP_NOTIFY_WORKER, false},
+	{"off", EP_NOTIFY_OFF, false},
+	{NULL, 0, false}
+};
+int			ep_guc_max_job_workers = 4;
 
 void
 ep_guc_define(void)
@@ -44,6 +53,16 @@ ep_guc_define(void)
 								0,
 								NULL, NULL, NULL);
 
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomIntVariable("event_patterns.max_job_workers",
+								"Maximum number of event_patterns job runs at once, across all databases.",
+								"Every job run is a short-lived background worker; each needs a slot of max_worker_processes.",
+								&ep_guc_max_job_workers,
+								4, 1, 256,
+								PGC_POSTMASTER,
+								0,
+								NULL, NULL, NULL);
+
 	DefineCustomIntVariable("event_patterns.naptime",
 							"Longest time a worker sleeps when nothing wakes it.",
 							"Workers are woken at commit of new events and jobs; this bounds the sleep otherwise.",
@@ -52,6 +71,20 @@ ep_guc_define(void)
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("event_patterns.notify",
+							 "How appending transactions announce new events on channel ep_events.",
+							 "commit: each appending transaction sends NOTIFY ep_events at commit. "
+							 "PostgreSQL serializes the commits of notifying transactions, so this "
+							 "costs append throughput under concurrency. worker: the database's "
+							 "background worker sends one NOTIFY ep_events right after appending "
+							 "transactions commit, coalescing them. off: no notification.",
+							 &ep_guc_notify,
+							 EP_NOTIFY_COMMIT,
+							 ep_notify_options,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("event_patterns");
 }

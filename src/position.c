@@ -44,8 +44,10 @@
  * slot would have to outlive the backend. PREPARE TRANSACTION fails with a
  * clear error instead.
  *
- * Locking: the high-water table keys (database, sequence) are assigned
- * under a spinlock; values are atomics. Slots are written only by their
+ * Locking: the high-water table (one entry per database, keyed by its
+ * current sequence) is changed under a spinlock; values are atomics. With
+ * more databases than entries, appenders publish the most conservative
+ * bound (1) and readers read the sequence itself: correct, only slower. Slots are written only by their
  * owning backend.
  *
  *-------------------------------------------------------------------------
@@ -81,6 +83,7 @@ typedef struct EpHighWater
 	Oid			dbid;
 	Oid			seqid;
 	pg_atomic_uint64 max_issued;	/* 0 = not yet known */
+	pg_atomic_uint64 commits;	/* appending commits (notify = worker) */
 } EpHighWater;
 
 typedef struct EpPositionShared
@@ -96,7 +99,6 @@ static EpPositionShared *pos_shared = NULL;
 
 /* backend-local state */
 static EpHighWater *my_highwater = NULL;
-static Oid	my_highwater_seq = InvalidOid;
 static bool reserved_in_xact = false;
 static bool exit_hook_registered = false;
 
@@ -128,7 +130,10 @@ ep_position_shmem_init(void)
 		pos_shared->nhighwater = 0;
 		pos_shared->nslots = ep_position_nslots();
 		for (i = 0; i < EP_MAX_HIGHWATER; i++)
+		{
 			pg_atomic_init_u64(&pos_shared->highwater[i].max_issued, 0);
+			pg_atomic_init_u64(&pos_shared->highwater[i].commits, 0);
+		}
 		for (i = 0; i < pos_shared->nslots; i++)
 		{
 			pg_atomic_init_u64(&pos_shared->slots[i].reserved, 0);
@@ -137,21 +142,27 @@ ep_position_shmem_init(void)
 	}
 }
 
-/* Find (or create) the high-water entry of this database's sequence. */
+/*
+ * Find (or create) the high-water entry of this database. One entry per
+ * database: when the extension is dropped and created again the sequence
+ * is new, and the entry is reset for it (DROP EXTENSION cannot run while a
+ * transaction of this database appends or reads, as both hold locks on
+ * ep.events).
+ */
 static EpHighWater *
 ep_highwater_for(Oid seqid)
 {
 	int			i;
 	EpHighWater *hw = NULL;
 
-	if (my_highwater != NULL && my_highwater_seq == seqid)
+	if (my_highwater != NULL && my_highwater->dbid == MyDatabaseId &&
+		my_highwater->seqid == seqid)
 		return my_highwater;
 
 	SpinLockAcquire(&pos_shared->mutex);
 	for (i = 0; i < pos_shared->nhighwater; i++)
 	{
-		if (pos_shared->highwater[i].dbid == MyDatabaseId &&
-			pos_shared->highwater[i].seqid == seqid)
+		if (pos_shared->highwater[i].dbid == MyDatabaseId)
 		{
 			hw = &pos_shared->highwater[i];
 			break;
@@ -161,13 +172,17 @@ ep_highwater_for(Oid seqid)
 	{
 		hw = &pos_shared->highwater[pos_shared->nhighwater++];
 		hw->dbid = MyDatabaseId;
+		hw->seqid = InvalidOid;
+	}
+	if (hw != NULL && hw->seqid != seqid)
+	{
 		hw->seqid = seqid;
 		pg_atomic_write_u64(&hw->max_issued, 0);
 	}
 	SpinLockRelease(&pos_shared->mutex);
 
+	/* NULL (table full: more than EP_MAX_HIGHWATER databases) is handled */
 	my_highwater = hw;
-	my_highwater_seq = seqid;
 	return hw;
 }
 
@@ -315,4 +330,35 @@ ep_position_xact_end(void)
 		pg_atomic_write_u64(&my_slot()->reserved, 0);
 	}
 	reserved_in_xact = false;
+}
+
+/*
+ * Count a commit of this database that appended events, for the worker's
+ * coalesced notification (event_patterns.notify = worker). Called from the
+ * transaction callback after commit, before the slot is cleared.
+ */
+void
+ep_position_note_commit(void)
+{
+	if (pos_shared == NULL || my_highwater == NULL ||
+		my_highwater->dbid != MyDatabaseId)
+		return;
+	pg_atomic_fetch_add_u64(&my_highwater->commits, 1);
+}
+
+/* Appending commits of this database so far (0 when unknown). */
+uint64
+ep_position_commits(void)
+{
+	int			i;
+	uint64		n = 0;
+
+	if (pos_shared == NULL)
+		return 0;
+	SpinLockAcquire(&pos_shared->mutex);
+	for (i = 0; i < pos_shared->nhighwater; i++)
+		if (pos_shared->highwater[i].dbid == MyDatabaseId)
+			n = pg_atomic_read_u64(&pos_shared->highwater[i].commits);
+	SpinLockRelease(&pos_shared->mutex);
+	return n;
 }

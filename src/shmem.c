@@ -35,6 +35,7 @@ ep_shmem_total_size(void)
 	Size		size = 0;
 
 	size = add_size(size, ep_position_shmem_size());
+	size = add_size(size, ep_bgw_shmem_size());
 	return size;
 }
 
@@ -54,6 +55,7 @@ ep_shmem_startup(void)
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	ep_position_shmem_init();
+	ep_bgw_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 	shmem_initialized = true;
 }

@@ -15,4 +15,8 @@
 extern Size ep_position_shmem_size(void);
 extern void ep_position_shmem_init(void);
 
+/* launcher.c: registry of the background workers */
+extern Size ep_bgw_shmem_size(void);
+extern void ep_bgw_shmem_init(void);
+
 #endif							/* EP_SHMEM_H */

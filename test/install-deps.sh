@@ -2,7 +2,7 @@
 # install-deps.sh: install the Debian packages the build, the tests and the
 # demo need. Idempotent: does nothing when everything is present.
 set -e
-PKGS="postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl libipc-run-perl make gcc rsync"
+PKGS="postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl libipc-run-perl make gcc"
 missing=""
 for p in $PKGS; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

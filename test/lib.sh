@@ -19,6 +19,7 @@ as_pg() {
 
 # free_port: print a TCP port nobody listens on.
 free_port() {
+    local p
     p=${1:-55432}
     while as_pg "$bindir/pg_isready" -q -h /tmp -p "$p" >/dev/null 2>&1 ||
           [ -e "/tmp/.s.PGSQL.$p" ] || [ -e "/tmp/.s.PGSQL.$p.lock" ]; do
@@ -30,6 +31,7 @@ free_port() {
 # pg_writable_dir PREFERRED: print PREFERRED if the postgres user can work
 # there, else a fresh directory under /tmp.
 pg_writable_dir() {
+    local d
     d=$1
     mkdir -p "$d"
     [ "$(id -u)" = 0 ] && chown postgres "$d"
@@ -46,15 +48,16 @@ pg_writable_dir() {
 # cluster_start DIR PORT CONF: initdb DIR (if new) with CONF, start on PORT,
 # sockets in /tmp.
 cluster_start() {
-    dir=$1; port=$2; conf=$3
-    if [ ! -f "$dir/PG_VERSION" ]; then
-        as_pg "$bindir/initdb" -D "$dir" -A trust -U postgres --no-sync >/dev/null
-        cp "$conf" "$dir/event_patterns.conf"
-        [ "$(id -u)" = 0 ] && chown postgres "$dir/event_patterns.conf"
-        echo "include 'event_patterns.conf'" >> "$dir/postgresql.conf"
+    local cdir cport cconf
+    cdir=$1; cport=$2; cconf=$3
+    if [ ! -f "$cdir/PG_VERSION" ]; then
+        as_pg "$bindir/initdb" -D "$cdir" -A trust -U postgres --no-sync >/dev/null
+        cp "$cconf" "$cdir/event_patterns.conf"
+        [ "$(id -u)" = 0 ] && chown postgres "$cdir/event_patterns.conf"
+        echo "include 'event_patterns.conf'" >> "$cdir/postgresql.conf"
     fi
-    as_pg "$bindir/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 60 \
-        -o "-p $port -k /tmp -c listen_addresses=''" start >/dev/null
+    as_pg "$bindir/pg_ctl" -D "$cdir" -l "$cdir/server.log" -w -t 60 \
+        -o "-p $cport -k /tmp -c listen_addresses=''" start >/dev/null
 }
 
 cluster_stop() {

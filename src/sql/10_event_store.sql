@@ -53,11 +53,15 @@ COMMENT ON TABLE ep.streams IS 'One row per stream: current version, deletion st
 COMMENT ON COLUMN ep.streams.deleted_before IS 'Soft delete: events with a lower version are hidden';
 COMMENT ON COLUMN ep.streams.tombstoned IS 'Hard-deleted: events removed, appends fail with EP002';
 
--- Immutability: only the extension's own functions may write events.
+-- Immutability: only the extension's own functions may change events.
+-- Users hold only SELECT on ep.events, so they cannot insert directly; the
+-- trigger stops UPDATE, DELETE and TRUNCATE even by the table's owner. It
+-- does not fire on INSERT, which keeps the append path free of per-row
+-- trigger calls.
 CREATE FUNCTION ep.events_immutable() RETURNS trigger
     LANGUAGE c AS 'MODULE_PATHNAME', 'ep_events_immutable';
-COMMENT ON FUNCTION ep.events_immutable() IS 'Trigger: raises EP004 on any write to ep.events outside the extension''s functions';
-CREATE TRIGGER events_immutable BEFORE INSERT OR UPDATE OR DELETE ON ep.events
+COMMENT ON FUNCTION ep.events_immutable() IS 'Trigger: raises EP004 on UPDATE, DELETE or TRUNCATE of ep.events outside the extension''s functions';
+CREATE TRIGGER events_immutable BEFORE UPDATE OR DELETE ON ep.events
     FOR EACH ROW EXECUTE FUNCTION ep.events_immutable();
 CREATE TRIGGER events_immutable_truncate BEFORE TRUNCATE ON ep.events
     FOR EACH STATEMENT EXECUTE FUNCTION ep.events_immutable();
