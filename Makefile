@@ -48,7 +48,7 @@ PG_CFLAGS = -Wextra -Wno-unused-parameter -Wno-missing-field-initializers \
 REGRESS = setup upgrade event_store stream_read subscription jobs aggregate upcast retention redaction projection
 REGRESS_OPTS = --temp-instance=tmp_check/regress --temp-config=test/tmp/test.conf --temp-config=test/regress.conf \
                --load-extension=$(EXTENSION)
-ISOLATION = no_skip append_same_stream scavenge_append snapshot_redact inline_projection
+ISOLATION = no_skip append_same_stream scavenge_append snapshot_redact upcast_cache inline_projection
 ISOLATION_OPTS = --temp-instance=tmp_check/isolation --temp-config=test/tmp/test.conf --temp-config=test/regress.conf \
                  --inputdir=test/isolation --outputdir=output_iso \
                  --load-extension=$(EXTENSION)

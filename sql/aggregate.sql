@@ -133,6 +133,11 @@ BEGIN TRANSACTION READ ONLY;
 SELECT ep.aggregate('account-42', 'balance(jsonb, ep.events)') = ref_fold('account-42', 1000) AS same;
 COMMIT;
 SELECT count(*) AS snapshots FROM ep.snapshots;
+-- so does a REPEATABLE READ one
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT ep.aggregate('account-42', 'balance(jsonb, ep.events)') = ref_fold('account-42', 1000) AS same;
+COMMIT;
+SELECT count(*) AS snapshots FROM ep.snapshots;
 
 -- removing the policy removes the reducer's snapshots
 SELECT ep.aggregate('account-42', 'balance(jsonb, ep.events)') IS NOT NULL AS folded;

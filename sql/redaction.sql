@@ -78,6 +78,9 @@ SELECT pg_temp.try($$SELECT ep.redact_stream(NULL, 'x')$$);
 SELECT pg_temp.try($$SELECT ep.redact_stream('account-10', NULL)$$);
 SELECT pg_temp.try($$SELECT ep.redact_stream('account-10', '')$$);
 SELECT pg_temp.try($$SELECT ep.redact_stream('account-404', 'no such stream')$$);
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT pg_temp.try($$SELECT ep.redact_stream('account-10', 'in repeatable read')$$);
+ROLLBACK;
 SELECT count(*) AS redactions FROM ep.redactions;
 
 -- a role needs to be granted redaction; then its name is recorded

@@ -14,17 +14,16 @@
  * and max_age hides events recorded before now() - max_age. It deletes by
  * TID in statements of at most batch_size rows, stream by stream (each
  * batch starting after the highest version the previous one removed, so
- * removed rows are not scanned again), taking
- * row locks only: appends insert new rows and never wait for it; readers
- * never wait. One call is one transaction; max_rows bounds its work, and
+ * removed rows are not scanned again), taking row locks only: appends
+ * insert new rows and never wait for it; readers never wait. One call is one transaction; max_rows bounds its work, and
  * the procedure ep.scavenge_in_batches commits between batches.
  * Snapshots of a scavenged stream are deleted (they folded events that a
  * fold from the beginning would no longer see).
  *
  * Redaction locks the stream's row (FOR UPDATE, as appends do) and gives
  * it a new version (so that a concurrent fold does not write a snapshot of
- * the old payloads, see aggregate.c), records
- * who, when and why in ep.redactions, replaces data by {"redacted": true}
+ * the old payloads, see aggregate.c), records who, when and why in
+ * ep.redactions, replaces data by {"redacted": true}
  * and metadata by {"redacted": true, "redaction_id": n, "redacted_at": t},
  * keeping every envelope column (positions, versions, ids, types, times),
  * and deletes the stream's snapshots. Events appended later are not

@@ -360,8 +360,9 @@ static void
 ep_read_emit(ReturnSetInfo *rsinfo, TupleTableSlot *slot, EpUpcastState *up,
 			 MemoryContext rowcxt)
 {
-	Datum		values[Anum_ep_events_category];
-	bool		isnull[Anum_ep_events_category];
+	int			natts = slot->tts_tupleDescriptor->natts;
+	Datum	   *values;
+	bool	   *isnull;
 	MemoryContext old;
 
 	if (up == NULL)
@@ -370,9 +371,11 @@ ep_read_emit(ReturnSetInfo *rsinfo, TupleTableSlot *slot, EpUpcastState *up,
 							 slot->tts_values, slot->tts_isnull);
 		return;
 	}
-	memcpy(values, slot->tts_values, sizeof(values));
-	memcpy(isnull, slot->tts_isnull, sizeof(isnull));
 	old = MemoryContextSwitchTo(rowcxt);
+	values = palloc(sizeof(Datum) * natts);
+	isnull = palloc(sizeof(bool) * natts);
+	memcpy(values, slot->tts_values, sizeof(Datum) * natts);
+	memcpy(isnull, slot->tts_isnull, sizeof(bool) * natts);
 	ep_upcast_values(up, values, isnull);
 	MemoryContextSwitchTo(old);
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, isnull);

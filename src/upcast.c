@@ -1,9 +1,10 @@
 /*-------------------------------------------------------------------------
  *
  * upcast.c
- *	  Upcasting of event payloads: ep.register_upcaster and the step that
- *	  every read path (read_stream, read_all, read_category, poll,
- *	  aggregate) runs on each row before handing it out.
+ *	  Upcasting of event payloads: ep.register_upcaster,
+ *	  ep.unregister_upcaster, and the step that every read path
+ *	  (read_stream, read_all, read_category, poll, aggregate) runs on each
+ *	  row before handing it out.
  *
  * An upcaster fn(data jsonb) RETURNS jsonb lifts the data of an event type
  * from schema version k to k + 1. The chain of an event type is contiguous
@@ -12,7 +13,13 @@
  * data = fn_{latest-1}(... fn_s(data)) and schema_version = latest; events
  * at or above the latest are delivered as stored. Stored rows never change.
  * Payloads left by ep.redact_stream are not upcast (they carry no data of
- * the old shape); only their schema_version is raised.
+ * the old shape); only their schema_version is raised. Only the last link
+ * of a chain can be unregistered. A link whose function was dropped makes
+ * reads that need it fail (never a silent older shape).
+ *
+ * Registration and unregistration of one event type serialize on an
+ * advisory transaction lock, so the contiguity check holds; only the
+ * extension owner's role may do either, since every reader runs upcasters.
  *
  * Cache: each backend keeps the upcaster set in a hash table (event type ->
  * FmgrInfo of each link), in its own memory context. A relcache callback on

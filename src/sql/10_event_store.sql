@@ -101,7 +101,7 @@ COMMENT ON FUNCTION ep.stream_version(text) IS
 CREATE FUNCTION ep.read_stream(stream_id text, from_version bigint DEFAULT NULL,
                                max_count integer DEFAULT NULL,
                                backwards boolean DEFAULT false)
-    RETURNS SETOF ep.events LANGUAGE c STABLE PARALLEL SAFE ROWS 100
+    RETURNS SETOF ep.events LANGUAGE c STABLE PARALLEL RESTRICTED ROWS 100
     AS 'MODULE_PATHNAME', 'ep_read_stream';
 COMMENT ON FUNCTION ep.read_stream(text, bigint, integer, boolean) IS
     'Events of one stream, forwards from from_version (NULL: first) or backwards from it (NULL: last)';

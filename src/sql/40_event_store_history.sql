@@ -130,7 +130,10 @@ COMMENT ON PROCEDURE ep.scavenge_in_batches(integer) IS
 REVOKE ALL ON PROCEDURE ep.scavenge_in_batches(integer) FROM PUBLIC;
 
 -- The default scavenge job, run by the scheduler as the extension owner.
+-- CREATE EXTENSION makes it again on restore, so pg_dump leaves it out.
 SELECT ep._schedule_job('scavenge', 'ep.events', interval '5 minutes', 'SELECT ep.scavenge()');
+SELECT pg_catalog.pg_extension_config_dump('ep.job_registry',
+    'WHERE NOT (kind = ''scavenge'' AND target = ''ep.events'')');
 
 -- Redaction
 CREATE TABLE ep.redactions (
@@ -144,6 +147,7 @@ CREATE TABLE ep.redactions (
 CREATE INDEX redactions_stream_idx ON ep.redactions (stream_id);
 COMMENT ON TABLE ep.redactions IS 'Who redacted which stream, when and why (written by ep.redact_stream)';
 SELECT pg_catalog.pg_extension_config_dump('ep.redactions', '');
+SELECT pg_catalog.pg_extension_config_dump('ep.redactions_redaction_id_seq', '');
 
 CREATE FUNCTION ep.redact_stream(stream_id text, reason text)
     RETURNS integer LANGUAGE c VOLATILE PARALLEL UNSAFE

@@ -6,13 +6,13 @@
 # large one GROWTH_EVENTS (default 10,000,000). Both are filled with
 # ep.append_events batches of 1,000 events, as an application would, and
 # VACUUM ANALYZE'd. The measurements alternate between the two databases for
-# GROWTH_ROUNDS rounds (default 3) and keep each side's best, so that load
+# GROWTH_ROUNDS rounds of GROWTH_SECONDS (default 6 of 4 s) and keep each side's best, so that load
 # from other processes on the machine does not decide the ratio.
 set -e
 . "$BENCH_DIR/common.sh"
 big=${GROWTH_EVENTS:-10000000}
-secs=${GROWTH_SECONDS:-10}
-rounds=${GROWTH_ROUNDS:-3}
+secs=${GROWTH_SECONDS:-4}
+rounds=${GROWTH_ROUNDS:-6}
 small_db=$BENCH_DB
 big_db=${BENCH_DB}_big
 
