@@ -53,6 +53,9 @@ sub check_exact
 		my $n = $node->safe_psql('postgres', 'SELECT ep.apply_projections(100000)');
 		last if $n == 0;
 	}
+	# the database's worker may be applying the same projections meanwhile
+	is($node->safe_psql('postgres', "SELECT ep.wait_for_projection(NULL, '60 seconds')"),
+		't', "$what: the projections caught up");
 	is($node->safe_psql('postgres', q{
 SELECT (SELECT count(*) - count(DISTINCT pos) FROM applied)
      + (SELECT count(*) FROM ep.events e WHERE NOT EXISTS (SELECT 1 FROM applied a WHERE a.pos = e.global_position))
