@@ -19,7 +19,10 @@ OBJS = \
 	src/position.o \
 	src/event_store.o \
 	src/stream_read.o \
-	src/subscription.o
+	src/subscription.o \
+	src/ivm_define.o \
+	src/ivm_delta.o \
+	src/ivm_refresh.o
 
 # The install script is assembled from one SQL file per concern.
 SQL_SOURCES = $(sort $(wildcard src/sql/*.sql))
