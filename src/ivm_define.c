@@ -313,7 +313,7 @@ ivm_classify(IvmDef *d)
 					char		relkind = get_rel_relkind(rte->relid);
 
 					if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)
-						ivm_unsupported(psprintf("\"%s\", which is not a table (views, foreign tables and materialized views are not supported)",
+						ivm_unsupported(psprintf("relation \"%s\", which is not a table (views, materialized views and foreign tables cannot be base relations)",
 												 get_rel_name(rte->relid)));
 					if (IsCatalogNamespace(get_rel_namespace(rte->relid)))
 						ivm_unsupported("a system catalog");
@@ -1120,6 +1120,10 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 	rv = makeRangeVarFromNameList(stringToQualifiedNameList(name));
 	nspid = RangeVarGetCreationNamespace(rv);
 	nspname = get_namespace_name(nspid);
+	if (OidIsValid(get_relname_relid(rv->relname, nspid)))
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_TABLE),
+				 errmsg("relation \"%s\" already exists", rv->relname)));
 	if (strlen(rv->relname) + strlen("__ivm_log4") >= NAMEDATALEN)
 		ereport(ERROR,
 				(errcode(ERRCODE_NAME_TOO_LONG),

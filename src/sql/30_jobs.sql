@@ -70,7 +70,7 @@ BEGIN
     END IF;
     INSERT INTO ep.job_registry AS j (kind, target, schedule, command, owner, next_run_at)
     VALUES (kind, target, every, command, current_user, now() + every)
-    ON CONFLICT (kind, target) DO UPDATE
+    ON CONFLICT ON CONSTRAINT job_registry_kind_target_key DO UPDATE
         SET schedule = excluded.schedule, command = excluded.command,
             owner = excluded.owner, next_run_at = excluded.next_run_at, failures = 0
     RETURNING j.job_id INTO id;

@@ -140,11 +140,32 @@ COMMENT ON VIEW ep.incremental_views IS
     'Incremental materialized views: refresh mode, schedule, freshness (pending changes, staleness) and the last scheduled refresh error';
 GRANT SELECT ON ep.incremental_views TO PUBLIC;
 
--- Remove whatever is left of a view (triggers, storage, logs, schedule,
--- catalog row). SECURITY DEFINER because it also runs from the sql_drop
--- event trigger, as whichever role dropped a base table with CASCADE.
-CREATE FUNCTION ep._ivm_cleanup(v ep.ivm_views) RETURNS void
+-- Triggers on ep.events were created as the extension owner; they can be
+-- removed by anybody once their view is gone from the catalog.
+CREATE FUNCTION ep._ivm_drop_event_triggers(view_id bigint) RETURNS void
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    suffix text;
+BEGIN
+    IF EXISTS (SELECT 1 FROM ep.ivm_views i WHERE i.view_id OPERATOR(pg_catalog.=) _ivm_drop_event_triggers.view_id) THEN
+        RAISE EXCEPTION 'incremental view % still exists', view_id
+            USING ERRCODE = 'object_in_use';
+    END IF;
+    FOREACH suffix IN ARRAY ARRAY['i', 'u', 'd', 't'] LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS %I ON ep.events',
+                       format('__ep_ivm_%s_%s', view_id, suffix));
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION ep._ivm_drop_event_triggers(bigint) IS 'Internal: drop the triggers on ep.events of a dropped incremental view';
+
+-- Remove whatever is left of a view (triggers, storage, logs, schedule,
+-- catalog row), with the rights of the caller: the view's owner, or the
+-- extension owner when called from the sql_drop event trigger.
+CREATE FUNCTION ep._ivm_cleanup(v ep.ivm_views) RETURNS void
+    LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -159,7 +180,9 @@ BEGIN
         EXECUTE format('DROP VIEW %s', v.view_rel);
     END IF;
     FOREACH b IN ARRAY v.base_rels LOOP
-        IF EXISTS (SELECT 1 FROM pg_class c WHERE c.oid OPERATOR(pg_catalog.=) b::oid) THEN
+        IF b::oid OPERATOR(pg_catalog.=) 'ep.events'::regclass::oid THEN
+            PERFORM ep._ivm_drop_event_triggers(v.view_id);
+        ELSIF EXISTS (SELECT 1 FROM pg_class c WHERE c.oid OPERATOR(pg_catalog.=) b::oid) THEN
             FOREACH suffix IN ARRAY ARRAY['i', 'u', 'd', 't'] LOOP
                 EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s',
                                format('__ep_ivm_%s_%s', v.view_id, suffix), b);
@@ -174,7 +197,6 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION ep._ivm_cleanup(ep.ivm_views) IS 'Internal: drop every object of an incremental view and its catalog row';
-REVOKE ALL ON FUNCTION ep._ivm_cleanup(ep.ivm_views) FROM PUBLIC;
 
 CREATE FUNCTION ep.drop_incremental_view(name text) RETURNS void
     LANGUAGE plpgsql VOLATILE
