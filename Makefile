@@ -42,7 +42,7 @@ PG_CFLAGS = -Wextra -Wno-unused-parameter -Wno-missing-field-initializers \
 REGRESS = setup upgrade ivm_aggregate ivm_project ivm_deferred
 REGRESS_OPTS = --temp-instance=tmp_check/regress --temp-config=test/tmp/test.conf \
                --load-extension=$(EXTENSION)
-ISOLATION = no_skip
+ISOLATION = no_skip ivm_concurrency
 ISOLATION_OPTS = --temp-instance=tmp_check/isolation --temp-config=test/tmp/test.conf \
                  --inputdir=test/isolation --outputdir=output_iso \
                  --load-extension=$(EXTENSION)
