@@ -350,12 +350,14 @@ ep_ivm_maintain(PG_FUNCTION_ARGS)
 	}
 	else if (vc->refresh == IVM_DEFERRED)
 	{
-		if (nnew > 0)
+		if (nnew > 0 &&
 			SPI_execute_plan(ivm_plan(&vc->plan_log_insert[b], vc->sql_log_insert[b], 0, NULL),
-							 NULL, NULL, false, 0);
-		if (nold > 0)
+							 NULL, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not log changes of an incremental view");
+		if (nold > 0 &&
 			SPI_execute_plan(ivm_plan(&vc->plan_log_delete[b], vc->sql_log_delete[b], 0, NULL),
-							 NULL, NULL, false, 0);
+							 NULL, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not log changes of an incremental view");
 	}
 	else
 	{
