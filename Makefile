@@ -22,7 +22,8 @@ OBJS = \
 	src/subscription.o \
 	src/ivm_define.o \
 	src/ivm_delta.o \
-	src/ivm_refresh.o
+	src/ivm_refresh.o \
+	src/ivm_sql.o
 
 # The install script is assembled from one SQL file per concern.
 SQL_SOURCES = $(sort $(wildcard src/sql/*.sql))

@@ -68,68 +68,11 @@
 #include "utils/varlena.h"
 
 #include "event_patterns.h"
-#include "ivm.h"
+#include "ivm_def.h"
 
-typedef enum IvmAggKind
-{
-	AGG_COUNT_STAR,
-	AGG_COUNT,
-	AGG_SUM,
-	AGG_AVG,
-	AGG_MIN,
-	AGG_MAX
-} IvmAggKind;
 
-typedef struct IvmAgg
-{
-	IvmAggKind	kind;
-	Aggref	   *aggref;
-	Expr	   *arg;			/* NULL for count(*) */
-	char	   *col;			/* storage column of the visible value */
-	Oid			restype;
-	int32		restypmod;
-	Oid			hidtype;		/* sum/avg accumulator type */
-	int			idx;			/* 1-based, names __ep_a<idx> etc. */
-} IvmAgg;
-
-typedef struct IvmKey
-{
-	Expr	   *expr;
-	char	   *col;
-	Oid			type;
-	int32		typmod;
-	Oid			coll;
-	Index		sortgroupref;
-} IvmKey;
-
-typedef struct IvmOcc
-{
-	Index		rti;
-	Oid			relid;
-	int			base;			/* 0-based index into bases */
-	char	   *fromitem;		/* "<relation> __ep_r<n>" as deparsed */
-} IvmOcc;
-
-typedef struct IvmDef
-{
-	IvmRefresh	refresh;
-	const char *kind;			/* project, distinct, aggregate, full */
-	Query	   *query;
-	List	   *keys;			/* IvmKey */
-	List	   *aggs;			/* IvmAgg */
-	List	   *occs;			/* IvmOcc */
-	List	   *bases;			/* distinct base relation OIDs */
-	List	   *outcols;		/* visible column names in query order */
-	List	   *outtypes;		/* for kind full: output column types */
-	bool		keep_empty_group;	/* aggregate without GROUP BY */
-	bool		groupable;		/* kind full: columns have btree equality */
-	char	   *ptext;			/* P (or the whole query for full) */
-	char	   *storage;		/* qualified storage name */
-	char	  **logs;			/* qualified log names per base */
-} IvmDef;
-
-static void
-ivm_unsupported(const char *construct)
+void
+ep_ivm_unsupported(const char *construct)
 {
 	ereport(ERROR,
 			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
@@ -140,8 +83,8 @@ ivm_unsupported(const char *construct)
 }
 
 /* Types whose = and ordering operators live in pg_catalog (or enums). */
-static bool
-ivm_type_comparable(Oid type)
+bool
+ep_ivm_type_comparable(Oid type)
 {
 	Oid			base = getBaseType(type);
 	HeapTuple	tup;
@@ -161,16 +104,11 @@ ivm_type_comparable(Oid type)
 static void
 ivm_check_key_type(Oid type)
 {
-	if (!ivm_type_comparable(type))
-		ivm_unsupported(psprintf("a column of type %s, which has no built-in btree equality",
+	if (!ep_ivm_type_comparable(type))
+		ep_ivm_unsupported(psprintf("a column of type %s, which has no built-in btree equality",
 								 format_type_be(type)));
 }
 
-static char *
-ivm_type_sql(Oid type, int32 typmod)
-{
-	return format_type_with_typemod(type, typmod);
-}
 
 /* ----------------------------------------------------------------
  * Classification of the analysed query
@@ -185,19 +123,19 @@ ivm_make_agg(Aggref *aggref, int idx)
 	Oid			argtype = InvalidOid;
 
 	if (get_func_namespace(aggref->aggfnoid) != PG_CATALOG_NAMESPACE)
-		ivm_unsupported(psprintf("aggregate %s", fname));
+		ep_ivm_unsupported(psprintf("aggregate %s", fname));
 	if (aggref->aggdistinct != NIL)
-		ivm_unsupported("DISTINCT inside an aggregate");
+		ep_ivm_unsupported("DISTINCT inside an aggregate");
 	if (aggref->aggorder != NIL)
-		ivm_unsupported("ORDER BY inside an aggregate");
+		ep_ivm_unsupported("ORDER BY inside an aggregate");
 	if (aggref->aggfilter != NULL)
-		ivm_unsupported("FILTER on an aggregate");
+		ep_ivm_unsupported("FILTER on an aggregate");
 	if (aggref->aggkind != AGGKIND_NORMAL || aggref->agglevelsup != 0)
-		ivm_unsupported(psprintf("aggregate %s", fname));
+		ep_ivm_unsupported(psprintf("aggregate %s", fname));
 
 	if (strcmp(fname, "count") != 0 && strcmp(fname, "sum") != 0 && strcmp(fname, "avg") != 0 &&
 		strcmp(fname, "min") != 0 && strcmp(fname, "max") != 0)
-		ivm_unsupported(psprintf("aggregate %s", fname));
+		ep_ivm_unsupported(psprintf("aggregate %s", fname));
 	agg->aggref = aggref;
 	agg->idx = idx;
 	agg->restype = aggref->aggtype;
@@ -208,7 +146,7 @@ ivm_make_agg(Aggref *aggref, int idx)
 		argtype = exprType((Node *) agg->arg);
 	}
 	else if (list_length(aggref->args) > 1)
-		ivm_unsupported(psprintf("aggregate %s with several arguments", fname));
+		ep_ivm_unsupported(psprintf("aggregate %s with several arguments", fname));
 
 	if (strcmp(fname, "count") == 0)
 		agg->kind = aggref->aggstar ? AGG_COUNT_STAR : AGG_COUNT;
@@ -234,19 +172,19 @@ ivm_make_agg(Aggref *aggref, int idx)
 				agg->hidtype = FLOAT8OID;
 				break;
 			default:
-				ivm_unsupported(psprintf("%s over type %s", fname, format_type_be(argtype)));
+				ep_ivm_unsupported(psprintf("%s over type %s", fname, format_type_be(argtype)));
 		}
 	}
 	else if (strcmp(fname, "min") == 0 || strcmp(fname, "max") == 0)
 	{
 		agg->kind = (fname[1] == 'i') ? AGG_MIN : AGG_MAX;
-		if (!ivm_type_comparable(argtype))
-			ivm_unsupported(psprintf("%s over type %s", fname, format_type_be(argtype)));
+		if (!ep_ivm_type_comparable(argtype))
+			ep_ivm_unsupported(psprintf("%s over type %s", fname, format_type_be(argtype)));
 	}
 	else
-		ivm_unsupported(psprintf("aggregate %s", fname));
+		ep_ivm_unsupported(psprintf("aggregate %s", fname));
 	if (agg->kind != AGG_COUNT_STAR && agg->arg == NULL)
-		ivm_unsupported(psprintf("aggregate %s without argument", fname));
+		ep_ivm_unsupported(psprintf("aggregate %s without argument", fname));
 	return agg;
 }
 
@@ -272,33 +210,33 @@ ivm_classify(IvmDef *d)
 	int			nocc = 0;
 
 	if (q->cteList != NIL)
-		ivm_unsupported("a WITH clause");
+		ep_ivm_unsupported("a WITH clause");
 	if (q->setOperations != NULL)
-		ivm_unsupported("UNION, INTERSECT or EXCEPT");
+		ep_ivm_unsupported("UNION, INTERSECT or EXCEPT");
 	if (q->hasWindowFuncs)
-		ivm_unsupported("window functions");
+		ep_ivm_unsupported("window functions");
 	if (q->hasSubLinks)
-		ivm_unsupported("a subquery in an expression");
+		ep_ivm_unsupported("a subquery in an expression");
 	if (q->hasTargetSRFs)
-		ivm_unsupported("a set-returning function in the select list");
+		ep_ivm_unsupported("a set-returning function in the select list");
 	if (q->sortClause != NIL)
-		ivm_unsupported("ORDER BY");
+		ep_ivm_unsupported("ORDER BY");
 	if (q->limitCount != NULL || q->limitOffset != NULL)
-		ivm_unsupported("LIMIT or OFFSET");
+		ep_ivm_unsupported("LIMIT or OFFSET");
 	if (q->hasDistinctOn)
-		ivm_unsupported("DISTINCT ON");
+		ep_ivm_unsupported("DISTINCT ON");
 	if (q->groupingSets != NIL)
-		ivm_unsupported("GROUPING SETS, ROLLUP or CUBE");
+		ep_ivm_unsupported("GROUPING SETS, ROLLUP or CUBE");
 	if (q->rowMarks != NIL || q->hasForUpdate)
-		ivm_unsupported("FOR UPDATE or FOR SHARE");
+		ep_ivm_unsupported("FOR UPDATE or FOR SHARE");
 	if (q->hasRecursive)
-		ivm_unsupported("WITH RECURSIVE");
+		ep_ivm_unsupported("WITH RECURSIVE");
 	if (q->groupDistinct)
-		ivm_unsupported("GROUP BY DISTINCT");
+		ep_ivm_unsupported("GROUP BY DISTINCT");
 	if (contain_mutable_functions((Node *) q->targetList) ||
 		contain_mutable_functions((Node *) q->jointree) ||
 		contain_mutable_functions(q->havingQual))
-		ivm_unsupported("a function that is not immutable");
+		ep_ivm_unsupported("a function that is not immutable");
 
 	foreach(lc, q->rtable)
 	{
@@ -313,17 +251,17 @@ ivm_classify(IvmDef *d)
 					char		relkind = get_rel_relkind(rte->relid);
 
 					if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)
-						ivm_unsupported(psprintf("relation \"%s\", which is not a table (views, materialized views and foreign tables cannot be base relations)",
+						ep_ivm_unsupported(psprintf("relation \"%s\", which is not a table (views, materialized views and foreign tables cannot be base relations)",
 												 get_rel_name(rte->relid)));
 					if (IsCatalogNamespace(get_rel_namespace(rte->relid)))
-						ivm_unsupported("a system catalog");
+						ep_ivm_unsupported("a system catalog");
 					if (rte->tablesample)
-						ivm_unsupported("TABLESAMPLE");
+						ep_ivm_unsupported("TABLESAMPLE");
 					if (relkind == RELKIND_RELATION && has_subclass(rte->relid))
-						ivm_unsupported(psprintf("table \"%s\", which has inheritance children",
+						ep_ivm_unsupported(psprintf("table \"%s\", which has inheritance children",
 												 get_rel_name(rte->relid)));
 					if (relkind == RELKIND_PARTITIONED_TABLE && !rte->inh)
-						ivm_unsupported("ONLY on a partitioned table");
+						ep_ivm_unsupported("ONLY on a partitioned table");
 					occ = palloc0(sizeof(IvmOcc));
 					occ->rti = rti;
 					occ->relid = rte->relid;
@@ -347,26 +285,26 @@ ivm_classify(IvmDef *d)
 				}
 			case RTE_JOIN:
 				if (rte->jointype != JOIN_INNER)
-					ivm_unsupported("an outer join");
+					ep_ivm_unsupported("an outer join");
 				break;
 			case RTE_SUBQUERY:
-				ivm_unsupported("a subquery in FROM");
+				ep_ivm_unsupported("a subquery in FROM");
 				break;
 			case RTE_FUNCTION:
 			case RTE_TABLEFUNC:
-				ivm_unsupported("a function in FROM");
+				ep_ivm_unsupported("a function in FROM");
 				break;
 			case RTE_VALUES:
-				ivm_unsupported("VALUES");
+				ep_ivm_unsupported("VALUES");
 				break;
 			default:
-				ivm_unsupported("this kind of FROM item");
+				ep_ivm_unsupported("this kind of FROM item");
 		}
 	}
 	if (nocc == 0)
-		ivm_unsupported("no table in FROM");
+		ep_ivm_unsupported("no table in FROM");
 	if (nocc > 4)
-		ivm_unsupported("more than four table references");
+		ep_ivm_unsupported("more than four table references");
 
 	if (q->hasAggs || q->groupClause != NIL)
 	{
@@ -375,7 +313,7 @@ ivm_classify(IvmDef *d)
 
 		d->kind = "aggregate";
 		if (q->distinctClause != NIL)
-			ivm_unsupported("DISTINCT together with GROUP BY or aggregates");
+			ep_ivm_unsupported("DISTINCT together with GROUP BY or aggregates");
 		/* group keys, in GROUP BY order */
 		foreach(lc, q->groupClause)
 		{
@@ -422,7 +360,7 @@ ivm_classify(IvmDef *d)
 					 !list_member_ptr(q->groupClause,
 									  get_sortgroupref_clause_noerr(tle->ressortgroupref,
 																	q->groupClause)))
-				ivm_unsupported("an expression over aggregates or group keys in the select list");
+				ep_ivm_unsupported("an expression over aggregates or group keys in the select list");
 			d->outcols = lappend(d->outcols, pstrdup(tle->resname));
 		}
 		/* aggregates referenced only by HAVING become hidden columns */
@@ -491,7 +429,7 @@ ivm_classify_full(IvmDef *d)
 		key->typmod = exprTypmod((Node *) tle->expr);
 		key->coll = exprCollation((Node *) tle->expr);
 		key->col = pstrdup(tle->resname);
-		if (!ivm_type_comparable(key->type))
+		if (!ep_ivm_type_comparable(key->type))
 			d->groupable = false;
 		d->keys = lappend(d->keys, key);
 		d->outcols = lappend(d->outcols, pstrdup(tle->resname));
@@ -523,479 +461,6 @@ ivm_collect_relations(Node *node, List **rels)
 		return query_tree_walker((Query *) node, ivm_collect_relations, (void *) rels,
 								 QTW_EXAMINE_RTES_BEFORE);
 	return expression_tree_walker(node, ivm_collect_relations, (void *) rels);
-}
-
-/* ----------------------------------------------------------------
- * SQL generation
- * ----------------------------------------------------------------
- */
-
-static char *
-ivm_relation_text(Oid relid)
-{
-	char	   *relname = get_rel_name(relid);
-
-	if (RelationIsVisible(relid))
-		return pstrdup(quote_identifier(relname));
-	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)), relname);
-}
-
-static int
-ivm_count_substr(const char *text, const char *pat)
-{
-	int			n = 0;
-	const char *p = text;
-	size_t		len = strlen(pat);
-
-	while ((p = strstr(p, pat)) != NULL)
-	{
-		n++;
-		p += len;
-	}
-	return n;
-}
-
-static char *
-ivm_replace_once(const char *text, const char *from, const char *to)
-{
-	const char *p = strstr(text, from);
-	StringInfoData buf;
-
-	if (p == NULL)
-		elog(ERROR, "table reference \"%s\" not found in generated query", from);
-	initStringInfo(&buf);
-	appendBinaryStringInfo(&buf, text, p - text);
-	appendStringInfoString(&buf, to);
-	appendStringInfoString(&buf, p + strlen(from));
-	return buf.data;
-}
-
-/* Build P: the view's FROM/WHERE with keys and aggregate arguments. */
-static void
-ivm_build_p(IvmDef *d)
-{
-	Query	   *p = copyObject(d->query);
-	List	   *tl = NIL;
-	AttrNumber	resno = 1;
-	ListCell   *lc;
-	int			i = 0;
-
-	foreach(lc, d->keys)
-	{
-		IvmKey	   *key = lfirst(lc);
-
-		tl = lappend(tl, makeTargetEntry(copyObject(key->expr), resno++,
-										 psprintf("__ep_k%d", ++i), false));
-	}
-	foreach(lc, d->aggs)
-	{
-		IvmAgg	   *agg = lfirst(lc);
-
-		if (agg->arg)
-			tl = lappend(tl, makeTargetEntry(copyObject(agg->arg), resno++,
-											 psprintf("__ep_a%d", agg->idx), false));
-	}
-	p->targetList = tl;
-	p->groupClause = NIL;
-	p->havingQual = NULL;
-	p->hasAggs = false;
-	p->distinctClause = NIL;
-	p->sortClause = NIL;
-
-	i = 0;
-	foreach(lc, d->occs)
-	{
-		IvmOcc	   *occ = lfirst(lc);
-		RangeTblEntry *rte = rt_fetch(occ->rti, p->rtable);
-		char	   *alias = psprintf("__ep_r%d", ++i);
-
-		rte->alias = makeAlias(alias, NIL);
-		rte->eref->aliasname = alias;
-		rte->inh = true;
-		occ->fromitem = psprintf("%s %s", ivm_relation_text(occ->relid), alias);
-	}
-	d->ptext = pg_get_querydef(p, false);
-	foreach(lc, d->occs)
-	{
-		IvmOcc	   *occ = lfirst(lc);
-
-		if (ivm_count_substr(d->ptext, occ->fromitem) != 1)
-			ivm_unsupported("a table reference that cannot be isolated in the deparsed query");
-	}
-}
-
-/* The storage columns compared and rewritten by a full recompute. */
-static void
-ivm_storage_columns(IvmDef *d, StringInfo cols, StringInfo ddl)
-{
-	ListCell   *lc;
-	bool		first = true;
-
-#define COL(name, typesql, extra) \
-	do { \
-		if (!first) appendStringInfoString(cols, ", "); \
-		appendStringInfoString(cols, quote_identifier(name)); \
-		if (ddl) appendStringInfo(ddl, "%s%s %s%s", first ? "" : ", ", quote_identifier(name), typesql, extra); \
-		first = false; \
-	} while (0)
-
-	foreach(lc, d->keys)
-	{
-		IvmKey	   *key = lfirst(lc);
-		char	   *extra = "";
-
-		if (OidIsValid(key->coll) && key->coll != get_typcollation(key->type))
-			extra = psprintf(" COLLATE %s", generate_collation_name(key->coll));
-		COL(key->col, ivm_type_sql(key->type, key->typmod), extra);
-	}
-	COL("__ep_count", "bigint", " NOT NULL");
-	foreach(lc, d->aggs)
-	{
-		IvmAgg	   *agg = lfirst(lc);
-		char	   *rt = ivm_type_sql(agg->restype, agg->restypmod);
-
-		switch (agg->kind)
-		{
-			case AGG_COUNT_STAR:
-			case AGG_COUNT:
-				COL(agg->col, "bigint", " NOT NULL");
-				break;
-			case AGG_SUM:
-			case AGG_AVG:
-				COL(agg->col, rt, "");
-				COL(psprintf("__ep_s%d", agg->idx), ivm_type_sql(agg->hidtype, -1), "");
-				COL(psprintf("__ep_n%d", agg->idx), "bigint", " NOT NULL");
-				break;
-			case AGG_MIN:
-			case AGG_MAX:
-				COL(agg->col, rt, "");
-				break;
-		}
-	}
-	if (strcmp(d->kind, "full") != 0)
-		COL("__ep_dirty", "boolean", " NOT NULL DEFAULT false");
-	/* transport of deleted extremes: not compared, not in cols */
-	if (ddl)
-	{
-		foreach(lc, d->aggs)
-		{
-			IvmAgg	   *agg = lfirst(lc);
-
-			if (agg->kind == AGG_MIN || agg->kind == AGG_MAX)
-				appendStringInfo(ddl, ", __ep_d%d %s", agg->idx,
-								 ivm_type_sql(agg->restype, agg->restypmod));
-		}
-	}
-#undef COL
-}
-
-static char *
-ivm_avg_expr(IvmAgg *agg, const char *s, const char *n)
-{
-	const char *t = (agg->restype == FLOAT8OID) ? "pg_catalog.float8" : "pg_catalog.numeric";
-
-	return psprintf("((%s)::%s OPERATOR(pg_catalog./) (%s)::%s)", s, t, n, t);
-}
-
-/* Q_pop: the storage rows computed from scratch, columns as in cols. */
-static char *
-ivm_pop_sql(IvmDef *d)
-{
-	StringInfoData buf;
-	ListCell   *lc;
-	int			i = 0;
-
-	initStringInfo(&buf);
-	appendStringInfoString(&buf, "SELECT ");
-	foreach(lc, d->keys)
-	{
-		if (d->keep_empty_group)
-			appendStringInfoString(&buf, "true, ");
-		else
-			appendStringInfo(&buf, "__ep_p.__ep_k%d, ", ++i);
-	}
-	if (strcmp(d->kind, "full") == 0 && !d->groupable)
-		appendStringInfoString(&buf, "1::pg_catalog.int8");
-	else
-		appendStringInfoString(&buf, "pg_catalog.count(*)");
-	foreach(lc, d->aggs)
-	{
-		IvmAgg	   *agg = lfirst(lc);
-		char	   *a = psprintf("__ep_p.__ep_a%d", agg->idx);
-		char	   *h = OidIsValid(agg->hidtype) ? ivm_type_sql(agg->hidtype, -1) : NULL;
-
-		switch (agg->kind)
-		{
-			case AGG_COUNT_STAR:
-				appendStringInfoString(&buf, ", pg_catalog.count(*)");
-				break;
-			case AGG_COUNT:
-				appendStringInfo(&buf, ", pg_catalog.count(%s)", a);
-				break;
-			case AGG_SUM:
-			case AGG_AVG:
-				appendStringInfo(&buf, ", pg_catalog.%s(%s), COALESCE(pg_catalog.sum((%s)::%s), 0), pg_catalog.count(%s)",
-								 agg->kind == AGG_SUM ? "sum" : "avg", a, a, h, a);
-				break;
-			case AGG_MIN:
-			case AGG_MAX:
-				appendStringInfo(&buf, ", pg_catalog.%s(%s)", agg->kind == AGG_MIN ? "min" : "max", a);
-				break;
-		}
-	}
-	if (strcmp(d->kind, "full") != 0)
-		appendStringInfoString(&buf, ", false");
-	if (strcmp(d->kind, "full") == 0)
-	{
-		appendStringInfo(&buf, " FROM (%s) __ep_p(", d->ptext);
-		for (i = 1; i <= list_length(d->keys); i++)
-			appendStringInfo(&buf, "%s__ep_k%d", i > 1 ? ", " : "", i);
-		appendStringInfoChar(&buf, ')');
-	}
-	else
-		appendStringInfo(&buf, " FROM (%s) __ep_p", d->ptext);
-	if (!d->keep_empty_group && !(strcmp(d->kind, "full") == 0 && !d->groupable))
-	{
-		appendStringInfoString(&buf, " GROUP BY ");
-		for (i = 1; i <= list_length(d->keys); i++)
-			appendStringInfo(&buf, "%s%d", i > 1 ? ", " : "", i);
-	}
-	return buf.data;
-}
-
-/*
- * Branches of delta(P): every assignment of {post, old, new} to the changed
- * occurrences except all-post; sign (-1)^(|S|+1) times (-1)^(#old).
- */
-static void
-ivm_branches(IvmDef *d, int *changed, int nchanged, const char **oldsrc,
-			 const char **newsrc, StringInfo out)
-{
-	int			nocc = list_length(d->occs);
-	int			total = 1;
-	int			combo;
-	int			i;
-
-	for (i = 0; i < nchanged; i++)
-		total *= 3;
-	for (combo = 1; combo < total; combo++)
-	{
-		int			c = combo;
-		int			nsub = 0;
-		int			nold = 0;
-		bool		possible = true;
-		char	   *text = d->ptext;
-		char	  **src = palloc0(sizeof(char *) * nocc);
-
-		for (i = 0; i < nchanged; i++)
-		{
-			int			state = c % 3;	/* 0 post, 1 old, 2 new */
-			IvmOcc	   *occ = list_nth(d->occs, changed[i]);
-
-			c /= 3;
-			if (state == 0)
-				continue;
-			nsub++;
-			if (state == 1)
-			{
-				nold++;
-				if (oldsrc[occ->base] == NULL)
-					possible = false;
-				else
-					src[changed[i]] = psprintf("%s __ep_r%d", oldsrc[occ->base], changed[i] + 1);
-			}
-			else
-			{
-				if (newsrc[occ->base] == NULL)
-					possible = false;
-				else
-					src[changed[i]] = psprintf("%s __ep_r%d", newsrc[occ->base], changed[i] + 1);
-			}
-		}
-		if (!possible)
-			continue;
-		for (i = 0; i < nocc; i++)
-		{
-			if (src[i])
-				text = ivm_replace_once(text, ((IvmOcc *) list_nth(d->occs, i))->fromitem, src[i]);
-		}
-		appendStringInfo(out, "%sSELECT %d AS __ep_m, __ep_b.* FROM (%s) __ep_b",
-						 out->len > 0 ? " UNION ALL " : "",
-						 ((nsub % 2 == 1) ? 1 : -1) * ((nold % 2 == 1) ? -1 : 1), text);
-	}
-}
-
-/* The upsert applying delta(P) to the storage; returns (tid, c, dirty). */
-static char *
-ivm_apply_sql(IvmDef *d, const char *branches)
-{
-	StringInfoData buf;
-	StringInfoData cols;
-	StringInfoData vals;
-	StringInfoData sets;
-	StringInfoData dirty_ins;
-	StringInfoData dirty_upd;
-	ListCell   *lc;
-	int			i;
-	int			nkeys = list_length(d->keys);
-
-	initStringInfo(&buf);
-	initStringInfo(&cols);
-	initStringInfo(&vals);
-	initStringInfo(&sets);
-	initStringInfo(&dirty_ins);
-	initStringInfo(&dirty_upd);
-	appendStringInfoString(&dirty_ins, "false");
-	appendStringInfoString(&dirty_upd, "false");
-
-	appendStringInfoString(&buf, "WITH __ep_d AS (SELECT ");
-	for (i = 1; i <= nkeys; i++)
-		appendStringInfo(&buf, "__ep_k%d, ", i);
-	appendStringInfoString(&buf, "pg_catalog.sum(__ep_m) AS __ep_count");
-	foreach(lc, d->aggs)
-	{
-		IvmAgg	   *agg = lfirst(lc);
-		int			j = agg->idx;
-		char	   *h = OidIsValid(agg->hidtype) ? ivm_type_sql(agg->hidtype, -1) : NULL;
-		const char *f = agg->kind == AGG_MIN ? "min" : "max";
-
-		switch (agg->kind)
-		{
-			case AGG_COUNT_STAR:
-				break;
-			case AGG_COUNT:
-				appendStringInfo(&buf, ", pg_catalog.sum(CASE WHEN __ep_a%d IS NULL THEN 0 ELSE __ep_m END) AS __ep_c%d", j, j);
-				break;
-			case AGG_SUM:
-			case AGG_AVG:
-				appendStringInfo(&buf, ", pg_catalog.sum(CASE WHEN __ep_m OPERATOR(pg_catalog.>) 0 THEN (__ep_a%d)::%s ELSE OPERATOR(pg_catalog.-) (__ep_a%d)::%s END) AS __ep_s%d", j, h, j, h, j);
-				appendStringInfo(&buf, ", pg_catalog.sum(CASE WHEN __ep_a%d IS NULL THEN 0 ELSE __ep_m END) AS __ep_n%d", j, j);
-				break;
-			case AGG_MIN:
-			case AGG_MAX:
-				appendStringInfo(&buf, ", pg_catalog.%s(__ep_a%d) FILTER (WHERE __ep_m OPERATOR(pg_catalog.>) 0) AS __ep_i%d", f, j, j);
-				appendStringInfo(&buf, ", pg_catalog.%s(__ep_a%d) FILTER (WHERE __ep_m OPERATOR(pg_catalog.<) 0) AS __ep_d%d", f, j, j);
-				break;
-		}
-	}
-	appendStringInfo(&buf, " FROM (%s) __ep_x GROUP BY ", branches);
-	for (i = 1; i <= nkeys; i++)
-		appendStringInfo(&buf, "%s__ep_k%d", i > 1 ? ", " : "", i);
-	appendStringInfoString(&buf, "), __ep_u AS (INSERT INTO ");
-	appendStringInfoString(&buf, d->storage);
-	appendStringInfoString(&buf, " AS __ep_s (");
-
-	i = 0;
-	foreach(lc, d->keys)
-	{
-		IvmKey	   *key = lfirst(lc);
-
-		appendStringInfo(&cols, "%s, ", quote_identifier(key->col));
-		appendStringInfo(&vals, "__ep_k%d, ", ++i);
-	}
-	appendStringInfoString(&cols, "__ep_count");
-	appendStringInfoString(&vals, "__ep_count");
-	appendStringInfoString(&sets, "__ep_count = __ep_s.__ep_count OPERATOR(pg_catalog.+) excluded.__ep_count");
-	foreach(lc, d->aggs)
-	{
-		IvmAgg	   *agg = lfirst(lc);
-		int			j = agg->idx;
-		const char *c = quote_identifier(agg->col);
-		char	   *newn;
-		char	   *news;
-
-		switch (agg->kind)
-		{
-			case AGG_COUNT_STAR:
-			case AGG_COUNT:
-				appendStringInfo(&cols, ", %s", c);
-				if (agg->kind == AGG_COUNT_STAR)
-					appendStringInfoString(&vals, ", __ep_count");
-				else
-					appendStringInfo(&vals, ", __ep_c%d", j);
-				appendStringInfo(&sets, ", %s = __ep_s.%s OPERATOR(pg_catalog.+) excluded.%s", c, c, c);
-				break;
-			case AGG_SUM:
-			case AGG_AVG:
-				appendStringInfo(&cols, ", %s, __ep_s%d, __ep_n%d", c, j, j);
-				if (agg->kind == AGG_SUM)
-					appendStringInfo(&vals, ", CASE WHEN __ep_n%d OPERATOR(pg_catalog.>) 0 THEN __ep_s%d END", j, j);
-				else
-					appendStringInfo(&vals, ", CASE WHEN __ep_n%d OPERATOR(pg_catalog.>) 0 THEN %s END", j,
-									 ivm_avg_expr(agg, psprintf("__ep_s%d", j), psprintf("__ep_n%d", j)));
-				appendStringInfo(&vals, ", COALESCE(__ep_s%d, 0), __ep_n%d", j, j);
-				newn = psprintf("(__ep_s.__ep_n%d OPERATOR(pg_catalog.+) excluded.__ep_n%d)", j, j);
-				news = psprintf("(COALESCE(__ep_s.__ep_s%d, 0) OPERATOR(pg_catalog.+) COALESCE(excluded.__ep_s%d, 0))", j, j);
-				appendStringInfo(&sets, ", __ep_n%d = %s, __ep_s%d = %s", j, newn, j, news);
-				appendStringInfo(&sets, ", %s = CASE WHEN %s OPERATOR(pg_catalog.>) 0 THEN %s END", c, newn,
-								 agg->kind == AGG_SUM ? news : ivm_avg_expr(agg, news, newn));
-				break;
-			case AGG_MIN:
-			case AGG_MAX:
-				{
-					const char *op = agg->kind == AGG_MIN ? "<=" : ">=";
-
-					appendStringInfo(&cols, ", %s, __ep_d%d", c, j);
-					appendStringInfo(&vals, ", __ep_i%d, __ep_d%d", j, j);
-					appendStringInfo(&sets, ", %s = CASE WHEN COALESCE(excluded.__ep_d%d OPERATOR(pg_catalog.%s) __ep_s.%s, false) THEN __ep_s.%s ELSE %s(__ep_s.%s, excluded.%s) END, __ep_d%d = NULL",
-									 c, j, op, c, c, agg->kind == AGG_MIN ? "LEAST" : "GREATEST", c, c, j);
-					appendStringInfo(&dirty_ins, " OR __ep_d%d IS NOT NULL", j);
-					appendStringInfo(&dirty_upd, " OR COALESCE(excluded.__ep_d%d OPERATOR(pg_catalog.%s) __ep_s.%s, false)",
-									 j, op, c);
-				}
-				break;
-		}
-	}
-	appendStringInfo(&buf, "%s, __ep_dirty) SELECT %s, %s FROM __ep_d ON CONFLICT (",
-					 cols.data, vals.data, dirty_ins.data);
-	i = 0;
-	foreach(lc, d->keys)
-	{
-		IvmKey	   *key = lfirst(lc);
-
-		appendStringInfo(&buf, "%s%s", i++ > 0 ? ", " : "", quote_identifier(key->col));
-	}
-	appendStringInfo(&buf, ") DO UPDATE SET %s, __ep_dirty = %s"
-					 " RETURNING __ep_s.ctid AS tid, __ep_s.__ep_count AS c, __ep_s.__ep_dirty AS dirty)"
-					 " SELECT tid, c, dirty FROM __ep_u WHERE c OPERATOR(pg_catalog.<=) 0 OR dirty",
-					 sets.data, dirty_upd.data);
-	return buf.data;
-}
-
-static char *
-ivm_recompute_sql(IvmDef *d)
-{
-	StringInfoData buf;
-	ListCell   *lc;
-	bool		any = false;
-
-	initStringInfo(&buf);
-	appendStringInfo(&buf, "UPDATE %s AS __ep_s SET __ep_dirty = false", d->storage);
-	foreach(lc, d->aggs)
-	{
-		IvmAgg	   *agg = lfirst(lc);
-		ListCell   *lk;
-		int			i = 0;
-
-		if (agg->kind != AGG_MIN && agg->kind != AGG_MAX)
-			continue;
-		any = true;
-		appendStringInfo(&buf, ", %s = (SELECT pg_catalog.%s(__ep_p.__ep_a%d) FROM (%s) __ep_p WHERE true",
-						 quote_identifier(agg->col), agg->kind == AGG_MIN ? "min" : "max",
-						 agg->idx, d->ptext);
-		foreach(lk, d->keys)
-		{
-			IvmKey	   *key = lfirst(lk);
-			const char *c = quote_identifier(key->col);
-
-			i++;
-			appendStringInfo(&buf, " AND (__ep_p.__ep_k%d OPERATOR(pg_catalog.=) __ep_s.%s OR (__ep_p.__ep_k%d IS NULL AND __ep_s.%s IS NULL))",
-							 i, c, i, c);
-		}
-		appendStringInfo(&buf, "), __ep_d%d = NULL", agg->idx);
-	}
-	appendStringInfoString(&buf, " WHERE __ep_s.ctid OPERATOR(pg_catalog.=) ANY ($1)");
-	return any ? buf.data : NULL;
 }
 
 /* HAVING rewritten over the storage columns. */
@@ -1190,13 +655,13 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 	if (d->refresh == IVM_FULL)
 		d->ptext = pg_get_querydef(d->query, false);
 	else
-		ivm_build_p(d);
+		ep_ivm_build_p(d);
 	multi = list_length(d->occs) > 1;
 
 	initStringInfo(&cols);
 	initStringInfo(&ddl);
-	ivm_storage_columns(d, &cols, &ddl);
-	pop = ivm_pop_sql(d);
+	ep_ivm_storage_columns(d, &cols, &ddl);
+	pop = ep_ivm_pop_sql(d);
 	if (strcmp(d->kind, "full") == 0 && !d->groupable)
 	{
 		sql_full_delete = psprintf("DELETE FROM %s", d->storage);
@@ -1250,21 +715,21 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 			memset(newsrc, 0, sizeof(char *) * nbase);
 			initStringInfo(&buf);
 			newsrc[b] = IVM_NEW_TABLE;
-			ivm_branches(d, changed, nchanged, oldsrc, newsrc, &buf);
-			sql_ins[b] = ivm_apply_sql(d, buf.data);
+			ep_ivm_branches(d, changed, nchanged, oldsrc, newsrc, &buf);
+			sql_ins[b] = ep_ivm_apply_sql(d, buf.data);
 			newsrc[b] = NULL;
 			oldsrc[b] = IVM_OLD_TABLE;
 			resetStringInfo(&buf);
-			ivm_branches(d, changed, nchanged, oldsrc, newsrc, &buf);
-			sql_del[b] = ivm_apply_sql(d, buf.data);
+			ep_ivm_branches(d, changed, nchanged, oldsrc, newsrc, &buf);
+			sql_del[b] = ep_ivm_apply_sql(d, buf.data);
 			newsrc[b] = IVM_NEW_TABLE;
 			resetStringInfo(&buf);
-			ivm_branches(d, changed, nchanged, oldsrc, newsrc, &buf);
-			sql_upd[b] = ivm_apply_sql(d, buf.data);
+			ep_ivm_branches(d, changed, nchanged, oldsrc, newsrc, &buf);
+			sql_upd[b] = ep_ivm_apply_sql(d, buf.data);
 		}
 		sql_remove = psprintf("DELETE FROM %s WHERE ctid OPERATOR(pg_catalog.=) ANY ($1) AND __ep_count OPERATOR(pg_catalog.<=) 0",
 							  d->storage);
-		sql_recompute = ivm_recompute_sql(d);
+		sql_recompute = ep_ivm_recompute_sql(d);
 		if (d->refresh == IVM_DEFERRED)
 		{
 			for (i = 0; i < nocc; i++)
@@ -1277,8 +742,8 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 				sql_log_del[b] = psprintf("INSERT INTO %s SELECT -1, __ep_t.* FROM %s __ep_t", d->logs[b], IVM_OLD_TABLE);
 			}
 			initStringInfo(&buf);
-			ivm_branches(d, changed, nocc, oldsrc, newsrc, &buf);
-			sql_deferred = ivm_apply_sql(d, buf.data);
+			ep_ivm_branches(d, changed, nocc, oldsrc, newsrc, &buf);
+			sql_deferred = ep_ivm_apply_sql(d, buf.data);
 		}
 	}
 	else if (nbase > 0)
@@ -1346,7 +811,7 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 	/* logs */
 	for (b = 0; b < nbase && d->refresh == IVM_DEFERRED; b++)
 		ivm_exec(psprintf("CREATE TABLE %s AS SELECT 1::pg_catalog.int2 AS __ep_sign, __ep_t.* FROM %s __ep_t WITH NO DATA",
-						  d->logs[b], ivm_relation_text(list_nth_oid(d->bases, b))),
+						  d->logs[b], ep_ivm_relation_text(list_nth_oid(d->bases, b))),
 				 SPI_OK_UTILITY);
 	if (d->refresh == IVM_FULL && nbase > 0)
 		ivm_exec(psprintf("CREATE TABLE %s (n pg_catalog.int8 NOT NULL)", d->logs[0]), SPI_OK_UTILITY);
@@ -1355,7 +820,7 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 	for (b = 0; b < nbase; b++)
 	{
 		Oid			base = list_nth_oid(d->bases, b);
-		char	   *rel = ivm_relation_text(base);
+		char	   *rel = ep_ivm_relation_text(base);
 		ObjectAddress storage_addr;
 		ObjectAddress base_addr;
 		bool		as_owner = (base == ep_catalog()->events);
