@@ -56,6 +56,7 @@ typedef struct IvmOcc
 	Oid			relid;
 	int			base;			/* 0-based index into bases */
 	char	   *fromitem;		/* "<relation> __ep_r<n>" as deparsed */
+	char	   *keycol;			/* outer join: quoted join key column */
 } IvmOcc;
 
 typedef struct IvmDef
@@ -71,6 +72,7 @@ typedef struct IvmDef
 	List	   *outtypes;		/* for kind full: output column types */
 	bool		keep_empty_group;	/* aggregate without GROUP BY */
 	bool		groupable;		/* kind full: columns have btree equality */
+	bool		outer;			/* one outer equi-join of two references */
 	char	   *ptext;			/* P (or the whole query for full) */
 	char	   *storage;		/* qualified storage name */
 	char	  **logs;			/* qualified log names per base */
@@ -88,6 +90,11 @@ extern void ep_ivm_branches(IvmDef *d, int *changed, int nchanged, const char **
 							const char **newsrc, StringInfo out);
 extern char *ep_ivm_apply_sql(IvmDef *d, const char *branches);
 extern char *ep_ivm_recompute_sql(IvmDef *d);
+/* ivm_outer.c */
+extern void ep_ivm_outer_check(IvmDef *d);
+extern void ep_ivm_outer_branches(IvmDef *d, const char **oldsrc, const char **newsrc,
+								  StringInfo out);
+
 extern void ep_ivm_unsupported(const char *construct) pg_attribute_noreturn();
 extern bool ep_ivm_type_comparable(Oid type);
 

@@ -284,8 +284,11 @@ ivm_classify(IvmDef *d)
 					break;
 				}
 			case RTE_JOIN:
-				if (rte->jointype != JOIN_INNER)
-					ep_ivm_unsupported("an outer join");
+				if (rte->jointype == JOIN_LEFT || rte->jointype == JOIN_RIGHT ||
+					rte->jointype == JOIN_FULL)
+					d->outer = true;
+				else if (rte->jointype != JOIN_INNER)
+					ep_ivm_unsupported("a semi- or anti-join");
 				break;
 			case RTE_SUBQUERY:
 				ep_ivm_unsupported("a subquery in FROM");
@@ -305,6 +308,8 @@ ivm_classify(IvmDef *d)
 		ep_ivm_unsupported("no table in FROM");
 	if (nocc > 4)
 		ep_ivm_unsupported("more than four table references");
+	if (d->outer)
+		ep_ivm_outer_check(d);
 
 	if (q->hasAggs || q->groupClause != NIL)
 	{
@@ -525,6 +530,17 @@ ivm_text_array(char **items, int n)
 	return PointerGetDatum(construct_array(d, n, TEXTOID, -1, false, TYPALIGN_INT));
 }
 
+/* Signed delta rows of P: inclusion-exclusion, or partition recompute for outer joins. */
+static void
+ivm_delta_branches(IvmDef *d, int *changed, int nchanged, const char **oldsrc,
+				   const char **newsrc, StringInfo out)
+{
+	if (d->outer)
+		ep_ivm_outer_branches(d, oldsrc, newsrc, out);
+	else
+		ep_ivm_branches(d, changed, nchanged, oldsrc, newsrc, out);
+}
+
 PG_FUNCTION_INFO_V1(ep_create_incremental_view);
 Datum
 ep_create_incremental_view(PG_FUNCTION_ARGS)
@@ -715,16 +731,16 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 			memset(newsrc, 0, sizeof(char *) * nbase);
 			initStringInfo(&buf);
 			newsrc[b] = IVM_NEW_TABLE;
-			ep_ivm_branches(d, changed, nchanged, oldsrc, newsrc, &buf);
+			ivm_delta_branches(d, changed, nchanged, oldsrc, newsrc, &buf);
 			sql_ins[b] = ep_ivm_apply_sql(d, buf.data);
 			newsrc[b] = NULL;
 			oldsrc[b] = IVM_OLD_TABLE;
 			resetStringInfo(&buf);
-			ep_ivm_branches(d, changed, nchanged, oldsrc, newsrc, &buf);
+			ivm_delta_branches(d, changed, nchanged, oldsrc, newsrc, &buf);
 			sql_del[b] = ep_ivm_apply_sql(d, buf.data);
 			newsrc[b] = IVM_NEW_TABLE;
 			resetStringInfo(&buf);
-			ep_ivm_branches(d, changed, nchanged, oldsrc, newsrc, &buf);
+			ivm_delta_branches(d, changed, nchanged, oldsrc, newsrc, &buf);
 			sql_upd[b] = ep_ivm_apply_sql(d, buf.data);
 		}
 		sql_remove = psprintf("DELETE FROM %s WHERE ctid OPERATOR(pg_catalog.=) ANY ($1) AND __ep_count OPERATOR(pg_catalog.<=) 0",
@@ -742,7 +758,7 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 				sql_log_del[b] = psprintf("INSERT INTO %s SELECT -1, __ep_t.* FROM %s __ep_t", d->logs[b], IVM_OLD_TABLE);
 			}
 			initStringInfo(&buf);
-			ep_ivm_branches(d, changed, nocc, oldsrc, newsrc, &buf);
+			ivm_delta_branches(d, changed, nocc, oldsrc, newsrc, &buf);
 			sql_deferred = ep_ivm_apply_sql(d, buf.data);
 		}
 	}
