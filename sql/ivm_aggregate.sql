@@ -116,6 +116,12 @@ SELECT * FROM check_all();
 SELECT mutate(60);
 SELECT * FROM check_all();
 
+-- schema changes of a base table re-plan the kept maintenance plans
+ALTER TABLE facts ADD COLUMN extra int DEFAULT 1;
+ALTER TABLE facts DROP COLUMN price;
+SELECT mutate(30);
+SELECT * FROM check_all();
+
 -- a full recompute on request writes nothing when the view is current ...
 BEGIN;
 SELECT ep.refresh_view('ivm_agg.by_grp', true);

@@ -118,6 +118,13 @@ SELECT ep.refresh_view(name) FROM ep.incremental_views WHERE name LIKE 'ivm_def.
 SELECT * FROM check_all();
 SELECT count(*) FROM daily_sales;
 
+-- a column added to a base table does not disturb logging or maintenance
+ALTER TABLE sales ADD COLUMN note text;
+INSERT INTO sales (day, category, region, amount, note) VALUES ('2026-03-01', 'c1', 'east', 4, 'late');
+UPDATE sales SET amount = 5, note = 'later' WHERE note = 'late';
+SELECT ep.refresh_view(name) FROM ep.incremental_views WHERE name LIKE 'ivm_def.%';
+SELECT * FROM check_all();
+
 -- schedules: the job runs refresh_view as the view's owner
 SELECT ep.schedule_refresh('ivm_def.daily_sales', '5 minutes');
 SELECT kind, target, schedule, command, owner = current_user AS owned FROM ep.job_registry

@@ -91,6 +91,7 @@ extern void ep_ivm_branches(IvmDef *d, int *changed, int nchanged, const char **
 extern char *ep_ivm_apply_sql(IvmDef *d, const char *branches);
 extern char *ep_ivm_recompute_sql(IvmDef *d);
 /* ivm_outer.c */
+extern char *ep_ivm_column_list(Oid relid);
 extern void ep_ivm_outer_check(IvmDef *d);
 extern void ep_ivm_outer_branches(IvmDef *d, const char **oldsrc, const char **newsrc,
 								  StringInfo out);

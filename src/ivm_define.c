@@ -752,10 +752,15 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 				changed[i] = i;
 			for (b = 0; b < nbase; b++)
 			{
+				char	   *cols = ep_ivm_column_list(list_nth_oid(d->bases, b));
+
 				oldsrc[b] = psprintf("(SELECT * FROM %s WHERE __ep_sign OPERATOR(pg_catalog.<) 0)", d->logs[b]);
 				newsrc[b] = psprintf("(SELECT * FROM %s WHERE __ep_sign OPERATOR(pg_catalog.>) 0)", d->logs[b]);
-				sql_log_ins[b] = psprintf("INSERT INTO %s SELECT 1, __ep_t.* FROM %s __ep_t", d->logs[b], IVM_NEW_TABLE);
-				sql_log_del[b] = psprintf("INSERT INTO %s SELECT -1, __ep_t.* FROM %s __ep_t", d->logs[b], IVM_OLD_TABLE);
+				/* explicit columns: adding a column to the base keeps logging */
+				sql_log_ins[b] = psprintf("INSERT INTO %s (__ep_sign, %s) SELECT 1, %s FROM %s __ep_t",
+										  d->logs[b], cols, cols, IVM_NEW_TABLE);
+				sql_log_del[b] = psprintf("INSERT INTO %s (__ep_sign, %s) SELECT -1, %s FROM %s __ep_t",
+										  d->logs[b], cols, cols, IVM_OLD_TABLE);
 			}
 			initStringInfo(&buf);
 			ivm_delta_branches(d, changed, nocc, oldsrc, newsrc, &buf);
@@ -826,8 +831,9 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 
 	/* logs */
 	for (b = 0; b < nbase && d->refresh == IVM_DEFERRED; b++)
-		ivm_exec(psprintf("CREATE TABLE %s AS SELECT 1::pg_catalog.int2 AS __ep_sign, __ep_t.* FROM %s __ep_t WITH NO DATA",
-						  d->logs[b], ep_ivm_relation_text(list_nth_oid(d->bases, b))),
+		ivm_exec(psprintf("CREATE TABLE %s AS SELECT 1::pg_catalog.int2 AS __ep_sign, %s FROM %s __ep_t WITH NO DATA",
+						  d->logs[b], ep_ivm_column_list(list_nth_oid(d->bases, b)),
+						  ep_ivm_relation_text(list_nth_oid(d->bases, b))),
 				 SPI_OK_UTILITY);
 	if (d->refresh == IVM_FULL && nbase > 0)
 		ivm_exec(psprintf("CREATE TABLE %s (n pg_catalog.int8 NOT NULL)", d->logs[0]), SPI_OK_UTILITY);

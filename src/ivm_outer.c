@@ -115,8 +115,8 @@ ep_ivm_outer_check(IvmDef *d)
 }
 
 /* "c1, c2, ..." of the live columns of a relation */
-static char *
-ivm_column_list(Oid relid)
+char *
+ep_ivm_column_list(Oid relid)
 {
 	Relation	rel = table_open(relid, AccessShareLock);
 	TupleDesc	desc = RelationGetDescr(rel);
@@ -162,7 +162,7 @@ ep_ivm_outer_branches(IvmDef *d, const char **oldsrc, const char **newsrc, Strin
 	foreach(lc, d->occs)
 	{
 		IvmOcc	   *occ = lfirst(lc);
-		char	   *cols = ivm_column_list(occ->relid);
+		char	   *cols = ep_ivm_column_list(occ->relid);
 		char	   *post;
 		char	   *pre;
 		const char *o = oldsrc[occ->base];
