@@ -182,6 +182,8 @@ GRANT INSERT, UPDATE, SELECT ON ivm_alice.t TO regress_ivm_bob;
 SELECT ep.create_incremental_view('ivm_alice.tv', 'SELECT k, sum(v) AS s FROM ivm_alice.t GROUP BY k');
 SELECT relname, pg_get_userbyid(relowner) FROM pg_class
  WHERE relnamespace = 'ivm_alice'::regnamespace AND relname LIKE 'tv%' ORDER BY 1;
+-- nobody edits catalog rows (their SQL runs as their owner)
+UPDATE ep.ivm_views SET storage_rel = 'ivm_alice.t';
 SET ROLE regress_ivm_bob;
 INSERT INTO ivm_alice.t VALUES (1, 10), (1, 5), (2, 1);
 UPDATE ivm_alice.t SET v = v * 2;

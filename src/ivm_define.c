@@ -869,8 +869,8 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 		Oid			argtypes[20] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
 			TEXTOID, TEXTARRAYOID, TEXTARRAYOID, BOOLOID, BOOLOID, TEXTARRAYOID, TEXTARRAYOID,
 			TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
-		Datum		values[21];
-		char		nulls[21];
+		Datum		values[22];
+		char		nulls[22];
 		char	  **basenames = palloc0(sizeof(char *) * Max(nbase, 1));
 		int			nlogs = d->refresh == IVM_DEFERRED ? nbase : (d->refresh == IVM_FULL && nbase > 0 ? 1 : 0);
 		int			rc;
@@ -904,18 +904,27 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 		values[20] = sql_deferred ? CStringGetTextDatum(sql_deferred) : (Datum) 0;
 		nulls[20] = sql_deferred ? ' ' : 'n';
 		{
-			Oid			types[21];
+			Oid			types[22];
 
 			memcpy(types, argtypes, sizeof(argtypes));
 			types[20] = TEXTOID;
+			types[21] = NAMEOID;
+			values[21] = DirectFunctionCall1(namein, CStringGetDatum(GetUserNameFromId(GetUserId(), false)));
+
+			/*
+			 * Only the extension writes catalog rows (their SQL runs as the
+			 * row's owner, so no role may forge one); the owner is the caller.
+			 */
+			ep_become_owner(&saved);
 			rc = SPI_execute_with_args("INSERT INTO ep.ivm_views (view_id, name, view_rel, storage_rel, query, refresh, kind,"
 									   " base_rels, log_rels, multi_occurrence, keep_empty_group, sql_insert, sql_delete,"
 									   " sql_update, sql_log_insert, sql_log_delete, sql_remove, sql_recompute,"
-									   " sql_full_delete, sql_full_insert, sql_deferred, last_refreshed_at)"
+									   " sql_full_delete, sql_full_insert, sql_deferred, owner, last_refreshed_at)"
 									   " VALUES ($1, $2, $3::pg_catalog.regclass, $4::pg_catalog.regclass, $5, $6, $7,"
 									   " $8::pg_catalog.regclass[], $9::pg_catalog.regclass[], $10, $11, $12, $13, $14, $15, $16,"
-									   " $17, $18, $19, $20, $21, pg_catalog.now())",
-									   21, types, values, nulls, false, 0);
+									   " $17, $18, $19, $20, $21, $22, pg_catalog.now())",
+									   22, types, values, nulls, false, 0);
+			ep_restore_user(&saved);
 		}
 		if (rc != SPI_OK_INSERT)
 			elog(ERROR, "could not record incremental view \"%s\"", name);

@@ -316,10 +316,13 @@ ep_ivm_maintain(PG_FUNCTION_ARGS)
 		{
 			Oid			argtypes[1] = {INT8OID};
 			Datum		args[1] = {Int64GetDatum(view_id)};
+			EpSavedUser saved;
 
+			ep_become_owner(&saved);
 			if (SPI_execute_with_args("UPDATE ep.ivm_views SET needs_full = true WHERE view_id OPERATOR(pg_catalog.=) $1",
 									  1, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
 				elog(ERROR, "could not mark incremental view for recompute");
+			ep_restore_user(&saved);
 		}
 		else
 		{

@@ -179,14 +179,17 @@ ep_refresh_view(PG_FUNCTION_ARGS)
 		Datum		a[2];
 		long		secs;
 		int			usecs;
+		EpSavedUser saved;
 
 		TimestampDifference(start, GetCurrentTimestamp(), &secs, &usecs);
 		a[0] = Int64GetDatum(view_id);
 		a[1] = Float8GetDatum(secs * 1000.0 + usecs / 1000.0);
+		ep_become_owner(&saved);
 		if (SPI_execute_with_args("UPDATE ep.ivm_views SET needs_full = false, last_refreshed_at = pg_catalog.now(),"
 								  " last_refresh_ms = $2 WHERE view_id OPERATOR(pg_catalog.=) $1",
 								  2, t, a, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not record the refresh of \"%s\"", name);
+		ep_restore_user(&saved);
 	}
 	AtEOXact_GUC(true, save_nestlevel);
 	SPI_finish();

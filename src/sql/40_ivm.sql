@@ -46,12 +46,14 @@ SELECT pg_catalog.pg_extension_config_dump('ep.ivm_views', '');
 SELECT pg_catalog.pg_extension_config_dump('ep.ivm_views_seq', '');
 
 -- Views belong to the role that created them; only that role (or a
--- superuser) sees or changes the catalog row. The generated SQL always runs
--- as the row's owner, so a row can never run code as anybody else.
+-- superuser) sees or deletes the catalog row. Rows are written only by the
+-- extension's C functions (as the extension owner): the generated SQL runs
+-- as the row's owner and the drop event trigger removes the relations a row
+-- names, so no role may insert or edit one.
 ALTER TABLE ep.ivm_views ENABLE ROW LEVEL SECURITY;
 CREATE POLICY ivm_views_owner ON ep.ivm_views
     USING (owner = CURRENT_USER) WITH CHECK (owner = CURRENT_USER);
-GRANT SELECT, INSERT, UPDATE, DELETE ON ep.ivm_views TO PUBLIC;
+GRANT SELECT, DELETE ON ep.ivm_views TO PUBLIC;
 GRANT USAGE ON SEQUENCE ep.ivm_views_seq TO PUBLIC;
 
 CREATE FUNCTION ep.create_incremental_view(name text, query text, refresh text DEFAULT 'immediate')
