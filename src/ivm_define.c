@@ -924,6 +924,10 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 									   " $8::pg_catalog.regclass[], $9::pg_catalog.regclass[], $10, $11, $12, $13, $14, $15, $16,"
 									   " $17, $18, $19, $20, $21, $22, pg_catalog.now())",
 									   22, types, values, nulls, false, 0);
+			if (rc == SPI_OK_INSERT && multi &&
+				SPI_execute_with_args("INSERT INTO ep.ivm_stamps (view_id) VALUES ($1)",
+									  1, types, values, NULL, false, 0) != SPI_OK_INSERT)
+				rc = SPI_ERROR_ARGUMENT;
 			ep_restore_user(&saved);
 		}
 		if (rc != SPI_OK_INSERT)

@@ -195,11 +195,27 @@ ivm_plan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
 	return *slot;
 }
 
-/* Serialize maintenance of a view with several table references. */
+/*
+ * Serialize maintenance of a view with several table references by updating
+ * its row of ep.ivm_stamps (see 40_ivm.sql): writers wait on that row lock,
+ * and under REPEATABLE READ a writer whose snapshot predates another
+ * writer's commit gets a serialization failure. SPI must be connected.
+ */
 void
 ep_ivm_lock_view(IvmViewCache *vc)
 {
-	LockDatabaseObject(RelationRelationId, vc->storage, 0xEB, ExclusiveLock);
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1];
+	EpSavedUser saved;
+
+	args[0] = Int64GetDatum(vc->view_id);
+	ep_become_owner(&saved);
+	if (SPI_execute_plan(ivm_plan(&plan, "UPDATE ep.ivm_stamps SET n = n OPERATOR(pg_catalog.+) 1"
+								  " WHERE view_id OPERATOR(pg_catalog.=) $1", 1, argtypes),
+						 args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not serialize maintenance of incremental view " INT64_FORMAT, vc->view_id);
+	ep_restore_user(&saved);
 }
 
 static Datum
