@@ -182,8 +182,21 @@ GRANT INSERT, UPDATE, SELECT ON ivm_alice.t TO regress_ivm_bob;
 SELECT ep.create_incremental_view('ivm_alice.tv', 'SELECT k, sum(v) AS s FROM ivm_alice.t GROUP BY k');
 SELECT relname, pg_get_userbyid(relowner) FROM pg_class
  WHERE relnamespace = 'ivm_alice'::regnamespace AND relname LIKE 'tv%' ORDER BY 1;
--- nobody edits catalog rows (their SQL runs as their owner)
+-- nobody edits catalog rows (their SQL runs as their owner), and nobody
+-- feeds a view from another table with a trigger of their own
 UPDATE ep.ivm_views SET storage_rel = 'ivm_alice.t';
+CREATE TABLE ivm_alice.fake (k int, v int);
+DO $$
+BEGIN
+    EXECUTE format('CREATE TRIGGER fake AFTER INSERT ON ivm_alice.fake REFERENCING NEW TABLE AS __ep_new
+                    FOR EACH STATEMENT EXECUTE FUNCTION ep._ivm_maintain(%L, ''0'')',
+                   (SELECT view_id FROM ep.ivm_views WHERE name = 'ivm_alice.tv'));
+    INSERT INTO ivm_alice.fake VALUES (1, 1000000);
+EXCEPTION WHEN OTHERS THEN
+    RAISE WARNING 'refused with SQLSTATE %', SQLSTATE;
+END
+$$;
+DROP TABLE ivm_alice.fake;
 SET ROLE regress_ivm_bob;
 INSERT INTO ivm_alice.t VALUES (1, 10), (1, 5), (2, 1);
 UPDATE ivm_alice.t SET v = v * 2;

@@ -57,6 +57,7 @@ typedef struct IvmViewCache
 	char	   *sql_full_insert;
 	char	   *sql_deferred;
 	char	  **log_rels;		/* qualified names of the logs */
+	Oid		   *base_oids;		/* the base tables, by trigger argument */
 	SPIPlanPtr *plan_insert;
 	SPIPlanPtr *plan_delete;
 	SPIPlanPtr *plan_update;

@@ -44,6 +44,7 @@
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
 #include "utils/tuplestore.h"
 #include "storage/itemptr.h"
 
@@ -124,7 +125,7 @@ ep_ivm_view_cache(int64 view_id)
 							  "  FROM pg_catalog.unnest(v.log_rels) WITH ORDINALITY u(r, o)"
 							  "  JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) u.r"
 							  "  JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace),"
-							  " pg_catalog.cardinality(base_rels)"
+							  " pg_catalog.cardinality(base_rels), base_rels::pg_catalog.oid[]"
 							  " FROM ep.ivm_views v WHERE view_id OPERATOR(pg_catalog.=) $1",
 							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read incremental view " INT64_FORMAT, view_id);
@@ -163,6 +164,19 @@ ep_ivm_view_cache(int64 view_id)
 	TXT(sql_deferred, 15);
 	ARR(log_rels, 16);
 #undef ARR
+	{
+		Datum		dd = SPI_getbinval(tup, desc, 18, &isnull);
+		Datum	   *elems;
+		bool	   *enulls;
+		int			count;
+		int			i;
+
+		deconstruct_array(DatumGetArrayTypeP(dd), OIDOID, sizeof(Oid), true, TYPALIGN_INT,
+						  &elems, &enulls, &count);
+		vc->base_oids = MemoryContextAllocZero(TopMemoryContext, sizeof(Oid) * Max(count, 1));
+		for (i = 0; i < count; i++)
+			vc->base_oids[i] = DatumGetObjectId(elems[i]);
+	}
 #undef TXT
 	SPI_finish();
 	ep_restore_user(&saved);
@@ -314,8 +328,13 @@ ep_ivm_maintain(PG_FUNCTION_ARGS)
 		return PointerGetDatum(NULL);
 
 	vc = ep_ivm_view_cache(view_id);
-	if (b < 0 || b >= vc->nbase)
-		elog(ERROR, "base table %d of incremental view " INT64_FORMAT " out of range", b, view_id);
+	/* only the view's own triggers may feed it changes */
+	if (b < 0 || b >= vc->nbase ||
+		vc->base_oids[b] != RelationGetRelid(trigdata->tg_relation))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("trigger \"%s\" does not belong to incremental view " INT64_FORMAT,
+						trigger->tgname, view_id)));
 
 	GetUserIdAndSecContext(&save_user, &save_sec);
 	SetUserIdAndSecContext(vc->owner,
