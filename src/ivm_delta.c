@@ -42,6 +42,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -52,6 +53,27 @@
 #include "ivm.h"
 
 static HTAB *view_cache = NULL;
+
+/*
+ * A view's entry is forgotten when its storage table changes or goes away
+ * (DROP of the view, of a base table with CASCADE, of the extension): view
+ * ids restart with the extension's sequence, so an id alone is not enough.
+ */
+static void
+ivm_relcache_callback(Datum arg, Oid relid)
+{
+	HASH_SEQ_STATUS status;
+	IvmViewCache *vc;
+
+	if (view_cache == NULL)
+		return;
+	hash_seq_init(&status, view_cache);
+	while ((vc = hash_seq_search(&status)) != NULL)
+	{
+		if (relid == InvalidOid || vc->storage == relid)
+			vc->valid = false;
+	}
+}
 
 static char **
 ivm_text_array_get(Datum d, bool isnull, int *n, MemoryContext cxt)
@@ -108,6 +130,7 @@ ep_ivm_view_cache(int64 view_id)
 		ctl.keysize = sizeof(int64);
 		ctl.entrysize = sizeof(IvmViewCache);
 		view_cache = hash_create("event_patterns ivm views", 16, &ctl, HASH_ELEM | HASH_BLOBS);
+		CacheRegisterRelcacheCallback(ivm_relcache_callback, (Datum) 0);
 	}
 	vc = hash_search(view_cache, &view_id, HASH_ENTER, &found);
 	if (found && vc->valid)
