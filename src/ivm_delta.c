@@ -19,11 +19,12 @@
  * Locking: single-table views take no lock beyond the row locks of the
  * storage rows they upsert, so writers of different groups never wait for
  * each other and writers of one group serialize on that row. A view with
- * several table references (joins, self-joins) also takes an exclusive
- * object lock on the view for the rest of the transaction: the delta of one
- * writer joins its changes with the committed state of the other tables, so
- * two writers must not compute their deltas concurrently (READ COMMITTED;
- * see doc/ivm.md for REPEATABLE READ).
+ * several table references (joins, self-joins) also updates its row of
+ * ep.ivm_stamps before computing a delta, holding that row lock to the end of
+ * the transaction: the delta of one writer joins its changes with the
+ * committed state of the other tables, so two writers must not compute
+ * their deltas concurrently. Under REPEATABLE READ the same update raises a
+ * serialization failure when another writer committed after the snapshot.
  *
  * All generated SQL runs as the view's owner (SECURITY_RESTRICTED_OPERATION),
  * whoever writes the base table.
