@@ -131,6 +131,8 @@ SELECT ep.create_incremental_view('ivm_prj.bad', 'SELECT id, now() AS t FROM ord
 SELECT ep.create_incremental_view('ivm_prj.bad', 'SELECT id FROM orders WHERE customer IN (SELECT id FROM customers)');
 SELECT ep.create_incremental_view('ivm_prj.bad', 'SELECT id FROM orders UNION SELECT id FROM customers');
 SELECT ep.create_incremental_view('ivm_prj.bad', 'SELECT * FROM big_orders');
+CREATE TABLE parted (k int) PARTITION BY RANGE (k);
+SELECT ep.create_incremental_view('ivm_prj.bad', 'SELECT k FROM parted');
 \set VERBOSITY terse
 
 SELECT ep.drop_incremental_view(name) FROM ep.incremental_views WHERE name LIKE 'ivm_prj.%';

@@ -260,8 +260,10 @@ ivm_classify(IvmDef *d)
 					if (relkind == RELKIND_RELATION && has_subclass(rte->relid))
 						ep_ivm_unsupported(psprintf("table \"%s\", which has inheritance children",
 												 get_rel_name(rte->relid)));
-					if (relkind == RELKIND_PARTITIONED_TABLE && !rte->inh)
-						ep_ivm_unsupported("ONLY on a partitioned table");
+					/* writes to a partition bypass the parent's statement triggers */
+					if (relkind == RELKIND_PARTITIONED_TABLE)
+						ep_ivm_unsupported(psprintf("partitioned table \"%s\" (writes to its partitions would bypass maintenance)",
+													get_rel_name(rte->relid)));
 					occ = palloc0(sizeof(IvmOcc));
 					occ->rti = rti;
 					occ->relid = rte->relid;
