@@ -786,9 +786,14 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 		initStringInfo(&buf);
 		foreach(lc, d->keys)
 			appendStringInfo(&buf, "%s%s", buf.len ? ", " : "", quote_identifier(((IvmKey *) lfirst(lc))->col));
-		ivm_exec(psprintf("CREATE TABLE %s (%s, CONSTRAINT %s UNIQUE NULLS NOT DISTINCT (%s))",
+		/*
+		 * Group rows are updated in place by every change of their group;
+		 * free space on their pages keeps those updates HOT.
+		 */
+		ivm_exec(psprintf("CREATE TABLE %s (%s, CONSTRAINT %s UNIQUE NULLS NOT DISTINCT (%s))%s",
 						  d->storage, ddl.data,
-						  quote_identifier(psprintf("%s__ivm_key", rv->relname)), buf.data),
+						  quote_identifier(psprintf("%s__ivm_key", rv->relname)), buf.data,
+						  strcmp(d->kind, "aggregate") == 0 ? " WITH (fillfactor = 50)" : ""),
 				 SPI_OK_UTILITY);
 	}
 	storage_oid = get_relname_relid(storage_name, nspid);
