@@ -14,7 +14,10 @@
  *	 name			plain view over the storage exposing the query's columns;
  *	 name__ivm_log<k>	deferred: change log of the k-th base table;
  *	 name__ivm_log		full: count of changed rows since the last refresh;
- *	 triggers __ep_ivm_<id>_{i,u,d,t} on each base table.
+ *	 triggers __ep_ivm_<id>_{i,u,d,t} on each base table (__ep_ivj_... for
+ *	 views over several table references, so that they fire first: a writer
+ *	 then takes the view's serializing stamp row before any group row, which
+ *	 keeps writers of such views from deadlocking on each other).
  *
  * Maintenance model. P is the "pre-aggregation" query: the view's FROM and
  * WHERE with a select list of the key expressions (__ep_k<i>) and the
@@ -853,17 +856,18 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 		ObjectAddress storage_addr;
 		ObjectAddress base_addr;
 		bool		as_owner = (base == ep_catalog()->events);
+		const char *prefix = multi ? "ivj" : "ivm";
 
 		if (as_owner)
 			ep_become_owner(&saved);
-		ivm_exec(psprintf("CREATE TRIGGER __ep_ivm_" INT64_FORMAT "_i AFTER INSERT ON %s REFERENCING NEW TABLE AS %s FOR EACH STATEMENT EXECUTE FUNCTION ep._ivm_maintain('" INT64_FORMAT "', '%d')",
-						  view_id, rel, IVM_NEW_TABLE, view_id, b), SPI_OK_UTILITY);
-		ivm_exec(psprintf("CREATE TRIGGER __ep_ivm_" INT64_FORMAT "_u AFTER UPDATE ON %s REFERENCING OLD TABLE AS %s NEW TABLE AS %s FOR EACH STATEMENT EXECUTE FUNCTION ep._ivm_maintain('" INT64_FORMAT "', '%d')",
-						  view_id, rel, IVM_OLD_TABLE, IVM_NEW_TABLE, view_id, b), SPI_OK_UTILITY);
-		ivm_exec(psprintf("CREATE TRIGGER __ep_ivm_" INT64_FORMAT "_d AFTER DELETE ON %s REFERENCING OLD TABLE AS %s FOR EACH STATEMENT EXECUTE FUNCTION ep._ivm_maintain('" INT64_FORMAT "', '%d')",
-						  view_id, rel, IVM_OLD_TABLE, view_id, b), SPI_OK_UTILITY);
-		ivm_exec(psprintf("CREATE TRIGGER __ep_ivm_" INT64_FORMAT "_t AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION ep._ivm_maintain('" INT64_FORMAT "', '%d')",
-						  view_id, rel, view_id, b), SPI_OK_UTILITY);
+		ivm_exec(psprintf("CREATE TRIGGER __ep_%s_" INT64_FORMAT "_i AFTER INSERT ON %s REFERENCING NEW TABLE AS %s FOR EACH STATEMENT EXECUTE FUNCTION ep._ivm_maintain('" INT64_FORMAT "', '%d')",
+						  prefix, view_id, rel, IVM_NEW_TABLE, view_id, b), SPI_OK_UTILITY);
+		ivm_exec(psprintf("CREATE TRIGGER __ep_%s_" INT64_FORMAT "_u AFTER UPDATE ON %s REFERENCING OLD TABLE AS %s NEW TABLE AS %s FOR EACH STATEMENT EXECUTE FUNCTION ep._ivm_maintain('" INT64_FORMAT "', '%d')",
+						  prefix, view_id, rel, IVM_OLD_TABLE, IVM_NEW_TABLE, view_id, b), SPI_OK_UTILITY);
+		ivm_exec(psprintf("CREATE TRIGGER __ep_%s_" INT64_FORMAT "_d AFTER DELETE ON %s REFERENCING OLD TABLE AS %s FOR EACH STATEMENT EXECUTE FUNCTION ep._ivm_maintain('" INT64_FORMAT "', '%d')",
+						  prefix, view_id, rel, IVM_OLD_TABLE, view_id, b), SPI_OK_UTILITY);
+		ivm_exec(psprintf("CREATE TRIGGER __ep_%s_" INT64_FORMAT "_t AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION ep._ivm_maintain('" INT64_FORMAT "', '%d')",
+						  prefix, view_id, rel, view_id, b), SPI_OK_UTILITY);
 		if (as_owner)
 			ep_restore_user(&saved);
 		ObjectAddressSet(storage_addr, RelationRelationId, storage_oid);

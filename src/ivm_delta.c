@@ -157,7 +157,8 @@ ep_ivm_view_cache(int64 view_id)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("incremental view " INT64_FORMAT " does not exist", view_id),
-				 errhint("Drop the leftover trigger __ep_ivm_" INT64_FORMAT "_* on the table.", view_id)));
+				 errhint("Drop the leftover triggers __ep_ivm_" INT64_FORMAT "_* or __ep_ivj_" INT64_FORMAT "_* on the table.",
+						 view_id, view_id)));
 	tup = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
 	refresh = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));

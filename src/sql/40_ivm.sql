@@ -168,9 +168,10 @@ BEGIN
         RAISE EXCEPTION 'incremental view % still exists', view_id
             USING ERRCODE = 'object_in_use';
     END IF;
-    FOREACH suffix IN ARRAY ARRAY['i', 'u', 'd', 't'] LOOP
+    FOREACH suffix IN ARRAY ARRAY['ivm_%s_i', 'ivm_%s_u', 'ivm_%s_d', 'ivm_%s_t',
+                                  'ivj_%s_i', 'ivj_%s_u', 'ivj_%s_d', 'ivj_%s_t'] LOOP
         EXECUTE format('DROP TRIGGER IF EXISTS %I ON ep.events',
-                       format('__ep_ivm_%s_%s', view_id, suffix));
+                       '__ep_' || format(suffix, view_id));
     END LOOP;
 END
 $$;
@@ -198,9 +199,10 @@ BEGIN
         IF b::oid OPERATOR(pg_catalog.=) 'ep.events'::regclass::oid THEN
             PERFORM ep._ivm_drop_event_triggers(v.view_id);
         ELSIF EXISTS (SELECT 1 FROM pg_class c WHERE c.oid OPERATOR(pg_catalog.=) b::oid) THEN
-            FOREACH suffix IN ARRAY ARRAY['i', 'u', 'd', 't'] LOOP
+            FOREACH suffix IN ARRAY ARRAY['ivm_%s_i', 'ivm_%s_u', 'ivm_%s_d', 'ivm_%s_t',
+                                          'ivj_%s_i', 'ivj_%s_u', 'ivj_%s_d', 'ivj_%s_t'] LOOP
                 EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s',
-                               format('__ep_ivm_%s_%s', v.view_id, suffix), b);
+                               '__ep_' || format(suffix, v.view_id), b);
             END LOOP;
         END IF;
     END LOOP;
