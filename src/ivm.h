@@ -21,6 +21,9 @@
 #define IVM_OLD_TABLE	"__ep_old"
 #define IVM_NEW_TABLE	"__ep_new"
 
+/* Statements changing more rows than this are planned for their size. */
+#define IVM_REPLAN_ROWS		1000
+
 /* Deferred batches larger than this fraction of the base tables recompute. */
 #define IVM_FULL_FRACTION	0.25
 

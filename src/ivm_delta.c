@@ -400,13 +400,27 @@ ep_ivm_maintain(PG_FUNCTION_ARGS)
 
 		if (vc->multi_occurrence)
 			ep_ivm_lock_view(vc);
-		if (TRIGGER_FIRED_BY_INSERT(ev))
-			plan = ivm_plan(&vc->plan_insert[b], vc->sql_insert[b], 0, NULL);
-		else if (TRIGGER_FIRED_BY_DELETE(ev))
-			plan = ivm_plan(&vc->plan_delete[b], vc->sql_delete[b], 0, NULL);
+		if (nold + nnew > IVM_REPLAN_ROWS)
+		{
+			/*
+			 * A big statement (bulk load, mass update): plan for its actual
+			 * size instead of reusing the plan made for small changes.
+			 */
+			const char *sql = TRIGGER_FIRED_BY_INSERT(ev) ? vc->sql_insert[b] :
+				TRIGGER_FIRED_BY_DELETE(ev) ? vc->sql_delete[b] : vc->sql_update[b];
+
+			rc = SPI_execute(sql, false, 0);
+		}
 		else
-			plan = ivm_plan(&vc->plan_update[b], vc->sql_update[b], 0, NULL);
-		rc = SPI_execute_plan(plan, NULL, NULL, false, 0);
+		{
+			if (TRIGGER_FIRED_BY_INSERT(ev))
+				plan = ivm_plan(&vc->plan_insert[b], vc->sql_insert[b], 0, NULL);
+			else if (TRIGGER_FIRED_BY_DELETE(ev))
+				plan = ivm_plan(&vc->plan_delete[b], vc->sql_delete[b], 0, NULL);
+			else
+				plan = ivm_plan(&vc->plan_update[b], vc->sql_update[b], 0, NULL);
+			rc = SPI_execute_plan(plan, NULL, NULL, false, 0);
+		}
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "incremental view maintenance failed: %s", SPI_result_code_string(rc));
 		ep_ivm_apply_result(vc, SPI_tuptable, SPI_processed);
