@@ -877,9 +877,10 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 
 	/* catalog row */
 	{
-		Oid			argtypes[20] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+		Oid			types[22] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
 			TEXTOID, TEXTARRAYOID, TEXTARRAYOID, BOOLOID, BOOLOID, TEXTARRAYOID, TEXTARRAYOID,
-			TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+			TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+		TEXTOID, NAMEOID};
 		Datum		values[22];
 		char		nulls[22];
 		char	  **basenames = palloc0(sizeof(char *) * Max(nbase, 1));
@@ -914,13 +915,8 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 		values[19] = CStringGetTextDatum(sql_full_insert);
 		values[20] = sql_deferred ? CStringGetTextDatum(sql_deferred) : (Datum) 0;
 		nulls[20] = sql_deferred ? ' ' : 'n';
+		values[21] = DirectFunctionCall1(namein, CStringGetDatum(GetUserNameFromId(GetUserId(), false)));
 		{
-			Oid			types[22];
-
-			memcpy(types, argtypes, sizeof(argtypes));
-			types[20] = TEXTOID;
-			types[21] = NAMEOID;
-			values[21] = DirectFunctionCall1(namein, CStringGetDatum(GetUserNameFromId(GetUserId(), false)));
 
 			/*
 			 * Only the extension writes catalog rows (their SQL runs as the
