@@ -162,16 +162,20 @@ CREATE FUNCTION ep._ivm_drop_event_triggers(view_id bigint) RETURNS void
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    suffix text;
+    tg name;
 BEGIN
     IF EXISTS (SELECT 1 FROM ep.ivm_views i WHERE i.view_id OPERATOR(pg_catalog.=) _ivm_drop_event_triggers.view_id) THEN
         RAISE EXCEPTION 'incremental view % still exists', view_id
             USING ERRCODE = 'object_in_use';
     END IF;
-    FOREACH suffix IN ARRAY ARRAY['ivm_%s_i', 'ivm_%s_u', 'ivm_%s_d', 'ivm_%s_t',
-                                  'ivj_%s_i', 'ivj_%s_u', 'ivj_%s_d', 'ivj_%s_t'] LOOP
-        EXECUTE format('DROP TRIGGER IF EXISTS %I ON ep.events',
-                       '__ep_' || format(suffix, view_id));
+    FOR tg IN
+        SELECT t.tgname FROM pg_trigger t
+         WHERE t.tgrelid OPERATOR(pg_catalog.=) 'ep.events'::regclass
+           AND t.tgname OPERATOR(pg_catalog.=) ANY (ARRAY(
+               SELECT format('__ep_%s_%s_%s', p, _ivm_drop_event_triggers.view_id, x)
+                 FROM unnest(ARRAY['ivm', 'ivj']) p, unnest(ARRAY['i', 'u', 'd', 't']) x))
+    LOOP
+        EXECUTE format('DROP TRIGGER %I ON ep.events', tg);
     END LOOP;
 END
 $$;
@@ -187,7 +191,7 @@ AS $$
 DECLARE
     b regclass;
     r regclass;
-    suffix text;
+    tg name;
 BEGIN
     DELETE FROM ep.ivm_views i WHERE i.view_id OPERATOR(pg_catalog.=) v.view_id;
     DELETE FROM ep.job_registry j
@@ -199,10 +203,14 @@ BEGIN
         IF b::oid OPERATOR(pg_catalog.=) 'ep.events'::regclass::oid THEN
             PERFORM ep._ivm_drop_event_triggers(v.view_id);
         ELSIF EXISTS (SELECT 1 FROM pg_class c WHERE c.oid OPERATOR(pg_catalog.=) b::oid) THEN
-            FOREACH suffix IN ARRAY ARRAY['ivm_%s_i', 'ivm_%s_u', 'ivm_%s_d', 'ivm_%s_t',
-                                          'ivj_%s_i', 'ivj_%s_u', 'ivj_%s_d', 'ivj_%s_t'] LOOP
-                EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s',
-                               '__ep_' || format(suffix, v.view_id), b);
+            FOR tg IN
+                SELECT t.tgname FROM pg_trigger t
+                 WHERE t.tgrelid OPERATOR(pg_catalog.=) b::oid
+                   AND t.tgname OPERATOR(pg_catalog.=) ANY (ARRAY(
+                       SELECT format('__ep_%s_%s_%s', p, v.view_id, x)
+                         FROM unnest(ARRAY['ivm', 'ivj']) p, unnest(ARRAY['i', 'u', 'd', 't']) x))
+            LOOP
+                EXECUTE format('DROP TRIGGER %I ON %s', tg, b);
             END LOOP;
         END IF;
     END LOOP;
