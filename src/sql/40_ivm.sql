@@ -97,7 +97,7 @@ BEGIN
     SELECT * INTO v FROM ep.ivm_views i
      WHERE i.view_rel OPERATOR(pg_catalog.=) pg_catalog.to_regclass(_ivm_lookup.name)
         OR i.name OPERATOR(pg_catalog.=) _ivm_lookup.name
-     ORDER BY (i.name OPERATOR(pg_catalog.=) _ivm_lookup.name) DESC
+     ORDER BY (i.view_rel OPERATOR(pg_catalog.=) pg_catalog.to_regclass(_ivm_lookup.name)) DESC NULLS LAST
      LIMIT 1;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'incremental view "%" does not exist', name
@@ -247,8 +247,17 @@ AS $$
 DECLARE
     v ep.ivm_views := ep._ivm_lookup(name);
 BEGIN
+    IF every IS NULL OR every OPERATOR(pg_catalog.<=) interval '0' THEN
+        RAISE EXCEPTION 'refresh interval must be positive'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- the command names the view schema-qualified: the worker's search_path
+    -- is not the caller's
     PERFORM ep._schedule_job('view_refresh', v.name, every,
-                             format('SELECT ep.refresh_view(%L)', v.name));
+                             format('SELECT ep.refresh_view(%L)',
+                                    (SELECT format('%I.%I', n.nspname, c.relname)
+                                       FROM pg_class c JOIN pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+                                      WHERE c.oid OPERATOR(pg_catalog.=) v.view_rel::oid)));
 END
 $$;
 COMMENT ON FUNCTION ep.schedule_refresh(text, interval) IS
