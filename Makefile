@@ -76,3 +76,7 @@ bench: deps
 
 print-%:
 	@echo $($*)
+
+# PGXS does not track header dependencies: rebuild the view modules when
+# their shared headers change.
+src/ivm_define.o src/ivm_delta.o src/ivm_refresh.o src/ivm_sql.o src/ivm_outer.o: src/ivm.h src/ivm_def.h src/event_patterns.h

@@ -54,6 +54,7 @@ typedef struct IvmViewCache
 	char	  **sql_update;
 	char	  **sql_log_insert;	/* deferred/full: log the transition rows */
 	char	  **sql_log_delete;
+	char	  **sql_log_update;
 	char	   *sql_remove;		/* delete storage rows by tid whose count is 0 */
 	char	   *sql_recompute;	/* recompute min/max of rows by tid */
 	char	   *sql_full_delete;
@@ -66,6 +67,7 @@ typedef struct IvmViewCache
 	SPIPlanPtr *plan_update;
 	SPIPlanPtr *plan_log_insert;
 	SPIPlanPtr *plan_log_delete;
+	SPIPlanPtr *plan_log_update;
 	SPIPlanPtr	plan_remove;
 	SPIPlanPtr	plan_recompute;
 } IvmViewCache;

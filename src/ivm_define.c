@@ -572,6 +572,7 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 	char	  **sql_upd;
 	char	  **sql_log_ins;
 	char	  **sql_log_del;
+	char	  **sql_log_upd;
 	char	   *sql_remove = NULL;
 	char	   *sql_recompute = NULL;
 	char	   *sql_full_delete;
@@ -715,6 +716,7 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 	sql_upd = palloc0(sizeof(char *) * Max(nbase, 1));
 	sql_log_ins = palloc0(sizeof(char *) * Max(nbase, 1));
 	sql_log_del = palloc0(sizeof(char *) * Max(nbase, 1));
+	sql_log_upd = palloc0(sizeof(char *) * Max(nbase, 1));
 	if (d->refresh != IVM_FULL)
 	{
 		int			nocc = list_length(d->occs);
@@ -766,6 +768,9 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 										  d->logs[b], cols, cols, IVM_NEW_TABLE);
 				sql_log_del[b] = psprintf("INSERT INTO %s (__ep_sign, %s) SELECT -1, %s FROM %s __ep_t",
 										  d->logs[b], cols, cols, IVM_OLD_TABLE);
+				sql_log_upd[b] = psprintf("INSERT INTO %s (__ep_sign, %s) SELECT -1, %s FROM %s __ep_t"
+										  " UNION ALL SELECT 1, %s FROM %s __ep_t",
+										  d->logs[b], cols, cols, IVM_OLD_TABLE, cols, IVM_NEW_TABLE);
 			}
 			initStringInfo(&buf);
 			ivm_delta_branches(d, changed, nocc, oldsrc, newsrc, &buf);
@@ -778,6 +783,7 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 		{
 			sql_log_ins[b] = psprintf("INSERT INTO %s (n) VALUES ($1)", d->logs[0]);
 			sql_log_del[b] = sql_log_ins[b];
+			sql_log_upd[b] = sql_log_ins[b];
 		}
 	}
 
@@ -877,12 +883,12 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 
 	/* catalog row */
 	{
-		Oid			types[22] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+		Oid			types[23] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
 			TEXTOID, TEXTARRAYOID, TEXTARRAYOID, BOOLOID, BOOLOID, TEXTARRAYOID, TEXTARRAYOID,
 			TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
-		TEXTOID, NAMEOID};
-		Datum		values[22];
-		char		nulls[22];
+		TEXTOID, NAMEOID, TEXTARRAYOID};
+		Datum		values[23];
+		char		nulls[23];
 		char	  **basenames = palloc0(sizeof(char *) * Max(nbase, 1));
 		int			nlogs = d->refresh == IVM_DEFERRED ? nbase : (d->refresh == IVM_FULL && nbase > 0 ? 1 : 0);
 		int			rc;
@@ -916,6 +922,7 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 		values[20] = sql_deferred ? CStringGetTextDatum(sql_deferred) : (Datum) 0;
 		nulls[20] = sql_deferred ? ' ' : 'n';
 		values[21] = DirectFunctionCall1(namein, CStringGetDatum(GetUserNameFromId(GetUserId(), false)));
+		values[22] = ivm_text_array(sql_log_upd, d->refresh == IVM_IMMEDIATE ? 0 : nbase);
 		{
 
 			/*
@@ -926,11 +933,11 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 			rc = SPI_execute_with_args("INSERT INTO ep.ivm_views (view_id, name, view_rel, storage_rel, query, refresh, kind,"
 									   " base_rels, log_rels, multi_occurrence, keep_empty_group, sql_insert, sql_delete,"
 									   " sql_update, sql_log_insert, sql_log_delete, sql_remove, sql_recompute,"
-									   " sql_full_delete, sql_full_insert, sql_deferred, owner, last_refreshed_at)"
+									   " sql_full_delete, sql_full_insert, sql_deferred, owner, sql_log_update, last_refreshed_at)"
 									   " VALUES ($1, $2, $3::pg_catalog.regclass, $4::pg_catalog.regclass, $5, $6, $7,"
 									   " $8::pg_catalog.regclass[], $9::pg_catalog.regclass[], $10, $11, $12, $13, $14, $15, $16,"
-									   " $17, $18, $19, $20, $21, $22, pg_catalog.now())",
-									   22, types, values, nulls, false, 0);
+									   " $17, $18, $19, $20, $21, $22, $23, pg_catalog.now())",
+									   23, types, values, nulls, false, 0);
 			if (rc == SPI_OK_INSERT && multi &&
 				SPI_execute_with_args("INSERT INTO ep.ivm_stamps (view_id) VALUES ($1)",
 									  1, types, values, NULL, false, 0) != SPI_OK_INSERT)

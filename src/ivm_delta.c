@@ -149,7 +149,7 @@ ep_ivm_view_cache(int64 view_id)
 							  "  FROM pg_catalog.unnest(v.log_rels) WITH ORDINALITY u(r, o)"
 							  "  JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) u.r"
 							  "  JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace),"
-							  " pg_catalog.cardinality(base_rels), base_rels::pg_catalog.oid[]"
+							  " pg_catalog.cardinality(base_rels), base_rels::pg_catalog.oid[], sql_log_update"
 							  " FROM ep.ivm_views v WHERE view_id OPERATOR(pg_catalog.=) $1",
 							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read incremental view " INT64_FORMAT, view_id);
@@ -188,6 +188,7 @@ ep_ivm_view_cache(int64 view_id)
 	TXT(sql_full_insert, 14);
 	TXT(sql_deferred, 15);
 	ARR(log_rels, 16);
+	ARR(sql_log_update, 19);
 #undef ARR
 	{
 		Datum		dd = SPI_getbinval(tup, desc, 18, &isnull);
@@ -211,6 +212,7 @@ ep_ivm_view_cache(int64 view_id)
 	vc->plan_update = MemoryContextAllocZero(TopMemoryContext, sizeof(SPIPlanPtr) * Max(vc->nbase, 1));
 	vc->plan_log_insert = MemoryContextAllocZero(TopMemoryContext, sizeof(SPIPlanPtr) * Max(vc->nbase, 1));
 	vc->plan_log_delete = MemoryContextAllocZero(TopMemoryContext, sizeof(SPIPlanPtr) * Max(vc->nbase, 1));
+	vc->plan_log_update = MemoryContextAllocZero(TopMemoryContext, sizeof(SPIPlanPtr) * Max(vc->nbase, 1));
 	vc->valid = true;
 	return vc;
 }
@@ -427,13 +429,16 @@ ep_ivm_maintain(PG_FUNCTION_ARGS)
 	}
 	else if (vc->refresh == IVM_DEFERRED)
 	{
-		if (nnew > 0 &&
-			SPI_execute_plan(ivm_plan(&vc->plan_log_insert[b], vc->sql_log_insert[b], 0, NULL),
-							 NULL, NULL, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "could not log changes of an incremental view");
-		if (nold > 0 &&
-			SPI_execute_plan(ivm_plan(&vc->plan_log_delete[b], vc->sql_log_delete[b], 0, NULL),
-							 NULL, NULL, false, 0) != SPI_OK_INSERT)
+		SPIPlanPtr	plan;
+
+		/* one statement per event: old rows signed -1, new rows +1 */
+		if (TRIGGER_FIRED_BY_UPDATE(ev))
+			plan = ivm_plan(&vc->plan_log_update[b], vc->sql_log_update[b], 0, NULL);
+		else if (TRIGGER_FIRED_BY_INSERT(ev))
+			plan = ivm_plan(&vc->plan_log_insert[b], vc->sql_log_insert[b], 0, NULL);
+		else
+			plan = ivm_plan(&vc->plan_log_delete[b], vc->sql_log_delete[b], 0, NULL);
+		if (SPI_execute_plan(plan, NULL, NULL, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "could not log changes of an incremental view");
 	}
 	else

@@ -31,6 +31,7 @@ CREATE TABLE ep.ivm_views (
     sql_update        text[]      NOT NULL,
     sql_log_insert    text[]      NOT NULL,
     sql_log_delete    text[]      NOT NULL,
+    sql_log_update    text[]      NOT NULL,
     sql_remove        text,
     sql_recompute     text,
     sql_full_delete   text        NOT NULL,
