@@ -105,6 +105,15 @@ COPY facts (grp, sub, amount, qty) FROM STDIN;
 \.
 SELECT * FROM check_all();
 
+-- INSERT ... ON CONFLICT and MERGE fire the same statement triggers
+INSERT INTO facts (id, grp, sub, amount, qty) VALUES (1, 77, 'a', 1, 1), (100000, NULL, 'b', 2, NULL)
+    ON CONFLICT (id) DO UPDATE SET grp = excluded.grp, amount = excluded.amount;
+MERGE INTO facts f USING (SELECT g AS id FROM generate_series(1, 60) g) s ON f.id = s.id
+    WHEN MATCHED AND s.id % 3 = 0 THEN DELETE
+    WHEN MATCHED THEN UPDATE SET amount = coalesce(f.amount, 0) + 1
+    WHEN NOT MATCHED THEN INSERT (id, grp, sub, amount, qty) VALUES (s.id + 200000, 5, 'm', s.id, 1);
+SELECT * FROM check_all();
+
 -- groups disappear when their last row goes; the single row of an
 -- aggregate without GROUP BY stays (count 0, sum NULL)
 DELETE FROM facts WHERE grp = 42;
