@@ -1,0 +1,84 @@
+/*-------------------------------------------------------------------------
+ *
+ * ivm.h
+ *	  Incremental materialized views: declarations shared by ivm_define.c
+ *	  (analysis of the query and generation of the maintenance SQL),
+ *	  ivm_delta.c (statement triggers on the base tables) and ivm_refresh.c
+ *	  (refresh_view, full recompute, deferred batches).
+ *
+ * Module prefix: ep_ivm_*.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef EP_IVM_H
+#define EP_IVM_H
+
+#include "postgres.h"
+
+#include "executor/spi.h"
+
+/* Names of the transition tables of every base-table trigger. */
+#define IVM_OLD_TABLE	"__ep_old"
+#define IVM_NEW_TABLE	"__ep_new"
+
+/* Statements changing more rows than this are planned for their size. */
+#define IVM_REPLAN_ROWS		1000
+
+/* Deferred batches larger than this fraction of the base tables recompute. */
+#define IVM_FULL_FRACTION	0.25
+
+typedef enum IvmRefresh
+{
+	IVM_IMMEDIATE,
+	IVM_DEFERRED,
+	IVM_FULL
+} IvmRefresh;
+
+/*
+ * One view's maintenance state, cached per backend (ivm_delta.c) and keyed
+ * by view_id. Plans are prepared lazily and kept (SPI_keepplan); they are
+ * revalidated by the plan cache when a base table or the storage changes.
+ */
+typedef struct IvmViewCache
+{
+	int64		view_id;		/* hash key */
+	bool		valid;
+	IvmRefresh	refresh;
+	Oid			owner;
+	Oid			storage;
+	bool		multi_occurrence;
+	bool		keep_empty_group;
+	int			nbase;
+	char	  **sql_insert;		/* per base table (1 per event) */
+	char	  **sql_delete;
+	char	  **sql_update;
+	char	  **sql_log_insert;	/* deferred/full: log the transition rows */
+	char	  **sql_log_delete;
+	char	  **sql_log_update;
+	char	   *sql_remove;		/* delete storage rows by tid whose count is 0 */
+	char	   *sql_recompute;	/* recompute min/max of rows by tid */
+	char	   *sql_full_delete;
+	char	   *sql_full_insert;
+	char	   *sql_deferred;
+	char	  **log_rels;		/* qualified names of the logs */
+	Oid		   *base_oids;		/* the base tables, by trigger argument */
+	SPIPlanPtr *plan_insert;
+	SPIPlanPtr *plan_delete;
+	SPIPlanPtr *plan_update;
+	SPIPlanPtr *plan_log_insert;
+	SPIPlanPtr *plan_log_delete;
+	SPIPlanPtr *plan_log_update;
+	SPIPlanPtr	plan_remove;
+	SPIPlanPtr	plan_recompute;
+} IvmViewCache;
+
+/* ivm_delta.c */
+extern IvmViewCache *ep_ivm_view_cache(int64 view_id);
+extern void ep_ivm_apply_result(IvmViewCache *vc, SPITupleTable *tuptable,
+								uint64 ntuples);
+extern void ep_ivm_lock_view(IvmViewCache *vc);
+
+/* ivm_refresh.c */
+extern void ep_ivm_full_recompute(IvmViewCache *vc);
+
+#endif							/* EP_IVM_H */

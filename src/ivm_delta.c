@@ -1,0 +1,456 @@
+/*-------------------------------------------------------------------------
+ *
+ * ivm_delta.c
+ *	  Statement-level AFTER triggers on the base tables of incremental views
+ *	  (ep._ivm_maintain) and the per-backend cache of each view's
+ *	  maintenance plans.
+ *
+ * Each trigger sees the statement's transition tables (__ep_old/__ep_new).
+ *	 immediate: runs the view's generated upsert for (base table, event)
+ *				with a kept plan, then deletes groups whose count reached
+ *				zero and recomputes min/max of groups that lost their extreme
+ *				value, both by tid;
+ *	 deferred:	appends the transition rows, signed, to the view's log of
+ *				that base table;
+ *	 full:		appends the number of changed rows to the view's counter.
+ * TRUNCATE recomputes an immediate view, marks a deferred view as needing a
+ * full recompute and counts one change for a full view.
+ *
+ * Locking: single-table views take no lock beyond the row locks of the
+ * storage rows they upsert, so writers of different groups never wait for
+ * each other and writers of one group serialize on that row. A view with
+ * several table references (joins, self-joins) also updates its row of
+ * ep.ivm_stamps before computing a delta, holding that row lock to the end of
+ * the transaction: the delta of one writer joins its changes with the
+ * committed state of the other tables, so two writers must not compute
+ * their deltas concurrently. Under REPEATABLE READ the same update raises a
+ * serialization failure when another writer committed after the snapshot.
+ *
+ * All generated SQL runs as the view's owner (SECURITY_RESTRICTED_OPERATION),
+ * whoever writes the base table.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/lmgr.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/tuplestore.h"
+#include "storage/itemptr.h"
+
+#include "event_patterns.h"
+#include "ivm.h"
+
+static HTAB *view_cache = NULL;
+
+/*
+ * A view's entry is forgotten when its storage table changes or goes away
+ * (DROP of the view, of a base table with CASCADE, of the extension): view
+ * ids restart with the extension's sequence, so an id alone is not enough.
+ */
+static void
+ivm_relcache_callback(Datum arg, Oid relid)
+{
+	HASH_SEQ_STATUS status;
+	IvmViewCache *vc;
+
+	if (view_cache == NULL)
+		return;
+	hash_seq_init(&status, view_cache);
+	while ((vc = hash_seq_search(&status)) != NULL)
+	{
+		if (relid == InvalidOid || vc->storage == relid)
+			vc->valid = false;
+	}
+}
+
+static char **
+ivm_text_array_get(Datum d, bool isnull, int *n, MemoryContext cxt)
+{
+	ArrayType  *arr;
+	Datum	   *elems;
+	bool	   *nulls;
+	int			count;
+	char	  **out;
+	int			i;
+
+	*n = 0;
+	if (isnull)
+		return NULL;
+	arr = DatumGetArrayTypeP(d);
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &count);
+	out = MemoryContextAllocZero(cxt, sizeof(char *) * Max(count, 1));
+	for (i = 0; i < count; i++)
+		out[i] = nulls[i] ? NULL : MemoryContextStrdup(cxt, TextDatumGetCString(elems[i]));
+	*n = count;
+	return out;
+}
+
+static char *
+ivm_text_get(Datum d, bool isnull, MemoryContext cxt)
+{
+	if (isnull)
+		return NULL;
+	return MemoryContextStrdup(cxt, TextDatumGetCString(d));
+}
+
+/*
+ * The cached state of a view; loaded on first use in this backend, read as
+ * the extension owner (the catalog hides rows of other roles).
+ */
+IvmViewCache *
+ep_ivm_view_cache(int64 view_id)
+{
+	IvmViewCache *vc;
+	bool		found;
+	EpSavedUser saved;
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1];
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	int			n;
+	char	   *refresh;
+
+	if (view_cache == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(int64);
+		ctl.entrysize = sizeof(IvmViewCache);
+		view_cache = hash_create("event_patterns ivm views", 16, &ctl, HASH_ELEM | HASH_BLOBS);
+		CacheRegisterRelcacheCallback(ivm_relcache_callback, (Datum) 0);
+	}
+	vc = hash_search(view_cache, &view_id, HASH_ENTER, &found);
+	if (found && vc->valid)
+		return vc;
+	memset(((char *) vc) + sizeof(int64), 0, sizeof(IvmViewCache) - sizeof(int64));
+
+	args[0] = Int64GetDatum(view_id);
+	ep_become_owner(&saved);
+	SPI_connect();
+	if (SPI_execute_with_args("SELECT refresh, (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) v.owner),"
+							  " storage_rel::pg_catalog.oid, multi_occurrence, keep_empty_group,"
+							  " sql_insert, sql_delete, sql_update, sql_log_insert, sql_log_delete, sql_remove,"
+							  " sql_recompute, sql_full_delete, sql_full_insert, sql_deferred,"
+							  " (SELECT pg_catalog.array_agg(pg_catalog.format('%I.%I', n.nspname, c.relname) ORDER BY u.o)"
+							  "  FROM pg_catalog.unnest(v.log_rels) WITH ORDINALITY u(r, o)"
+							  "  JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) u.r"
+							  "  JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace),"
+							  " pg_catalog.cardinality(base_rels), base_rels::pg_catalog.oid[], sql_log_update"
+							  " FROM ep.ivm_views v WHERE view_id OPERATOR(pg_catalog.=) $1",
+							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read incremental view " INT64_FORMAT, view_id);
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("incremental view " INT64_FORMAT " does not exist", view_id),
+				 errhint("Drop the leftover triggers __ep_ivm_" INT64_FORMAT "_* or __ep_ivj_" INT64_FORMAT "_* on the table.",
+						 view_id, view_id)));
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	refresh = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
+	vc->refresh = strcmp(refresh, "immediate") == 0 ? IVM_IMMEDIATE :
+		strcmp(refresh, "deferred") == 0 ? IVM_DEFERRED : IVM_FULL;
+	vc->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
+	if (isnull)
+		elog(ERROR, "owner of incremental view " INT64_FORMAT " does not exist", view_id);
+	vc->storage = DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull));
+	vc->multi_occurrence = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
+	vc->keep_empty_group = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
+	vc->nbase = DatumGetInt32(SPI_getbinval(tup, desc, 17, &isnull));
+#define ARR(field, col) \
+	do { Datum dd = SPI_getbinval(tup, desc, col, &isnull); \
+		vc->field = ivm_text_array_get(dd, isnull, &n, TopMemoryContext); } while (0)
+#define TXT(field, col) \
+	do { Datum dd = SPI_getbinval(tup, desc, col, &isnull); \
+		vc->field = ivm_text_get(dd, isnull, TopMemoryContext); } while (0)
+	ARR(sql_insert, 6);
+	ARR(sql_delete, 7);
+	ARR(sql_update, 8);
+	ARR(sql_log_insert, 9);
+	ARR(sql_log_delete, 10);
+	TXT(sql_remove, 11);
+	TXT(sql_recompute, 12);
+	TXT(sql_full_delete, 13);
+	TXT(sql_full_insert, 14);
+	TXT(sql_deferred, 15);
+	ARR(log_rels, 16);
+	ARR(sql_log_update, 19);
+#undef ARR
+	{
+		Datum		dd = SPI_getbinval(tup, desc, 18, &isnull);
+		Datum	   *elems;
+		bool	   *enulls;
+		int			count;
+		int			i;
+
+		deconstruct_array(DatumGetArrayTypeP(dd), OIDOID, sizeof(Oid), true, TYPALIGN_INT,
+						  &elems, &enulls, &count);
+		vc->base_oids = MemoryContextAllocZero(TopMemoryContext, sizeof(Oid) * Max(count, 1));
+		for (i = 0; i < count; i++)
+			vc->base_oids[i] = DatumGetObjectId(elems[i]);
+	}
+#undef TXT
+	SPI_finish();
+	ep_restore_user(&saved);
+
+	vc->plan_insert = MemoryContextAllocZero(TopMemoryContext, sizeof(SPIPlanPtr) * Max(vc->nbase, 1));
+	vc->plan_delete = MemoryContextAllocZero(TopMemoryContext, sizeof(SPIPlanPtr) * Max(vc->nbase, 1));
+	vc->plan_update = MemoryContextAllocZero(TopMemoryContext, sizeof(SPIPlanPtr) * Max(vc->nbase, 1));
+	vc->plan_log_insert = MemoryContextAllocZero(TopMemoryContext, sizeof(SPIPlanPtr) * Max(vc->nbase, 1));
+	vc->plan_log_delete = MemoryContextAllocZero(TopMemoryContext, sizeof(SPIPlanPtr) * Max(vc->nbase, 1));
+	vc->plan_log_update = MemoryContextAllocZero(TopMemoryContext, sizeof(SPIPlanPtr) * Max(vc->nbase, 1));
+	vc->valid = true;
+	return vc;
+}
+
+/* Prepare (once) and keep a plan; SPI must be connected. */
+static SPIPlanPtr
+ivm_plan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
+{
+	if (*slot == NULL)
+	{
+		SPIPlanPtr	plan;
+
+		if (sql == NULL)
+			elog(ERROR, "incremental view has no maintenance statement for this change");
+		plan = SPI_prepare(sql, nargs, argtypes);
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		*slot = plan;
+	}
+	return *slot;
+}
+
+/*
+ * Serialize maintenance of a view with several table references by updating
+ * its row of ep.ivm_stamps (see 40_ivm.sql): writers wait on that row lock,
+ * and under REPEATABLE READ a writer whose snapshot predates another
+ * writer's commit gets a serialization failure. SPI must be connected.
+ */
+void
+ep_ivm_lock_view(IvmViewCache *vc)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1];
+	EpSavedUser saved;
+
+	args[0] = Int64GetDatum(vc->view_id);
+	ep_become_owner(&saved);
+	if (SPI_execute_plan(ivm_plan(&plan, "UPDATE ep.ivm_stamps SET n = n OPERATOR(pg_catalog.+) 1"
+								  " WHERE view_id OPERATOR(pg_catalog.=) $1", 1, argtypes),
+						 args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not serialize maintenance of incremental view " INT64_FORMAT, vc->view_id);
+	ep_restore_user(&saved);
+}
+
+static Datum
+ivm_tid_array(ItemPointerData *tids, int n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * n);
+	int			i;
+
+	for (i = 0; i < n; i++)
+		d[i] = PointerGetDatum(&tids[i]);
+	return PointerGetDatum(construct_array(d, n, TIDOID, sizeof(ItemPointerData), false,
+										   TYPALIGN_SHORT));
+}
+
+/*
+ * Finish an upsert: its result rows (tid, c, dirty) name storage rows whose
+ * count reached zero (deleted, unless the view is an aggregate without
+ * GROUP BY, whose single row always exists) or whose min/max must be
+ * recomputed.
+ */
+void
+ep_ivm_apply_result(IvmViewCache *vc, SPITupleTable *tuptable, uint64 ntuples)
+{
+	ItemPointerData *del;
+	ItemPointerData *rec;
+	int			ndel = 0;
+	int			nrec = 0;
+	uint64		i;
+	Oid			argtypes[1] = {TIDARRAYOID};
+	Datum		args[1];
+
+	if (ntuples == 0)
+		return;
+	del = palloc(sizeof(ItemPointerData) * ntuples);
+	rec = palloc(sizeof(ItemPointerData) * ntuples);
+	for (i = 0; i < ntuples; i++)
+	{
+		HeapTuple	tup = tuptable->vals[i];
+		bool		isnull;
+		ItemPointer tid = (ItemPointer) DatumGetPointer(SPI_getbinval(tup, tuptable->tupdesc, 1, &isnull));
+		int64		c = DatumGetInt64(SPI_getbinval(tup, tuptable->tupdesc, 2, &isnull));
+		bool		dirty = DatumGetBool(SPI_getbinval(tup, tuptable->tupdesc, 3, &isnull));
+
+		if (c <= 0 && !vc->keep_empty_group)
+			del[ndel++] = *tid;
+		else if (dirty)
+			rec[nrec++] = *tid;
+	}
+	if (ndel > 0)
+	{
+		args[0] = ivm_tid_array(del, ndel);
+		if (SPI_execute_plan(ivm_plan(&vc->plan_remove, vc->sql_remove, 1, argtypes),
+							 args, NULL, false, 0) != SPI_OK_DELETE)
+			elog(ERROR, "could not remove empty groups of an incremental view");
+	}
+	if (nrec > 0)
+	{
+		args[0] = ivm_tid_array(rec, nrec);
+		if (SPI_execute_plan(ivm_plan(&vc->plan_recompute, vc->sql_recompute, 1, argtypes),
+							 args, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not recompute min/max of an incremental view");
+	}
+}
+
+PG_FUNCTION_INFO_V1(ep_ivm_maintain);
+Datum
+ep_ivm_maintain(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	Trigger    *trigger;
+	int64		view_id;
+	int			b;
+	IvmViewCache *vc;
+	Oid			save_user;
+	int			save_sec;
+	int64		nold;
+	int64		nnew;
+	TriggerEvent ev;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) ||
+		!TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("ep._ivm_maintain must be fired AFTER ... FOR EACH STATEMENT")));
+	trigger = trigdata->tg_trigger;
+	if (trigger->tgnargs != 2)
+		elog(ERROR, "ep._ivm_maintain expects two arguments");
+	view_id = pg_strtoint64(trigger->tgargs[0]);
+	b = pg_strtoint32(trigger->tgargs[1]);
+	ev = trigdata->tg_event;
+
+	nold = trigdata->tg_oldtable ? tuplestore_tuple_count(trigdata->tg_oldtable) : 0;
+	nnew = trigdata->tg_newtable ? tuplestore_tuple_count(trigdata->tg_newtable) : 0;
+	if (!TRIGGER_FIRED_BY_TRUNCATE(ev) && nold == 0 && nnew == 0)
+		return PointerGetDatum(NULL);
+
+	vc = ep_ivm_view_cache(view_id);
+	/* only the view's own triggers may feed it changes */
+	if (b < 0 || b >= vc->nbase ||
+		vc->base_oids[b] != RelationGetRelid(trigdata->tg_relation))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("trigger \"%s\" does not belong to incremental view " INT64_FORMAT,
+						trigger->tgname, view_id)));
+
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(vc->owner,
+						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	SPI_connect();
+	if (SPI_register_trigger_data(trigdata) != SPI_OK_TD_REGISTER)
+		elog(ERROR, "could not register transition tables");
+
+	if (TRIGGER_FIRED_BY_TRUNCATE(ev))
+	{
+		if (vc->refresh == IVM_IMMEDIATE)
+			ep_ivm_full_recompute(vc);
+		else if (vc->refresh == IVM_DEFERRED)
+		{
+			Oid			argtypes[1] = {INT8OID};
+			Datum		args[1] = {Int64GetDatum(view_id)};
+			EpSavedUser saved;
+
+			ep_become_owner(&saved);
+			if (SPI_execute_with_args("UPDATE ep.ivm_views SET needs_full = true WHERE view_id OPERATOR(pg_catalog.=) $1",
+									  1, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
+				elog(ERROR, "could not mark incremental view for recompute");
+			ep_restore_user(&saved);
+		}
+		else
+		{
+			Oid			argtypes[1] = {INT8OID};
+			Datum		args[1] = {Int64GetDatum(1)};
+
+			SPI_execute_plan(ivm_plan(&vc->plan_log_insert[b], vc->sql_log_insert[b], 1, argtypes),
+							 args, NULL, false, 0);
+		}
+	}
+	else if (vc->refresh == IVM_IMMEDIATE)
+	{
+		SPIPlanPtr	plan;
+		int			rc;
+
+		if (vc->multi_occurrence)
+			ep_ivm_lock_view(vc);
+		if (nold + nnew > IVM_REPLAN_ROWS)
+		{
+			/*
+			 * A big statement (bulk load, mass update): plan for its actual
+			 * size instead of reusing the plan made for small changes.
+			 */
+			const char *sql = TRIGGER_FIRED_BY_INSERT(ev) ? vc->sql_insert[b] :
+				TRIGGER_FIRED_BY_DELETE(ev) ? vc->sql_delete[b] : vc->sql_update[b];
+
+			rc = SPI_execute(sql, false, 0);
+		}
+		else
+		{
+			if (TRIGGER_FIRED_BY_INSERT(ev))
+				plan = ivm_plan(&vc->plan_insert[b], vc->sql_insert[b], 0, NULL);
+			else if (TRIGGER_FIRED_BY_DELETE(ev))
+				plan = ivm_plan(&vc->plan_delete[b], vc->sql_delete[b], 0, NULL);
+			else
+				plan = ivm_plan(&vc->plan_update[b], vc->sql_update[b], 0, NULL);
+			rc = SPI_execute_plan(plan, NULL, NULL, false, 0);
+		}
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "incremental view maintenance failed: %s", SPI_result_code_string(rc));
+		ep_ivm_apply_result(vc, SPI_tuptable, SPI_processed);
+	}
+	else if (vc->refresh == IVM_DEFERRED)
+	{
+		SPIPlanPtr	plan;
+
+		/* one statement per event: old rows signed -1, new rows +1 */
+		if (TRIGGER_FIRED_BY_UPDATE(ev))
+			plan = ivm_plan(&vc->plan_log_update[b], vc->sql_log_update[b], 0, NULL);
+		else if (TRIGGER_FIRED_BY_INSERT(ev))
+			plan = ivm_plan(&vc->plan_log_insert[b], vc->sql_log_insert[b], 0, NULL);
+		else
+			plan = ivm_plan(&vc->plan_log_delete[b], vc->sql_log_delete[b], 0, NULL);
+		if (SPI_execute_plan(plan, NULL, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not log changes of an incremental view");
+	}
+	else
+	{
+		Oid			argtypes[1] = {INT8OID};
+		Datum		args[1];
+
+		args[0] = Int64GetDatum(TRIGGER_FIRED_BY_UPDATE(ev) ? 2 * nnew : nold + nnew);
+		SPI_execute_plan(ivm_plan(&vc->plan_log_insert[b], vc->sql_log_insert[b], 1, argtypes),
+						 args, NULL, false, 0);
+	}
+	SPI_finish();
+	SetUserIdAndSecContext(save_user, save_sec);
+	return PointerGetDatum(NULL);
+}

@@ -1,0 +1,200 @@
+/*-------------------------------------------------------------------------
+ *
+ * ivm_outer.c
+ *	  Incremental maintenance of views over one outer equi-join
+ *	  (LEFT, RIGHT or FULL JOIN ... ON a.x = b.y) of two table references.
+ *
+ * An outer join is not linear in its inputs (a row's NULL-extended partner
+ * appears or disappears when matches come and go), so the inclusion-
+ * exclusion rule of ivm_sql.c does not apply. But an equi-join partitions
+ * its rows by the join key: rows of key k depend only on base rows of key k
+ * (NULL keys never match, each such row is on its own). So the delta of P
+ * is P over the affected partitions after the change, minus P over the
+ * same partitions before it:
+ *
+ *	 K	 = join keys of the changed rows (old and new, every reference)
+ *	 post_i = reference i restricted to K
+ *	 pre_i	= post_i - (new - old) + (old - new)	(multiset, changed tables)
+ *	 delta(P) = +P(post_1, post_2) - P(pre_1, pre_2)
+ *
+ * The pre-state is rebuilt with EXCEPT ALL, so every column of both tables
+ * must have a built-in equality; ep_ivm_outer_check refuses other tables.
+ * The signed rows feed the same upsert as every other shape.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/table.h"
+#include "catalog/pg_operator.h"
+#include "nodes/nodeFuncs.h"
+#include "parser/parsetree.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+
+#include "ivm_def.h"
+
+static Var *
+ivm_strip_var(Node *node)
+{
+	while (node && IsA(node, RelabelType))
+		node = (Node *) ((RelabelType *) node)->arg;
+	if (node && IsA(node, Var) && ((Var *) node)->varlevelsup == 0 &&
+		((Var *) node)->varattno > 0)
+		return (Var *) node;
+	return NULL;
+}
+
+static IvmOcc *
+ivm_occ_of(IvmDef *d, Index rti)
+{
+	ListCell   *lc;
+
+	foreach(lc, d->occs)
+	{
+		IvmOcc	   *occ = lfirst(lc);
+
+		if (occ->rti == rti)
+			return occ;
+	}
+	return NULL;
+}
+
+/* Accept exactly: FROM a {LEFT|RIGHT|FULL} JOIN b ON a.x = b.y. */
+void
+ep_ivm_outer_check(IvmDef *d)
+{
+	Query	   *q = d->query;
+	JoinExpr   *j;
+	OpExpr	   *op;
+	Var		   *l;
+	Var		   *r;
+	ListCell   *lc;
+
+	if (list_length(d->occs) != 2 || list_length(q->jointree->fromlist) != 1 ||
+		!IsA(linitial(q->jointree->fromlist), JoinExpr))
+		ep_ivm_unsupported("an outer join other than one join of two tables");
+	j = linitial(q->jointree->fromlist);
+	if (!IsA(j->larg, RangeTblRef) || !IsA(j->rarg, RangeTblRef))
+		ep_ivm_unsupported("an outer join other than one join of two tables");
+	if (j->quals == NULL || !IsA(j->quals, OpExpr))
+		ep_ivm_unsupported("an outer join whose condition is not one column equality");
+	op = (OpExpr *) j->quals;
+	if (list_length(op->args) != 2 || strcmp(get_opname(op->opno), "=") != 0)
+		ep_ivm_unsupported("an outer join whose condition is not one column equality");
+	l = ivm_strip_var(linitial(op->args));
+	r = ivm_strip_var(lsecond(op->args));
+	if (l == NULL || r == NULL || l->varno == r->varno ||
+		ivm_occ_of(d, l->varno) == NULL || ivm_occ_of(d, r->varno) == NULL)
+		ep_ivm_unsupported("an outer join whose condition is not one column equality");
+	ivm_occ_of(d, l->varno)->keycol =
+		pstrdup(quote_identifier(get_attname(ivm_occ_of(d, l->varno)->relid, l->varattno, false)));
+	ivm_occ_of(d, r->varno)->keycol =
+		pstrdup(quote_identifier(get_attname(ivm_occ_of(d, r->varno)->relid, r->varattno, false)));
+
+	/* the pre-state is rebuilt with EXCEPT ALL */
+	foreach(lc, d->occs)
+	{
+		IvmOcc	   *occ = lfirst(lc);
+		Relation	rel = table_open(occ->relid, AccessShareLock);
+		TupleDesc	desc = RelationGetDescr(rel);
+		int			i;
+
+		for (i = 0; i < desc->natts; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, i);
+
+			if (!att->attisdropped && !ep_ivm_type_comparable(att->atttypid))
+				ep_ivm_unsupported(psprintf("an outer join over table \"%s\", whose column \"%s\" of type %s has no built-in btree equality",
+											RelationGetRelationName(rel), NameStr(att->attname),
+											format_type_be(att->atttypid)));
+		}
+		table_close(rel, AccessShareLock);
+	}
+}
+
+/* "c1, c2, ..." of the live columns of a relation */
+char *
+ep_ivm_column_list(Oid relid)
+{
+	Relation	rel = table_open(relid, AccessShareLock);
+	TupleDesc	desc = RelationGetDescr(rel);
+	StringInfoData buf;
+	int			i;
+
+	initStringInfo(&buf);
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped)
+			continue;
+		appendStringInfo(&buf, "%s%s", buf.len ? ", " : "", quote_identifier(NameStr(att->attname)));
+	}
+	table_close(rel, AccessShareLock);
+	return buf.data;
+}
+
+void
+ep_ivm_outer_branches(IvmDef *d, const char **oldsrc, const char **newsrc, StringInfo out)
+{
+	StringInfoData k;
+	ListCell   *lc;
+	char	   *post_text = d->ptext;
+	char	   *pre_text = d->ptext;
+	int			i = 0;
+
+	/* K: join keys of every changed row, for every reference to its table */
+	initStringInfo(&k);
+	foreach(lc, d->occs)
+	{
+		IvmOcc	   *occ = lfirst(lc);
+
+		if (oldsrc[occ->base])
+			appendStringInfo(&k, "%sSELECT __ep_x.%s FROM %s __ep_x", k.len ? " UNION " : "",
+							 occ->keycol, oldsrc[occ->base]);
+		if (newsrc[occ->base])
+			appendStringInfo(&k, "%sSELECT __ep_x.%s FROM %s __ep_x", k.len ? " UNION " : "",
+							 occ->keycol, newsrc[occ->base]);
+	}
+
+	foreach(lc, d->occs)
+	{
+		IvmOcc	   *occ = lfirst(lc);
+		char	   *cols = ep_ivm_column_list(occ->relid);
+		char	   *post;
+		char	   *pre;
+		const char *o = oldsrc[occ->base];
+		const char *n = newsrc[occ->base];
+
+		i++;
+		post = psprintf("(SELECT %s FROM %s __ep_y WHERE __ep_y.%s IN (%s)"
+						" OR (__ep_y.%s IS NULL AND EXISTS (SELECT 1 FROM (%s) __ep_z(k) WHERE __ep_z.k IS NULL)))",
+						cols, ep_ivm_relation_text(occ->relid), occ->keycol, k.data,
+						occ->keycol, k.data);
+		if (o || n)
+		{
+			char	   *netnew = NULL;
+			char	   *netold = NULL;
+
+			if (n)
+				netnew = o ? psprintf("SELECT %s FROM %s __ep_n EXCEPT ALL SELECT %s FROM %s __ep_o", cols, n, cols, o)
+					: psprintf("SELECT %s FROM %s __ep_n", cols, n);
+			if (o)
+				netold = n ? psprintf("SELECT %s FROM %s __ep_o EXCEPT ALL SELECT %s FROM %s __ep_n", cols, o, cols, n)
+					: psprintf("SELECT %s FROM %s __ep_o", cols, o);
+			pre = psprintf("((SELECT * FROM %s __ep_a%s%s%s)%s%s%s)", post,
+						   netnew ? " EXCEPT ALL (" : "", netnew ? netnew : "", netnew ? ")" : "",
+						   netold ? " UNION ALL (" : "", netold ? netold : "", netold ? ")" : "");
+		}
+		else
+			pre = post;
+		post_text = ep_ivm_replace_once(post_text, occ->fromitem,
+										psprintf("%s __ep_r%d", post, i));
+		pre_text = ep_ivm_replace_once(pre_text, occ->fromitem,
+									   psprintf("%s __ep_r%d", pre, i));
+	}
+	appendStringInfo(out, "SELECT 1 AS __ep_m, __ep_b.* FROM (%s) __ep_b UNION ALL "
+					 "SELECT -1 AS __ep_m, __ep_b.* FROM (%s) __ep_b", post_text, pre_text);
+}

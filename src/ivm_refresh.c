@@ -1,0 +1,197 @@
+/*-------------------------------------------------------------------------
+ *
+ * ivm_refresh.c
+ *	  ep.refresh_view and the full recompute of an incremental view.
+ *
+ * A full recompute computes the storage rows from scratch and writes only
+ * the difference: rows of the storage that are not in the new result are
+ * deleted by tid, new rows are inserted (NULLs compare equal through
+ * GROUP BY and EXCEPT). Readers keep seeing the previous contents until the
+ * transaction commits, never an empty view. It takes an EXCLUSIVE lock on
+ * the storage (readers are not blocked; immediate-mode writers wait).
+ *
+ * A deferred refresh first locks the view's change logs in EXCLUSIVE mode:
+ * that waits for writers that logged changes and have not committed, and
+ * holds off new ones until the refresh commits, so the next statement's
+ * snapshot sees exactly the logged changes whose base-table effects it also
+ * sees. The batch is applied with the same upsert as immediate maintenance
+ * (sources: the logs), unless it is larger than IVM_FULL_FRACTION of the
+ * base tables' estimated size or a TRUNCATE happened, in which case the
+ * view is recomputed. Then the logs are emptied.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/lmgr.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/guc.h"
+#include "utils/timestamp.h"
+
+#include "event_patterns.h"
+#include "ivm.h"
+
+/* SPI must be connected; runs as the current user. */
+void
+ep_ivm_full_recompute(IvmViewCache *vc)
+{
+	LockRelationOid(vc->storage, ExclusiveLock);
+	if (SPI_execute(vc->sql_full_delete, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "full recompute of incremental view failed (delete)");
+	if (SPI_execute(vc->sql_full_insert, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "full recompute of incremental view failed (insert)");
+}
+
+static int64
+ivm_count(const char *sql)
+{
+	bool		isnull;
+	Datum		d;
+
+	if (SPI_execute(sql, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not run \"%s\"", sql);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? 0 : DatumGetInt64(d);
+}
+
+PG_FUNCTION_INFO_V1(ep_refresh_view);
+Datum
+ep_refresh_view(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	bool		full;
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1];
+	int64		view_id;
+	bool		needs_full;
+	bool		isnull;
+	IvmViewCache *vc;
+	TimestampTz start = GetCurrentTimestamp();
+	int			i;
+	int			save_nestlevel;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("name must not be null")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	full = PG_ARGISNULL(1) ? false : PG_GETARG_BOOL(1);
+
+	SPI_connect();
+	args[0] = CStringGetTextDatum(name);
+	if (SPI_execute_with_args("SELECT view_id, needs_full FROM ep._ivm_lookup($1)",
+							  1, argtypes, args, NULL, false, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "could not look up incremental view \"%s\"", name);
+	view_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	vc = ep_ivm_view_cache(view_id);
+	if (!has_privs_of_role(GetUserId(), vc->owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("must be owner of incremental view \"%s\"", name)));
+
+	/* generated SQL is fully qualified; pin search_path anyway */
+	save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+
+	/* lock the logs, then re-read needs_full under the lock */
+	for (i = 0; vc->log_rels && i < (vc->refresh == IVM_DEFERRED ? vc->nbase : (vc->refresh == IVM_FULL ? 1 : 0)); i++)
+	{
+		if (vc->log_rels[i] == NULL)
+			continue;
+		if (SPI_execute(psprintf("LOCK TABLE %s IN EXCLUSIVE MODE", vc->log_rels[i]), false, 0) != SPI_OK_UTILITY)
+			elog(ERROR, "could not lock change log");
+	}
+	{
+		Oid			t[1] = {INT8OID};
+		Datum		a[1] = {Int64GetDatum(view_id)};
+
+		if (SPI_execute_with_args("SELECT needs_full FROM ep.ivm_views WHERE view_id OPERATOR(pg_catalog.=) $1",
+								  1, t, a, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "incremental view \"%s\" disappeared", name);
+		needs_full = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+
+	if (vc->refresh == IVM_IMMEDIATE)
+	{
+		if (full)
+			ep_ivm_full_recompute(vc);
+	}
+	else if (vc->refresh == IVM_FULL)
+	{
+		ep_ivm_full_recompute(vc);
+		if (vc->nbase > 0 && vc->log_rels && vc->log_rels[0])
+			SPI_execute(psprintf("DELETE FROM %s", vc->log_rels[0]), false, 0);
+	}
+	else
+	{
+		int64		pending = 0;
+		double		basesize = 0;
+
+		for (i = 0; i < vc->nbase; i++)
+		{
+			pending += ivm_count(psprintf("SELECT pg_catalog.count(*) FROM %s", vc->log_rels[i]));
+		}
+		if (!full && !needs_full && pending > 0)
+		{
+			Oid			t[1] = {INT8OID};
+			Datum		a[1] = {Int64GetDatum(view_id)};
+
+			if (SPI_execute_with_args("SELECT pg_catalog.sum(GREATEST(c.reltuples, 0))::pg_catalog.float8"
+									  " FROM ep.ivm_views v, pg_catalog.unnest(v.base_rels) b, pg_catalog.pg_class c"
+									  " WHERE v.view_id OPERATOR(pg_catalog.=) $1 AND c.oid OPERATOR(pg_catalog.=) b",
+									  1, t, a, NULL, true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+			{
+				Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+				basesize = isnull ? 0 : DatumGetFloat8(d);
+			}
+			/* the logged rows touch at most pending rows of the bases */
+			if (basesize > 0 && (double) pending > IVM_FULL_FRACTION * basesize)
+				full = true;
+		}
+		if (full || needs_full)
+			ep_ivm_full_recompute(vc);
+		else if (pending > 0)
+		{
+			int			rc;
+
+			if (vc->multi_occurrence)
+				ep_ivm_lock_view(vc);
+			rc = SPI_execute(vc->sql_deferred, false, 0);
+			if (rc != SPI_OK_SELECT)
+				elog(ERROR, "deferred maintenance failed: %s", SPI_result_code_string(rc));
+			ep_ivm_apply_result(vc, SPI_tuptable, SPI_processed);
+		}
+		for (i = 0; i < vc->nbase; i++)
+			SPI_execute(psprintf("DELETE FROM %s", vc->log_rels[i]), false, 0);
+	}
+
+	{
+		Oid			t[2] = {INT8OID, FLOAT8OID};
+		Datum		a[2];
+		long		secs;
+		int			usecs;
+		EpSavedUser saved;
+
+		TimestampDifference(start, GetCurrentTimestamp(), &secs, &usecs);
+		a[0] = Int64GetDatum(view_id);
+		a[1] = Float8GetDatum(secs * 1000.0 + usecs / 1000.0);
+		ep_become_owner(&saved);
+		if (SPI_execute_with_args("UPDATE ep.ivm_views SET needs_full = false, last_refreshed_at = pg_catalog.now(),"
+								  " last_refresh_ms = $2 WHERE view_id OPERATOR(pg_catalog.=) $1",
+								  2, t, a, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not record the refresh of \"%s\"", name);
+		ep_restore_user(&saved);
+	}
+	AtEOXact_GUC(true, save_nestlevel);
+	SPI_finish();
+	PG_RETURN_VOID();
+}
