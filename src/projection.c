@@ -1105,6 +1105,7 @@ ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *
 	 * a page boundary the insert position points past the page header that
 	 * nothing has been written behind yet: stop at the boundary then.
 	 */
+	ep_decoder_help_restart();
 	upto = GetXLogInsertRecPtr();
 	if (upto % XLOG_BLCKSZ <= SizeOfXLogLongPHD)
 		upto -= upto % XLOG_BLCKSZ;

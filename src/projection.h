@@ -71,6 +71,7 @@ extern bool ep_decoder_ensure_slot(void);
 extern void ep_decoder_run(EpDecodeRound *round, XLogRecPtr confirm, XLogRecPtr upto);
 extern XLogRecPtr ep_decoder_slot_confirmed(void);
 extern void ep_decoder_confirm(XLogRecPtr lsn);
+extern void ep_decoder_help_restart(void);
 extern void ep_decoder_drop_slot(Oid dbid);
 
 /* projection.c */
