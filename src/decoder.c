@@ -108,7 +108,7 @@ ep_decode_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr 
 		r->seen_deferred = true;
 	if (!r->seen_deferred)
 		r->safe_confirm = txn->end_lsn;
-	if (r->nchanges >= r->max_changes || r->bytes >= r->max_bytes)
+	if (r->nchanges > r->max_changes || r->bytes > r->max_bytes)
 		r->stop = true;
 }
 
