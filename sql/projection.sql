@@ -130,6 +130,16 @@ INSERT INTO posts VALUES (4, 'dan', 'again');
 SELECT ep.apply_projections();
 SELECT ep.apply_projections();
 SELECT op, old_row, new_row FROM changes ORDER BY n;
+-- a paused table projection keeps its changes in the slot
+SELECT ep.pause_projection('posts_cdc');
+INSERT INTO posts VALUES (5, 'eve', 'while paused');
+SELECT ep.apply_projections();
+SELECT ep.apply_projections();
+SELECT count(*) FROM changes WHERE new_row->>'author' = 'eve';
+SELECT ep.resume_projection('posts_cdc');
+SELECT ep.apply_projections();
+SELECT op, new_row FROM changes WHERE new_row->>'author' = 'eve';
+DELETE FROM posts WHERE id = 5;
 -- REPLICA IDENTITY FULL gives whole old rows
 ALTER TABLE posts REPLICA IDENTITY FULL;
 UPDATE posts SET body = 'full' WHERE id = 4;

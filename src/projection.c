@@ -1196,6 +1196,22 @@ ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *
 	elog(DEBUG1, "event_patterns: applying took %ld ms",
 		 (long) TimestampDifferenceMilliseconds(decode_start, GetCurrentTimestamp()));
 
+	/*
+	 * Paused (or failed) table projections resume from their last LSN: keep
+	 * their changes in the slot.
+	 */
+	if (SPI_execute("SELECT pg_catalog.min(last_lsn) FROM ep.projection_defs"
+					" WHERE kind OPERATOR(pg_catalog.=) 'table'"
+					"   AND status OPERATOR(pg_catalog.=) ANY ('{paused,failed}')",
+					true, 0) == SPI_OK_SELECT && SPI_processed == 1)
+	{
+		bool		isnull;
+		Datum		v = ep_getbin(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull && DatumGetLSN(v) < round.safe_confirm)
+			round.safe_confirm = Max(DatumGetLSN(v), stored_confirm);
+	}
+
 	/* events >= horizon commit after the position confirmed below */
 	if (cover_known)
 		new_cover = Max(cover, horizon - 1);
