@@ -141,6 +141,8 @@ static EpProjShared *proj_shared = NULL;
 static bool pending_publish = false;
 static XLogRecPtr pending_decoded_to = InvalidXLogRecPtr;
 static bool round_in_xact = false;
+static int	step_failures = 0;	/* consecutive failed worker rounds */
+static TimestampTz step_retry_at = 0;
 static bool init_done = false;
 static ProcessUtility_hook_type prev_utility_hook = NULL;
 
@@ -1312,10 +1314,14 @@ ep_any_async_projection(void)
 bool
 ep_projection_step(void)
 {
-	bool		more = false;
+	volatile bool more = false;
+	volatile bool failed = false;
 	MemoryContext oldcxt = CurrentMemoryContext;
 
 	if (RecoveryInProgress() || proj_shared == NULL)
+		return false;
+	/* after failures, wait (1 s, 2 s, 4 s ... 5 min) instead of logging each round */
+	if (step_failures > 0 && GetCurrentTimestamp() < step_retry_at)
 		return false;
 
 	PG_TRY();
@@ -1327,8 +1333,10 @@ ep_projection_step(void)
 			if (ep_any_async_projection())
 			{
 				bool		created = ep_decoder_ensure_slot();
+				bool		m;
 
-				(void) ep_round(ep_guc_projection_batch_size, created, true, true, &more);
+				(void) ep_round(ep_guc_projection_batch_size, created, true, true, &m);
+				more = m;
 			}
 			else
 				ep_decoder_drop_slot(MyDatabaseId);
@@ -1346,12 +1354,21 @@ ep_projection_step(void)
 		if (MyReplicationSlot != NULL)
 			ReplicationSlotRelease();
 		AbortCurrentTransaction();
+		step_failures++;
+		step_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													Min(1000L << Min(step_failures - 1, 9), 300000L));
 		ereport(LOG,
-				(errmsg("event_patterns: projection round failed: %s", ed->message)));
+				(errmsg("event_patterns: projection round failed: %s", ed->message),
+				 errdetail("Projections of this database are retried in %d seconds.",
+						   (int) Min(1L << Min(step_failures - 1, 9), 300L))));
 		FreeErrorData(ed);
-		more = false;
+		failed = true;
 	}
 	PG_END_TRY();
+	if (failed)
+		more = false;
+	else
+		step_failures = 0;
 	MemoryContextSwitchTo(oldcxt);
 	return more;
 }
