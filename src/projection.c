@@ -811,8 +811,6 @@ ep_retry_parked(EpProj *p)
 	int64	   *ids;
 	EpItem	   *items;
 	bool	   *present;
-	SPIPlanPtr	plan_event;
-	Oid			ptypes[1] = {INT8OID};
 
 	if (SPI_execute_with_args("SELECT p.parked_id, p.global_position, p.op, p.old_row, p.new_row,"
 							  "       (SELECT e FROM ep.events e"
@@ -858,13 +856,10 @@ ep_retry_parked(EpProj *p)
 		}
 	}
 	SPI_freetuptable(SPI_tuptable);
-	plan_event = NULL;
-	(void) plan_event;
-	(void) ptypes;
 
 	for (i = 0; i < n; i++)
 	{
-		Oid			t2[4] = {INT8OID, TEXTOID, INT4OID};
+		Oid			t2[3] = {INT8OID, TEXTOID, INT4OID};
 		Datum		a2[3];
 		char	   *err = NULL;
 		int			attempts = 0;
