@@ -39,6 +39,13 @@ SELECT ep.append('acc-1', 'Deposited', '{"amount": 5}');
 SELECT ep.apply_projections();
 SELECT pos, type FROM seen ORDER BY n DESC LIMIT 1;
 
+-- a large (TOASTed) event arrives whole through decoding
+SELECT ep.append('big-1', 'Big', jsonb_build_object('blob',
+       (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 400) i)));
+SELECT ep.apply_projections();
+SELECT type, length(data->>'blob') FROM seen WHERE type = 'Big';
+SELECT name, decoded_count FROM ep.projections;
+
 -- filters: event types and category
 CREATE TABLE balances (account text PRIMARY KEY, balance numeric NOT NULL);
 CREATE FUNCTION balance_h(e ep.events) RETURNS void LANGUAGE plpgsql AS $$
