@@ -23,6 +23,7 @@ OBJS = \
 	src/decoder.o \
 	src/projection.o \
 	src/projection_api.o \
+	src/projection_wait.o \
 	src/worker_stub.o
 
 # The install script is assembled from one SQL file per concern.

@@ -12,6 +12,7 @@
 
 #include "access/xlogdefs.h"
 #include "fmgr.h"
+#include "storage/condition_variable.h"
 #include "utils/jsonb.h"
 
 /* advisory lock key of the apply rounds ('EPPROJEC') */
@@ -79,6 +80,8 @@ extern void ep_projection_init(void);
 extern bool ep_projection_step(void);
 extern Size ep_projection_shmem_size(void);
 extern void ep_projection_shmem_init(void);
+extern XLogRecPtr ep_projection_decoded_to(void);
+extern ConditionVariable *ep_projection_cv(void);
 
 /* projection_api.c: running handlers as their owners */
 typedef struct EpHandlerContext
