@@ -33,7 +33,8 @@ OBJS = \
 	src/ivm_delta.o \
 	src/ivm_refresh.o \
 	src/ivm_sql.o \
-	src/ivm_outer.o
+	src/ivm_outer.o \
+	src/projection_wait.o
 
 # The install script is assembled from one SQL file per concern.
 SQL_SOURCES = $(sort $(wildcard src/sql/*.sql))

@@ -39,6 +39,13 @@ SELECT ep.append('acc-1', 'Deposited', '{"amount": 5}');
 SELECT ep.apply_projections();
 SELECT pos, type FROM seen ORDER BY n DESC LIMIT 1;
 
+-- a large (TOASTed) event arrives whole through decoding
+SELECT ep.append('big-1', 'Big', jsonb_build_object('blob',
+       (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 400) i)));
+SELECT ep.apply_projections();
+SELECT type, length(data->>'blob') FROM seen WHERE type = 'Big';
+SELECT name, decoded_count FROM ep.projections;
+
 -- filters: event types and category
 CREATE TABLE balances (account text PRIMARY KEY, balance numeric NOT NULL);
 CREATE FUNCTION balance_h(e ep.events) RETURNS void LANGUAGE plpgsql AS $$
@@ -130,6 +137,16 @@ INSERT INTO posts VALUES (4, 'dan', 'again');
 SELECT ep.apply_projections();
 SELECT ep.apply_projections();
 SELECT op, old_row, new_row FROM changes ORDER BY n;
+-- a paused table projection keeps its changes in the slot
+SELECT ep.pause_projection('posts_cdc');
+INSERT INTO posts VALUES (5, 'eve', 'while paused');
+SELECT ep.apply_projections();
+SELECT ep.apply_projections();
+SELECT count(*) FROM changes WHERE new_row->>'author' = 'eve';
+SELECT ep.resume_projection('posts_cdc');
+SELECT ep.apply_projections();
+SELECT op, new_row FROM changes WHERE new_row->>'author' = 'eve';
+DELETE FROM posts WHERE id = 5;
 -- REPLICA IDENTITY FULL gives whole old rows
 ALTER TABLE posts REPLICA IDENTITY FULL;
 UPDATE posts SET body = 'full' WHERE id = 4;
@@ -137,6 +154,24 @@ DELETE FROM posts WHERE id = 4;
 SELECT ep.apply_projections();
 SELECT op, old_row, new_row FROM changes ORDER BY n DESC LIMIT 2;
 SELECT name, kind, status, last_position, parked FROM ep.projections WHERE name = 'posts_cdc';
+-- an UPDATE that leaves a TOASTed column alone: without REPLICA IDENTITY FULL
+-- the column is left out of new_row; with FULL it comes from the old row
+CREATE TABLE docs (id int PRIMARY KEY, title text, body text);
+ALTER TABLE docs ALTER body SET STORAGE EXTERNAL;
+INSERT INTO docs VALUES (1, 't1', repeat('x', 5000));
+SELECT ep.create_table_projection('docs_cdc', 'docs', 'capture(text, jsonb, jsonb)');
+SELECT ep.apply_projections();
+UPDATE docs SET title = 't2';
+SELECT ep.apply_projections();
+SELECT op, old_row, new_row ? 'body' AS has_body, new_row->>'title' AS title
+  FROM changes ORDER BY n DESC LIMIT 1;
+ALTER TABLE docs REPLICA IDENTITY FULL;
+UPDATE docs SET title = 't3';
+SELECT ep.apply_projections();
+SELECT op, length(old_row->>'body') AS old_body, length(new_row->>'body') AS new_body,
+       new_row->>'title' AS title
+  FROM changes ORDER BY n DESC LIMIT 1;
+SELECT ep.drop_projection('docs_cdc');
 
 -- inline projection: same transaction as the append
 CREATE TABLE inline_seen (pos bigint, type text);
@@ -250,7 +285,7 @@ DROP EXTENSION event_patterns CASCADE;
 SELECT count(*) FROM pg_replication_slots
  WHERE slot_name = 'ep_' || (SELECT oid FROM pg_database WHERE datname = current_database());
 DROP TABLE seen, balances, poison_seen, posts, changes, inline_seen, private_data,
-           no_key, unlogged_t;
+           no_key, unlogged_t, docs;
 DROP VIEW a_view;
 DROP FUNCTION capture(text, jsonb, jsonb);
 DROP OWNED BY proj_user;

@@ -47,6 +47,7 @@
 #include "replication/logical.h"
 #include "replication/output_plugin.h"
 #include "replication/slot.h"
+#include "storage/standby.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/jsonb.h"
@@ -60,6 +61,9 @@
 #include "stream_read.h"
 
 extern void _PG_output_plugin_init(OutputPluginCallbacks *cb);
+
+/* slot restart position lag that makes a round log xl_running_xacts */
+#define EP_RESTART_LAG	(4 * 1024 * 1024)
 
 /* the round being decoded by this backend, if any */
 static EpDecodeRound *ep_decode_round = NULL;
@@ -104,7 +108,7 @@ ep_decode_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr 
 		r->seen_deferred = true;
 	if (!r->seen_deferred)
 		r->safe_confirm = txn->end_lsn;
-	if (r->nchanges >= r->max_changes || r->bytes >= r->max_bytes)
+	if (r->nchanges > r->max_changes || r->bytes > r->max_bytes)
 		r->stop = true;
 }
 
@@ -552,4 +556,37 @@ ep_decoder_confirm(XLogRecPtr lsn)
 		ReplicationSlotMarkDirty();
 	}
 	ReplicationSlotRelease();
+}
+
+/*
+ * Each decoding pass starts reading at the slot's restart_lsn, which only
+ * moves forward at xl_running_xacts records (logged every 15 seconds by
+ * the background writer). When the slot has fallen more than a few
+ * megabytes behind its confirmed position, log one now, so that the next
+ * pass does not re-read ever more WAL. An idle database logs nothing: the
+ * gap only grows when WAL is written.
+ */
+void
+ep_decoder_help_restart(void)
+{
+	char		name[NAMEDATALEN];
+	ReplicationSlot *slot;
+	XLogRecPtr	restart = InvalidXLogRecPtr;
+	XLogRecPtr	confirmed = InvalidXLogRecPtr;
+
+	ep_decoder_slot_name(name, sizeof(name), MyDatabaseId);
+	LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
+	slot = SearchNamedReplicationSlot(name, false);
+	if (slot)
+	{
+		SpinLockAcquire(&slot->mutex);
+		restart = slot->data.restart_lsn;
+		confirmed = slot->data.confirmed_flush;
+		SpinLockRelease(&slot->mutex);
+	}
+	LWLockRelease(ReplicationSlotControlLock);
+
+	if (restart != InvalidXLogRecPtr && confirmed > restart &&
+		confirmed - restart > EP_RESTART_LAG)
+		(void) LogStandbySnapshot();
 }

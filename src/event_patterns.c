@@ -183,9 +183,9 @@ ep_xact_callback(XactEvent event, void *arg)
 void
 _PG_init(void)
 {
+	ep_projection_init();		/* its GUCs before the prefix is reserved */
 	ep_guc_define();
 	RegisterXactCallback(ep_xact_callback, NULL);
-	ep_projection_init();
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;

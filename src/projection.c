@@ -141,6 +141,8 @@ static EpProjShared *proj_shared = NULL;
 static bool pending_publish = false;
 static XLogRecPtr pending_decoded_to = InvalidXLogRecPtr;
 static bool round_in_xact = false;
+static int	step_failures = 0;	/* consecutive failed worker rounds */
+static TimestampTz step_retry_at = 0;
 static bool init_done = false;
 static ProcessUtility_hook_type prev_utility_hook = NULL;
 
@@ -205,8 +207,8 @@ ep_projection_shmem_init(void)
 	}
 }
 
-static XLogRecPtr
-ep_shared_decoded_to(void)
+XLogRecPtr
+ep_projection_decoded_to(void)
 {
 	XLogRecPtr	lsn = InvalidXLogRecPtr;
 	int			i;
@@ -219,6 +221,12 @@ ep_shared_decoded_to(void)
 			lsn = proj_shared->dbs[i].decoded_to;
 	SpinLockRelease(&proj_shared->mutex);
 	return lsn;
+}
+
+ConditionVariable *
+ep_projection_cv(void)
+{
+	return proj_shared ? &proj_shared->cv : NULL;
 }
 
 static void
@@ -352,17 +360,6 @@ ep_projection_init(void)
  * SPI helpers (the round runs its own statements as the extension owner)
  * ---------------------------------------------------------------------
  */
-static SPIPlanPtr
-ep_plan(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
-			 SPI_result_code_string(SPI_result));
-	return plan;
-}
-
 static void
 ep_exec(const char *sql, int nargs, Oid *argtypes, Datum *args, const char *nulls, int expect)
 {
@@ -809,8 +806,6 @@ ep_retry_parked(EpProj *p)
 	int64	   *ids;
 	EpItem	   *items;
 	bool	   *present;
-	SPIPlanPtr	plan_event;
-	Oid			ptypes[1] = {INT8OID};
 
 	if (SPI_execute_with_args("SELECT p.parked_id, p.global_position, p.op, p.old_row, p.new_row,"
 							  "       (SELECT e FROM ep.events e"
@@ -856,13 +851,10 @@ ep_retry_parked(EpProj *p)
 		}
 	}
 	SPI_freetuptable(SPI_tuptable);
-	plan_event = NULL;
-	(void) plan_event;
-	(void) ptypes;
 
 	for (i = 0; i < n; i++)
 	{
-		Oid			t2[4] = {INT8OID, TEXTOID, INT4OID};
+		Oid			t2[3] = {INT8OID, TEXTOID, INT4OID};
 		Datum		a2[3];
 		char	   *err = NULL;
 		int			attempts = 0;
@@ -1105,6 +1097,7 @@ ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *
 	 * a page boundary the insert position points past the page header that
 	 * nothing has been written behind yet: stop at the boundary then.
 	 */
+	ep_decoder_help_restart();
 	upto = GetXLogInsertRecPtr();
 	if (upto % XLOG_BLCKSZ <= SizeOfXLogLongPHD)
 		upto -= upto % XLOG_BLCKSZ;
@@ -1194,6 +1187,22 @@ ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *
 
 	elog(DEBUG1, "event_patterns: applying took %ld ms",
 		 (long) TimestampDifferenceMilliseconds(decode_start, GetCurrentTimestamp()));
+
+	/*
+	 * Paused (or failed) table projections resume from their last LSN: keep
+	 * their changes in the slot.
+	 */
+	if (SPI_execute("SELECT pg_catalog.min(last_lsn) FROM ep.projection_defs"
+					" WHERE kind OPERATOR(pg_catalog.=) 'table'"
+					"   AND status OPERATOR(pg_catalog.=) ANY ('{paused,failed}')",
+					true, 0) == SPI_OK_SELECT && SPI_processed == 1)
+	{
+		bool		isnull;
+		Datum		v = ep_getbin(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull && DatumGetLSN(v) < round.safe_confirm)
+			round.safe_confirm = Max(DatumGetLSN(v), stored_confirm);
+	}
 
 	/* events >= horizon commit after the position confirmed below */
 	if (cover_known)
@@ -1295,10 +1304,14 @@ ep_any_async_projection(void)
 bool
 ep_projection_step(void)
 {
-	bool		more = false;
+	volatile bool more = false;
+	volatile bool failed = false;
 	MemoryContext oldcxt = CurrentMemoryContext;
 
 	if (RecoveryInProgress() || proj_shared == NULL)
+		return false;
+	/* after failures, wait (1 s, 2 s, 4 s ... 5 min) instead of logging each round */
+	if (step_failures > 0 && GetCurrentTimestamp() < step_retry_at)
 		return false;
 
 	PG_TRY();
@@ -1310,8 +1323,10 @@ ep_projection_step(void)
 			if (ep_any_async_projection())
 			{
 				bool		created = ep_decoder_ensure_slot();
+				bool		m;
 
-				(void) ep_round(ep_guc_projection_batch_size, created, true, true, &more);
+				(void) ep_round(ep_guc_projection_batch_size, created, true, true, &m);
+				more = m;
 			}
 			else
 				ep_decoder_drop_slot(MyDatabaseId);
@@ -1329,12 +1344,21 @@ ep_projection_step(void)
 		if (MyReplicationSlot != NULL)
 			ReplicationSlotRelease();
 		AbortCurrentTransaction();
+		step_failures++;
+		step_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													Min(1000L << Min(step_failures - 1, 9), 300000L));
 		ereport(LOG,
-				(errmsg("event_patterns: projection round failed: %s", ed->message)));
+				(errmsg("event_patterns: projection round failed: %s", ed->message),
+				 errdetail("Projections of this database are retried in %d seconds.",
+						   (int) Min(1L << Min(step_failures - 1, 9), 300L))));
 		FreeErrorData(ed);
-		more = false;
+		failed = true;
 	}
 	PG_END_TRY();
+	if (failed)
+		more = false;
+	else
+		step_failures = 0;
 	MemoryContextSwitchTo(oldcxt);
 	return more;
 }
@@ -1384,121 +1408,4 @@ ep_apply_projections(PG_FUNCTION_ARGS)
 	total = ep_round(max_events, created, false, !round_in_xact, &more);
 
 	PG_RETURN_INT64(total);
-}
-
-/* ---------------------------------------------------------------------
- * ep.wait_for_projection
- * ---------------------------------------------------------------------
- */
-static bool
-ep_wait_done(const char *name, int64 target_pos, XLogRecPtr target_lsn, bool *found)
-{
-	Oid			types[4] = {TEXTOID, INT8OID, LSNOID, LSNOID};
-	Datum		args[4];
-	char		nulls[4] = "    ";
-	SPIPlanPtr	plan;
-	XLogRecPtr	decoded = ep_shared_decoded_to();
-	bool		done;
-	bool		isnull;
-
-	if (name)
-		args[0] = CStringGetTextDatum(name);
-	else
-		nulls[0] = 'n';
-	args[1] = Int64GetDatum(target_pos);
-	args[2] = LSNGetDatum(target_lsn);
-	args[3] = LSNGetDatum(decoded);
-	plan = ep_plan("SELECT pg_catalog.count(*),"
-				   "       pg_catalog.bool_and(d.mode OPERATOR(pg_catalog.=) 'inline' OR"
-				   "         (d.status OPERATOR(pg_catalog.=) 'running' AND"
-				   "          CASE WHEN d.kind OPERATOR(pg_catalog.=) 'events'"
-				   "               THEN d.last_position OPERATOR(pg_catalog.>=) $2"
-				   "               ELSE COALESCE(d.last_lsn OPERATOR(pg_catalog.>=) $3, false)"
-				   "                    OR $4 OPERATOR(pg_catalog.>=) $3 END))"
-				   "  FROM ep.projection_defs d"
-				   " WHERE ($1 IS NULL AND d.status OPERATOR(pg_catalog.<>) 'paused'"
-				   "        AND d.mode OPERATOR(pg_catalog.=) 'async')"
-				   "    OR d.name OPERATOR(pg_catalog.=) $1",
-				   4, types);
-	if (SPI_execute_snapshot(plan, args, nulls, GetLatestSnapshot(), InvalidSnapshot,
-							 true, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read ep.projection_defs");
-	*found = DatumGetInt64(ep_getbin(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) > 0;
-	done = DatumGetBool(ep_getbin(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	if (isnull)
-		done = true;
-	SPI_freetuptable(SPI_tuptable);
-	SPI_freeplan(plan);
-	return done;
-}
-
-PG_FUNCTION_INFO_V1(ep_wait_for_projection);
-Datum
-ep_wait_for_projection(PG_FUNCTION_ARGS)
-{
-	char	   *name = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
-	Interval   *timeout;
-	int64		timeout_ms;
-	int64		target_pos = 0;
-	XLogRecPtr	target_lsn;
-	TimestampTz deadline;
-	bool		found;
-	bool		done;
-
-	ep_require_preload("waiting for projections");
-	if (PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("timeout must not be NULL")));
-	timeout = PG_GETARG_INTERVAL_P(1);
-	timeout_ms = (int64) (DatumGetFloat8(DirectFunctionCall2(interval_part,
-															 CStringGetTextDatum("epoch"),
-															 IntervalPGetDatum(timeout))) * 1000.0);
-	if (timeout_ms < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("timeout must not be negative")));
-	if (ep_position_reserved_in_xact())
-		ereport(ERROR,
-				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
-				 errmsg("cannot wait for projections in a transaction that appended events"),
-				 errdetail("Projections apply events only once their transaction has committed."),
-				 errhint("Commit first, then call ep.wait_for_projection().")));
-
-	/* what was committed before the call */
-	target_lsn = GetXLogInsertRecPtr();
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_snapshot(ep_plan("SELECT pg_catalog.max(global_position) FROM ep.events", 0, NULL),
-							 NULL, NULL, GetLatestSnapshot(), InvalidSnapshot, true, false, 0) == SPI_OK_SELECT)
-	{
-		bool		isnull;
-		Datum		v = ep_getbin(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-
-		target_pos = isnull ? 0 : DatumGetInt64(v);
-	}
-
-	done = ep_wait_done(name, target_pos, target_lsn, &found);
-	if (name && !found)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("projection \"%s\" does not exist", name)));
-	ep_worker_wake(MyDatabaseId);
-
-	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
-	ConditionVariablePrepareToSleep(&proj_shared->cv);
-	while (!done)
-	{
-		long		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
-
-		if (remaining <= 0)
-			break;
-		(void) ConditionVariableTimedSleep(&proj_shared->cv, Min(remaining, 1000L),
-										   PG_WAIT_EXTENSION);
-		CHECK_FOR_INTERRUPTS();
-		done = ep_wait_done(name, target_pos, target_lsn, &found);
-	}
-	ConditionVariableCancelSleep();
-	SPI_finish();
-	PG_RETURN_BOOL(done);
 }

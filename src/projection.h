@@ -12,6 +12,7 @@
 
 #include "access/xlogdefs.h"
 #include "fmgr.h"
+#include "storage/condition_variable.h"
 #include "utils/jsonb.h"
 
 /* advisory lock key of the apply rounds ('EPPROJEC') */
@@ -71,6 +72,7 @@ extern bool ep_decoder_ensure_slot(void);
 extern void ep_decoder_run(EpDecodeRound *round, XLogRecPtr confirm, XLogRecPtr upto);
 extern XLogRecPtr ep_decoder_slot_confirmed(void);
 extern void ep_decoder_confirm(XLogRecPtr lsn);
+extern void ep_decoder_help_restart(void);
 extern void ep_decoder_drop_slot(Oid dbid);
 
 /* projection.c */
@@ -78,6 +80,8 @@ extern void ep_projection_init(void);
 extern bool ep_projection_step(void);
 extern Size ep_projection_shmem_size(void);
 extern void ep_projection_shmem_init(void);
+extern XLogRecPtr ep_projection_decoded_to(void);
+extern ConditionVariable *ep_projection_cv(void);
 
 /* projection_api.c: running handlers as their owners */
 typedef struct EpHandlerContext

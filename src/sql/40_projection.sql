@@ -291,7 +291,10 @@ BEGIN
     PERFORM ep._projection_lock();
     r := ep._projection_row(name);
     IF r.status OPERATOR(pg_catalog.=) ANY ('{paused,failed}') THEN
-        UPDATE ep.projection_defs d SET status = 'running'
+        -- a table projection that never loaded its source does it now
+        UPDATE ep.projection_defs d
+           SET status = CASE WHEN d.kind OPERATOR(pg_catalog.=) 'table' AND d.last_lsn IS NULL
+                             THEN 'rebuilding' ELSE 'running' END
          WHERE d.projection_id OPERATOR(pg_catalog.=) r.projection_id;
     END IF;
 END

@@ -10,12 +10,15 @@ use IPC::Run;
 use EPTest;
 
 my $node = ep_node('proj_crash');
+# this test drives the apply rounds itself; 012_projection_worker.pl is the
+# same story with the background worker applying
+$node->append_conf('postgresql.conf', 'event_patterns.enabled = off');
 $node->start;
 $node->safe_psql('postgres', q{
 CREATE EXTENSION event_patterns;
-CREATE TABLE applied (pos bigint NOT NULL);
+CREATE TABLE applied (n bigserial, pos bigint NOT NULL);
 CREATE FUNCTION record(e ep.events) RETURNS void LANGUAGE sql
-    AS $$ INSERT INTO public.applied VALUES (e.global_position) $$;
+    AS $$ INSERT INTO public.applied (pos) VALUES (e.global_position) $$;
 CREATE TABLE src (id int PRIMARY KEY, v int);
 CREATE TABLE cdc (n bigserial, op text, id int);
 CREATE FUNCTION capture(op text, o jsonb, n jsonb) RETURNS void LANGUAGE sql
@@ -85,6 +88,12 @@ is($node->safe_psql('postgres',
 is($node->safe_psql('postgres',
 	'SELECT count(*) FROM applied a WHERE NOT EXISTS (SELECT 1 FROM ep.events e WHERE a.pos = e.global_position)'),
 	'0', 'nothing applied that was not committed');
+is($node->safe_psql('postgres', q{
+SELECT count(*) FROM (
+    SELECT e.stream_version, lag(e.stream_version) OVER (PARTITION BY e.stream_id ORDER BY a.n) AS prev
+      FROM applied a JOIN ep.events e ON e.global_position = a.pos) x
+ WHERE x.prev IS NOT NULL AND x.prev <> x.stream_version - 1}),
+	'0', 'each stream applied in order, without holes');
 ok($node->safe_psql('postgres',
 	"SELECT decoded_count > 0 AND applied_count > decoded_count FROM ep.projections WHERE name = 'all'") eq 't',
 	'events came both from the table (catch-up) and from decoding');
@@ -108,6 +117,46 @@ SELECT count(*) FROM cdc c WHERE c.op = 'UPDATE'}),
 	'every committed update captured once');
 is($node->safe_psql('postgres', 'SELECT ep.wait_for_projection(\'all\', \'5 s\')'),
 	't', 'wait_for_projection: everything committed is applied');
+
+# concurrent writers: positions commit out of order while rounds decode
+$node->safe_psql('postgres', q{
+CREATE PROCEDURE append_only(prefix text, n int) LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 1..n LOOP
+        PERFORM ep.append(prefix || '-' || (i % 5), 'E', '{}');
+        IF i % 3 = 0 THEN COMMIT; END IF;
+    END LOOP;
+    COMMIT;
+END $$;
+});
+my @procs;
+for my $w (1 .. 3)
+{
+	my ($o, $e) = ('', '');
+	push @procs, IPC::Run::start(
+		[ 'psql', '-X', '-d', $connstr, '-c', "CALL append_only('w$w', 1500)" ],
+		'>', \$o, '2>', \$e);
+}
+my ($o2, $e2) = ('', '');
+my $ap = IPC::Run::start(
+	[ 'psql', '-X', '-d', $connstr, '-c', 'CALL applier(300)' ],
+	'>', \$o2, '2>', \$e2);
+$_->finish for @procs;
+$ap->finish;
+for my $i (1 .. 50)
+{
+	last if $node->safe_psql('postgres', 'SELECT ep.apply_projections(100000)') == 0;
+}
+is($node->safe_psql('postgres', q{
+SELECT (SELECT count(*) - count(DISTINCT pos) FROM applied)
+     + (SELECT count(*) FROM ep.events e WHERE NOT EXISTS (SELECT 1 FROM applied a WHERE a.pos = e.global_position))}),
+	'0', 'concurrent writers: every event applied exactly once');
+is($node->safe_psql('postgres', q{
+SELECT count(*) FROM (
+    SELECT e.stream_version, lag(e.stream_version) OVER (PARTITION BY e.stream_id ORDER BY a.n) AS prev
+      FROM applied a JOIN ep.events e ON e.global_position = a.pos) x
+ WHERE x.prev IS NOT NULL AND x.prev <> x.stream_version - 1}),
+	'0', 'concurrent writers: each stream applied in order');
 
 $node->stop;
 done_testing();

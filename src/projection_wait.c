@@ -1,0 +1,158 @@
+/*-------------------------------------------------------------------------
+ *
+ * projection_wait.c
+ *	  ep.wait_for_projection: read-your-writes for projections.
+ *
+ * The call records what was committed before it (the largest visible
+ * global position, and the WAL insert position for table projections),
+ * then sleeps on the projections' condition variable, which every
+ * committed apply round broadcasts (projection.c), re-reading the
+ * projections' progress with a fresh snapshot after each wake-up. It works
+ * whoever applies: the worker or any session running
+ * ep.apply_projections(). No locks are held while waiting.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xlog.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/condition_variable.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/pg_lsn.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+
+#include "event_patterns.h"
+#include "position.h"
+#include "projection.h"
+#include "worker.h"
+
+static SPIPlanPtr
+ep_wait_plan(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
+			 SPI_result_code_string(SPI_result));
+	return plan;
+}
+
+static bool
+ep_wait_done(const char *name, int64 target_pos, XLogRecPtr target_lsn, bool *found)
+{
+	Oid			types[4] = {TEXTOID, INT8OID, LSNOID, LSNOID};
+	Datum		args[4];
+	char		nulls[4] = "    ";
+	SPIPlanPtr	plan;
+	XLogRecPtr	decoded = ep_projection_decoded_to();
+	bool		done;
+	bool		isnull;
+
+	if (name)
+		args[0] = CStringGetTextDatum(name);
+	else
+		nulls[0] = 'n';
+	args[1] = Int64GetDatum(target_pos);
+	args[2] = LSNGetDatum(target_lsn);
+	args[3] = LSNGetDatum(decoded);
+	plan = ep_wait_plan("SELECT pg_catalog.count(*),"
+				   "       pg_catalog.bool_and(d.mode OPERATOR(pg_catalog.=) 'inline' OR"
+				   "         (d.status OPERATOR(pg_catalog.=) 'running' AND"
+				   "          CASE WHEN d.kind OPERATOR(pg_catalog.=) 'events'"
+				   "               THEN d.last_position OPERATOR(pg_catalog.>=) $2"
+				   "               ELSE COALESCE(d.last_lsn OPERATOR(pg_catalog.>=) $3, false)"
+				   "                    OR $4 OPERATOR(pg_catalog.>=) $3 END))"
+				   "  FROM ep.projection_defs d"
+				   " WHERE ($1 IS NULL AND d.status OPERATOR(pg_catalog.<>) 'paused'"
+				   "        AND d.mode OPERATOR(pg_catalog.=) 'async')"
+				   "    OR d.name OPERATOR(pg_catalog.=) $1",
+				   4, types);
+	if (SPI_execute_snapshot(plan, args, nulls, GetLatestSnapshot(), InvalidSnapshot,
+							 true, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read ep.projection_defs");
+	*found = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) > 0;
+	done = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	if (isnull)
+		done = true;
+	SPI_freetuptable(SPI_tuptable);
+	SPI_freeplan(plan);
+	return done;
+}
+
+PG_FUNCTION_INFO_V1(ep_wait_for_projection);
+Datum
+ep_wait_for_projection(PG_FUNCTION_ARGS)
+{
+	char	   *name = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
+	Interval   *timeout;
+	int64		timeout_ms;
+	int64		target_pos = 0;
+	XLogRecPtr	target_lsn;
+	TimestampTz deadline;
+	bool		found;
+	bool		done;
+
+	ep_require_preload("waiting for projections");
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("timeout must not be NULL")));
+	timeout = PG_GETARG_INTERVAL_P(1);
+	timeout_ms = (int64) (DatumGetFloat8(DirectFunctionCall2(interval_part,
+															 CStringGetTextDatum("epoch"),
+															 IntervalPGetDatum(timeout))) * 1000.0);
+	if (timeout_ms < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("timeout must not be negative")));
+	if (ep_position_reserved_in_xact())
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("cannot wait for projections in a transaction that appended events"),
+				 errdetail("Projections apply events only once their transaction has committed."),
+				 errhint("Commit first, then call ep.wait_for_projection().")));
+
+	/* what was committed before the call */
+	target_lsn = GetXLogInsertRecPtr();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_snapshot(ep_wait_plan("SELECT pg_catalog.max(global_position) FROM ep.events", 0, NULL),
+							 NULL, NULL, GetLatestSnapshot(), InvalidSnapshot, true, false, 0) == SPI_OK_SELECT)
+	{
+		bool		isnull;
+		Datum		v = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		target_pos = isnull ? 0 : DatumGetInt64(v);
+	}
+
+	done = ep_wait_done(name, target_pos, target_lsn, &found);
+	if (name && !found)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("projection \"%s\" does not exist", name)));
+	ep_worker_wake(MyDatabaseId);
+
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	ConditionVariablePrepareToSleep(ep_projection_cv());
+	while (!done)
+	{
+		long		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+
+		if (remaining <= 0)
+			break;
+		(void) ConditionVariableTimedSleep(ep_projection_cv(), Min(remaining, 1000L),
+										   PG_WAIT_EXTENSION);
+		CHECK_FOR_INTERRUPTS();
+		done = ep_wait_done(name, target_pos, target_lsn, &found);
+	}
+	ConditionVariableCancelSleep();
+	SPI_finish();
+	PG_RETURN_BOOL(done);
+}
