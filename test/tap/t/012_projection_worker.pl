@@ -48,7 +48,7 @@ is($node->safe_psql('postgres', q{
 SELECT ep.append('ryw-1', 'E', '{}');
 SELECT ep.wait_for_projection('all', '30 seconds');
 SELECT count(*) FROM applied a JOIN ep.events e ON e.global_position = a.pos WHERE e.stream_id = 'ryw-1'}),
-	"1\nt\n2", 'wait_for_projection returns once the worker applied everything committed before');
+	"2\nt\n2", 'wait_for_projection returns once the worker applied everything committed before');
 is($node->safe_psql('postgres', "SELECT DISTINCT who FROM applied"), 'reader',
 	'the worker runs the handler as the projection owner');
 
