@@ -1320,7 +1320,14 @@ ep_projection_step(void)
 		PushActiveSnapshot(GetTransactionSnapshot());
 		if (ep_projections_installed())
 		{
-			if (ep_any_async_projection())
+			/*
+			 * Rounds of a database are serialized by an advisory lock; it is
+			 * taken before the slot is looked at, so that the worker and an
+			 * ep.apply_projections() call never both create the slot.
+			 */
+			if (ep_any_async_projection() &&
+				DatumGetBool(DirectFunctionCall1(pg_try_advisory_xact_lock_int8,
+												 Int64GetDatum(EP_PROJECTION_LOCK_KEY))))
 			{
 				bool		created = ep_decoder_ensure_slot();
 				bool		m;
@@ -1398,6 +1405,8 @@ ep_apply_projections(PG_FUNCTION_ARGS)
 	if (!ep_any_async_projection())
 		PG_RETURN_INT64(0);
 
+	/* serialized with the worker's rounds before the slot is looked at */
+	DirectFunctionCall1(pg_advisory_xact_lock_int8, Int64GetDatum(EP_PROJECTION_LOCK_KEY));
 	created = ep_decoder_ensure_slot();
 
 	/*
