@@ -102,3 +102,115 @@ SELECT pg_sleep(2.5);
 SELECT j.target, r.status, r.message FROM ep.job_runs r JOIN ep.jobs j USING (job_id)
  WHERE j.target = 'demo-heartbeat' ORDER BY r.started_at LIMIT 1;
 SELECT ep.unschedule_job('demo-heartbeat');
+
+\echo
+\echo '== 4. CQRS projections driven by logical decoding (applied by the background worker)'
+\echo '-- an event-sourced account balance: a read model kept by a handler'
+CREATE TABLE public.balances (account text PRIMARY KEY, balance numeric NOT NULL);
+CREATE FUNCTION public.apply_balance(e ep.events) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.balances AS b
+    VALUES (e.stream_id, CASE e.event_type WHEN 'Deposited' THEN (e.data->>'amount')::numeric
+                                           ELSE -(e.data->>'amount')::numeric END)
+    ON CONFLICT (account) DO UPDATE SET balance = b.balance + excluded.balance;
+END $$;
+SELECT ep.create_projection('balances', 'public.apply_balance(ep.events)',
+                            event_types => ARRAY['Deposited', 'Withdrawn'], category => 'account');
+SELECT ep.append('account-44', 'Deposited', '{"amount": 250}');
+SELECT ep.append('account-44', 'Withdrawn', '{"amount": 50}');
+\echo '-- read your writes: wait until the worker has applied everything committed so far'
+SELECT ep.wait_for_projection('balances', '30 seconds') AS caught_up;
+SELECT * FROM public.balances ORDER BY account;
+
+\echo '-- change data capture: a normalized write model feeding a denormalized feed'
+CREATE TABLE public.users (id int PRIMARY KEY, name text NOT NULL);
+CREATE TABLE public.posts (id int PRIMARY KEY, author_id int NOT NULL REFERENCES public.users,
+                           body text NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE public.feed (post_id int PRIMARY KEY, author_id int NOT NULL, author_name text NOT NULL,
+                          body text NOT NULL, created_at timestamptz NOT NULL);
+CREATE FUNCTION public.feed_from_posts(op text, old_row jsonb, new_row jsonb)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF op = 'TRUNCATE' THEN
+        DELETE FROM public.feed;
+    ELSIF op = 'DELETE' THEN
+        DELETE FROM public.feed WHERE post_id = (old_row->>'id')::int;
+    ELSE
+        INSERT INTO public.feed
+        SELECT (new_row->>'id')::int, u.id, u.name, new_row->>'body', (new_row->>'created_at')::timestamptz
+          FROM public.users u WHERE u.id = (new_row->>'author_id')::int
+        ON CONFLICT (post_id) DO UPDATE
+           SET body = excluded.body, author_id = excluded.author_id, author_name = excluded.author_name;
+    END IF;
+END $$;
+CREATE FUNCTION public.feed_from_users(op text, old_row jsonb, new_row jsonb)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF op = 'UPDATE' THEN
+        UPDATE public.feed SET author_name = new_row->>'name' WHERE author_id = (new_row->>'id')::int;
+    END IF;
+END $$;
+SELECT ep.create_table_projection('feed_posts', 'public.posts', 'public.feed_from_posts(text, jsonb, jsonb)');
+SELECT ep.create_table_projection('feed_users', 'public.users', 'public.feed_from_users(text, jsonb, jsonb)');
+INSERT INTO public.users VALUES (1, 'ann'), (2, 'bob');
+INSERT INTO public.posts (id, author_id, body) VALUES (10, 1, 'hello'), (11, 2, 'hi ann');
+UPDATE public.users SET name = 'Ann' WHERE id = 1;
+DELETE FROM public.posts WHERE id = 11;
+SELECT ep.wait_for_projection(NULL, '30 seconds') AS caught_up;
+SELECT author_name, body FROM public.feed ORDER BY post_id;
+\echo '-- a poison event is retried, then parked; the projection goes on'
+CREATE FUNCTION public.picky(e ep.events) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF e.data ? 'bad' THEN RAISE EXCEPTION 'cannot handle event %', e.global_position; END IF;
+END $$;
+SELECT ep.create_projection('picky', 'public.picky(ep.events)', category => 'audit');
+SELECT ep.append('audit-1', 'Checked', '{"bad": true}');
+SELECT ep.append('audit-1', 'Checked', '{}');
+SELECT pg_sleep(2);
+SELECT ep.wait_for_projection('picky', '30 seconds') AS caught_up;
+SELECT projection, error, attempts FROM ep.parked_events;
+SELECT name, mode, status, lag_events, parked FROM ep.projections ORDER BY name;
+
+\echo
+\echo '== 5. Incrementally maintained materialized views'
+\echo '-- a daily sales summary per category and region, deferred and refreshed on a schedule'
+CREATE TABLE public.sales (id serial PRIMARY KEY, day date, category text, region text, amount numeric);
+INSERT INTO public.sales (day, category, region, amount)
+SELECT date '2026-11-01' + g % 7, (ARRAY['books', 'games', 'music'])[1 + g % 3],
+       (ARRAY['north', 'south'])[1 + g % 2], (g * 37) % 200
+  FROM generate_series(1, 10000) g;
+SELECT ep.create_incremental_view('daily_sales',
+    'SELECT day, category, region, count(*) AS orders, sum(amount) AS revenue, max(amount) AS biggest
+       FROM public.sales GROUP BY day, category, region', 'deferred');
+SELECT ep.schedule_refresh('daily_sales', '2 seconds');
+INSERT INTO public.sales (day, category, region, amount) VALUES ('2026-11-01', 'books', 'north', 500);
+UPDATE public.sales SET amount = amount + 1 WHERE id <= 10;
+SELECT name, refresh, schedule, pending_changes, is_stale FROM ep.incremental_views;
+\echo '-- ... the background worker refreshes it on its schedule, as the view owner'
+SELECT pg_sleep(4);
+SELECT name, pending_changes, is_stale, last_refreshed_at IS NOT NULL AS refreshed FROM ep.incremental_views;
+SELECT * FROM daily_sales WHERE day = '2026-11-01' ORDER BY category, region;
+SELECT j.kind, j.target, r.status FROM ep.job_runs r JOIN ep.jobs j USING (job_id)
+ WHERE j.kind = 'view_refresh' ORDER BY r.started_at LIMIT 1;
+\echo '-- the view equals its query'
+SELECT count(*) AS differing_rows FROM (
+  (SELECT * FROM daily_sales EXCEPT ALL
+   SELECT day, category, region, count(*), sum(amount), max(amount) FROM public.sales GROUP BY 1, 2, 3)
+  UNION ALL
+  (SELECT day, category, region, count(*), sum(amount), max(amount) FROM public.sales GROUP BY 1, 2, 3
+   EXCEPT ALL SELECT * FROM daily_sales)) d;
+\echo '-- a live aggregate over the event store, maintained in each appending transaction'
+SELECT ep.create_incremental_view('event_counts',
+    'SELECT category, event_type, count(*) AS n, max(global_position) AS last_position
+       FROM ep.events GROUP BY category, event_type');
+SELECT ep.append('order-8', 'Placed', '{"total": 30}');
+SELECT ep.append('order-8', 'Shipped', '{}');
+SELECT category, event_type, n FROM event_counts ORDER BY 1, 2;
+\echo '-- anything else works with full refresh (recomputed, only the difference is written)'
+SELECT ep.create_incremental_view('top_days',
+    'SELECT day, sum(amount) AS revenue FROM public.sales GROUP BY day ORDER BY 2 DESC LIMIT 3', 'full');
+SELECT * FROM top_days ORDER BY revenue DESC;
+\set ON_ERROR_STOP 0
+SELECT ep.create_incremental_view('not_incremental',
+    'SELECT day, sum(amount) AS revenue FROM public.sales GROUP BY day ORDER BY 2 DESC LIMIT 3', 'immediate');
+\set ON_ERROR_STOP 1
