@@ -110,6 +110,21 @@ SELECT stream_version, data, schema_version FROM ep.read_stream('account-7', 1, 
 SELECT ep.unregister_upcaster('Frozen', 1);
 SELECT stream_version, event_type, data, schema_version FROM ep.read_stream('account-7', 4);
 
+-- projections receive upcast events too (async via a manual round, and inline)
+CREATE TABLE projected (how text, data jsonb, schema_version int);
+CREATE FUNCTION record_async(e ep.events) RETURNS void LANGUAGE sql
+    AS $$ INSERT INTO public.projected VALUES ('async', e.data, e.schema_version) $$;
+CREATE FUNCTION record_inline(e ep.events) RETURNS void LANGUAGE sql
+    AS $$ INSERT INTO public.projected VALUES ('inline', e.data, e.schema_version) $$;
+SELECT ep.create_projection('up_async', 'record_async(ep.events)', ARRAY['Deposited']);
+SELECT ep.create_projection('up_inline', 'record_inline(ep.events)', ARRAY['Deposited'], NULL, 'inline');
+SELECT ep.append('account-8', 'Deposited', '{"amount": 3}');
+SELECT ep.apply_projections() > 0 AS applied;
+SELECT how, data, schema_version FROM projected WHERE data->>'amount' = '3' OR data->>'cents' IS NOT NULL ORDER BY how;
+SELECT data, schema_version AS stored FROM ep.events WHERE stream_id = 'account-8';
+SELECT ep.drop_projection('up_async');
+SELECT ep.drop_projection('up_inline');
+
 -- clean up for the suites that follow
 SELECT ep.drop_subscription('deposits');
 

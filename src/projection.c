@@ -103,11 +103,13 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
+#include "utils/typcache.h"
 #include "utils/wait_event.h"
 
 #include "event_patterns.h"
 #include "position.h"
 #include "projection.h"
+#include "upcast.h"
 #include "shmem.h"
 #include "stream_read.h"
 #include "worker.h"
@@ -531,9 +533,40 @@ ep_apply_items(EpProj *p, EpItem *items, int n)
 	}
 }
 
+/*
+ * The event as a handler must see it: lifted to the latest schema version
+ * of its type by the registered upcasters (upcast.c). Returns the datum
+ * itself when nothing applies.
+ */
+static Datum
+ep_upcast_event_datum(EpUpcastState *up, Datum event)
+{
+	HeapTupleHeader th = DatumGetHeapTupleHeader(event);
+	TupleDesc	desc = lookup_rowtype_tupdesc(HeapTupleHeaderGetTypeId(th),
+											  HeapTupleHeaderGetTypMod(th));
+	HeapTupleData tmp;
+	Datum	   *values = palloc(sizeof(Datum) * Max(desc->natts, Anum_ep_events_category));
+	bool	   *nulls = palloc(sizeof(bool) * Max(desc->natts, Anum_ep_events_category));
+
+	tmp.t_len = HeapTupleHeaderGetDatumLength(th);
+	ItemPointerSetInvalid(&tmp.t_self);
+	tmp.t_tableOid = InvalidOid;
+	tmp.t_data = th;
+	heap_deform_tuple(&tmp, desc, values, nulls);
+	if (desc->natts >= Anum_ep_events_category && ep_upcast_values(up, values, nulls))
+		event = heap_copy_tuple_as_datum(heap_form_tuple(desc, values, nulls), desc);
+	ReleaseTupleDesc(desc);
+	return event;
+}
+
 static void
 ep_event_item(EpItem *item, int64 pos, Datum event)
 {
+	EpUpcastState *up = ep_upcast_begin();
+
+	/* handlers see the latest schema version, like every read path */
+	if (up != NULL)
+		event = ep_upcast_event_datum(up, event);
 	item->position = pos;
 	item->nargs = 1;
 	item->args[0] = event;
