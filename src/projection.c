@@ -1358,9 +1358,10 @@ ep_projection_step(void)
 			 * taken before the slot is looked at, so that the worker and an
 			 * ep.apply_projections() call never both create the slot.
 			 */
-			if (ep_any_async_projection() &&
-				DatumGetBool(DirectFunctionCall1(pg_try_advisory_xact_lock_int8,
-												 Int64GetDatum(EP_PROJECTION_LOCK_KEY))))
+			if (!ep_any_async_projection())
+				ep_decoder_drop_slot(MyDatabaseId);
+			else if (DatumGetBool(DirectFunctionCall1(pg_try_advisory_xact_lock_int8,
+													  Int64GetDatum(EP_PROJECTION_LOCK_KEY))))
 			{
 				bool		created = ep_decoder_ensure_slot();
 				bool		m;
@@ -1368,8 +1369,7 @@ ep_projection_step(void)
 				(void) ep_round(ep_guc_projection_batch_size, created, true, true, &m);
 				more = m;
 			}
-			else
-				ep_decoder_drop_slot(MyDatabaseId);
+			/* else: an ep.apply_projections() call is applying right now */
 		}
 		PopActiveSnapshot();
 		CommitTransactionCommand();
