@@ -43,6 +43,7 @@
 
 #include "event_patterns.h"
 #include "projection.h"
+#include "upcast.h"
 #include "stream_read.h"
 
 void
@@ -241,6 +242,20 @@ ep_inline_projection_trigger(PG_FUNCTION_ARGS)
 	type = SPI_getvalue(row, desc, Anum_ep_events_event_type);
 	category = SPI_getvalue(row, desc, Anum_ep_events_category);
 	event = heap_copy_tuple_as_datum(row, desc);
+	{
+		/* handlers see the latest schema version, like every read path */
+		EpUpcastState *up = ep_upcast_begin();
+
+		if (up != NULL && desc->natts >= Anum_ep_events_category)
+		{
+			Datum	   *values = palloc(sizeof(Datum) * desc->natts);
+			bool	   *nulls = palloc(sizeof(bool) * desc->natts);
+
+			heap_deform_tuple(row, desc, values, nulls);
+			if (ep_upcast_values(up, values, nulls))
+				event = heap_copy_tuple_as_datum(heap_form_tuple(desc, values, nulls), desc);
+		}
+	}
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
