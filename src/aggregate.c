@@ -120,21 +120,6 @@ static SPIPlanPtr plan_policy = NULL;
 static SPIPlanPtr plan_write_snapshot = NULL;
 static SPIPlanPtr plan_purge_snapshots = NULL;
 
-static SPIPlanPtr
-ep_agg_prepare(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes)
-{
-	if (*cache == NULL)
-	{
-		SPIPlanPtr	p = SPI_prepare(sql, nargs, argtypes);
-
-		if (p == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(p);
-		*cache = p;
-	}
-	return *cache;
-}
-
 /*
  * Check the reducer's signature and the caller's right to run it; returns
  * the xmin of its pg_proc row (changes with CREATE OR REPLACE).
@@ -224,7 +209,7 @@ ep_agg_find_snapshot(text *stream, Oid fn, int64 fp, int64 ih, int64 max_version
 	if (!has_time)
 		nulls[4] = 'n';
 	args[5] = Int64GetDatum(ih);
-	if (SPI_execute_plan(ep_agg_prepare(&plan_find_snapshot,
+	if (SPI_execute_plan(ep_spi_keep_plan(&plan_find_snapshot,
 										"SELECT version, state, max_recorded_at FROM ep.snapshots "
 										"WHERE stream_id OPERATOR(pg_catalog.=) $1 "
 										"AND reducer::pg_catalog.oid OPERATOR(pg_catalog.=) $2 "
@@ -266,7 +251,7 @@ ep_agg_policy(Oid fn)
 	bool		isnull;
 
 	args[0] = ObjectIdGetDatum(fn);
-	if (SPI_execute_plan(ep_agg_prepare(&plan_policy,
+	if (SPI_execute_plan(ep_spi_keep_plan(&plan_policy,
 										"SELECT every FROM ep.snapshot_policies "
 										"WHERE reducer::pg_catalog.oid OPERATOR(pg_catalog.=) $1",
 										1, argt),
@@ -338,7 +323,7 @@ ep_agg_write_snapshot(text *stream, int64 row_xmin, Oid fn, int64 fp, int64 ih, 
 	args[7] = initial ? JsonbPGetDatum(initial) : (Datum) 0;
 	if (initial == NULL)
 		nulls[7] = 'n';
-	if (SPI_execute_plan(ep_agg_prepare(&plan_write_snapshot,
+	if (SPI_execute_plan(ep_spi_keep_plan(&plan_write_snapshot,
 										"INSERT INTO ep.snapshots AS s (stream_id, reducer, initial_hash, version, "
 										"state, fingerprint, max_recorded_at, initial) "
 										"VALUES ($1, $2::pg_catalog.regprocedure, $7, $4, $5, $3, $6, $8) "
@@ -349,7 +334,7 @@ ep_agg_write_snapshot(text *stream, int64 row_xmin, Oid fn, int64 fp, int64 ih, 
 										8, argt),
 						 args, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "snapshot insert failed");
-	if (SPI_execute_plan(ep_agg_prepare(&plan_purge_snapshots,
+	if (SPI_execute_plan(ep_spi_keep_plan(&plan_purge_snapshots,
 										"DELETE FROM ep.snapshots "
 										"WHERE stream_id OPERATOR(pg_catalog.=) $1 "
 										"AND reducer::pg_catalog.oid OPERATOR(pg_catalog.=) $2 "

@@ -24,6 +24,7 @@
 #include "catalog/pg_extension.h"
 #include "commands/extension.h"
 #include "commands/trigger.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "access/genam.h"
@@ -150,6 +151,49 @@ void
 ep_restore_user(const EpSavedUser *saved)
 {
 	SetUserIdAndSecContext(saved->userid, saved->sec_context);
+}
+
+/*
+ * Prepare a statement once per backend and keep it (SPI must be connected);
+ * the plan cache revalidates it after DROP/CREATE EXTENSION.
+ */
+SPIPlanPtr
+ep_spi_keep_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes)
+{
+	if (*cache == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
+				 SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		*cache = plan;
+	}
+	return *cache;
+}
+
+/*
+ * Run a prepared statement that writes ep.events (append, hard delete,
+ * scavenge, redaction), with the immutability trigger standing aside for
+ * its duration only, also when it fails.
+ */
+int
+ep_spi_execute_internal(SPIPlanPtr plan, Datum *args, const char *nulls)
+{
+	int			ret = 0;
+
+	ep_internal_writes++;
+	PG_TRY();
+	{
+		ret = SPI_execute_plan(plan, args, nulls, false, 0);
+	}
+	PG_FINALLY();
+	{
+		ep_internal_writes--;
+	}
+	PG_END_TRY();
+	return ret;
 }
 
 static void

@@ -16,6 +16,8 @@
 
 #include "postgres.h"
 
+#include "executor/spi.h"
+
 /* The extension's SQLSTATE class "EP" (TimescaleDB uses "TS" the same way). */
 #define ERRCODE_EP_WRONG_EXPECTED_VERSION	MAKE_SQLSTATE('E','P','0','0','1')
 #define ERRCODE_EP_STREAM_DELETED			MAKE_SQLSTATE('E','P','0','0','2')
@@ -76,6 +78,10 @@ typedef struct EpSavedUser
 } EpSavedUser;
 extern void ep_become_owner(EpSavedUser *saved);
 extern void ep_restore_user(const EpSavedUser *saved);
+
+/* SPI helpers shared by the modules (event_patterns.c) */
+extern SPIPlanPtr ep_spi_keep_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes);
+extern int	ep_spi_execute_internal(SPIPlanPtr plan, Datum *args, const char *nulls);
 
 /* event_store.c */
 extern void ep_store_xact_reset(bool committed);

@@ -67,6 +67,7 @@ static SPIPlanPtr plan_find_event = NULL;
 static SPIPlanPtr plan_stream_ids = NULL;
 static SPIPlanPtr plan_stream_row = NULL;
 static SPIPlanPtr plan_lock_stream = NULL;
+static SPIPlanPtr plan_hard_delete = NULL;
 
 static bool notified_in_xact = false;
 
@@ -97,22 +98,6 @@ ep_store_notify_step(void)
 	Async_Notify("ep_events", NULL);
 	CommitTransactionCommand();
 	return false;
-}
-
-static SPIPlanPtr
-ep_prepare(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes)
-{
-	if (*cache == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
-				 SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		*cache = plan;
-	}
-	return *cache;
 }
 
 /* ----------------------------------------------------------------
@@ -396,7 +381,7 @@ ep_idempotent_repeat(text *stream, const char *stream_c, EpNewEvent *evs, int n,
 	bool		isnull;
 	int			i;
 
-	plan = ep_prepare(&plan_find_event,
+	plan = ep_spi_keep_plan(&plan_find_event,
 					  "SELECT stream_id, stream_version FROM ep.events "
 					  "WHERE event_id OPERATOR(pg_catalog.=) $1",
 					  1, argt1);
@@ -416,7 +401,7 @@ ep_idempotent_repeat(text *stream, const char *stream_c, EpNewEvent *evs, int n,
 						uuid_str(evs[0].id), found_stream),
 				 errdetail("An append to stream \"%s\" cannot reuse it.", stream_c)));
 
-	plan = ep_prepare(&plan_stream_ids,
+	plan = ep_spi_keep_plan(&plan_stream_ids,
 					  "SELECT event_id FROM ep.events "
 					  "WHERE stream_id OPERATOR(pg_catalog.=) $1 "
 					  "AND stream_version OPERATOR(pg_catalog.>=) $2 "
@@ -462,7 +447,7 @@ ep_report_id_conflict(const char *stream_c, EpNewEvent *evs, int n, int64 first_
 		if (!evs[i].has_id)
 			continue;
 		args[0] = evs[i].id;
-		if (SPI_execute_plan(ep_prepare(&plan_find_event,
+		if (SPI_execute_plan(ep_spi_keep_plan(&plan_find_event,
 										"SELECT stream_id, stream_version FROM ep.events "
 										"WHERE event_id OPERATOR(pg_catalog.=) $1",
 										1, argt1),
@@ -516,7 +501,7 @@ ep_stream_row(text *stream, bool *exists, bool *tombstoned)
 	bool		isnull;
 
 	args[0] = PointerGetDatum(stream);
-	if (SPI_execute_plan(ep_prepare(&plan_stream_row,
+	if (SPI_execute_plan(ep_spi_keep_plan(&plan_stream_row,
 									"SELECT version, tombstoned FROM ep.streams "
 									"WHERE stream_id OPERATOR(pg_catalog.=) $1",
 									1, argt),
@@ -569,28 +554,6 @@ ep_check_batch_ids(const char *stream_c, EpNewEvent *evs, int n)
 	pfree(ids);
 }
 
-/*
- * Run a prepared statement that writes ep.events, with the immutability
- * trigger standing aside for its duration only.
- */
-static int
-ep_execute_internal(SPIPlanPtr plan, Datum *args, const char *nulls)
-{
-	int			ret = 0;
-
-	ep_internal_writes++;
-	PG_TRY();
-	{
-		ret = SPI_execute_plan(plan, args, nulls, false, 0);
-	}
-	PG_FINALLY();
-	{
-		ep_internal_writes--;
-	}
-	PG_END_TRY();
-	return ret;
-}
-
 static int64
 ep_do_append(text *stream, bool has_expected, int64 expected, EpNewEvent *evs, int n)
 {
@@ -639,7 +602,7 @@ ep_do_append(text *stream, bool has_expected, int64 expected, EpNewEvent *evs, i
 		args[0] = PointerGetDatum(stream);
 		args[1] = PointerGetDatum(category);
 		args[2] = Int64GetDatum(n);
-		if (SPI_execute_plan(ep_prepare(&plan_upsert_stream,
+		if (SPI_execute_plan(ep_spi_keep_plan(&plan_upsert_stream,
 										"INSERT INTO ep.streams AS s (stream_id, category, version, created_at, updated_at) "
 										"VALUES ($1, $2, $3, pg_catalog.now(), pg_catalog.now()) "
 										"ON CONFLICT (stream_id) DO UPDATE "
@@ -714,9 +677,9 @@ ep_do_append(text *stream, bool has_expected, int64 expected, EpNewEvent *evs, i
 			args[5] = meta[0];
 			args[6] = schema[0];
 			plan = any_id ?
-				ep_prepare(&plan_insert_one_id, EP_INSERT_ONE " ON CONFLICT (event_id) DO NOTHING", 9, argt1) :
-				ep_prepare(&plan_insert_one, EP_INSERT_ONE, 9, argt1);
-			ret = ep_execute_internal(plan, args, metanull[0] ? "     n   " : NULL);
+				ep_spi_keep_plan(&plan_insert_one_id, EP_INSERT_ONE " ON CONFLICT (event_id) DO NOTHING", 9, argt1) :
+				ep_spi_keep_plan(&plan_insert_one, EP_INSERT_ONE, 9, argt1);
+			ret = ep_spi_execute_internal(plan, args, metanull[0] ? "     n   " : NULL);
 		}
 		else
 		{
@@ -728,9 +691,9 @@ ep_do_append(text *stream, bool has_expected, int64 expected, EpNewEvent *evs, i
 			args[5] = PointerGetDatum(ep_array(meta, metanull, n, JSONBOID, -1, false, TYPALIGN_INT));
 			args[6] = PointerGetDatum(ep_array(schema, NULL, n, INT4OID, 4, true, TYPALIGN_INT));
 			plan = any_id ?
-				ep_prepare(&plan_insert_ids, EP_INSERT_EVENTS " ON CONFLICT (event_id) DO NOTHING", 9, argt) :
-				ep_prepare(&plan_insert, EP_INSERT_EVENTS, 9, argt);
-			ret = ep_execute_internal(plan, args, NULL);
+				ep_spi_keep_plan(&plan_insert_ids, EP_INSERT_EVENTS " ON CONFLICT (event_id) DO NOTHING", 9, argt) :
+				ep_spi_keep_plan(&plan_insert, EP_INSERT_EVENTS, 9, argt);
+			ret = ep_spi_execute_internal(plan, args, NULL);
 		}
 
 		if (ret != SPI_OK_INSERT)
@@ -843,7 +806,7 @@ ep_lock_stream(text *stream, int64 *version, bool *tombstoned)
 	bool		isnull;
 
 	args[0] = PointerGetDatum(stream);
-	if (SPI_execute_plan(ep_prepare(&plan_lock_stream,
+	if (SPI_execute_plan(ep_spi_keep_plan(&plan_lock_stream,
 									"SELECT version, tombstoned FROM ep.streams "
 									"WHERE stream_id OPERATOR(pg_catalog.=) $1 FOR UPDATE",
 									1, argt),
@@ -921,17 +884,11 @@ ep_delete_stream(PG_FUNCTION_ARGS)
 			ep_exec("UPDATE ep.streams SET tombstoned = true, deleted_at = pg_catalog.now(), "
 					"updated_at = pg_catalog.now() WHERE stream_id OPERATOR(pg_catalog.=) $1",
 					1, argt, args, NULL, SPI_OK_UPDATE);
-		ep_internal_writes++;
-		PG_TRY();
-		{
-			ep_exec("DELETE FROM ep.events WHERE stream_id OPERATOR(pg_catalog.=) $1",
-					1, argt, args, NULL, SPI_OK_DELETE);
-		}
-		PG_FINALLY();
-		{
-			ep_internal_writes--;
-		}
-		PG_END_TRY();
+		if (ep_spi_execute_internal(ep_spi_keep_plan(&plan_hard_delete,
+													 "DELETE FROM ep.events WHERE stream_id OPERATOR(pg_catalog.=) $1",
+													 1, argt),
+									args, NULL) != SPI_OK_DELETE)
+			elog(ERROR, "hard delete of stream \"%s\" failed", stream_c);
 	}
 	else if (exists && version > 0)
 		ep_exec("UPDATE ep.streams SET deleted_before = version OPERATOR(pg_catalog.+) 1, "

@@ -45,40 +45,7 @@
 static SPIPlanPtr plan_scavenge_streams = NULL;
 static SPIPlanPtr plan_scavenge_delete = NULL;
 static SPIPlanPtr plan_drop_snapshots = NULL;
-
-static SPIPlanPtr
-ep_ret_prepare(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes)
-{
-	if (*cache == NULL)
-	{
-		SPIPlanPtr	p = SPI_prepare(sql, nargs, argtypes);
-
-		if (p == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(p);
-		*cache = p;
-	}
-	return *cache;
-}
-
-/* Run one statement that writes ep.events, the trigger standing aside. */
-static int
-ep_ret_execute_internal(SPIPlanPtr plan, Datum *args, const char *nulls)
-{
-	int			ret = 0;
-
-	ep_internal_writes++;
-	PG_TRY();
-	{
-		ret = SPI_execute_plan(plan, args, nulls, false, 0);
-	}
-	PG_FINALLY();
-	{
-		ep_internal_writes--;
-	}
-	PG_END_TRY();
-	return ret;
-}
+static SPIPlanPtr plan_redact = NULL;
 
 static void
 ep_ret_drop_snapshots(text *stream)
@@ -87,7 +54,7 @@ ep_ret_drop_snapshots(text *stream)
 	Datum		args[1];
 
 	args[0] = PointerGetDatum(stream);
-	if (SPI_execute_plan(ep_ret_prepare(&plan_drop_snapshots,
+	if (SPI_execute_plan(ep_spi_keep_plan(&plan_drop_snapshots,
 										"DELETE FROM ep.snapshots WHERE stream_id OPERATOR(pg_catalog.=) $1",
 										1, argt),
 						 args, NULL, false, 0) != SPI_OK_DELETE)
@@ -125,7 +92,7 @@ ep_scavenge(PG_FUNCTION_ARGS)
 		elog(ERROR, "SPI_connect failed");
 
 	/* streams whose reads hide something (partial index streams_limited_idx) */
-	if (SPI_execute_plan(ep_ret_prepare(&plan_scavenge_streams,
+	if (SPI_execute_plan(ep_spi_keep_plan(&plan_scavenge_streams,
 										"SELECT stream_id, "
 										"pg_catalog.int8larger(1, GREATEST(truncate_before, deleted_before, "
 										"version OPERATOR(pg_catalog.-) max_count OPERATOR(pg_catalog.+) 1)), "
@@ -175,8 +142,8 @@ ep_scavenge(PG_FUNCTION_ARGS)
 				break;
 			args[3] = Int32GetDatum(n);
 			args[4] = Int64GetDatum(after);
-			ret = ep_ret_execute_internal(
-										  ep_ret_prepare(&plan_scavenge_delete,
+			ret = ep_spi_execute_internal(
+										  ep_spi_keep_plan(&plan_scavenge_delete,
 														 "DELETE FROM ep.events WHERE ctid OPERATOR(pg_catalog.=) ANY (ARRAY("
 														 "SELECT ctid FROM ep.events "
 														 "WHERE stream_id OPERATOR(pg_catalog.=) $1 "
@@ -287,20 +254,13 @@ ep_redact_stream(PG_FUNCTION_ARGS)
 
 		uargs[0] = PointerGetDatum(stream);
 		uargs[1] = Int64GetDatum(redaction_id);
-		ep_internal_writes++;
-		PG_TRY();
-		{
-			ret = SPI_execute_with_args("UPDATE ep.events SET data = '{\"redacted\": true}'::pg_catalog.jsonb, "
-										"metadata = pg_catalog.jsonb_build_object('redacted', true, "
-										"'redaction_id', $2, 'redacted_at', pg_catalog.now()) "
-										"WHERE stream_id OPERATOR(pg_catalog.=) $1",
-										2, uargt, uargs, NULL, false, 0);
-		}
-		PG_FINALLY();
-		{
-			ep_internal_writes--;
-		}
-		PG_END_TRY();
+		ret = ep_spi_execute_internal(ep_spi_keep_plan(&plan_redact,
+													   "UPDATE ep.events SET data = '{\"redacted\": true}'::pg_catalog.jsonb, "
+													   "metadata = pg_catalog.jsonb_build_object('redacted', true, "
+													   "'redaction_id', $2, 'redacted_at', pg_catalog.now()) "
+													   "WHERE stream_id OPERATOR(pg_catalog.=) $1",
+													   2, uargt),
+									  uargs, NULL);
 		if (ret != SPI_OK_UPDATE)
 			elog(ERROR, "redaction update failed: %s", SPI_result_code_string(ret));
 		n = SPI_processed;

@@ -87,16 +87,17 @@ ep_category_of(const char *stream_id, int len)
 	return cstring_to_text_with_len(stream_id, dash ? (int) (dash - stream_id) : len);
 }
 
-static uint32
-ep_text_hash(const void *key, Size keysize)
+/* dynahash callbacks for keys that are pointers to text (also upcast.c) */
+uint32
+ep_text_key_hash(const void *key, Size keysize)
 {
 	text	   *t = *(text *const *) key;
 
 	return hash_bytes((const unsigned char *) VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
 }
 
-static int
-ep_text_match(const void *key1, const void *key2, Size keysize)
+int
+ep_text_key_match(const void *key1, const void *key2, Size keysize)
 {
 	text	   *a = *(text *const *) key1;
 	text	   *b = *(text *const *) key2;
@@ -239,8 +240,8 @@ ep_limits_cache_init(EpLimitsCache *cache)
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(text *);
 	ctl.entrysize = sizeof(EpLimitsEntry);
-	ctl.hash = ep_text_hash;
-	ctl.match = ep_text_match;
+	ctl.hash = ep_text_key_hash;
+	ctl.match = ep_text_key_match;
 	ctl.hcxt = CurrentMemoryContext;
 	cache->hash = hash_create("event_patterns stream limits", 256, &ctl,
 							  HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);

@@ -51,5 +51,7 @@ extern void ep_read_filter_types(EpGlobalFilter *filter, ArrayType *types);
 extern void ep_read_check_consumer(bool member_null, int member, bool size_null, int size,
 								   EpGlobalFilter *filter);
 extern int64 ep_read_max_count(FunctionCallInfo fcinfo, int argno);
+extern uint32 ep_text_key_hash(const void *key, Size keysize);
+extern int	ep_text_key_match(const void *key1, const void *key2, Size keysize);
 
 #endif							/* EP_STREAM_READ_H */

@@ -81,26 +81,6 @@ static Oid	upcasters_relid = InvalidOid;
 static bool callbacks_registered = false;
 static List *stale_contexts = NIL;	/* freed at transaction end */
 
-static uint32
-ep_up_hash(const void *key, Size keysize)
-{
-	text	   *t = *(text *const *) key;
-
-	return hash_bytes((const unsigned char *) VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
-}
-
-static int
-ep_up_match(const void *key1, const void *key2, Size keysize)
-{
-	text	   *a = *(text *const *) key1;
-	text	   *b = *(text *const *) key2;
-	int			la = VARSIZE_ANY_EXHDR(a);
-
-	if (la != (int) VARSIZE_ANY_EXHDR(b))
-		return 1;
-	return memcmp(VARDATA_ANY(a), VARDATA_ANY(b), la);
-}
-
 static void
 ep_up_relcache_cb(Datum arg, Oid relid)
 {
@@ -209,8 +189,8 @@ ep_up_load(void)
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(text *);
 	ctl.entrysize = sizeof(EpUpcastEntry);
-	ctl.hash = ep_up_hash;
-	ctl.match = ep_up_match;
+	ctl.hash = ep_text_key_hash;
+	ctl.match = ep_text_key_match;
 	ctl.hcxt = cxt;
 	cache.hash = hash_create("event_patterns upcasters", 64, &ctl,
 							 HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
@@ -228,7 +208,7 @@ ep_up_load(void)
 		int64		xmin = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
 		uint64		h;
 
-		if (cur == NULL || ep_up_match(&cur->key, &type, 0) != 0)
+		if (cur == NULL || ep_text_key_match(&cur->key, &type, 0) != 0)
 		{
 			bool		found;
 
