@@ -78,6 +78,7 @@ typedef struct EpLimitsCache
 } EpLimitsCache;
 
 static SPIPlanPtr plan_limits_one = NULL;
+static SPIPlanPtr plan_limits_all = NULL;
 
 text *
 ep_category_of(const char *stream_id, int len)
@@ -228,9 +229,11 @@ ep_limits_cache_init(EpLimitsCache *cache)
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
 
 	memset(cache, 0, sizeof(*cache));
-	if (SPI_execute("SELECT stream_id, " EP_LIMITS_COLUMNS " FROM ep.streams WHERE "
-					EP_LIMITED_PREDICATE " LIMIT " CppAsString2(EP_LIMITS_PRELOAD_MAX) " + 1",
-					true, 0) != SPI_OK_SELECT)
+	if (SPI_execute_plan(ep_spi_keep_plan(&plan_limits_all,
+										  "SELECT stream_id, " EP_LIMITS_COLUMNS " FROM ep.streams WHERE "
+										  EP_LIMITED_PREDICATE " LIMIT " CppAsString2(EP_LIMITS_PRELOAD_MAX) " + 1",
+										  0, NULL),
+						 NULL, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "stream limits lookup failed");
 	if (SPI_processed == 0)
 		return;
