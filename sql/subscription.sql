@@ -50,6 +50,15 @@ SELECT ep.ack('billing', -1);
 SELECT ep.ack('billing', NULL);
 SELECT ep.drop_subscription('nope');
 
+-- only the subscription's owner (or a member of it) may move or drop it
+CREATE ROLE ep_other;
+SET SESSION AUTHORIZATION ep_other;
+SELECT ep.ack('billing', 1);
+SELECT ep.drop_subscription('billing');
+SELECT count(*) FROM ep.poll('billing');  -- reading is allowed
+RESET SESSION AUTHORIZATION;
+DROP ROLE ep_other;
+
 SELECT ep.drop_subscription('grouped');
 SELECT count(*) FROM ep.subscription_checkpoints WHERE subscription = 'grouped';
 SELECT name, category, event_types, from_position FROM ep.subscriptions ORDER BY name;

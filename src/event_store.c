@@ -703,13 +703,15 @@ ep_do_append(text *stream, bool has_expected, int64 expected, EpNewEvent *evs, i
 		result = new_version;
 	}
 
-	/* 4. one NOTIFY per appending transaction (or one by the worker) */
-	if (!notified_in_xact && ep_guc_notify != EP_NOTIFY_OFF)
-	{
-		if (ep_guc_notify == EP_NOTIFY_COMMIT)
-			Async_Notify("ep_events", NULL);
+	/*
+	 * 4. one NOTIFY per appending transaction (or one by the worker).
+	 * Async_Notify is called on every append: it folds duplicates itself,
+	 * and a rolled-back subtransaction takes its queued notification with it.
+	 */
+	if (ep_guc_notify == EP_NOTIFY_COMMIT)
+		Async_Notify("ep_events", NULL);
+	if (ep_guc_notify != EP_NOTIFY_OFF)
 		notified_in_xact = true;
-	}
 
 done:
 	SPI_finish();

@@ -781,7 +781,10 @@ ep_table_snapshot(EpProj *p)
 		MemoryContext batch_cxt;
 		MemoryContext old;
 
+		/* the scan may run the table's RLS policies: as the owner, too */
+		ep_handler_enter(&hc, p->owner);
 		SPI_cursor_fetch(portal, true, EP_TABLE_BATCH);
+		ep_handler_leave(&hc);
 		n = SPI_processed;
 		if (n == 0)
 			break;

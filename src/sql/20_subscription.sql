@@ -25,6 +25,24 @@ GRANT SELECT ON ep.subscriptions, ep.subscription_checkpoints TO PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('ep.subscriptions', '');
 SELECT pg_catalog.pg_extension_config_dump('ep.subscription_checkpoints', '');
 
+-- Only the role that created a subscription (or a member of it, or a
+-- superuser) may move its checkpoint or drop it.
+CREATE FUNCTION ep._subscription_check_owner(name text)
+    RETURNS void LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    o name;
+BEGIN
+    SELECT s.owner INTO o FROM ep.subscriptions s WHERE s.name = _subscription_check_owner.name;
+    IF o IS NOT NULL AND NOT pg_has_role(session_user, o, 'MEMBER') THEN
+        RAISE EXCEPTION 'must be a member of role "%" to change subscription "%"', o, name
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION ep._subscription_check_owner(text) IS 'Internal: raises 42501 unless the session user may change the subscription';
+
 CREATE FUNCTION ep.create_subscription(name text, category text DEFAULT NULL,
                                        event_types text[] DEFAULT NULL,
                                        from_position bigint DEFAULT 0)
@@ -83,6 +101,7 @@ BEGIN
         RAISE EXCEPTION 'subscription "%" does not exist', subscription
             USING ERRCODE = 'undefined_object';
     END IF;
+    PERFORM ep._subscription_check_owner(ack.subscription);
     INSERT INTO ep.subscription_checkpoints AS c (subscription, consumer_member, position)
     VALUES (ack.subscription, coalesce(ack.consumer_member, -1), ack."position")
     ON CONFLICT ON CONSTRAINT subscription_checkpoints_pkey
@@ -97,6 +116,7 @@ CREATE FUNCTION ep.drop_subscription(name text)
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    PERFORM ep._subscription_check_owner(drop_subscription.name);
     DELETE FROM ep.subscriptions s WHERE s.name = drop_subscription.name;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'subscription "%" does not exist', name

@@ -76,6 +76,33 @@ CREATE POLICY parked_owner ON ep.parked
     USING (EXISTS (SELECT 1 FROM ep.projection_defs d
                     WHERE d.projection_id OPERATOR(pg_catalog.=) parked.projection_id));
 GRANT SELECT, INSERT, UPDATE, DELETE ON ep.projection_defs, ep.parked TO PUBLIC;
+
+-- Owners may change their rows directly (row-level security keeps them to
+-- their own), so every row is validated as the API would: a handler of the
+-- right signature that its owner may run, a readable source table, event
+-- types without NULLs. The apply rounds never see a row they cannot run.
+CREATE FUNCTION ep._projection_defs_check() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.event_types IS NOT NULL AND (pg_catalog.array_position(NEW.event_types, NULL) IS NOT NULL
+                                        OR pg_catalog.cardinality(NEW.event_types) OPERATOR(pg_catalog.=) 0) THEN
+        RAISE EXCEPTION 'event_types must be NULL or a non-empty array without NULL elements'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NEW.kind OPERATOR(pg_catalog.=) 'table' THEN
+        PERFORM ep._check_table_source(NEW.source);
+    END IF;
+    PERFORM ep._check_handler(NEW.handler, NEW.kind);
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION ep._projection_defs_check() IS
+    'Trigger: validates every projection row (handler signature and rights, source, event types), also on direct writes';
+CREATE TRIGGER projection_defs_check
+    BEFORE INSERT OR UPDATE OF kind, handler, owner, mode, event_types, source ON ep.projection_defs
+    FOR EACH ROW EXECUTE FUNCTION ep._projection_defs_check();
 GRANT SELECT ON ep.projection_state TO PUBLIC;
 
 SELECT pg_catalog.pg_extension_config_dump('ep.projection_defs', '');
