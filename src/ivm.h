@@ -73,7 +73,7 @@ typedef struct IvmViewCache
 } IvmViewCache;
 
 /* ivm_delta.c */
-extern IvmViewCache *ep_ivm_view_cache(int64 view_id);
+extern IvmViewCache *ep_ivm_view_cache(int64 view_id, bool missing_ok);
 extern void ep_ivm_apply_result(IvmViewCache *vc, SPITupleTable *tuptable,
 								uint64 ntuples);
 extern void ep_ivm_lock_view(IvmViewCache *vc);

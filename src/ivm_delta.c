@@ -111,7 +111,7 @@ ivm_text_get(Datum d, bool isnull, MemoryContext cxt)
  * the extension owner (the catalog hides rows of other roles).
  */
 IvmViewCache *
-ep_ivm_view_cache(int64 view_id)
+ep_ivm_view_cache(int64 view_id, bool missing_ok)
 {
 	IvmViewCache *vc;
 	bool		found;
@@ -153,6 +153,13 @@ ep_ivm_view_cache(int64 view_id)
 							  " FROM ep.ivm_views v WHERE view_id OPERATOR(pg_catalog.=) $1",
 							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read incremental view " INT64_FORMAT, view_id);
+	if (SPI_processed != 1 && missing_ok)
+	{
+		SPI_finish();
+		ep_restore_user(&saved);
+		hash_search(view_cache, &view_id, HASH_REMOVE, NULL);
+		return NULL;
+	}
 	if (SPI_processed != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -354,7 +361,14 @@ ep_ivm_maintain(PG_FUNCTION_ARGS)
 	if (!TRIGGER_FIRED_BY_TRUNCATE(ev) && nold == 0 && nnew == 0)
 		return PointerGetDatum(NULL);
 
-	vc = ep_ivm_view_cache(view_id);
+	/*
+	 * A trigger whose view is gone from the catalog (its owner deleted the
+	 * row) must not stop other roles' writes to a shared table such as
+	 * ep.events: it does nothing there.
+	 */
+	vc = ep_ivm_view_cache(view_id, RelationGetRelid(trigdata->tg_relation) == ep_catalog()->events);
+	if (vc == NULL)
+		return PointerGetDatum(NULL);
 	/* only the view's own triggers may feed it changes */
 	if (b < 0 || b >= vc->nbase ||
 		vc->base_oids[b] != RelationGetRelid(trigdata->tg_relation))

@@ -75,6 +75,8 @@ ep_refresh_view(PG_FUNCTION_ARGS)
 	TimestampTz start = GetCurrentTimestamp();
 	int			i;
 	int			save_nestlevel;
+	Oid			save_userid;
+	int			save_sec_context;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -90,11 +92,20 @@ ep_refresh_view(PG_FUNCTION_ARGS)
 		SPI_processed != 1)
 		elog(ERROR, "could not look up incremental view \"%s\"", name);
 	view_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	vc = ep_ivm_view_cache(view_id);
+	vc = ep_ivm_view_cache(view_id, false);
 	if (!has_privs_of_role(GetUserId(), vc->owner))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("must be owner of incremental view \"%s\"", name)));
+
+	/*
+	 * The view's SQL (and any function it calls) runs as the view's owner,
+	 * whoever refreshes: a superuser's refresh or job must not run another
+	 * role's code with superuser rights (as REFRESH MATERIALIZED VIEW does).
+	 */
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(vc->owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
 
 	/* generated SQL is fully qualified; pin search_path anyway */
 	save_nestlevel = NewGUCNestLevel();
@@ -192,6 +203,7 @@ ep_refresh_view(PG_FUNCTION_ARGS)
 		ep_restore_user(&saved);
 	}
 	AtEOXact_GUC(true, save_nestlevel);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
 	SPI_finish();
 	PG_RETURN_VOID();
 }

@@ -275,7 +275,8 @@ void
 ep_bgw_set_state(EpWorkerSlot *slot, EpSlotState state)
 {
 	SpinLockAcquire(&bgw_shared->mutex);
-	if (slot->generation == my_generation && slot->state != EP_SLOT_STOPPING)
+	if (slot->generation == my_generation && slot->state != EP_SLOT_STOPPING &&
+		slot->state != EP_SLOT_FREE)
 		slot->state = state;
 	SpinLockRelease(&bgw_shared->mutex);
 }
@@ -774,7 +775,9 @@ launcher_take_over(void)
 				continue;
 			if (slot->state == EP_SLOT_EXITED || expired)
 			{
+				/* a new generation: a straggler can no longer touch the slot */
 				slot->state = EP_SLOT_FREE;
+				slot->generation = bgw_shared->next_generation++;
 				continue;
 			}
 			busy = true;

@@ -214,6 +214,10 @@ ep_worker_main(Datum main_arg)
 		last_round = now;
 		more = false;
 		in_work = true;
+		/* a SIGTERM that came before in_work was set is honoured now */
+		if (got_sigterm)
+			worker_leave(slot, ep_bgw_stop_requested(slot) ?
+						 EP_EXIT_STOPPED : EP_EXIT_UNEXPECTED);
 		ep_bgw_set_state(slot, EP_SLOT_BUSY);
 		for (i = 0; i < nsteps; i++)
 		{

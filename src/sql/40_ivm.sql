@@ -141,7 +141,7 @@ END
 $$;
 COMMENT ON FUNCTION ep._ivm_pending(bigint) IS 'Internal: exact count of change records not yet applied to an incremental view';
 
-CREATE VIEW ep.incremental_views AS
+CREATE VIEW ep.incremental_views WITH (security_invoker = true) AS
     SELECT v.name, v.query, v.refresh, j.schedule, v.last_refreshed_at,
            p.pending AS pending_changes,
            (p.pending OPERATOR(pg_catalog.>) 0) AS is_stale,
