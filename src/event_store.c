@@ -859,6 +859,22 @@ ep_delete_stream(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
+	if (hard)
+	{
+		/*
+		 * A hard delete needs the row to lock even when the stream does not
+		 * exist yet, or a concurrent first append could slip past the
+		 * expected-version check.
+		 */
+		Oid			argt2[2] = {TEXTOID, TEXTOID};
+		Datum		args2[2];
+
+		args2[0] = PointerGetDatum(stream);
+		args2[1] = PointerGetDatum(ep_category_of(VARDATA_ANY(stream), VARSIZE_ANY_EXHDR(stream)));
+		ep_exec("INSERT INTO ep.streams (stream_id, category, version) VALUES ($1, $2, 0) "
+				"ON CONFLICT (stream_id) DO NOTHING",
+				2, argt2, args2, NULL, SPI_OK_INSERT);
+	}
 	exists = ep_lock_stream(stream, &version, &tombstoned);
 	if (!tombstoned)
 		ep_check_expected(stream_c, !PG_ARGISNULL(1),

@@ -33,6 +33,7 @@
 #include "access/stratnum.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "access/xlog.h"
 #include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
@@ -412,6 +413,12 @@ ep_read_global(FunctionCallInfo fcinfo, int64 after, int64 max_count,
 	MemoryContext rowcxt;
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("global reads are not available during recovery"),
+				 errdetail("A standby cannot see which positions the primary has reserved but not yet committed, so a resuming reader could skip events."),
+				 errhint("Read global order from the primary; ep.read_stream works on a standby.")));
 	if (max_count == 0 || filter->ntypes < 0)
 		return;
 
