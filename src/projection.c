@@ -1046,6 +1046,25 @@ ep_prepare_projection(EpProj *p, MemoryContext errcxt)
  * One round, inside the caller's transaction. Returns the number of
  * handler calls that succeeded; *more when work is left.
  */
+/*
+ * A new slot delivers nothing committed before it: forget the handover
+ * state (events come from ep.events until decoding covers them again) and
+ * reload table projections. SPI must be connected, as the extension owner.
+ */
+static void
+ep_forget_slot_state(void)
+{
+	ep_exec("UPDATE ep.projection_state SET cover_position = NULL, confirm_lsn = NULL,"
+			" slot_created_at = pg_catalog.now()", 0, NULL, NULL, NULL, SPI_OK_UPDATE);
+	ep_exec("UPDATE ep.projection_defs SET"
+			" status = CASE WHEN status OPERATOR(pg_catalog.=) 'paused' THEN status ELSE 'rebuilding' END,"
+			" last_lsn = NULL,"
+			" last_error = CASE WHEN status OPERATOR(pg_catalog.=) 'paused'"
+			"   THEN 'the replication slot was created again: rebuild this projection' ELSE last_error END"
+			" WHERE kind OPERATOR(pg_catalog.=) 'table' AND status OPERATOR(pg_catalog.<>) 'rebuilding'",
+			0, NULL, NULL, NULL, SPI_OK_UPDATE);
+}
+
 static int64
 ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *more)
 {
@@ -1086,17 +1105,7 @@ ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *
 		elog(ERROR, "SPI_connect failed");
 
 	if (slot_created)
-	{
-		ep_exec("UPDATE ep.projection_state SET cover_position = NULL, confirm_lsn = NULL,"
-				" slot_created_at = pg_catalog.now()", 0, NULL, NULL, NULL, SPI_OK_UPDATE);
-		ep_exec("UPDATE ep.projection_defs SET"
-				" status = CASE WHEN status OPERATOR(pg_catalog.=) 'paused' THEN status ELSE 'rebuilding' END,"
-				" last_lsn = NULL,"
-				" last_error = CASE WHEN status OPERATOR(pg_catalog.=) 'paused'"
-				"   THEN 'the replication slot was created again: rebuild this projection' ELSE last_error END"
-				" WHERE kind OPERATOR(pg_catalog.=) 'table' AND status OPERATOR(pg_catalog.<>) 'rebuilding'",
-				0, NULL, NULL, NULL, SPI_OK_UPDATE);
-	}
+		ep_forget_slot_state();
 
 	if (SPI_execute("SELECT cover_position, confirm_lsn FROM ep.projection_state", false, 0) != SPI_OK_SELECT ||
 		SPI_processed != 1)
@@ -1369,8 +1378,32 @@ ep_projection_step(void)
 				bool		created = ep_decoder_ensure_slot();
 				bool		m;
 
-				(void) ep_round(ep_guc_projection_batch_size, created, true, true, &m);
-				more = m;
+				if (created)
+				{
+					/*
+					 * Commit the reset before anything is decoded from the new
+					 * slot: a round that failed after creating it must not
+					 * leave the next round trusting the old slot's cover.
+					 */
+					EpSavedUser saved;
+
+					ep_become_owner(&saved);
+					if (SPI_connect() != SPI_OK_CONNECT)
+						elog(ERROR, "SPI_connect failed");
+					ep_forget_slot_state();
+					SPI_finish();
+					ep_restore_user(&saved);
+					PopActiveSnapshot();
+					CommitTransactionCommand();
+					StartTransactionCommand();
+					PushActiveSnapshot(GetTransactionSnapshot());
+					more = true;	/* the round itself comes next */
+				}
+				else
+				{
+					(void) ep_round(ep_guc_projection_batch_size, created, true, true, &m);
+					more = m;
+				}
 			}
 			/* else: an ep.apply_projections() call is applying right now */
 		}
