@@ -133,6 +133,22 @@ SELECT ep.create_incremental_view('ivm_prj.bad', 'SELECT id FROM orders UNION SE
 SELECT ep.create_incremental_view('ivm_prj.bad', 'SELECT * FROM big_orders');
 CREATE TABLE parted (k int) PARTITION BY RANGE (k);
 SELECT ep.create_incremental_view('ivm_prj.bad', 'SELECT k FROM parted');
+-- a foreign key that cascades between two base tables would change both in
+-- one statement: immediate is refused, deferred handles it
+CREATE TABLE fk_parent (id int PRIMARY KEY, label text);
+CREATE TABLE fk_child (id int PRIMARY KEY, parent int REFERENCES fk_parent ON DELETE CASCADE, v int);
+INSERT INTO fk_parent VALUES (1, 'a'), (2, 'b');
+INSERT INTO fk_child VALUES (10, 1, 5), (11, 1, 6), (12, 2, 7);
+SELECT ep.create_incremental_view('ivm_prj.fk_join',
+    'SELECT p.label, c.v FROM fk_parent p JOIN fk_child c ON c.parent = p.id');
+SELECT ep.create_incremental_view('ivm_prj.fk_join',
+    'SELECT p.label, c.v FROM fk_parent p JOIN fk_child c ON c.parent = p.id', 'deferred');
+DELETE FROM fk_parent WHERE id = 1;
+SELECT ep.refresh_view('ivm_prj.fk_join');
+SELECT count(*) AS differing FROM (
+  (SELECT * FROM ivm_prj.fk_join EXCEPT ALL SELECT p.label, c.v FROM fk_parent p JOIN fk_child c ON c.parent = p.id)
+  UNION ALL
+  (SELECT p.label, c.v FROM fk_parent p JOIN fk_child c ON c.parent = p.id EXCEPT ALL SELECT * FROM ivm_prj.fk_join)) d;
 \set VERBOSITY terse
 
 SELECT ep.drop_incremental_view(name) FROM ep.incremental_views WHERE name LIKE 'ivm_prj.%';

@@ -67,6 +67,7 @@
 #include "utils/lsyscache.h"
 #include "utils/regproc.h"
 #include "utils/ruleutils.h"
+#include "utils/array.h"
 #include "utils/syscache.h"
 #include "utils/varlena.h"
 
@@ -83,6 +84,53 @@ ep_ivm_unsupported(const char *construct)
 			 errdetail("The query uses %s, which incremental maintenance does not support.",
 					   construct),
 			 errhint("Create the view with refresh => 'full' to recompute it on refresh.")));
+}
+
+/*
+ * Immediate maintenance of a join computes each base table's delta against
+ * the other tables' state after the statement, so one statement must not
+ * change two base tables of a view. A foreign key between two base tables
+ * whose action changes the referencing table (CASCADE, SET NULL, SET
+ * DEFAULT) would do exactly that: refuse, and point to deferred mode.
+ */
+static void
+ivm_reject_cascading_keys(List *bases)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * list_length(bases));
+	ListCell   *lc;
+	int			n = 0;
+	Oid			argtypes[1] = {OIDARRAYOID};
+	Datum		args[1];
+
+	foreach(lc, bases)
+		elems[n++] = ObjectIdGetDatum(lfirst_oid(lc));
+	args[0] = PointerGetDatum(construct_array(elems, n, OIDOID, sizeof(Oid), true, TYPALIGN_INT));
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args("SELECT c.conname::pg_catalog.text, c.conrelid::pg_catalog.regclass::pg_catalog.text"
+							  " FROM pg_catalog.pg_constraint c"
+							  " WHERE c.contype OPERATOR(pg_catalog.=) 'f'"
+							  " AND c.conrelid OPERATOR(pg_catalog.=) ANY ($1)"
+							  " AND c.confrelid OPERATOR(pg_catalog.=) ANY ($1)"
+							  " AND c.conrelid OPERATOR(pg_catalog.<>) c.confrelid"
+							  " AND (c.confdeltype OPERATOR(pg_catalog.=) ANY ('{c,n,d}'::pg_catalog.\"char\"[])"
+							  "   OR c.confupdtype OPERATOR(pg_catalog.=) ANY ('{c,n,d}'::pg_catalog.\"char\"[]))"
+							  " LIMIT 1",
+							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the foreign keys of the base tables");
+	if (SPI_processed > 0)
+	{
+		char	   *conname = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		char	   *relname = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("query cannot be maintained immediately"),
+				 errdetail("Foreign key \"%s\" of table %s changes one base table of the view when another one changes; immediate maintenance handles one changed base table per statement.",
+						   conname, relname),
+				 errhint("Create the view with refresh => 'deferred' (or 'full').")));
+	}
+	SPI_finish();
 }
 
 /* Types whose = and ordering operators live in pg_catalog (or enums). */
@@ -664,6 +712,8 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 	storage_name = psprintf("%s__ivm_data", rv->relname);
 	d->storage = quote_qualified_identifier(nspname, storage_name);
 	nbase = list_length(d->bases);
+	if (d->refresh == IVM_IMMEDIATE && nbase > 1)
+		ivm_reject_cascading_keys(d->bases);
 	d->logs = palloc0(sizeof(char *) * Max(nbase, 1));
 	if (d->refresh == IVM_DEFERRED)
 	{
