@@ -395,6 +395,20 @@ ep_ivm_maintain(PG_FUNCTION_ARGS)
 			EpSavedUser saved;
 
 			ep_become_owner(&saved);
+
+			/*
+			 * Take the change logs first, like every other logging write: a
+			 * deferred refresh holds them exclusively while it reads and
+			 * then clears needs_full, and must not miss this mark.
+			 */
+			for (int i = 0; vc->log_rels && i < vc->nbase; i++)
+			{
+				if (vc->log_rels[i] == NULL)
+					continue;
+				if (SPI_execute(psprintf("LOCK TABLE %s IN ROW EXCLUSIVE MODE", vc->log_rels[i]),
+								false, 0) != SPI_OK_UTILITY)
+					elog(ERROR, "could not lock change log");
+			}
 			if (SPI_execute_with_args("UPDATE ep.ivm_views SET needs_full = true WHERE view_id OPERATOR(pg_catalog.=) $1",
 									  1, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
 				elog(ERROR, "could not mark incremental view for recompute");
