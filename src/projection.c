@@ -652,6 +652,7 @@ ep_scan_events(EpProj *p, int64 after, int64 horizon, int limit, EpItem *items,
 		HeapTuple	tup;
 		Datum		event;
 
+		CHECK_FOR_INTERRUPTS();
 		if (!index_getnext_slot(scan, ForwardScanDirection, slot))
 			break;
 		examined++;
