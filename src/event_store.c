@@ -887,21 +887,10 @@ ep_delete_stream(PG_FUNCTION_ARGS)
 	}
 	else if (hard)
 	{
-		if (!exists)
-		{
-			Oid			argt2[2] = {TEXTOID, TEXTOID};
-			Datum		args2[2];
-
-			args2[0] = PointerGetDatum(stream);
-			args2[1] = PointerGetDatum(ep_category_of(VARDATA_ANY(stream), VARSIZE_ANY_EXHDR(stream)));
-			ep_exec("INSERT INTO ep.streams (stream_id, category, version, tombstoned, deleted_at) "
-					"VALUES ($1, $2, 0, true, pg_catalog.now()) ON CONFLICT (stream_id) DO UPDATE SET tombstoned = true, deleted_at = pg_catalog.now()",
-					2, argt2, args2, NULL, SPI_OK_INSERT);
-		}
-		else
-			ep_exec("UPDATE ep.streams SET tombstoned = true, deleted_at = pg_catalog.now(), "
-					"updated_at = pg_catalog.now() WHERE stream_id OPERATOR(pg_catalog.=) $1",
-					1, argt, args, NULL, SPI_OK_UPDATE);
+		/* the row exists: it was inserted above when the stream had none */
+		ep_exec("UPDATE ep.streams SET tombstoned = true, deleted_at = pg_catalog.now(), "
+				"updated_at = pg_catalog.now() WHERE stream_id OPERATOR(pg_catalog.=) $1",
+				1, argt, args, NULL, SPI_OK_UPDATE);
 		if (ep_spi_execute_internal(ep_spi_keep_plan(&plan_hard_delete,
 													 "DELETE FROM ep.events WHERE stream_id OPERATOR(pg_catalog.=) $1",
 													 1, argt),
