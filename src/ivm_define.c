@@ -17,7 +17,10 @@
  *	 triggers __ep_ivm_<id>_{i,u,d,t} on each base table (__ep_ivj_... for
  *	 views over several table references, so that they fire first: a writer
  *	 then takes the view's serializing stamp row before any group row, which
- *	 keeps writers of such views from deadlocking on each other).
+ *	 keeps writers of such views from deadlocking on each other); immediate
+ *	 views over several table references also get __ep_ivj_<id>_b, a
+ *	 BEFORE STATEMENT trigger that notes statements in flight (see
+ *	 ivm_delta.c on overlapping statements).
  *
  * Maintenance model. P is the "pre-aggregation" query: the view's FROM and
  * WHERE with a select list of the key expressions (__ep_k<i>) and the
@@ -84,53 +87,6 @@ ep_ivm_unsupported(const char *construct)
 			 errdetail("The query uses %s, which incremental maintenance does not support.",
 					   construct),
 			 errhint("Create the view with refresh => 'full' to recompute it on refresh.")));
-}
-
-/*
- * Immediate maintenance of a join computes each base table's delta against
- * the other tables' state after the statement, so one statement must not
- * change two base tables of a view. A foreign key between two base tables
- * whose action changes the referencing table (CASCADE, SET NULL, SET
- * DEFAULT) would do exactly that: refuse, and point to deferred mode.
- */
-static void
-ivm_reject_cascading_keys(List *bases)
-{
-	Datum	   *elems = palloc(sizeof(Datum) * list_length(bases));
-	ListCell   *lc;
-	int			n = 0;
-	Oid			argtypes[1] = {OIDARRAYOID};
-	Datum		args[1];
-
-	foreach(lc, bases)
-		elems[n++] = ObjectIdGetDatum(lfirst_oid(lc));
-	args[0] = PointerGetDatum(construct_array(elems, n, OIDOID, sizeof(Oid), true, TYPALIGN_INT));
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_with_args("SELECT c.conname::pg_catalog.text, c.conrelid::pg_catalog.regclass::pg_catalog.text"
-							  " FROM pg_catalog.pg_constraint c"
-							  " WHERE c.contype OPERATOR(pg_catalog.=) 'f'"
-							  " AND c.conrelid OPERATOR(pg_catalog.=) ANY ($1)"
-							  " AND c.confrelid OPERATOR(pg_catalog.=) ANY ($1)"
-							  " AND c.conrelid OPERATOR(pg_catalog.<>) c.confrelid"
-							  " AND (c.confdeltype OPERATOR(pg_catalog.=) ANY ('{c,n,d}'::pg_catalog.\"char\"[])"
-							  "   OR c.confupdtype OPERATOR(pg_catalog.=) ANY ('{c,n,d}'::pg_catalog.\"char\"[]))"
-							  " LIMIT 1",
-							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the foreign keys of the base tables");
-	if (SPI_processed > 0)
-	{
-		char	   *conname = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-		char	   *relname = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
-
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("query cannot be maintained immediately"),
-				 errdetail("Foreign key \"%s\" of table %s changes one base table of the view when another one changes; immediate maintenance handles one changed base table per statement.",
-						   conname, relname),
-				 errhint("Create the view with refresh => 'deferred' (or 'full').")));
-	}
-	SPI_finish();
 }
 
 /* Types whose = and ordering operators live in pg_catalog (or enums). */
@@ -712,8 +668,6 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 	storage_name = psprintf("%s__ivm_data", rv->relname);
 	d->storage = quote_qualified_identifier(nspname, storage_name);
 	nbase = list_length(d->bases);
-	if (d->refresh == IVM_IMMEDIATE && nbase > 1)
-		ivm_reject_cascading_keys(d->bases);
 	d->logs = palloc0(sizeof(char *) * Max(nbase, 1));
 	if (d->refresh == IVM_DEFERRED)
 	{
@@ -924,6 +878,19 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 						  prefix, view_id, rel, IVM_OLD_TABLE, view_id, b), SPI_OK_UTILITY);
 		ivm_exec(psprintf("CREATE TRIGGER __ep_%s_" INT64_FORMAT "_t AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION ep._ivm_maintain('" INT64_FORMAT "', '%d')",
 						  prefix, view_id, rel, view_id, b), SPI_OK_UTILITY);
+		if (multi && d->refresh == IVM_IMMEDIATE)
+		{
+			int			nocc = 0;
+			ListCell   *oc;
+
+			foreach(oc, d->occs)
+			{
+				if (((IvmOcc *) lfirst(oc))->relid == base)
+					nocc++;
+			}
+			ivm_exec(psprintf("CREATE TRIGGER __ep_%s_" INT64_FORMAT "_b BEFORE INSERT OR UPDATE OR DELETE ON %s FOR EACH STATEMENT EXECUTE FUNCTION ep._ivm_before('" INT64_FORMAT "', '%d', '%d')",
+							  prefix, view_id, rel, view_id, b, nocc), SPI_OK_UTILITY);
+		}
 		if (as_owner)
 			ep_restore_user(&saved);
 		ObjectAddressSet(storage_addr, RelationRelationId, storage_oid);

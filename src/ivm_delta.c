@@ -26,6 +26,21 @@
  * their deltas concurrently. Under REPEATABLE READ the same update raises a
  * serialization failure when another writer committed after the snapshot.
  *
+ * Overlapping statements: the delta of one base table of a join is computed
+ * against the other tables' current state, which is right only when no other
+ * statement changing a base table of the same view is still in flight. A
+ * writable CTE writing two base tables, a user trigger on one base table
+ * writing another, or a cascading foreign key all fire the AFTER STATEMENT
+ * triggers of the view's tables with several changes outstanding. So the
+ * base tables of immediate join views also carry a BEFORE STATEMENT trigger
+ * (ep._ivm_before) that records each statement in flight (backend-local,
+ * per subtransaction). An AFTER trigger that finds another statement of the
+ * same view still in flight (on another table, or on the same table when it
+ * occurs twice in the query) skips its delta and marks the view; the last
+ * statement of the view to finish recomputes it, writing only the
+ * difference. Entries and marks made in an aborted subtransaction vanish
+ * with it; everything is forgotten at the end of the transaction.
+ *
  * All generated SQL runs as the view's owner (SECURITY_RESTRICTED_OPERATION),
  * whoever writes the base table.
  *
@@ -49,11 +64,210 @@
 #include "utils/rel.h"
 #include "utils/tuplestore.h"
 #include "storage/itemptr.h"
+#include "access/xact.h"
 
 #include "event_patterns.h"
 #include "ivm.h"
 
 static HTAB *view_cache = NULL;
+
+/*
+ * Statements in flight on base tables of immediate join views, and views
+ * whose deltas were skipped; both in TopTransactionContext.
+ */
+typedef struct IvmInFlight
+{
+	int64		view_id;
+	int			base;			/* trigger argument: index into base_oids */
+	bool		repeated;		/* the table occurs more than once in the query */
+	TriggerEvent event;			/* TRIGGER_EVENT_INSERT/UPDATE/DELETE */
+	SubTransactionId subid;
+} IvmInFlight;
+
+typedef struct IvmSkipped
+{
+	int64		view_id;
+	SubTransactionId subid;
+} IvmSkipped;
+
+static List *ivm_in_flight = NIL;
+static List *ivm_skipped = NIL;
+static bool ivm_callbacks_registered = false;
+
+static void
+ivm_xact_callback(XactEvent event, void *arg)
+{
+	/* the lists live in TopTransactionContext, which goes away now */
+	ivm_in_flight = NIL;
+	ivm_skipped = NIL;
+}
+
+static void
+ivm_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+					 SubTransactionId parentSubid, void *arg)
+{
+	ListCell   *lc;
+
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+	{
+		/* what the aborted subtransaction did is rolled back with it */
+		foreach(lc, ivm_in_flight)
+		{
+			if (((IvmInFlight *) lfirst(lc))->subid == mySubid)
+				ivm_in_flight = foreach_delete_current(ivm_in_flight, lc);
+		}
+		foreach(lc, ivm_skipped)
+		{
+			if (((IvmSkipped *) lfirst(lc))->subid == mySubid)
+				ivm_skipped = foreach_delete_current(ivm_skipped, lc);
+		}
+	}
+	else if (event == SUBXACT_EVENT_COMMIT_SUB)
+	{
+		foreach(lc, ivm_in_flight)
+		{
+			if (((IvmInFlight *) lfirst(lc))->subid == mySubid)
+				((IvmInFlight *) lfirst(lc))->subid = parentSubid;
+		}
+		foreach(lc, ivm_skipped)
+		{
+			if (((IvmSkipped *) lfirst(lc))->subid == mySubid)
+				((IvmSkipped *) lfirst(lc))->subid = parentSubid;
+		}
+	}
+}
+
+/*
+ * BEFORE STATEMENT trigger on the base tables of an immediate join view:
+ * note the statement as in flight. Arguments: view id, base index, and
+ * whether the table occurs more than once in the view's query.
+ */
+PG_FUNCTION_INFO_V1(ep_ivm_before);
+Datum
+ep_ivm_before(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	Trigger    *trigger;
+	IvmInFlight *f;
+	MemoryContext oldcxt;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) ||
+		!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event) ||
+		TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("ep._ivm_before must be fired BEFORE INSERT, UPDATE or DELETE ... FOR EACH STATEMENT")));
+	trigger = trigdata->tg_trigger;
+	if (trigger->tgnargs != 3)
+		elog(ERROR, "ep._ivm_before expects three arguments");
+	if (!ivm_callbacks_registered)
+	{
+		RegisterXactCallback(ivm_xact_callback, NULL);
+		RegisterSubXactCallback(ivm_subxact_callback, NULL);
+		ivm_callbacks_registered = true;
+	}
+	oldcxt = MemoryContextSwitchTo(TopTransactionContext);
+	f = palloc(sizeof(IvmInFlight));
+	f->view_id = pg_strtoint64(trigger->tgargs[0]);
+	f->base = pg_strtoint32(trigger->tgargs[1]);
+	f->repeated = strcmp(trigger->tgargs[2], "1") != 0;
+	f->event = trigdata->tg_event & TRIGGER_EVENT_OPMASK;
+	f->subid = GetCurrentSubTransactionId();
+	ivm_in_flight = lappend(ivm_in_flight, f);
+	MemoryContextSwitchTo(oldcxt);
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * An AFTER STATEMENT trigger of a view fires: forget its statement's entry
+ * and tell whether another statement of the view is still in flight
+ * (*overlap) and whether this was the view's last one in flight (*last).
+ * Cheap when nothing is in flight (single-table views never note any).
+ */
+static void
+ivm_statement_done(int64 view_id, int base, TriggerEvent event, bool *overlap, bool *last)
+{
+	ListCell   *lc;
+	bool		removed = false;
+
+	*overlap = false;
+	*last = true;
+	if (ivm_in_flight == NIL)
+		return;
+	event &= TRIGGER_EVENT_OPMASK;
+	foreach(lc, ivm_in_flight)
+	{
+		IvmInFlight *f = lfirst(lc);
+
+		if (f->view_id != view_id)
+			continue;
+		if (!removed && f->base == base && f->event == event)
+		{
+			ivm_in_flight = foreach_delete_current(ivm_in_flight, lc);
+			pfree(f);
+			removed = true;
+			continue;
+		}
+		*last = false;
+		if (f->base != base || f->repeated)
+			*overlap = true;
+	}
+}
+
+/* No statement of the view is in flight. */
+static bool
+ivm_statement_last(int64 view_id)
+{
+	ListCell   *lc;
+
+	foreach(lc, ivm_in_flight)
+	{
+		if (((IvmInFlight *) lfirst(lc))->view_id == view_id)
+			return false;
+	}
+	return true;
+}
+
+static bool
+ivm_is_skipped(int64 view_id)
+{
+	ListCell   *lc;
+
+	foreach(lc, ivm_skipped)
+	{
+		if (((IvmSkipped *) lfirst(lc))->view_id == view_id)
+			return true;
+	}
+	return false;
+}
+
+static void
+ivm_set_skipped(int64 view_id, bool skipped)
+{
+	ListCell   *lc;
+
+	if (skipped)
+	{
+		MemoryContext oldcxt;
+		IvmSkipped *s;
+
+		if (ivm_is_skipped(view_id))
+			return;
+		oldcxt = MemoryContextSwitchTo(TopTransactionContext);
+		s = palloc(sizeof(IvmSkipped));
+		s->view_id = view_id;
+		s->subid = GetCurrentSubTransactionId();
+		ivm_skipped = lappend(ivm_skipped, s);
+		MemoryContextSwitchTo(oldcxt);
+		return;
+	}
+	foreach(lc, ivm_skipped)
+	{
+		if (((IvmSkipped *) lfirst(lc))->view_id == view_id)
+			ivm_skipped = foreach_delete_current(ivm_skipped, lc);
+	}
+}
 
 /*
  * A view's entry is forgotten when its storage table changes or goes away
@@ -342,6 +556,9 @@ ep_ivm_maintain(PG_FUNCTION_ARGS)
 	int64		nold;
 	int64		nnew;
 	TriggerEvent ev;
+	bool		overlap;
+	bool		last;
+	bool		recompute;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) ||
 		!TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
@@ -358,7 +575,22 @@ ep_ivm_maintain(PG_FUNCTION_ARGS)
 
 	nold = trigdata->tg_oldtable ? tuplestore_tuple_count(trigdata->tg_oldtable) : 0;
 	nnew = trigdata->tg_newtable ? tuplestore_tuple_count(trigdata->tg_newtable) : 0;
-	if (!TRIGGER_FIRED_BY_TRUNCATE(ev) && nold == 0 && nnew == 0)
+	if (TRIGGER_FIRED_BY_TRUNCATE(ev))
+	{
+		/* TRUNCATE has no BEFORE trigger: in flight if others are */
+		overlap = ivm_in_flight != NIL && !ivm_statement_last(view_id);
+		last = !overlap;
+	}
+	else
+		ivm_statement_done(view_id, b, ev, &overlap, &last);
+	if (overlap)
+	{
+		/* the view's last statement in flight recomputes it */
+		ivm_set_skipped(view_id, true);
+		return PointerGetDatum(NULL);
+	}
+	recompute = last && ivm_skipped != NIL && ivm_is_skipped(view_id);
+	if (!recompute && !TRIGGER_FIRED_BY_TRUNCATE(ev) && nold == 0 && nnew == 0)
 		return PointerGetDatum(NULL);
 
 	/*
@@ -384,7 +616,13 @@ ep_ivm_maintain(PG_FUNCTION_ARGS)
 	if (SPI_register_trigger_data(trigdata) != SPI_OK_TD_REGISTER)
 		elog(ERROR, "could not register transition tables");
 
-	if (TRIGGER_FIRED_BY_TRUNCATE(ev))
+	if (recompute)
+	{
+		/* statements overlapped: their deltas were skipped */
+		ep_ivm_full_recompute(vc);
+		ivm_set_skipped(view_id, false);
+	}
+	else if (TRIGGER_FIRED_BY_TRUNCATE(ev))
 	{
 		if (vc->refresh == IVM_IMMEDIATE)
 			ep_ivm_full_recompute(vc);

@@ -87,6 +87,11 @@ CREATE FUNCTION ep._ivm_maintain() RETURNS trigger
 COMMENT ON FUNCTION ep._ivm_maintain() IS
     'Internal trigger on base tables of incremental views: applies or logs each statement''s changes';
 
+CREATE FUNCTION ep._ivm_before() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'ep_ivm_before';
+COMMENT ON FUNCTION ep._ivm_before() IS
+    'Internal trigger on base tables of immediate join views: notes a statement about to change a base table, so overlapping statements recompute the view';
+
 -- Find the catalog row of a view by the name given to any of the functions.
 CREATE FUNCTION ep._ivm_lookup(name text) RETURNS ep.ivm_views
     LANGUAGE plpgsql STABLE
@@ -174,7 +179,7 @@ BEGIN
          WHERE t.tgrelid OPERATOR(pg_catalog.=) 'ep.events'::regclass
            AND t.tgname OPERATOR(pg_catalog.=) ANY (ARRAY(
                SELECT format('__ep_%s_%s_%s', p, _ivm_drop_event_triggers.view_id, x)
-                 FROM unnest(ARRAY['ivm', 'ivj']) p, unnest(ARRAY['i', 'u', 'd', 't']) x))
+                 FROM unnest(ARRAY['ivm', 'ivj']) p, unnest(ARRAY['i', 'u', 'd', 't', 'b']) x))
     LOOP
         EXECUTE format('DROP TRIGGER %I ON ep.events', tg);
     END LOOP;
@@ -209,7 +214,7 @@ BEGIN
                  WHERE t.tgrelid OPERATOR(pg_catalog.=) b::oid
                    AND t.tgname OPERATOR(pg_catalog.=) ANY (ARRAY(
                        SELECT format('__ep_%s_%s_%s', p, v.view_id, x)
-                         FROM unnest(ARRAY['ivm', 'ivj']) p, unnest(ARRAY['i', 'u', 'd', 't']) x))
+                         FROM unnest(ARRAY['ivm', 'ivj']) p, unnest(ARRAY['i', 'u', 'd', 't', 'b']) x))
             LOOP
                 EXECUTE format('DROP TRIGGER %I ON %s', tg, b);
             END LOOP;
