@@ -127,7 +127,7 @@ SELECT * FROM check_all();
 
 -- schedules: the job runs refresh_view as the view's owner
 SELECT ep.schedule_refresh('ivm_def.daily_sales', '5 minutes');
-SELECT kind, target, schedule, command, owner = current_user AS owned FROM ep.job_registry
+SELECT kind, target, schedule, command, owner = current_user::regrole AS owned FROM ep.job_registry
  WHERE kind = 'view_refresh';
 SELECT name, schedule FROM ep.incremental_views WHERE name LIKE 'ivm_def.%' ORDER BY name;
 SELECT ep.schedule_refresh('ivm_def.daily_sales', '1 hour');
@@ -202,9 +202,22 @@ INSERT INTO ivm_alice.t VALUES (1, 10), (1, 5), (2, 1);
 UPDATE ivm_alice.t SET v = v * 2;
 SELECT * FROM ivm_alice.tv ORDER BY k;
 SELECT ep.drop_incremental_view('ivm_alice.tv');
+-- owners are kept by OID: renaming the owning role changes nothing; its
+-- scheduled refresh follows the rename (TAP 020_jobs runs a renamed owner's job)
+RESET ROLE;
+SET ROLE regress_ivm_alice;
+SELECT ep.schedule_refresh('ivm_alice.tv', '1 hour');
+RESET ROLE;
+ALTER ROLE regress_ivm_alice RENAME TO regress_ivm_alice2;
+SELECT target, owner FROM ep.jobs WHERE target = 'ivm_alice.tv';
+SET ROLE regress_ivm_bob;
+INSERT INTO ivm_alice.t VALUES (3, 7);
+RESET ROLE;
+ALTER ROLE regress_ivm_alice2 RENAME TO regress_ivm_alice;
 SET ROLE regress_ivm_alice;
 SELECT * FROM ivm_alice.tv ORDER BY k;
 SELECT k, sum(v) AS s FROM ivm_alice.t GROUP BY k ORDER BY k;
+SELECT ep.unschedule_refresh('ivm_alice.tv');
 SELECT ep.drop_incremental_view('ivm_alice.tv');
 SELECT count(*) FROM pg_class WHERE relnamespace = 'ivm_alice'::regnamespace;
 RESET ROLE;

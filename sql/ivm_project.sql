@@ -213,6 +213,23 @@ SELECT count(*) AS differing FROM (
 TRUNCATE parent CASCADE;
 SELECT * FROM overlap_diff();
 
+-- a view's cached maintenance plans are freed when its cached state is
+-- reloaded (here: each GRANT invalidates the storage table)
+CREATE TABLE leak (k int, v int);
+SELECT ep.create_incremental_view('ivm_prj.leak_v', 'SELECT k, sum(v) AS s FROM leak GROUP BY k');
+INSERT INTO leak VALUES (1, 1);
+SELECT count(*) AS plans_before FROM pg_backend_memory_contexts WHERE ident LIKE '%leak_v__ivm_data%';
+DO $$ BEGIN FOR i IN 1..10 LOOP
+  GRANT SELECT ON ivm_prj.leak_v__ivm_data TO PUBLIC;
+  REVOKE SELECT ON ivm_prj.leak_v__ivm_data FROM PUBLIC;
+  INSERT INTO ivm_prj.leak VALUES (i, i);
+END LOOP; END $$;
+SELECT count(*) AS plans_after FROM pg_backend_memory_contexts WHERE ident LIKE '%leak_v__ivm_data%';
+SELECT count(*) AS differing FROM (
+  (SELECT * FROM ivm_prj.leak_v EXCEPT ALL SELECT k, sum(v) FROM leak GROUP BY k)
+  UNION ALL
+  (SELECT k, sum(v) FROM leak GROUP BY k EXCEPT ALL SELECT * FROM ivm_prj.leak_v)) d;
+
 SELECT ep.drop_incremental_view(name) FROM ep.incremental_views WHERE name LIKE 'ivm_prj.%';
 DROP SCHEMA ivm_prj CASCADE;
 RESET search_path;

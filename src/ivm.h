@@ -38,6 +38,8 @@ typedef enum IvmRefresh
  * One view's maintenance state, cached per backend (ivm_delta.c) and keyed
  * by view_id. Plans are prepared lazily and kept (SPI_keepplan); they are
  * revalidated by the plan cache when a base table or the storage changes.
+ * When the entry is reloaded its plans and memory are freed, unless a call
+ * still running further up the stack has it pinned.
  */
 typedef struct IvmViewCache
 {
@@ -70,6 +72,8 @@ typedef struct IvmViewCache
 	SPIPlanPtr *plan_log_update;
 	SPIPlanPtr	plan_remove;
 	SPIPlanPtr	plan_recompute;
+	MemoryContext cxt;			/* the strings and arrays above */
+	int			busy;			/* maintenance or refresh calls using it */
 } IvmViewCache;
 
 /* ivm_delta.c */
@@ -77,6 +81,8 @@ extern IvmViewCache *ep_ivm_view_cache(int64 view_id, bool missing_ok);
 extern void ep_ivm_apply_result(IvmViewCache *vc, SPITupleTable *tuptable,
 								uint64 ntuples);
 extern void ep_ivm_lock_view(IvmViewCache *vc);
+extern void ep_ivm_view_pin(IvmViewCache *vc);
+extern void ep_ivm_view_unpin(IvmViewCache *vc);
 
 /* ivm_refresh.c */
 extern void ep_ivm_full_recompute(IvmViewCache *vc);

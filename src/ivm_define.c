@@ -903,7 +903,7 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 		Oid			types[23] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
 			TEXTOID, TEXTARRAYOID, TEXTARRAYOID, BOOLOID, BOOLOID, TEXTARRAYOID, TEXTARRAYOID,
 			TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
-		TEXTOID, NAMEOID, TEXTARRAYOID};
+		TEXTOID, OIDOID, TEXTARRAYOID};
 		Datum		values[23];
 		char		nulls[23];
 		char	  **basenames = palloc0(sizeof(char *) * Max(nbase, 1));
@@ -938,7 +938,7 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 		values[19] = CStringGetTextDatum(sql_full_insert);
 		values[20] = sql_deferred ? CStringGetTextDatum(sql_deferred) : (Datum) 0;
 		nulls[20] = sql_deferred ? ' ' : 'n';
-		values[21] = DirectFunctionCall1(namein, CStringGetDatum(GetUserNameFromId(GetUserId(), false)));
+		values[21] = ObjectIdGetDatum(GetUserId());
 		values[22] = ivm_text_array(sql_log_upd, d->refresh == IVM_IMMEDIATE ? 0 : nbase);
 		{
 
@@ -953,7 +953,7 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 									   " sql_full_delete, sql_full_insert, sql_deferred, owner, sql_log_update, last_refreshed_at)"
 									   " VALUES ($1, $2, $3::pg_catalog.regclass, $4::pg_catalog.regclass, $5, $6, $7,"
 									   " $8::pg_catalog.regclass[], $9::pg_catalog.regclass[], $10, $11, $12, $13, $14, $15, $16,"
-									   " $17, $18, $19, $20, $21, $22, $23, pg_catalog.now())",
+									   " $17, $18, $19, $20, $21, $22::pg_catalog.regrole, $23, pg_catalog.now())",
 									   23, types, values, nulls, false, 0);
 			if (rc == SPI_OK_INSERT && multi &&
 				SPI_execute_with_args("INSERT INTO ep.ivm_stamps (view_id) VALUES ($1)",

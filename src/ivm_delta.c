@@ -97,9 +97,25 @@ static bool ivm_callbacks_registered = false;
 static void
 ivm_xact_callback(XactEvent event, void *arg)
 {
+	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT &&
+		event != XACT_EVENT_PREPARE && event != XACT_EVENT_PARALLEL_COMMIT &&
+		event != XACT_EVENT_PARALLEL_ABORT)
+		return;
+
 	/* the lists live in TopTransactionContext, which goes away now */
 	ivm_in_flight = NIL;
 	ivm_skipped = NIL;
+
+	/* calls that errored out never unpinned their view */
+	if (view_cache != NULL && (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT))
+	{
+		HASH_SEQ_STATUS status;
+		IvmViewCache *vc;
+
+		hash_seq_init(&status, view_cache);
+		while ((vc = hash_seq_search(&status)) != NULL)
+			vc->busy = 0;
+	}
 }
 
 static void
@@ -137,6 +153,16 @@ ivm_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 	}
 }
 
+static void
+ivm_register_callbacks(void)
+{
+	if (ivm_callbacks_registered)
+		return;
+	RegisterXactCallback(ivm_xact_callback, NULL);
+	RegisterSubXactCallback(ivm_subxact_callback, NULL);
+	ivm_callbacks_registered = true;
+}
+
 /*
  * BEFORE STATEMENT trigger on the base tables of an immediate join view:
  * note the statement as in flight. Arguments: view id, base index, and
@@ -161,12 +187,7 @@ ep_ivm_before(PG_FUNCTION_ARGS)
 	trigger = trigdata->tg_trigger;
 	if (trigger->tgnargs != 3)
 		elog(ERROR, "ep._ivm_before expects three arguments");
-	if (!ivm_callbacks_registered)
-	{
-		RegisterXactCallback(ivm_xact_callback, NULL);
-		RegisterSubXactCallback(ivm_subxact_callback, NULL);
-		ivm_callbacks_registered = true;
-	}
+	ivm_register_callbacks();
 	oldcxt = MemoryContextSwitchTo(TopTransactionContext);
 	f = palloc(sizeof(IvmInFlight));
 	f->view_id = pg_strtoint64(trigger->tgargs[0]);
@@ -320,6 +341,50 @@ ivm_text_get(Datum d, bool isnull, MemoryContext cxt)
 	return MemoryContextStrdup(cxt, TextDatumGetCString(d));
 }
 
+static void
+ivm_free_plans(SPIPlanPtr *plans, int n)
+{
+	for (int i = 0; plans && i < n; i++)
+	{
+		if (plans[i])
+			SPI_freeplan(plans[i]);
+	}
+}
+
+/*
+ * Free what a stale entry holds, unless a call further up the stack still
+ * uses it (then it stays allocated: a rare, bounded leak beats a crash).
+ */
+static void
+ivm_view_cache_release(IvmViewCache *vc)
+{
+	if (vc->cxt == NULL || vc->busy > 0)
+		return;
+	ivm_free_plans(vc->plan_insert, vc->nbase);
+	ivm_free_plans(vc->plan_delete, vc->nbase);
+	ivm_free_plans(vc->plan_update, vc->nbase);
+	ivm_free_plans(vc->plan_log_insert, vc->nbase);
+	ivm_free_plans(vc->plan_log_delete, vc->nbase);
+	ivm_free_plans(vc->plan_log_update, vc->nbase);
+	ivm_free_plans(&vc->plan_remove, 1);
+	ivm_free_plans(&vc->plan_recompute, 1);
+	MemoryContextDelete(vc->cxt);
+	vc->cxt = NULL;
+}
+
+void
+ep_ivm_view_pin(IvmViewCache *vc)
+{
+	vc->busy++;
+}
+
+void
+ep_ivm_view_unpin(IvmViewCache *vc)
+{
+	if (vc->busy > 0)
+		vc->busy--;
+}
+
 /*
  * The cached state of a view; loaded on first use in this backend, read as
  * the extension owner (the catalog hides rows of other roles).
@@ -337,6 +402,7 @@ ep_ivm_view_cache(int64 view_id, bool missing_ok)
 	bool		isnull;
 	int			n;
 	char	   *refresh;
+	int			busy;
 
 	if (view_cache == NULL)
 	{
@@ -346,16 +412,23 @@ ep_ivm_view_cache(int64 view_id, bool missing_ok)
 		ctl.entrysize = sizeof(IvmViewCache);
 		view_cache = hash_create("event_patterns ivm views", 16, &ctl, HASH_ELEM | HASH_BLOBS);
 		CacheRegisterRelcacheCallback(ivm_relcache_callback, (Datum) 0);
+		ivm_register_callbacks();
 	}
 	vc = hash_search(view_cache, &view_id, HASH_ENTER, &found);
 	if (found && vc->valid)
 		return vc;
+	busy = found ? vc->busy : 0;
+	if (found)
+		ivm_view_cache_release(vc);
 	memset(((char *) vc) + sizeof(int64), 0, sizeof(IvmViewCache) - sizeof(int64));
+	vc->busy = busy;
+	vc->cxt = AllocSetContextCreate(CacheMemoryContext, "event_patterns incremental view",
+									ALLOCSET_SMALL_SIZES);
 
 	args[0] = Int64GetDatum(view_id);
 	ep_become_owner(&saved);
 	SPI_connect();
-	if (SPI_execute_with_args("SELECT refresh, (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) v.owner),"
+	if (SPI_execute_with_args("SELECT refresh, v.owner::pg_catalog.oid,"
 							  " storage_rel::pg_catalog.oid, multi_occurrence, keep_empty_group,"
 							  " sql_insert, sql_delete, sql_update, sql_log_insert, sql_log_delete, sql_remove,"
 							  " sql_recompute, sql_full_delete, sql_full_insert, sql_deferred,"
@@ -371,7 +444,11 @@ ep_ivm_view_cache(int64 view_id, bool missing_ok)
 	{
 		SPI_finish();
 		ep_restore_user(&saved);
-		hash_search(view_cache, &view_id, HASH_REMOVE, NULL);
+		if (vc->busy == 0)
+		{
+			MemoryContextDelete(vc->cxt);
+			hash_search(view_cache, &view_id, HASH_REMOVE, NULL);
+		}
 		return NULL;
 	}
 	if (SPI_processed != 1)
@@ -394,10 +471,10 @@ ep_ivm_view_cache(int64 view_id, bool missing_ok)
 	vc->nbase = DatumGetInt32(SPI_getbinval(tup, desc, 17, &isnull));
 #define ARR(field, col) \
 	do { Datum dd = SPI_getbinval(tup, desc, col, &isnull); \
-		vc->field = ivm_text_array_get(dd, isnull, &n, TopMemoryContext); } while (0)
+		vc->field = ivm_text_array_get(dd, isnull, &n, vc->cxt); } while (0)
 #define TXT(field, col) \
 	do { Datum dd = SPI_getbinval(tup, desc, col, &isnull); \
-		vc->field = ivm_text_get(dd, isnull, TopMemoryContext); } while (0)
+		vc->field = ivm_text_get(dd, isnull, vc->cxt); } while (0)
 	ARR(sql_insert, 6);
 	ARR(sql_delete, 7);
 	ARR(sql_update, 8);
@@ -420,7 +497,7 @@ ep_ivm_view_cache(int64 view_id, bool missing_ok)
 
 		deconstruct_array(DatumGetArrayTypeP(dd), OIDOID, sizeof(Oid), true, TYPALIGN_INT,
 						  &elems, &enulls, &count);
-		vc->base_oids = MemoryContextAllocZero(TopMemoryContext, sizeof(Oid) * Max(count, 1));
+		vc->base_oids = MemoryContextAllocZero(vc->cxt, sizeof(Oid) * Max(count, 1));
 		for (i = 0; i < count; i++)
 			vc->base_oids[i] = DatumGetObjectId(elems[i]);
 	}
@@ -428,12 +505,12 @@ ep_ivm_view_cache(int64 view_id, bool missing_ok)
 	SPI_finish();
 	ep_restore_user(&saved);
 
-	vc->plan_insert = MemoryContextAllocZero(TopMemoryContext, sizeof(SPIPlanPtr) * Max(vc->nbase, 1));
-	vc->plan_delete = MemoryContextAllocZero(TopMemoryContext, sizeof(SPIPlanPtr) * Max(vc->nbase, 1));
-	vc->plan_update = MemoryContextAllocZero(TopMemoryContext, sizeof(SPIPlanPtr) * Max(vc->nbase, 1));
-	vc->plan_log_insert = MemoryContextAllocZero(TopMemoryContext, sizeof(SPIPlanPtr) * Max(vc->nbase, 1));
-	vc->plan_log_delete = MemoryContextAllocZero(TopMemoryContext, sizeof(SPIPlanPtr) * Max(vc->nbase, 1));
-	vc->plan_log_update = MemoryContextAllocZero(TopMemoryContext, sizeof(SPIPlanPtr) * Max(vc->nbase, 1));
+	vc->plan_insert = MemoryContextAllocZero(vc->cxt, sizeof(SPIPlanPtr) * Max(vc->nbase, 1));
+	vc->plan_delete = MemoryContextAllocZero(vc->cxt, sizeof(SPIPlanPtr) * Max(vc->nbase, 1));
+	vc->plan_update = MemoryContextAllocZero(vc->cxt, sizeof(SPIPlanPtr) * Max(vc->nbase, 1));
+	vc->plan_log_insert = MemoryContextAllocZero(vc->cxt, sizeof(SPIPlanPtr) * Max(vc->nbase, 1));
+	vc->plan_log_delete = MemoryContextAllocZero(vc->cxt, sizeof(SPIPlanPtr) * Max(vc->nbase, 1));
+	vc->plan_log_update = MemoryContextAllocZero(vc->cxt, sizeof(SPIPlanPtr) * Max(vc->nbase, 1));
 	vc->valid = true;
 	return vc;
 }
@@ -609,6 +686,7 @@ ep_ivm_maintain(PG_FUNCTION_ARGS)
 				 errmsg("trigger \"%s\" does not belong to incremental view " INT64_FORMAT,
 						trigger->tgname, view_id)));
 
+	ep_ivm_view_pin(vc);
 	GetUserIdAndSecContext(&save_user, &save_sec);
 	SetUserIdAndSecContext(vc->owner,
 						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
@@ -718,5 +796,6 @@ ep_ivm_maintain(PG_FUNCTION_ARGS)
 	}
 	SPI_finish();
 	SetUserIdAndSecContext(save_user, save_sec);
+	ep_ivm_view_unpin(vc);
 	return PointerGetDatum(NULL);
 }

@@ -93,6 +93,7 @@ ep_refresh_view(PG_FUNCTION_ARGS)
 		elog(ERROR, "could not look up incremental view \"%s\"", name);
 	view_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	vc = ep_ivm_view_cache(view_id, false);
+	ep_ivm_view_pin(vc);
 	if (!has_privs_of_role(GetUserId(), vc->owner))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
@@ -204,6 +205,7 @@ ep_refresh_view(PG_FUNCTION_ARGS)
 	}
 	AtEOXact_GUC(true, save_nestlevel);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
+	ep_ivm_view_unpin(vc);
 	SPI_finish();
 	PG_RETURN_VOID();
 }

@@ -465,7 +465,9 @@ ep_job_runner_main(Datum main_arg)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	values[0] = Int64GetDatum(extra.job_id);
 	values[1] = Int64GetDatum(extra.run_id);
-	if (SPI_execute_with_args("SELECT j.owner::text, j.command"
+	if (SPI_execute_with_args("SELECT j.owner::pg_catalog.oid, j.command,"
+							  "       (SELECT a.rolname::pg_catalog.text FROM pg_catalog.pg_roles a"
+							  "         WHERE a.oid OPERATOR(pg_catalog.=) j.owner::pg_catalog.oid)"
 							  "  FROM ep.job_registry j"
 							  "  JOIN ep.job_run_log r ON r.job_id OPERATOR(pg_catalog.=) j.job_id"
 							  " WHERE j.job_id OPERATOR(pg_catalog.=) $1"
@@ -475,11 +477,21 @@ ep_job_runner_main(Datum main_arg)
 		elog(ERROR, "could not read job " INT64_FORMAT, extra.job_id);
 	if (SPI_processed == 1)
 	{
-		owner = MemoryContextStrdup(run_cxt, SPI_getvalue(SPI_tuptable->vals[0],
-														  SPI_tuptable->tupdesc, 1));
+		char	   *rolname = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+		bool		isnull;
+		Oid			roleid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+															SPI_tuptable->tupdesc, 1, &isnull));
+
 		command = MemoryContextStrdup(run_cxt, SPI_getvalue(SPI_tuptable->vals[0],
 															SPI_tuptable->tupdesc, 2));
-		owner_id = get_role_oid(owner, true);
+		/* owners are kept by OID: a renamed role keeps its jobs */
+		if (rolname != NULL)
+		{
+			owner = MemoryContextStrdup(run_cxt, rolname);
+			owner_id = roleid;
+		}
+		else
+			owner = MemoryContextStrdup(run_cxt, psprintf("%u", roleid));
 	}
 	PopActiveSnapshot();
 	SPI_finish();
@@ -489,7 +501,7 @@ ep_job_runner_main(Datum main_arg)
 
 	started = GetCurrentTimestamp();
 	if (!OidIsValid(owner_id))
-		message = psprintf("role \"%s\" does not exist", owner);
+		message = psprintf("role with OID %s does not exist", owner);
 	else
 		ok = run_command(owner_id, command, run_cxt, &message);
 	if (!ok)

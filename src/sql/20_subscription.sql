@@ -7,7 +7,7 @@ CREATE TABLE ep.subscriptions (
     category      text,
     event_types   text[],
     from_position bigint      NOT NULL DEFAULT 0 CHECK (from_position >= 0),
-    owner         name        NOT NULL DEFAULT CURRENT_USER,
+    owner         regrole     NOT NULL DEFAULT CURRENT_USER::regrole,
     created_at    timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 COMMENT ON TABLE ep.subscriptions IS 'Persistent subscriptions: a category and/or event types, and where they start';
@@ -32,7 +32,7 @@ CREATE FUNCTION ep._subscription_check_owner(name text)
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    o name;
+    o regrole;
 BEGIN
     SELECT s.owner INTO o FROM ep.subscriptions s WHERE s.name = _subscription_check_owner.name;
     IF o IS NOT NULL AND NOT pg_has_role(session_user, o, 'MEMBER') THEN
@@ -64,7 +64,7 @@ BEGIN
     END IF;
     INSERT INTO ep.subscriptions (name, category, event_types, from_position, owner)
     VALUES (create_subscription.name, create_subscription.category,
-            create_subscription.event_types, create_subscription.from_position, session_user)
+            create_subscription.event_types, create_subscription.from_position, session_user::regrole)
     ON CONFLICT DO NOTHING;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'subscription "%" already exists', name

@@ -93,6 +93,19 @@ is($node->safe_psql('postgres', q{
 	'0', 'alice sees only her own jobs');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM ep.jobs WHERE owner <> 'alice' AND kind <> 'scavenge'}),
 	'1', 'while the superuser sees the others too');
+
+# owners are kept by OID: a renamed role's jobs go on running as it
+$node->safe_psql('postgres', q{
+	ALTER ROLE alice RENAME TO alice_renamed;
+	DELETE FROM alice_s.seen;
+	UPDATE ep.job_registry SET next_run_at = now() WHERE target = 'whoami';
+});
+ok($node->poll_query_until('postgres', "SELECT count(*) > 0 FROM alice_s.seen"),
+	'the job of a renamed role still runs');
+is($node->safe_psql('postgres', q{
+	SELECT (SELECT DISTINCT who FROM alice_s.seen) || ' / ' || owner FROM ep.jobs WHERE target = 'whoami'}),
+	'alice_renamed / alice_renamed', 'as that role, shown under its new name');
+$node->safe_psql('postgres', "ALTER ROLE alice_renamed RENAME TO alice");
 $node->safe_psql('postgres', "SET ROLE alice; SELECT ep.unschedule_job('whoami')");
 
 # --- a long job runs in its own process; one run at a time -------------------
