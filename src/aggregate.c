@@ -487,6 +487,25 @@ ep_agg_inline(Oid fn, Oid events_type, TupleDesc desc)
 }
 
 /*
+ * Byte equality of two text values: texteq under a deterministic collation
+ * (see the scan keys in ep_aggregate). Called through a FmgrInfo of its
+ * own, not from SQL.
+ */
+static Datum
+ep_agg_stream_eq(PG_FUNCTION_ARGS)
+{
+	text	   *a = PG_GETARG_TEXT_PP(0);
+	text	   *b = PG_GETARG_TEXT_PP(1);
+	Size		len = VARSIZE_ANY_EXHDR(a);
+	bool		eq;
+
+	eq = (len == VARSIZE_ANY_EXHDR(b) && memcmp(VARDATA_ANY(a), VARDATA_ANY(b), len) == 0);
+	PG_FREE_IF_COPY(a, 0);
+	PG_FREE_IF_COPY(b, 1);
+	PG_RETURN_BOOL(eq);
+}
+
+/*
  * ep.aggregate(stream_id, reducer, initial, as_of_version, as_of_time)
  */
 PG_FUNCTION_INFO_V1(ep_aggregate);
@@ -629,10 +648,33 @@ ep_aggregate(PG_FUNCTION_ARGS)
 	if (up != NULL)
 		need_natts = desc->natts;
 
-	ScanKeyEntryInitialize(&keys[nkeys++], 0, 1, BTEqualStrategyNumber, InvalidOid,
-						   DEFAULT_COLLATION_OID, F_TEXTEQ, PointerGetDatum(stream));
-	ScanKeyInit(&keys[nkeys++], 2, BTGreaterEqualStrategyNumber, F_INT8GE,
-				Int64GetDatum(Max(start.version + 1, limits.min_version)));
+	/*
+	 * The scan keys: stream_id, and the versions to fold. Under a
+	 * deterministic collation (a database's default always is one) equal
+	 * stream ids are equal bytes, which ep_agg_stream_eq compares without
+	 * texteq's per-call collation lookup; the btree positions the scan with
+	 * the opclass's own comparison either way. The lower bound on the
+	 * version is left out when it is 1 (versions start at 1), as each key
+	 * is checked again on every index entry.
+	 */
+	if (get_collation_isdeterministic(idx->rd_indcollation[0]))
+	{
+		FmgrInfo	eq;
+
+		MemSet(&eq, 0, sizeof(eq));
+		eq.fn_addr = ep_agg_stream_eq;
+		eq.fn_nargs = 2;
+		eq.fn_strict = true;
+		eq.fn_mcxt = CurrentMemoryContext;
+		ScanKeyEntryInitializeWithInfo(&keys[nkeys++], 0, 1, BTEqualStrategyNumber, InvalidOid,
+									   idx->rd_indcollation[0], &eq, PointerGetDatum(stream));
+	}
+	else
+		ScanKeyEntryInitialize(&keys[nkeys++], 0, 1, BTEqualStrategyNumber, InvalidOid,
+							   idx->rd_indcollation[0], F_TEXTEQ, PointerGetDatum(stream));
+	if (Max(start.version + 1, limits.min_version) > 1)
+		ScanKeyInit(&keys[nkeys++], 2, BTGreaterEqualStrategyNumber, F_INT8GE,
+					Int64GetDatum(Max(start.version + 1, limits.min_version)));
 	if (has_version)
 		ScanKeyInit(&keys[nkeys++], 2, BTLessEqualStrategyNumber, F_INT8LE,
 					Int64GetDatum(as_of_version));
