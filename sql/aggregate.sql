@@ -159,6 +159,45 @@ CREATE FUNCTION forgetful(state jsonb, e ep.events) RETURNS jsonb
 SELECT ep.aggregate('account-42', 'forgetful(jsonb, ep.events)', as_of_version => 4) AS even_null,
        ep.aggregate('account-42', 'forgetful(jsonb, ep.events)', as_of_version => 5) AS odd;
 
+-- SQL reducers are inlined; a field e.col is read from the row, the event is
+-- formed whole only when the body uses it whole; all equal the reference
+-- (balance, redefined above, adds "v": 2).
+CREATE FUNCTION balance_fields(state jsonb, e ep.events) RETURNS jsonb
+    LANGUAGE sql AS $$
+    SELECT jsonb_build_object(
+        'balance', coalesce((state->>'balance')::numeric, 0)
+                   + CASE e.event_type
+                       WHEN 'Deposited' THEN (e.data->>'amount')::numeric
+                       WHEN 'Withdrawn' THEN -(e.data->>'amount')::numeric
+                       ELSE 0 END,
+        'events', coalesce((state->>'events')::int, 0) + 1,
+        'last', e.stream_version)
+$$;
+CREATE FUNCTION balance_whole(state jsonb, e ep.events) RETURNS jsonb
+    LANGUAGE sql AS $$ SELECT balance(state, e) $$;
+CREATE FUNCTION balance_mixed(state jsonb, e ep.events) RETURNS jsonb
+    LANGUAGE sql AS $$ SELECT balance(state, e) || jsonb_build_object('type', e.event_type) $$;
+CREATE FUNCTION balance_not_inlined(state jsonb, e ep.events) RETURNS jsonb
+    LANGUAGE sql SET search_path = public AS $$ SELECT balance(state, e) $$;
+SELECT v,
+       ep.aggregate('account-42', 'balance_fields(jsonb, ep.events)', '{}', v) = ref_fold('account-42', v) - 'v' AS fields,
+       ep.aggregate('account-42', 'balance_whole(jsonb, ep.events)', '{}', v) = ref_fold('account-42', v) AS whole,
+       ep.aggregate('account-42', 'balance_mixed(jsonb, ep.events)', '{}', v) - 'type' = ref_fold('account-42', v) AS mixed,
+       ep.aggregate('account-42', 'balance_mixed(jsonb, ep.events)', '{}', v)->>'type' AS last_type,
+       ep.aggregate('account-42', 'balance_not_inlined(jsonb, ep.events)', '{}', v) = ref_fold('account-42', v) AS not_inlined,
+       ep.aggregate('account-42', 'balance_fields(jsonb, ep.events)', '{}', v, pg_catalog.now()) = ref_fold('account-42', v) - 'v' AS with_time
+  FROM generate_series(1, 5) v ORDER BY v;
+SELECT ep.aggregate('account-42', 'balance_fields(jsonb, ep.events)', as_of_time => :'t_first')
+     = ep.aggregate('account-42', 'balance(jsonb, ep.events)', as_of_time => :'t_first') - 'v' AS fields_as_of_time;
+-- a field that is NULL (metadata) and one the body reads twice
+CREATE FUNCTION meta_count(state jsonb, e ep.events) RETURNS jsonb
+    LANGUAGE sql AS $$
+    SELECT jsonb_build_object('null_meta', coalesce((state->>'null_meta')::int, 0) + (e.metadata IS NULL)::int,
+                              'versions', coalesce(state->'versions', '[]') || to_jsonb(e.stream_version)
+                                          || to_jsonb(e.stream_version * 10))
+$$;
+SELECT ep.aggregate('account-42', 'meta_count(jsonb, ep.events)', NULL, 3);
+
 -- Bad input: clear errors with their SQLSTATE.
 CREATE FUNCTION wrong_args(state jsonb, e jsonb) RETURNS jsonb LANGUAGE sql AS 'SELECT state';
 CREATE FUNCTION wrong_result(state jsonb, e ep.events) RETURNS text LANGUAGE sql AS 'SELECT ''x''';

@@ -11,7 +11,12 @@
  * composite datum comes from an index scan of (stream_id, stream_version)
  * with the statement's snapshot, after upcasting (upcast.c). A reducer in
  * LANGUAGE sql is instead planned once as the expression reducer($1, $2),
- * so that its body can be inlined, as it is in a plpgsql loop. Visibility
+ * so that its body can be inlined, as it is in a plpgsql loop; in the
+ * inlined body each field selection e.col becomes a parameter of its own,
+ * set from the scanned row, and the composite event is formed only when the
+ * body uses the event whole. Per event the fold deforms only the columns
+ * it needs (none for a reducer that is called through fmgr, unless a
+ * filter, a snapshot or an upcaster needs them). Visibility
  * is read_stream's: truncate_before, max_count, max_age and soft deletes
  * hide events. as_of_version stops at that version; as_of_time skips
  * events recorded after it (recorded_at <= as_of_time; recorded_at is the
@@ -78,6 +83,7 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
+#include "nodes/nodeFuncs.h"
 #include "nodes/params.h"
 #include "optimizer/optimizer.h"
 #include "utils/acl.h"
@@ -107,13 +113,30 @@ typedef struct EpFoldStart
 	bool		any_recorded;
 } EpFoldStart;
 
-/* A SQL reducer, planned as an expression (see ep_agg_inline). */
+/*
+ * A SQL reducer, planned as an expression (see ep_agg_inline). $1 is the
+ * state, $2 the event as a composite; $(2 + n) is column n of ep.events,
+ * which replaces each field selection e.col, so that the event is formed
+ * as a composite only when the expression uses it whole.
+ */
 typedef struct EpInlineReducer
 {
 	ParamListInfo params;
 	ExprState  *expr;
 	ExprContext *econtext;
+	bool		whole_row;		/* $2 is still referenced */
+	int			nfields;		/* columns read through $(2 + n) */
+	AttrNumber *fields;
+	AttrNumber	max_field;		/* highest of them (0: none) */
 } EpInlineReducer;
+
+/* State of ep_agg_fields_mutator. */
+typedef struct EpFieldsContext
+{
+	TupleDesc	desc;
+	Bitmapset  *used;
+	bool		whole_row;
+} EpFieldsContext;
 
 static SPIPlanPtr plan_find_snapshot = NULL;
 static SPIPlanPtr plan_policy = NULL;
@@ -347,20 +370,74 @@ ep_agg_write_snapshot(text *stream, int64 row_xmin, Oid fn, int64 fp, int64 ih, 
 }
 
 /*
+ * Replace each field selection ($2).col of the planned reducer expression
+ * by the parameter $(2 + col), which the fold sets from the deformed row;
+ * note whether $2 is still used whole (or might be: anything the walk does
+ * not look into counts as a use).
+ */
+static Node *
+ep_agg_fields_mutator(Node *node, EpFieldsContext *cxt)
+{
+	if (node == NULL)
+		return NULL;
+	if (IsA(node, FieldSelect))
+	{
+		FieldSelect *fs = (FieldSelect *) node;
+		Param	   *arg = (Param *) fs->arg;
+
+		if (arg != NULL && IsA(arg, Param) && arg->paramkind == PARAM_EXTERN &&
+			arg->paramid == 2 && fs->fieldnum > 0 && fs->fieldnum <= cxt->desc->natts)
+		{
+			Form_pg_attribute att = TupleDescAttr(cxt->desc, fs->fieldnum - 1);
+
+			if (!att->attisdropped && att->atttypid == fs->resulttype)
+			{
+				Param	   *p = makeNode(Param);
+
+				p->paramkind = PARAM_EXTERN;
+				p->paramid = 2 + fs->fieldnum;
+				p->paramtype = fs->resulttype;
+				p->paramtypmod = fs->resulttypmod;
+				p->paramcollid = fs->resultcollid;
+				p->location = -1;
+				cxt->used = bms_add_member(cxt->used, fs->fieldnum);
+				return (Node *) p;
+			}
+		}
+	}
+	else if (IsA(node, Param))
+	{
+		Param	   *p = (Param *) node;
+
+		if (p->paramkind == PARAM_EXTERN && p->paramid == 2)
+			cxt->whole_row = true;
+	}
+	else if (IsA(node, Query) || IsA(node, SubLink) || IsA(node, SubPlan) ||
+			 IsA(node, AlternativeSubPlan))
+		cxt->whole_row = true;
+	return expression_tree_mutator(node, ep_agg_fields_mutator, (void *) cxt);
+}
+
+/*
  * A reducer written in SQL is called as the expression reducer($1, $2),
  * planned once per fold, so that the planner can inline its body (as it
  * does in a plpgsql loop); through fmgr each call would set up a SQL
- * function executor. Other reducers are called through the function
- * manager directly.
+ * function executor. Field selections of the event become parameters of
+ * their own (ep_agg_fields_mutator). Other reducers are called through
+ * the function manager directly.
  */
 static EpInlineReducer *
-ep_agg_inline(Oid fn, Oid events_type)
+ep_agg_inline(Oid fn, Oid events_type, TupleDesc desc)
 {
 	EpInlineReducer *inl = palloc0(sizeof(EpInlineReducer));
 	Param	   *p1 = makeNode(Param);
 	Param	   *p2 = makeNode(Param);
 	FuncExpr   *fe;
 	Expr	   *planned;
+	EpFieldsContext fcxt;
+	int			n = 2 + desc->natts;
+	int			i;
+	int			att;
 
 	p1->paramkind = PARAM_EXTERN;
 	p1->paramid = 1;
@@ -376,16 +453,56 @@ ep_agg_inline(Oid fn, Oid events_type)
 					  COERCE_EXPLICIT_CALL);
 	planned = expression_planner((Expr *) fe);
 
-	inl->params = makeParamList(2);
-	inl->params->numParams = 2;
+	fcxt.desc = desc;
+	fcxt.used = NULL;
+	fcxt.whole_row = false;
+	planned = (Expr *) ep_agg_fields_mutator((Node *) planned, &fcxt);
+	inl->whole_row = fcxt.whole_row;
+	inl->nfields = bms_num_members(fcxt.used);
+	inl->fields = palloc(sizeof(AttrNumber) * Max(inl->nfields, 1));
+	i = 0;
+	att = -1;
+	while ((att = bms_next_member(fcxt.used, att)) >= 0)
+	{
+		inl->fields[i++] = (AttrNumber) att;
+		inl->max_field = (AttrNumber) att;
+	}
+
+	inl->params = makeParamList(n);
+	inl->params->numParams = n;
+	for (i = 0; i < n; i++)
+	{
+		inl->params->params[i].isnull = true;
+		inl->params->params[i].pflags = PARAM_FLAG_CONST;
+	}
 	inl->params->params[0].ptype = JSONBOID;
-	inl->params->params[0].pflags = PARAM_FLAG_CONST;
 	inl->params->params[1].ptype = events_type;
-	inl->params->params[1].pflags = PARAM_FLAG_CONST;
+	for (i = 0; i < inl->nfields; i++)
+		inl->params->params[1 + inl->fields[i]].ptype =
+			TupleDescAttr(desc, inl->fields[i] - 1)->atttypid;
 	inl->expr = ExecInitExprWithParams(planned, inl->params);
 	inl->econtext = CreateStandaloneExprContext();
 	inl->econtext->ecxt_param_list_info = inl->params;
 	return inl;
+}
+
+/*
+ * Byte equality of two text values: texteq under a deterministic collation
+ * (see the scan keys in ep_aggregate). Called through a FmgrInfo of its
+ * own, not from SQL.
+ */
+static Datum
+ep_agg_stream_eq(PG_FUNCTION_ARGS)
+{
+	text	   *a = PG_GETARG_TEXT_PP(0);
+	text	   *b = PG_GETARG_TEXT_PP(1);
+	Size		len = VARSIZE_ANY_EXHDR(a);
+	bool		eq;
+
+	eq = (len == VARSIZE_ANY_EXHDR(b) && memcmp(VARDATA_ANY(a), VARDATA_ANY(b), len) == 0);
+	PG_FREE_IF_COPY(a, 0);
+	PG_FREE_IF_COPY(b, 1);
+	PG_RETURN_BOOL(eq);
 }
 
 /*
@@ -438,6 +555,9 @@ ep_aggregate(PG_FUNCTION_ARGS)
 	EpInlineReducer *inl = NULL;
 	Oid			lang = InvalidOid;
 	int64		row_xmin = -1;
+	bool		need_time;
+	bool		need_row;
+	int			need_natts;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -493,8 +613,6 @@ ep_aggregate(PG_FUNCTION_ARGS)
 	strict = flinfo.fn_strict;
 	fc = palloc0(SizeForFunctionCallInfo(2));
 	InitFunctionCallInfoData(*fc, &flinfo, 2, InvalidOid, NULL, NULL);
-	if (lang == SQLlanguageId)
-		inl = ep_agg_inline(fn, get_rel_type_id(cat->events));
 
 	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "event_patterns fold row",
 								   ALLOCSET_DEFAULT_SIZES);
@@ -513,11 +631,50 @@ ep_aggregate(PG_FUNCTION_ARGS)
 	desc = RelationGetDescr(rel);
 	values = palloc(sizeof(Datum) * desc->natts);
 	isnull = palloc(sizeof(bool) * desc->natts);
+	if (lang == SQLlanguageId)
+		inl = ep_agg_inline(fn, get_rel_type_id(cat->events), desc);
 
-	ScanKeyEntryInitialize(&keys[nkeys++], 0, 1, BTEqualStrategyNumber, InvalidOid,
-						   DEFAULT_COLLATION_OID, F_TEXTEQ, PointerGetDatum(stream));
-	ScanKeyInit(&keys[nkeys++], 2, BTGreaterEqualStrategyNumber, F_INT8GE,
-				Int64GetDatum(Max(start.version + 1, limits.min_version)));
+	/*
+	 * Per event the fold reads only what it needs: recorded_at and the
+	 * version for the filters and the snapshot, the columns an inlined
+	 * reducer selects, everything for the upcasters; and it forms the
+	 * composite event only for a reducer that takes it whole.
+	 */
+	need_time = limits.has_max_age || has_time || every > 0;
+	need_row = (inl == NULL || inl->whole_row);
+	need_natts = need_time ? Anum_ep_events_recorded_at : 0;
+	if (inl != NULL)
+		need_natts = Max(need_natts, inl->max_field);
+	if (up != NULL)
+		need_natts = desc->natts;
+
+	/*
+	 * The scan keys: stream_id, and the versions to fold. Under a
+	 * deterministic collation (a database's default always is one) equal
+	 * stream ids are equal bytes, which ep_agg_stream_eq compares without
+	 * texteq's per-call collation lookup; the btree positions the scan with
+	 * the opclass's own comparison either way. The lower bound on the
+	 * version is left out when it is 1 (versions start at 1), as each key
+	 * is checked again on every index entry.
+	 */
+	if (get_collation_isdeterministic(idx->rd_indcollation[0]))
+	{
+		FmgrInfo	eq;
+
+		MemSet(&eq, 0, sizeof(eq));
+		eq.fn_addr = ep_agg_stream_eq;
+		eq.fn_nargs = 2;
+		eq.fn_strict = true;
+		eq.fn_mcxt = CurrentMemoryContext;
+		ScanKeyEntryInitializeWithInfo(&keys[nkeys++], 0, 1, BTEqualStrategyNumber, InvalidOid,
+									   idx->rd_indcollation[0], &eq, PointerGetDatum(stream));
+	}
+	else
+		ScanKeyEntryInitialize(&keys[nkeys++], 0, 1, BTEqualStrategyNumber, InvalidOid,
+							   idx->rd_indcollation[0], F_TEXTEQ, PointerGetDatum(stream));
+	if (Max(start.version + 1, limits.min_version) > 1)
+		ScanKeyInit(&keys[nkeys++], 2, BTGreaterEqualStrategyNumber, F_INT8GE,
+					Int64GetDatum(Max(start.version + 1, limits.min_version)));
 	if (has_version)
 		ScanKeyInit(&keys[nkeys++], 2, BTLessEqualStrategyNumber, F_INT8LE,
 					Int64GetDatum(as_of_version));
@@ -527,30 +684,42 @@ ep_aggregate(PG_FUNCTION_ARGS)
 
 	while (index_getnext_slot(scan, ForwardScanDirection, slot))
 	{
-		TimestampTz recorded;
-		int64		version;
-		Datum		event;
+		TimestampTz recorded = 0;
+		int64		version = 0;
+		Datum		event = (Datum) 0;
 		Datum		result;
+		Datum	   *vals;
+		bool	   *nulls;
+		bool		upcast = false;
 		MemoryContext old;
 
 		CHECK_FOR_INTERRUPTS();
-		slot_getallattrs(slot);
-		recorded = DatumGetTimestampTz(slot->tts_values[Anum_ep_events_recorded_at - 1]);
-		version = DatumGetInt64(slot->tts_values[Anum_ep_events_stream_version - 1]);
-		if (limits.has_max_age && recorded < limits.cutoff)
-			continue;
-		if (has_time && recorded > as_of_time)
-			continue;
+		if (need_natts > 0)
+			slot_getsomeattrs(slot, need_natts);
+		if (need_time)
+		{
+			recorded = DatumGetTimestampTz(slot->tts_values[Anum_ep_events_recorded_at - 1]);
+			version = DatumGetInt64(slot->tts_values[Anum_ep_events_stream_version - 1]);
+			if (limits.has_max_age && recorded < limits.cutoff)
+				continue;
+			if (has_time && recorded > as_of_time)
+				continue;
+		}
 
 		old = MemoryContextSwitchTo(rowcxt);
+		vals = slot->tts_values;
+		nulls = slot->tts_isnull;
 		if (up != NULL)
 		{
 			memcpy(values, slot->tts_values, sizeof(Datum) * desc->natts);
 			memcpy(isnull, slot->tts_isnull, sizeof(bool) * desc->natts);
+			upcast = ep_upcast_values(up, values, isnull);
+			vals = values;
+			nulls = isnull;
 		}
-		if (up != NULL && ep_upcast_values(up, values, isnull))
+		if (need_row && upcast)
 			event = HeapTupleGetDatum(heap_form_tuple(desc, values, isnull));
-		else
+		else if (need_row)
 		{
 			/* as stored: one copy of the heap tuple, as a composite datum */
 			bool		should_free;
@@ -565,10 +734,20 @@ ep_aggregate(PG_FUNCTION_ARGS)
 
 			if (inl != NULL)
 			{
-				inl->params->params[0].value = state;
-				inl->params->params[0].isnull = state_null;
-				inl->params->params[1].value = event;
-				inl->params->params[1].isnull = false;
+				ParamExternData *prm = inl->params->params;
+				int			i;
+
+				prm[0].value = state;
+				prm[0].isnull = state_null;
+				prm[1].value = event;
+				prm[1].isnull = !need_row;
+				for (i = 0; i < inl->nfields; i++)
+				{
+					AttrNumber	a = inl->fields[i];
+
+					prm[1 + a].value = vals[a - 1];
+					prm[1 + a].isnull = nulls[a - 1];
+				}
 				result = ExecEvalExprSwitchContext(inl->expr, inl->econtext, &result_null);
 			}
 			else
@@ -603,6 +782,8 @@ ep_aggregate(PG_FUNCTION_ARGS)
 		if (inl != NULL)
 			ResetExprContext(inl->econtext);
 
+		if (!need_time)
+			continue;
 		if (!any_rec || recorded > max_rec)
 			max_rec = recorded;
 		any_rec = true;
