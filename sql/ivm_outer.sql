@@ -26,6 +26,7 @@ $$;
 
 CREATE TABLE parents (pid int, name text);
 CREATE TABLE kids (kid serial, pid int, toy text, score int);
+CREATE TABLE pets (pid int, species text);
 CREATE FUNCTION mutate(steps int) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE r float8;
 BEGIN
@@ -52,11 +53,19 @@ BEGIN
         ELSIF r < 0.7 THEN
             INSERT INTO parents VALUES (CASE WHEN random() < 0.15 THEN NULL ELSE (random() * 8)::int END,
                                         'p' || (random() * 3)::int);
-        ELSIF r < 0.85 THEN
+        ELSIF r < 0.8 THEN
             UPDATE parents SET pid = (random() * 8)::int
              WHERE ctid IN (SELECT ctid FROM parents ORDER BY random() LIMIT 1);
-        ELSE
+        ELSIF r < 0.85 THEN
             DELETE FROM parents WHERE ctid IN (SELECT ctid FROM parents ORDER BY random() LIMIT 1);
+        ELSIF r < 0.92 THEN
+            INSERT INTO pets VALUES (CASE WHEN random() < 0.15 THEN NULL ELSE (random() * 8)::int END,
+                                     's' || (random() * 2)::int);
+        ELSIF r < 0.96 THEN
+            UPDATE pets SET pid = (random() * 8)::int, species = 's' || (random() * 2)::int
+             WHERE ctid IN (SELECT ctid FROM pets ORDER BY random() LIMIT 1);
+        ELSE
+            DELETE FROM pets WHERE ctid IN (SELECT ctid FROM pets ORDER BY random() LIMIT 1);
         END IF;
     END LOOP;
 END $$;
@@ -75,6 +84,20 @@ SELECT ep.create_incremental_view('ivm_out.left_deferred',
     'deferred');
 SELECT ep.create_incremental_view('ivm_out.full_deferred',
     'SELECT p.name, k.toy FROM parents p FULL JOIN kids k ON k.pid = p.pid', 'deferred');
+-- trees of joins that all equate one key; further ANDed conditions
+SELECT ep.create_incremental_view('ivm_out.left_cond',
+    'SELECT p.pid, k.toy FROM parents p LEFT JOIN kids k ON k.pid = p.pid AND k.score > 1');
+SELECT ep.create_incremental_view('ivm_out.three_left',
+    'SELECT p.name, k.toy, t.species FROM parents p LEFT JOIN kids k ON k.pid = p.pid LEFT JOIN pets t ON t.pid = k.pid');
+SELECT ep.create_incremental_view('ivm_out.three_full_agg',
+    'SELECT coalesce(p.pid, t.pid) AS pid, count(*) AS n, count(k.kid) AS kids, max(t.species) AS sp
+       FROM parents p FULL JOIN pets t ON t.pid = p.pid LEFT JOIN kids k ON k.pid = p.pid AND k.toy <> ''t0''
+      GROUP BY coalesce(p.pid, t.pid)');
+SELECT ep.create_incremental_view('ivm_out.using_chain',
+    'SELECT pid, p.name, k.score, t.species FROM parents p LEFT JOIN kids k USING (pid) LEFT JOIN pets t USING (pid)');
+SELECT ep.create_incremental_view('ivm_out.mixed_deferred',
+    'SELECT p.name, k.toy, t.species FROM parents p JOIN pets t USING (pid) RIGHT JOIN kids k ON k.pid = p.pid',
+    'deferred');
 SELECT * FROM check_all();
 
 SELECT mutate(150);
@@ -102,12 +125,18 @@ TRUNCATE kids;
 SELECT mutate(40);
 SELECT refresh_all();
 SELECT * FROM check_all();
+TRUNCATE pets, parents;
+SELECT mutate(40);
+SELECT refresh_all();
+SELECT * FROM check_all();
 
--- outer joins are refused beyond one equality of two tables
+-- outer joins are refused unless every join equates one shared key
 \set VERBOSITY default
-SELECT ep.create_incremental_view('ivm_out.bad', 'SELECT p.pid FROM parents p LEFT JOIN kids k ON k.pid = p.pid AND k.score > 1');
 SELECT ep.create_incremental_view('ivm_out.bad', 'SELECT p.pid FROM parents p LEFT JOIN kids k ON k.pid < p.pid');
-SELECT ep.create_incremental_view('ivm_out.bad', 'SELECT p.pid FROM parents p LEFT JOIN kids k ON k.pid = p.pid JOIN parents q ON q.pid = p.pid');
+SELECT ep.create_incremental_view('ivm_out.bad', 'SELECT p.pid FROM parents p LEFT JOIN kids k ON k.pid = p.pid JOIN pets t ON t.species = p.name');
+SELECT ep.create_incremental_view('ivm_out.bad', 'SELECT pid FROM parents p FULL JOIN kids k USING (pid) LEFT JOIN pets t USING (pid)');
+SELECT ep.create_incremental_view('ivm_out.bad', 'SELECT p.pid FROM parents p LEFT JOIN kids k ON k.pid = p.pid, pets t');
+SELECT ep.create_incremental_view('ivm_out.bad', 'SELECT p.pid FROM parents p LEFT JOIN kids k ON true');
 \set VERBOSITY terse
 
 SELECT ep.drop_incremental_view(name) FROM ep.incremental_views WHERE name LIKE 'ivm_out.%';

@@ -57,6 +57,7 @@ typedef struct IvmOcc
 	int			base;			/* 0-based index into bases */
 	char	   *fromitem;		/* "<relation> __ep_r<n>" as deparsed */
 	char	   *keycol;			/* outer join: quoted join key column */
+	AttrNumber	keyattno;		/* outer join: its attribute number */
 } IvmOcc;
 
 typedef struct IvmDef

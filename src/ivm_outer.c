@@ -1,14 +1,17 @@
 /*-------------------------------------------------------------------------
  *
  * ivm_outer.c
- *	  Incremental maintenance of views over one outer equi-join
- *	  (LEFT, RIGHT or FULL JOIN ... ON a.x = b.y) of two table references.
+ *	  Incremental maintenance of views over outer equi-joins: a tree of
+ *	  LEFT, RIGHT, FULL (and inner) joins of table references in which
+ *	  every join equates the key columns of the tables on its two sides
+ *	  (a LEFT JOIN b ON a.x = b.y [AND ...] FULL JOIN c ON c.z = b.y ...).
  *
  * An outer join is not linear in its inputs (a row's NULL-extended partner
  * appears or disappears when matches come and go), so the inclusion-
- * exclusion rule of ivm_sql.c does not apply. But an equi-join partitions
- * its rows by the join key: rows of key k depend only on base rows of key k
- * (NULL keys never match, each such row is on its own). So the delta of P
+ * exclusion rule of ivm_sql.c does not apply. But when all joins equate one
+ * shared key, the result is partitioned by it: rows of key k depend only on
+ * base rows of key k (NULL keys never match, each such row is on its own;
+ * further ANDed conditions only filter within a key). So the delta of P
  * is P over the affected partitions after the change, minus P over the
  * same partitions before it:
  *
@@ -27,7 +30,9 @@
 
 #include "access/table.h"
 #include "catalog/pg_operator.h"
+#include "nodes/makefuncs.h"
 #include "nodes/nodeFuncs.h"
+#include "optimizer/optimizer.h"
 #include "parser/parsetree.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -61,37 +66,131 @@ ivm_occ_of(IvmDef *d, Index rti)
 	return NULL;
 }
 
-/* Accept exactly: FROM a {LEFT|RIGHT|FULL} JOIN b ON a.x = b.y. */
+/*
+ * A column reference of the join condition, resolved to a Var of a table
+ * occurrence (join alias columns of LEFT/RIGHT/INNER USING joins stand for
+ * one side's column; a FULL JOIN's merged column does not).
+ */
+static Var *
+ivm_key_var(IvmDef *d, Node *node)
+{
+	Var		   *v = ivm_strip_var(node);
+
+	while (v != NULL && ivm_occ_of(d, v->varno) == NULL)
+	{
+		RangeTblEntry *rte = rt_fetch(v->varno, d->query->rtable);
+
+		if (rte->rtekind != RTE_JOIN || v->varattno > list_length(rte->joinaliasvars))
+			return NULL;
+		v = ivm_strip_var(list_nth(rte->joinaliasvars, v->varattno - 1));
+	}
+	return v;
+}
+
+/* Is range table index rti a table occurrence below node? */
+static bool
+ivm_tree_has(Node *node, Index rti)
+{
+	if (IsA(node, RangeTblRef))
+		return ((RangeTblRef *) node)->rtindex == rti;
+	if (IsA(node, JoinExpr))
+		return ivm_tree_has(((JoinExpr *) node)->larg, rti) ||
+			ivm_tree_has(((JoinExpr *) node)->rarg, rti);
+	return false;
+}
+
+/* The occurrence's key column is unset or is this column. */
+static bool
+ivm_key_fits(IvmOcc *occ, Var *v)
+{
+	return occ->keyattno == 0 || occ->keyattno == v->varattno;
+}
+
+/*
+ * Walk the join tree bottom-up. Each join must equate a column of a table
+ * on its left with a column of a table on its right (more conditions may
+ * follow, ANDed); the equated columns become the key columns of their
+ * tables, one per table, so all tables end up partitioned by one key.
+ */
+static void
+ivm_outer_walk(IvmDef *d, Node *node)
+{
+	JoinExpr   *j;
+	List	   *conds;
+	ListCell   *lc;
+	bool		found = false;
+
+	if (IsA(node, RangeTblRef))
+		return;
+	if (!IsA(node, JoinExpr))
+		ep_ivm_unsupported("an outer join over something other than tables");
+	j = (JoinExpr *) node;
+	ivm_outer_walk(d, j->larg);
+	ivm_outer_walk(d, j->rarg);
+	if (j->quals == NULL)
+		ep_ivm_unsupported("an outer join together with a cross join");
+	conds = make_ands_implicit((Expr *) j->quals);
+	foreach(lc, conds)
+	{
+		OpExpr	   *op = lfirst(lc);
+		Var		   *l;
+		Var		   *r;
+		IvmOcc	   *lo;
+		IvmOcc	   *ro;
+
+		if (!IsA(op, OpExpr) || list_length(op->args) != 2 ||
+			strcmp(get_opname(op->opno), "=") != 0)
+			continue;
+		l = ivm_key_var(d, linitial(op->args));
+		r = ivm_key_var(d, lsecond(op->args));
+		if (l == NULL || r == NULL)
+			continue;
+		if (ivm_tree_has(j->rarg, l->varno) && ivm_tree_has(j->larg, r->varno))
+		{
+			Var		   *t = l;
+
+			l = r;
+			r = t;
+		}
+		if (!ivm_tree_has(j->larg, l->varno) || !ivm_tree_has(j->rarg, r->varno))
+			continue;
+		lo = ivm_occ_of(d, l->varno);
+		ro = ivm_occ_of(d, r->varno);
+		if (!ivm_key_fits(lo, l) || !ivm_key_fits(ro, r))
+			continue;
+		lo->keyattno = l->varattno;
+		ro->keyattno = r->varattno;
+		found = true;
+		break;
+	}
+	if (!found)
+		ep_ivm_unsupported("an outer join whose condition does not equate one key column shared by all its tables");
+}
+
+/*
+ * Accept a tree of joins (outer and inner) of table references in which
+ * every join equates the key columns of the tables on its two sides: then
+ * every result row is built from base rows of one key value (or from one
+ * row with a NULL key), which is what the partition recompute needs.
+ */
 void
 ep_ivm_outer_check(IvmDef *d)
 {
 	Query	   *q = d->query;
-	JoinExpr   *j;
-	OpExpr	   *op;
-	Var		   *l;
-	Var		   *r;
 	ListCell   *lc;
 
-	if (list_length(d->occs) != 2 || list_length(q->jointree->fromlist) != 1 ||
+	if (list_length(q->jointree->fromlist) != 1 ||
 		!IsA(linitial(q->jointree->fromlist), JoinExpr))
-		ep_ivm_unsupported("an outer join other than one join of two tables");
-	j = linitial(q->jointree->fromlist);
-	if (!IsA(j->larg, RangeTblRef) || !IsA(j->rarg, RangeTblRef))
-		ep_ivm_unsupported("an outer join other than one join of two tables");
-	if (j->quals == NULL || !IsA(j->quals, OpExpr))
-		ep_ivm_unsupported("an outer join whose condition is not one column equality");
-	op = (OpExpr *) j->quals;
-	if (list_length(op->args) != 2 || strcmp(get_opname(op->opno), "=") != 0)
-		ep_ivm_unsupported("an outer join whose condition is not one column equality");
-	l = ivm_strip_var(linitial(op->args));
-	r = ivm_strip_var(lsecond(op->args));
-	if (l == NULL || r == NULL || l->varno == r->varno ||
-		ivm_occ_of(d, l->varno) == NULL || ivm_occ_of(d, r->varno) == NULL)
-		ep_ivm_unsupported("an outer join whose condition is not one column equality");
-	ivm_occ_of(d, l->varno)->keycol =
-		pstrdup(quote_identifier(get_attname(ivm_occ_of(d, l->varno)->relid, l->varattno, false)));
-	ivm_occ_of(d, r->varno)->keycol =
-		pstrdup(quote_identifier(get_attname(ivm_occ_of(d, r->varno)->relid, r->varattno, false)));
+		ep_ivm_unsupported("an outer join together with a comma join");
+	ivm_outer_walk(d, linitial(q->jointree->fromlist));
+	foreach(lc, d->occs)
+	{
+		IvmOcc	   *occ = lfirst(lc);
+
+		if (occ->keyattno == 0)
+			ep_ivm_unsupported("an outer join whose condition does not equate one key column shared by all its tables");
+		occ->keycol = pstrdup(quote_identifier(get_attname(occ->relid, occ->keyattno, false)));
+	}
 
 	/* the pre-state is rebuilt with EXCEPT ALL */
 	foreach(lc, d->occs)
