@@ -39,29 +39,29 @@ BEGIN
                 RAISE EXCEPTION 'roll back';
             EXCEPTION WHEN raise_exception THEN NULL;
             END;
-        ELSIF r < 0.25 THEN
+        ELSIF r < 0.2 THEN
             INSERT INTO kids (pid, toy, score)
             SELECT CASE WHEN random() < 0.15 THEN NULL ELSE (random() * 8)::int END,
                    't' || (random() * 3)::int, CASE WHEN random() < 0.2 THEN NULL ELSE (random() * 9)::int END
               FROM generate_series(1, 1 + (random() * 2)::int);
-        ELSIF r < 0.4 THEN
+        ELSIF r < 0.32 THEN
             UPDATE kids SET pid = CASE WHEN random() < 0.15 THEN NULL ELSE (random() * 8)::int END,
                             score = (random() * 9)::int
              WHERE kid IN (SELECT kid FROM kids ORDER BY random() LIMIT 2);
-        ELSIF r < 0.5 THEN
+        ELSIF r < 0.4 THEN
             DELETE FROM kids WHERE kid IN (SELECT kid FROM kids ORDER BY random() LIMIT 2);
-        ELSIF r < 0.7 THEN
+        ELSIF r < 0.55 THEN
             INSERT INTO parents VALUES (CASE WHEN random() < 0.15 THEN NULL ELSE (random() * 8)::int END,
                                         'p' || (random() * 3)::int);
-        ELSIF r < 0.8 THEN
+        ELSIF r < 0.65 THEN
             UPDATE parents SET pid = (random() * 8)::int
              WHERE ctid IN (SELECT ctid FROM parents ORDER BY random() LIMIT 1);
-        ELSIF r < 0.85 THEN
+        ELSIF r < 0.7 THEN
             DELETE FROM parents WHERE ctid IN (SELECT ctid FROM parents ORDER BY random() LIMIT 1);
-        ELSIF r < 0.92 THEN
+        ELSIF r < 0.85 THEN
             INSERT INTO pets VALUES (CASE WHEN random() < 0.15 THEN NULL ELSE (random() * 8)::int END,
                                      's' || (random() * 2)::int);
-        ELSIF r < 0.96 THEN
+        ELSIF r < 0.93 THEN
             UPDATE pets SET pid = (random() * 8)::int, species = 's' || (random() * 2)::int
              WHERE ctid IN (SELECT ctid FROM pets ORDER BY random() LIMIT 1);
         ELSE
@@ -106,6 +106,10 @@ SELECT * FROM check_all();
 SELECT (SELECT count(*) FROM left_rows WHERE toy IS NULL) > 0 AS dangling_left,
        (SELECT count(*) FROM right_rows WHERE name IS NULL) > 0 AS dangling_right,
        (SELECT count(*) FROM full_agg WHERE name IS NULL) > 0 AS dangling_full;
+SELECT (SELECT count(*) FROM three_left WHERE species IS NOT NULL) > 0 AS three_joined,
+       (SELECT count(*) FROM using_chain WHERE species IS NOT NULL) > 0 AS chain_joined,
+       (SELECT count(*) FROM mixed_deferred WHERE species IS NOT NULL) > 0 AS mixed_joined,
+       (SELECT count(*) FROM three_full_agg WHERE sp IS NOT NULL) > 0 AS full_agg_joined;
 
 BEGIN;
 INSERT INTO kids (pid, toy, score) VALUES (5, 'new', 1);
