@@ -9,6 +9,12 @@
  *	   that id is stored already, the batch must match the stored events of
  *	   the same stream in order; then nothing is written and the version
  *	   after that batch is returned. Any other reuse of an id is EP003.
+ *	   The check first takes a transaction lock on the stream's name (an
+ *	   advisory lock tag of our own), so that two concurrent retries of one
+ *	   batch serialize here: the second waits for the first to commit and
+ *	   then, with a fresh snapshot, sees its events and returns as a retry
+ *	   instead of failing with EP003/EP001 later. Appends without ids take
+ *	   no such lock (they already serialize on the stream's row).
  *	2. one upsert of the stream's row in ep.streams that adds the batch
  *	   size to its version and returns the new version: the row lock it
  *	   takes serializes appends to the same stream (and only those); the
@@ -37,6 +43,8 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "common/hashfn.h"
+#include "storage/lmgr.h"
 #include "port.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -47,6 +55,9 @@
 
 #include "event_patterns.h"
 #include "position.h"
+
+/* field4 of the advisory lock tags taken on stream names (users take 1 and 2) */
+#define EP_APPEND_LOCK_FIELD4	0x4550
 
 typedef struct EpNewEvent
 {
@@ -577,9 +588,18 @@ ep_do_append(text *stream, bool has_expected, int64 expected, EpNewEvent *evs, i
 		elog(ERROR, "SPI_connect failed");
 
 	/* 1. idempotent repetition of an earlier batch? */
-	if (n > 0 && evs[0].has_id &&
-		ep_idempotent_repeat(stream, stream_c, evs, n, &result))
-		goto done;
+	if (n > 0 && evs[0].has_id)
+	{
+		LOCKTAG		tag;
+
+		SET_LOCKTAG_ADVISORY(tag, MyDatabaseId,
+							 DatumGetUInt32(hash_any((const unsigned char *) VARDATA_ANY(stream),
+													 VARSIZE_ANY_EXHDR(stream))),
+							 0, EP_APPEND_LOCK_FIELD4);
+		(void) LockAcquire(&tag, ExclusiveLock, false, false);
+		if (ep_idempotent_repeat(stream, stream_c, evs, n, &result))
+			goto done;
+	}
 
 	if (n == 0)
 	{
