@@ -16,6 +16,7 @@
 #include "postgres.h"
 
 #include "executor/spi.h"
+#include "utils/snapshot.h"
 
 /* Names of the transition tables of every base-table trigger. */
 #define IVM_OLD_TABLE	"__ep_old"
@@ -79,12 +80,12 @@ typedef struct IvmViewCache
 /* ivm_delta.c */
 extern IvmViewCache *ep_ivm_view_cache(int64 view_id, bool missing_ok);
 extern void ep_ivm_apply_result(IvmViewCache *vc, SPITupleTable *tuptable,
-								uint64 ntuples);
+								uint64 ntuples, Snapshot snap);
 extern void ep_ivm_lock_view(IvmViewCache *vc);
 extern void ep_ivm_view_pin(IvmViewCache *vc);
 extern void ep_ivm_view_unpin(IvmViewCache *vc);
 
 /* ivm_refresh.c */
-extern void ep_ivm_full_recompute(IvmViewCache *vc);
+extern void ep_ivm_full_recompute(IvmViewCache *vc, Snapshot snap);
 
 #endif							/* EP_IVM_H */

@@ -15,12 +15,11 @@
  *	 name__ivm_log<k>	deferred: change log of the k-th base table;
  *	 name__ivm_log		full: count of changed rows since the last refresh;
  *	 triggers __ep_ivm_<id>_{i,u,d,t} on each base table (__ep_ivj_... for
- *	 views over several table references, so that they fire first: a writer
- *	 then takes the view's serializing stamp row before any group row, which
- *	 keeps writers of such views from deadlocking on each other); immediate
- *	 views over several table references also get __ep_ivj_<id>_b, a
- *	 BEFORE STATEMENT trigger that notes statements in flight (see
- *	 ivm_delta.c on overlapping statements).
+ *	 views over several table references, so that they fire first);
+ *	 immediate views over several table references also get
+ *	 __ep_ivj_<id>_b, a BEFORE STATEMENT trigger that takes the view's
+ *	 writer lock before the statement locks any row and notes the statement
+ *	 as in flight (see ivm_delta.c on locking and overlapping statements).
  *
  * Maintenance model. P is the "pre-aggregation" query: the view's FROM and
  * WHERE with a select list of the key expressions (__ep_k<i>) and the
@@ -867,7 +866,14 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 		ObjectAddress base_addr;
 		bool		as_owner = (base == ep_catalog()->events);
 		const char *prefix = multi ? "ivj" : "ivm";
+		int			nocc = 0;
+		ListCell   *oc;
 
+		foreach(oc, d->occs)
+		{
+			if (((IvmOcc *) lfirst(oc))->relid == base)
+				nocc++;
+		}
 		if (as_owner)
 			ep_become_owner(&saved);
 		ivm_exec(psprintf("CREATE TRIGGER __ep_%s_" INT64_FORMAT "_i AFTER INSERT ON %s REFERENCING NEW TABLE AS %s FOR EACH STATEMENT EXECUTE FUNCTION ep._ivm_maintain('" INT64_FORMAT "', '%d')",
@@ -879,18 +885,8 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 		ivm_exec(psprintf("CREATE TRIGGER __ep_%s_" INT64_FORMAT "_t AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION ep._ivm_maintain('" INT64_FORMAT "', '%d')",
 						  prefix, view_id, rel, view_id, b), SPI_OK_UTILITY);
 		if (multi && d->refresh == IVM_IMMEDIATE)
-		{
-			int			nocc = 0;
-			ListCell   *oc;
-
-			foreach(oc, d->occs)
-			{
-				if (((IvmOcc *) lfirst(oc))->relid == base)
-					nocc++;
-			}
 			ivm_exec(psprintf("CREATE TRIGGER __ep_%s_" INT64_FORMAT "_b BEFORE INSERT OR UPDATE OR DELETE ON %s FOR EACH STATEMENT EXECUTE FUNCTION ep._ivm_before('" INT64_FORMAT "', '%d', '%d')",
 							  prefix, view_id, rel, view_id, b, nocc), SPI_OK_UTILITY);
-		}
 		if (as_owner)
 			ep_restore_user(&saved);
 		ObjectAddressSet(storage_addr, RelationRelationId, storage_oid);

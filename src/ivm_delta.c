@@ -18,13 +18,22 @@
  *
  * Locking: single-table views take no lock beyond the row locks of the
  * storage rows they upsert, so writers of different groups never wait for
- * each other and writers of one group serialize on that row. A view with
- * several table references (joins, self-joins) also updates its row of
- * ep.ivm_stamps before computing a delta, holding that row lock to the end of
- * the transaction: the delta of one writer joins its changes with the
- * committed state of the other tables, so two writers must not compute
- * their deltas concurrently. Under REPEATABLE READ the same update raises a
- * serialization failure when another writer committed after the snapshot.
+ * each other and writers of one group serialize on that row. For a view
+ * with several table references the delta of a writer of table B joins its
+ * changes with the committed state of the other tables, so it must not run
+ * concurrently with a writer of another base table C (the delta(B) x
+ * delta(C) term would be lost), nor with another writer of B when B occurs
+ * twice (self-join). Such writers take the view's writer lock (an advisory
+ * lock tag of our own, EXCLUSIVE, held to the end of the transaction) in the
+ * BEFORE STATEMENT trigger, before the statement locks any storage row, and
+ * again in the AFTER trigger (TRUNCATE has no BEFORE trigger). Finer locks
+ * (one per pair of tables, letting writers of one table run in parallel)
+ * were tried: transactions that write two tables of a view must then
+ * upgrade, and deadlock with each other constantly. The delta runs with a
+ * fresh snapshot taken after the lock (under READ COMMITTED every statement
+ * has one; under REPEATABLE READ and SERIALIZABLE the latest snapshot is
+ * passed explicitly, as the RI triggers do), so it sees the previous
+ * writer's committed change instead of failing or missing joined rows.
  *
  * Overlapping statements: the delta of one base table of a join is computed
  * against the other tables' current state, which is right only when no other
@@ -62,6 +71,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/tuplestore.h"
 #include "storage/itemptr.h"
 #include "access/xact.h"
@@ -163,6 +173,23 @@ ivm_register_callbacks(void)
 	ivm_callbacks_registered = true;
 }
 
+/* field4 of our advisory lock tags on incremental views */
+#define EP_IVM_LOCK_FIELD4	0x4551
+
+/*
+ * See "Locking" above: a writer of a view with several table references
+ * holds the view's writer lock until the end of its transaction.
+ */
+static void
+ivm_lock_writers(IvmViewCache *vc)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) vc->view_id,
+						 (uint32) ((uint64) vc->view_id >> 32), EP_IVM_LOCK_FIELD4);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+}
+
 /*
  * BEFORE STATEMENT trigger on the base tables of an immediate join view:
  * note the statement as in flight. Arguments: view id, base index, and
@@ -197,7 +224,59 @@ ep_ivm_before(PG_FUNCTION_ARGS)
 	f->subid = GetCurrentSubTransactionId();
 	ivm_in_flight = lappend(ivm_in_flight, f);
 	MemoryContextSwitchTo(oldcxt);
+
+	/*
+	 * Take the view's writer locks now, before the statement locks any row
+	 * of the view's storage (the AFTER trigger would take them only after
+	 * the triggers of other views on the table ran): a writer waiting for
+	 * them then holds no storage row another writer needs.
+	 */
+	{
+		IvmViewCache *vc = ep_ivm_view_cache(f->view_id, true);
+
+		if (vc != NULL && vc->refresh == IVM_IMMEDIATE && vc->multi_occurrence &&
+			f->base >= 0 && f->base < vc->nbase &&
+			vc->base_oids[f->base] == RelationGetRelid(trigdata->tg_relation))
+			ivm_lock_writers(vc);
+	}
 	return PointerGetDatum(NULL);
+}
+
+/*
+ * The snapshot maintenance of a view with several table references runs
+ * with: InvalidSnapshot (SPI takes a fresh one per statement) under READ
+ * COMMITTED, the latest one under REPEATABLE READ and SERIALIZABLE.
+ */
+static Snapshot
+ivm_snapshot(IvmViewCache *vc)
+{
+	if (vc->multi_occurrence && IsolationUsesXactSnapshot())
+		return GetLatestSnapshot();
+	return InvalidSnapshot;
+}
+
+static int
+ivm_execute_plan(SPIPlanPtr plan, Datum *args, Snapshot snap)
+{
+	if (snap != InvalidSnapshot)
+		return SPI_execute_snapshot(plan, args, NULL, snap, InvalidSnapshot, false, true, 0);
+	return SPI_execute_plan(plan, args, NULL, false, 0);
+}
+
+static int
+ivm_execute_sql(const char *sql, Snapshot snap)
+{
+	SPIPlanPtr	plan;
+	int			rc;
+
+	if (snap == InvalidSnapshot)
+		return SPI_execute(sql, false, 0);
+	plan = SPI_prepare(sql, 0, NULL);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	rc = SPI_execute_snapshot(plan, NULL, NULL, snap, InvalidSnapshot, false, true, 0);
+	SPI_freeplan(plan);
+	return rc;
 }
 
 /*
@@ -576,7 +655,7 @@ ivm_tid_array(ItemPointerData *tids, int n)
  * recomputed.
  */
 void
-ep_ivm_apply_result(IvmViewCache *vc, SPITupleTable *tuptable, uint64 ntuples)
+ep_ivm_apply_result(IvmViewCache *vc, SPITupleTable *tuptable, uint64 ntuples, Snapshot snap)
 {
 	ItemPointerData *del;
 	ItemPointerData *rec;
@@ -606,15 +685,15 @@ ep_ivm_apply_result(IvmViewCache *vc, SPITupleTable *tuptable, uint64 ntuples)
 	if (ndel > 0)
 	{
 		args[0] = ivm_tid_array(del, ndel);
-		if (SPI_execute_plan(ivm_plan(&vc->plan_remove, vc->sql_remove, 1, argtypes),
-							 args, NULL, false, 0) != SPI_OK_DELETE)
+		if (ivm_execute_plan(ivm_plan(&vc->plan_remove, vc->sql_remove, 1, argtypes),
+							 args, snap) != SPI_OK_DELETE)
 			elog(ERROR, "could not remove empty groups of an incremental view");
 	}
 	if (nrec > 0)
 	{
 		args[0] = ivm_tid_array(rec, nrec);
-		if (SPI_execute_plan(ivm_plan(&vc->plan_recompute, vc->sql_recompute, 1, argtypes),
-							 args, NULL, false, 0) != SPI_OK_UPDATE)
+		if (ivm_execute_plan(ivm_plan(&vc->plan_recompute, vc->sql_recompute, 1, argtypes),
+							 args, snap) != SPI_OK_UPDATE)
 			elog(ERROR, "could not recompute min/max of an incremental view");
 	}
 }
@@ -636,6 +715,7 @@ ep_ivm_maintain(PG_FUNCTION_ARGS)
 	bool		overlap;
 	bool		last;
 	bool		recompute;
+	Snapshot	snap;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) ||
 		!TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
@@ -694,16 +774,19 @@ ep_ivm_maintain(PG_FUNCTION_ARGS)
 	if (SPI_register_trigger_data(trigdata) != SPI_OK_TD_REGISTER)
 		elog(ERROR, "could not register transition tables");
 
+	if (vc->multi_occurrence && vc->refresh == IVM_IMMEDIATE)
+		ivm_lock_writers(vc);
+	snap = ivm_snapshot(vc);
 	if (recompute)
 	{
 		/* statements overlapped: their deltas were skipped */
-		ep_ivm_full_recompute(vc);
+		ep_ivm_full_recompute(vc, snap);
 		ivm_set_skipped(view_id, false);
 	}
 	else if (TRIGGER_FIRED_BY_TRUNCATE(ev))
 	{
 		if (vc->refresh == IVM_IMMEDIATE)
-			ep_ivm_full_recompute(vc);
+			ep_ivm_full_recompute(vc, snap);
 		else if (vc->refresh == IVM_DEFERRED)
 		{
 			Oid			argtypes[1] = {INT8OID};
@@ -744,8 +827,6 @@ ep_ivm_maintain(PG_FUNCTION_ARGS)
 		SPIPlanPtr	plan;
 		int			rc;
 
-		if (vc->multi_occurrence)
-			ep_ivm_lock_view(vc);
 		if (nold + nnew > IVM_REPLAN_ROWS)
 		{
 			/*
@@ -755,7 +836,7 @@ ep_ivm_maintain(PG_FUNCTION_ARGS)
 			const char *sql = TRIGGER_FIRED_BY_INSERT(ev) ? vc->sql_insert[b] :
 				TRIGGER_FIRED_BY_DELETE(ev) ? vc->sql_delete[b] : vc->sql_update[b];
 
-			rc = SPI_execute(sql, false, 0);
+			rc = ivm_execute_sql(sql, snap);
 		}
 		else
 		{
@@ -765,11 +846,11 @@ ep_ivm_maintain(PG_FUNCTION_ARGS)
 				plan = ivm_plan(&vc->plan_delete[b], vc->sql_delete[b], 0, NULL);
 			else
 				plan = ivm_plan(&vc->plan_update[b], vc->sql_update[b], 0, NULL);
-			rc = SPI_execute_plan(plan, NULL, NULL, false, 0);
+			rc = ivm_execute_plan(plan, NULL, snap);
 		}
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "incremental view maintenance failed: %s", SPI_result_code_string(rc));
-		ep_ivm_apply_result(vc, SPI_tuptable, SPI_processed);
+		ep_ivm_apply_result(vc, SPI_tuptable, SPI_processed, snap);
 	}
 	else if (vc->refresh == IVM_DEFERRED)
 	{

@@ -25,6 +25,7 @@
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "utils/snapmgr.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
@@ -39,13 +40,32 @@
 
 /* SPI must be connected; runs as the current user. */
 void
-ep_ivm_full_recompute(IvmViewCache *vc)
+ep_ivm_full_recompute(IvmViewCache *vc, Snapshot snap)
 {
+	const char *sql[2] = {vc->sql_full_delete, vc->sql_full_insert};
+	int			expect[2] = {SPI_OK_DELETE, SPI_OK_INSERT};
+
 	LockRelationOid(vc->storage, ExclusiveLock);
-	if (SPI_execute(vc->sql_full_delete, false, 0) != SPI_OK_DELETE)
-		elog(ERROR, "full recompute of incremental view failed (delete)");
-	if (SPI_execute(vc->sql_full_insert, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "full recompute of incremental view failed (insert)");
+	for (int i = 0; i < 2; i++)
+	{
+		int			rc;
+
+		if (snap == InvalidSnapshot)
+			rc = SPI_execute(sql[i], false, 0);
+		else
+		{
+			/* a fresh snapshot: the latest one, taken after the lock */
+			SPIPlanPtr	plan = SPI_prepare(sql[i], 0, NULL);
+
+			if (plan == NULL)
+				elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+			rc = SPI_execute_snapshot(plan, NULL, NULL, GetLatestSnapshot(), InvalidSnapshot,
+									  false, true, 0);
+			SPI_freeplan(plan);
+		}
+		if (rc != expect[i])
+			elog(ERROR, "full recompute of incremental view failed (%s)", i == 0 ? "delete" : "insert");
+	}
 }
 
 static int64
@@ -134,11 +154,11 @@ ep_refresh_view(PG_FUNCTION_ARGS)
 	if (vc->refresh == IVM_IMMEDIATE)
 	{
 		if (full)
-			ep_ivm_full_recompute(vc);
+			ep_ivm_full_recompute(vc, InvalidSnapshot);
 	}
 	else if (vc->refresh == IVM_FULL)
 	{
-		ep_ivm_full_recompute(vc);
+		ep_ivm_full_recompute(vc, InvalidSnapshot);
 		if (vc->nbase > 0 && vc->log_rels && vc->log_rels[0])
 			SPI_execute(psprintf("DELETE FROM %s", vc->log_rels[0]), false, 0);
 	}
@@ -170,7 +190,7 @@ ep_refresh_view(PG_FUNCTION_ARGS)
 				full = true;
 		}
 		if (full || needs_full)
-			ep_ivm_full_recompute(vc);
+			ep_ivm_full_recompute(vc, InvalidSnapshot);
 		else if (pending > 0)
 		{
 			int			rc;
@@ -180,7 +200,7 @@ ep_refresh_view(PG_FUNCTION_ARGS)
 			rc = SPI_execute(vc->sql_deferred, false, 0);
 			if (rc != SPI_OK_SELECT)
 				elog(ERROR, "deferred maintenance failed: %s", SPI_result_code_string(rc));
-			ep_ivm_apply_result(vc, SPI_tuptable, SPI_processed);
+			ep_ivm_apply_result(vc, SPI_tuptable, SPI_processed, InvalidSnapshot);
 		}
 		for (i = 0; i < vc->nbase; i++)
 			SPI_execute(psprintf("DELETE FROM %s", vc->log_rels[i]), false, 0);

@@ -452,8 +452,12 @@ ep_ivm_apply_sql(IvmDef *d, const char *branches)
 				break;
 		}
 	}
-	appendStringInfo(&buf, "%s, __ep_dirty) SELECT %s, %s FROM __ep_d ON CONFLICT (",
+	appendStringInfo(&buf, "%s, __ep_dirty) SELECT %s, %s FROM __ep_d",
 					 cols.data, vals.data, dirty_ins.data);
+	/* groups in key order: concurrent writers lock storage rows alike */
+	for (i = 1; i <= nkeys; i++)
+		appendStringInfo(&buf, "%s__ep_k%d", i == 1 ? " ORDER BY " : ", ", i);
+	appendStringInfoString(&buf, " ON CONFLICT (");
 	i = 0;
 	foreach(lc, d->keys)
 	{

@@ -58,17 +58,15 @@ CREATE POLICY ivm_views_owner ON ep.ivm_views
 GRANT SELECT, DELETE ON ep.ivm_views TO PUBLIC;
 GRANT USAGE ON SEQUENCE ep.ivm_views_seq TO PUBLIC;
 
--- One row per view with several table references: every writer of such a
--- view updates it before computing its delta. Under READ COMMITTED that
--- serializes the writers of the view (the next one's delta sees the previous
--- one's committed rows); under REPEATABLE READ and SERIALIZABLE a writer
--- whose snapshot misses another writer's committed change fails with a
--- serialization error instead of missing joined rows.
+-- One row per view with several table references: a deferred refresh of
+-- such a view updates it before applying its batch, which serializes
+-- concurrent refreshes of the view. (Immediate writers serialize on an
+-- advisory lock instead; see ivm_delta.c.)
 CREATE TABLE ep.ivm_stamps (
     view_id bigint NOT NULL PRIMARY KEY REFERENCES ep.ivm_views ON DELETE CASCADE,
     n       bigint NOT NULL DEFAULT 0
 );
-COMMENT ON TABLE ep.ivm_stamps IS 'Internal: per-view row that serializes writers of incremental views over several tables';
+COMMENT ON TABLE ep.ivm_stamps IS 'Internal: per-view row that serializes deferred refreshes of incremental views over several tables';
 SELECT pg_catalog.pg_extension_config_dump('ep.ivm_stamps', '');
 
 CREATE FUNCTION ep.create_incremental_view(name text, query text, refresh text DEFAULT 'immediate')
