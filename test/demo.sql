@@ -199,6 +199,17 @@ SELECT count(*) AS differing_rows FROM (
   UNION ALL
   (SELECT day, category, region, count(*), sum(amount), max(amount) FROM public.sales GROUP BY 1, 2, 3
    EXCEPT ALL SELECT * FROM daily_sales)) d;
+\echo '-- an immediate outer-join view: every region with its orders, kept exact by each write'
+CREATE TABLE public.regions (region text PRIMARY KEY, manager text);
+INSERT INTO public.regions VALUES ('north', 'Ada'), ('south', 'Grace'), ('east', 'Linus');
+SELECT ep.create_incremental_view('region_totals',
+    'SELECT r.region, r.manager, count(s.id) AS orders, sum(s.amount) AS revenue
+       FROM public.regions r LEFT JOIN public.sales s ON s.region = r.region
+      GROUP BY r.region, r.manager');
+SELECT * FROM region_totals ORDER BY region;
+INSERT INTO public.sales (day, category, region, amount) VALUES ('2026-11-02', 'games', 'east', 99);
+UPDATE public.regions SET manager = 'Barbara' WHERE region = 'north';
+SELECT * FROM region_totals ORDER BY region;
 \echo '-- a live aggregate over the event store, maintained in each appending transaction'
 SELECT ep.create_incremental_view('event_counts',
     'SELECT category, event_type, count(*) AS n, max(global_position) AS last_position
