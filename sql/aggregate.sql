@@ -237,6 +237,19 @@ SELECT stream_id, version, state, initial FROM ep.snapshots WHERE stream_id = 'a
 SELECT ep.set_snapshot_policy('lax_count(jsonb, ep.events)', 2);
 SELECT count(*) AS snapshot_jobs FROM ep.jobs WHERE kind = 'snapshot';
 
+-- dropping a reducer removes its policy, its snapshots and its refresh job
+CREATE FUNCTION doomed(state jsonb, e ep.events) RETURNS jsonb LANGUAGE sql
+    AS $$ SELECT state || jsonb_build_object('n', coalesce((state->>'n')::int, 0) + 1) $$;
+SELECT ep.set_snapshot_policy('doomed(jsonb, ep.events)', 1, '1 hour');
+SELECT ep.aggregate('account-43', 'doomed(jsonb, ep.events)') AS folded;
+SELECT (SELECT count(*) FROM ep.snapshot_policies WHERE reducer = 'doomed(jsonb, ep.events)'::regprocedure) AS policies,
+       (SELECT count(*) FROM ep.snapshots WHERE reducer = 'doomed(jsonb, ep.events)'::regprocedure) > 0 AS snapshots,
+       (SELECT count(*) FROM ep.jobs WHERE kind = 'snapshot' AND target LIKE '%doomed%') AS jobs;
+DROP FUNCTION doomed(jsonb, ep.events);
+SELECT (SELECT count(*) FROM ep.snapshot_policies p WHERE NOT EXISTS (SELECT 1 FROM pg_proc f WHERE f.oid = p.reducer)) AS orphan_policies,
+       (SELECT count(*) FROM ep.snapshots s WHERE NOT EXISTS (SELECT 1 FROM pg_proc f WHERE f.oid = s.reducer)) AS orphan_snapshots,
+       (SELECT count(*) FROM ep.jobs WHERE kind = 'snapshot' AND target LIKE '%doomed%') AS jobs;
+
 -- hard delete: the fold sees nothing, whatever snapshots said
 SELECT ep.set_snapshot_policy('lax_count(jsonb, ep.events)', 2);
 SELECT ep.aggregate('account-42', 'lax_count(jsonb, ep.events)', NULL) AS before_delete;

@@ -155,3 +155,39 @@ CREATE FUNCTION ep.redact_stream(stream_id text, reason text)
 COMMENT ON FUNCTION ep.redact_stream(text, text) IS
     'Replace the payloads of a stream''s events by {"redacted": true}, keeping envelopes, positions and versions; records who, when and why in ep.redactions; returns the number of events';
 REVOKE ALL ON FUNCTION ep.redact_stream(text, text) FROM PUBLIC;
+
+-- A regprocedure column records no dependency, so dropped functions are
+-- handled here: dropping an upcaster that is still registered is refused
+-- (reads of its event type would fail), and dropping a reducer removes its
+-- snapshot policy, its snapshots and its refresh job (they are caches).
+CREATE FUNCTION ep._functions_on_drop() RETURNS event_trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d record;
+    u record;
+BEGIN
+    FOR d IN
+        SELECT o.objid, o.object_identity FROM pg_event_trigger_dropped_objects() o
+         WHERE o.classid OPERATOR(pg_catalog.=) 'pg_proc'::regclass
+    LOOP
+        SELECT x.event_type, x.from_schema_version INTO u FROM ep.upcasters x
+         WHERE x.upcaster::oid OPERATOR(pg_catalog.=) d.objid LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'cannot drop function % because it is the upcaster of event type "%" from schema version %',
+                            d.object_identity, u.event_type, u.from_schema_version
+                USING ERRCODE = 'dependent_objects_still_exist',
+                      HINT = 'Unregister it first with ep.unregister_upcaster().';
+        END IF;
+        DELETE FROM ep.snapshot_policies p WHERE p.reducer::oid OPERATOR(pg_catalog.=) d.objid;
+        DELETE FROM ep.snapshots s WHERE s.reducer::oid OPERATOR(pg_catalog.=) d.objid;
+        DELETE FROM ep.job_registry j
+         WHERE j.kind OPERATOR(pg_catalog.=) 'snapshot' AND j.target OPERATOR(pg_catalog.=) d.object_identity;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION ep._functions_on_drop() IS
+    'Internal event trigger: refuses to drop a registered upcaster; removes the snapshot policy, snapshots and job of a dropped reducer';
+CREATE EVENT TRIGGER ep_functions_on_drop ON sql_drop
+    EXECUTE FUNCTION ep._functions_on_drop();
