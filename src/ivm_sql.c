@@ -486,23 +486,42 @@ ep_ivm_recompute_sql(IvmDef *d)
 		IvmAgg	   *agg = lfirst(lc);
 		ListCell   *lk;
 		int			i = 0;
+		StringInfoData notnull;
+		StringInfoData eq;
+		StringInfoData eqnull;
+		char	   *sub;
 
 		if (agg->kind != AGG_MIN && agg->kind != AGG_MAX)
 			continue;
 		any = true;
-		appendStringInfo(&buf, ", %s = (SELECT pg_catalog.%s(__ep_p.__ep_a%d) FROM (%s) __ep_p WHERE true",
-						 quote_identifier(agg->col), agg->kind == AGG_MIN ? "min" : "max",
-						 agg->idx, d->ptext);
+
+		/*
+		 * Groups whose keys are all non-NULL (the usual case) are found by
+		 * plain equalities, which let the planner answer min/max with one
+		 * probe of an index on (key, column); NULL keys need the OR form.
+		 */
+		initStringInfo(&notnull);
+		initStringInfo(&eq);
+		initStringInfo(&eqnull);
 		foreach(lk, d->keys)
 		{
 			IvmKey	   *key = lfirst(lk);
 			const char *c = quote_identifier(key->col);
 
 			i++;
-			appendStringInfo(&buf, " AND (__ep_p.__ep_k%d OPERATOR(pg_catalog.=) __ep_s.%s OR (__ep_p.__ep_k%d IS NULL AND __ep_s.%s IS NULL))",
+			appendStringInfo(&notnull, " AND __ep_s.%s IS NOT NULL", c);
+			appendStringInfo(&eq, " AND __ep_p.__ep_k%d OPERATOR(pg_catalog.=) __ep_s.%s", i, c);
+			appendStringInfo(&eqnull, " AND (__ep_p.__ep_k%d OPERATOR(pg_catalog.=) __ep_s.%s OR (__ep_p.__ep_k%d IS NULL AND __ep_s.%s IS NULL))",
 							 i, c, i, c);
 		}
-		appendStringInfo(&buf, "), __ep_d%d = NULL", agg->idx);
+		sub = psprintf("(SELECT pg_catalog.%s(__ep_p.__ep_a%d) FROM (%s) __ep_p WHERE true",
+					   agg->kind == AGG_MIN ? "min" : "max", agg->idx, d->ptext);
+		if (i == 0)
+			appendStringInfo(&buf, ", %s = %s)", quote_identifier(agg->col), sub);
+		else
+			appendStringInfo(&buf, ", %s = CASE WHEN true%s THEN %s%s) ELSE %s%s) END",
+							 quote_identifier(agg->col), notnull.data, sub, eq.data, sub, eqnull.data);
+		appendStringInfo(&buf, ", __ep_d%d = NULL", agg->idx);
 	}
 	appendStringInfoString(&buf, " WHERE __ep_s.ctid OPERATOR(pg_catalog.=) ANY ($1)");
 	return any ? buf.data : NULL;
