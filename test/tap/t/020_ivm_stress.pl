@@ -1,6 +1,7 @@
 # Incremental views under concurrent writers: four pgbench clients mix
 # updates, group moves (NULL groups included), inserts, deletes, changes of
-# the joined table and rolled-back savepoints, and now and then refresh a
+# the joined table, statements writing both joined tables (writable CTEs:
+# the view is recomputed) and rolled-back savepoints, and now and then refresh a
 # deferred view, first under READ COMMITTED, then under REPEATABLE READ.
 # Afterwards every view equals its query (EXCEPT ALL both ways).
 use strict;
@@ -47,6 +48,8 @@ UPDATE cs SET grp = CASE WHEN :g > 28 THEN NULL ELSE :g END WHERE id = :id AND :
 INSERT INTO cs (grp, v) SELECT :g, :v WHERE :op IN (6, 7);
 DELETE FROM cs WHERE id = :id AND :op = 8;
 UPDATE cd SET grp = :g WHERE label = 'l' || (:v % 4) AND grp = :g - 1 AND :op = 9;
+WITH x AS (UPDATE cd SET label = label WHERE grp = :g AND :op = 3 RETURNING grp)
+UPDATE cs SET v = v + 1 WHERE grp IN (SELECT grp FROM x);
 SAVEPOINT s;
 INSERT INTO cs (grp, v) VALUES (:g, -1);
 ROLLBACK TO SAVEPOINT s;
