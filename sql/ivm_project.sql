@@ -132,7 +132,9 @@ SELECT ep.create_incremental_view('ivm_prj.bad', 'SELECT id FROM orders WHERE cu
 SELECT ep.create_incremental_view('ivm_prj.bad', 'SELECT id FROM orders UNION SELECT id FROM customers');
 SELECT ep.create_incremental_view('ivm_prj.bad', 'SELECT * FROM big_orders');
 CREATE TABLE parted (k int) PARTITION BY RANGE (k);
+CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (0) TO (10);
 SELECT ep.create_incremental_view('ivm_prj.bad', 'SELECT k FROM parted');
+SELECT ep.create_incremental_view('ivm_prj.bad', 'SELECT k FROM parted_1');
 \set VERBOSITY terse
 
 -- One statement that changes several base tables of an immediate join view

@@ -270,6 +270,10 @@ ivm_classify(IvmDef *d)
 					if (relkind == RELKIND_PARTITIONED_TABLE)
 						ep_ivm_unsupported(psprintf("partitioned table \"%s\" (writes to its partitions would bypass maintenance)",
 													get_rel_name(rte->relid)));
+					/* ... and rows routed through the parent bypass a partition's */
+					if (get_rel_relispartition(rte->relid))
+						ep_ivm_unsupported(psprintf("partition \"%s\" (rows written through its partitioned table would bypass maintenance)",
+													get_rel_name(rte->relid)));
 					occ = palloc0(sizeof(IvmOcc));
 					occ->rti = rti;
 					occ->relid = rte->relid;
