@@ -127,7 +127,7 @@ SELECT * FROM check_all();
 
 -- schedules: the job runs refresh_view as the view's owner
 SELECT ep.schedule_refresh('ivm_def.daily_sales', '5 minutes');
-SELECT kind, target, schedule, command, owner = current_user::regrole AS owned FROM ep.job_registry
+SELECT kind, target, schedule, command, owner = ep._role(current_user) AS owned FROM ep.job_registry
  WHERE kind = 'view_refresh';
 SELECT name, schedule FROM ep.incremental_views WHERE name LIKE 'ivm_def.%' ORDER BY name;
 SELECT ep.schedule_refresh('ivm_def.daily_sales', '1 hour');

@@ -206,6 +206,32 @@ DO $$ BEGIN
   WITH np AS (INSERT INTO ivm_prj.parent VALUES (9, 'i') RETURNING id) INSERT INTO ivm_prj.child SELECT 90, id, 3 FROM np;
 EXCEPTION WHEN division_by_zero THEN NULL; END $$;
 SELECT * FROM overlap_diff();
+-- a nested statement on the same table that is rolled back (exception
+-- block) must not take the outer statement's place in flight
+DROP TRIGGER bump ON child;
+CREATE FUNCTION nested() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  BEGIN
+    INSERT INTO ivm_prj.child SELECT 1, 1, 1 WHERE false;
+    RAISE EXCEPTION 'boom';
+  EXCEPTION WHEN raise_exception THEN NULL;
+  END;
+  UPDATE ivm_prj.parent SET label = label || 'x' WHERE id = NEW.parent;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER nested AFTER INSERT ON child FOR EACH ROW EXECUTE FUNCTION nested();
+INSERT INTO child VALUES (55, 3, 10);
+SELECT * FROM overlap_diff();
+DROP TRIGGER nested ON child;
+-- only the view's own triggers may note statements in flight
+CREATE TABLE mine (x int);
+DO $$ BEGIN
+  EXECUTE format('CREATE TRIGGER fake BEFORE INSERT ON ivm_prj.mine FOR EACH STATEMENT EXECUTE FUNCTION ep._ivm_before(%L, ''1'', ''1'')',
+                 (SELECT view_id FROM ep.ivm_views WHERE name = 'ivm_prj.fk_j'));
+  INSERT INTO ivm_prj.mine VALUES (1);
+EXCEPTION WHEN trigger_protocol_violated THEN RAISE WARNING 'refused: %', SQLSTATE;
+END $$;
+DROP TABLE mine;
 -- a deferred view applies the same changes in one batch
 SELECT ep.refresh_view('ivm_prj.fk_jd');
 SELECT count(*) AS differing FROM (

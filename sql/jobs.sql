@@ -120,6 +120,24 @@ SELECT ep._unschedule_job('custom', 'alice-job'), ep._unschedule_job('custom', '
 DROP ROLE regress_ep_alice;
 DROP ROLE regress_ep_bob;
 
+-- owners are found by exact name, never by parsing it: a role named "10"
+-- is not OID 10 (the bootstrap superuser), "RegressMixed" is not
+-- regressmixed
+CREATE ROLE "10";
+CREATE ROLE "RegressMixed";
+SET ROLE "10";
+INSERT INTO ep.job_registry (kind, target, schedule, command)
+VALUES ('custom', 'digits-job', '1 day', 'SELECT 1');
+SELECT target, owner FROM ep.jobs ORDER BY target;
+SET ROLE "RegressMixed";
+SELECT ep.schedule_job('mixed-job', '1 day', 'SELECT 1') IS NOT NULL AS mixed_scheduled;
+SELECT target, owner FROM ep.jobs ORDER BY target;
+RESET ROLE;
+SELECT target, owner FROM ep.jobs WHERE target IN ('digits-job', 'mixed-job') ORDER BY target;
+SELECT ep._unschedule_job('custom', 'digits-job'), ep._unschedule_job('custom', 'mixed-job');
+DROP ROLE "10";
+DROP ROLE "RegressMixed";
+
 -- GUCs of the runtime
 SHOW event_patterns.max_workers;
 SHOW event_patterns.max_job_workers;

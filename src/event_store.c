@@ -9,12 +9,11 @@
  *	   that id is stored already, the batch must match the stored events of
  *	   the same stream in order; then nothing is written and the version
  *	   after that batch is returned. Any other reuse of an id is EP003.
- *	   The check first takes a transaction lock on the stream's name (an
- *	   advisory lock tag of our own), so that two concurrent retries of one
- *	   batch serialize here: the second waits for the first to commit and
- *	   then, with a fresh snapshot, sees its events and returns as a retry
- *	   instead of failing with EP003/EP001 later. Appends without ids take
- *	   no such lock (they already serialize on the stream's row).
+ *	   Two retries of one batch running at the same time both pass this
+ *	   check; the second then waits for the first on the stream's row (2.)
+ *	   and, instead of failing with EP001/EP003, checks again with a fresh
+ *	   snapshot, gives back the versions it claimed and answers as a retry
+ *	   (ep_concurrent_repeat).
  *	2. one upsert of the stream's row in ep.streams that adds the batch
  *	   size to its version and returns the new version: the row lock it
  *	   takes serializes appends to the same stream (and only those); the
@@ -43,8 +42,6 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
-#include "common/hashfn.h"
-#include "storage/lmgr.h"
 #include "port.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -56,8 +53,6 @@
 #include "event_patterns.h"
 #include "position.h"
 
-/* field4 of the advisory lock tags taken on stream names (users take 1 and 2) */
-#define EP_APPEND_LOCK_FIELD4	0x4550
 
 typedef struct EpNewEvent
 {
@@ -69,6 +64,7 @@ typedef struct EpNewEvent
 	int32		schema_version;
 } EpNewEvent;
 
+static SPIPlanPtr plan_unclaim = NULL;
 static SPIPlanPtr plan_upsert_stream = NULL;
 static SPIPlanPtr plan_insert = NULL;
 static SPIPlanPtr plan_insert_ids = NULL;
@@ -329,6 +325,15 @@ ep_parse_events(Jsonb *events, int *n_out)
  * ----------------------------------------------------------------
  */
 
+static bool
+ep_expected_ok(bool has_expected, int64 expected, int64 actual)
+{
+	return !has_expected ||
+		(expected == 0 && actual == 0) ||
+		(expected == -1 && actual > 0) ||
+		(expected > 0 && actual == expected);
+}
+
 static void
 ep_check_expected(const char *stream, bool has_expected, int64 expected, int64 actual)
 {
@@ -441,6 +446,38 @@ ep_idempotent_repeat(text *stream, const char *stream_c, EpNewEvent *evs, int n,
 						uuid_str(evs[0].id), (long long) first, stream_c),
 				 errdetail("The batch does not repeat the events stored from that version on, so it is not an idempotent retry.")));
 	*version = first + n - 1;
+	return true;
+}
+
+/*
+ * Two retries of one batch running at the same time: both passed the
+ * idempotency check before either committed, the second then waited for the
+ * first on the stream's row and now either fails the expected version or
+ * finds its ids taken. Under READ COMMITTED this statement's fresh snapshot
+ * sees the first one's events; if they are this batch, undo the version
+ * claim (the row lock is still ours, and the first append's time is the
+ * stream's last change) and answer as a retry. Only for batches with ids.
+ */
+static bool
+ep_concurrent_repeat(text *stream, const char *stream_c, EpNewEvent *evs, int n, int64 *version)
+{
+	Oid			argt[2] = {TEXTOID, INT8OID};
+	Datum		args[2];
+
+	if (n == 0 || !evs[0].has_id || IsolationUsesXactSnapshot())
+		return false;
+	if (!ep_idempotent_repeat(stream, stream_c, evs, n, version))
+		return false;
+	args[0] = PointerGetDatum(stream);
+	args[1] = Int64GetDatum(n);
+	if (SPI_execute_plan(ep_spi_keep_plan(&plan_unclaim,
+									"UPDATE ep.streams AS s SET version = s.version OPERATOR(pg_catalog.-) $2, "
+									"updated_at = (SELECT pg_catalog.max(e.recorded_at) FROM ep.events e "
+									"WHERE e.stream_id OPERATOR(pg_catalog.=) $1) "
+									"WHERE s.stream_id OPERATOR(pg_catalog.=) $1",
+									2, argt),
+						 args, NULL, false, 0) != SPI_OK_UPDATE || SPI_processed != 1)
+		elog(ERROR, "could not release the versions claimed for stream \"%s\"", stream_c);
 	return true;
 }
 
@@ -588,18 +625,9 @@ ep_do_append(text *stream, bool has_expected, int64 expected, EpNewEvent *evs, i
 		elog(ERROR, "SPI_connect failed");
 
 	/* 1. idempotent repetition of an earlier batch? */
-	if (n > 0 && evs[0].has_id)
-	{
-		LOCKTAG		tag;
-
-		SET_LOCKTAG_ADVISORY(tag, MyDatabaseId,
-							 DatumGetUInt32(hash_any((const unsigned char *) VARDATA_ANY(stream),
-													 VARSIZE_ANY_EXHDR(stream))),
-							 0, EP_APPEND_LOCK_FIELD4);
-		(void) LockAcquire(&tag, ExclusiveLock, false, false);
-		if (ep_idempotent_repeat(stream, stream_c, evs, n, &result))
-			goto done;
-	}
+	if (n > 0 && evs[0].has_id &&
+		ep_idempotent_repeat(stream, stream_c, evs, n, &result))
+		goto done;
 
 	if (n == 0)
 	{
@@ -634,6 +662,10 @@ ep_do_append(text *stream, bool has_expected, int64 expected, EpNewEvent *evs, i
 		new_version = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)))
 			ep_raise_deleted(stream_c);
+		/* a concurrent retry of this batch may have committed meanwhile */
+		if (!ep_expected_ok(has_expected, expected, new_version - n) &&
+			ep_concurrent_repeat(stream, stream_c, evs, n, &result))
+			goto done;
 		ep_check_expected(stream_c, has_expected, expected, new_version - n);
 	}
 
@@ -718,6 +750,8 @@ ep_do_append(text *stream, bool has_expected, int64 expected, EpNewEvent *evs, i
 
 		if (ret != SPI_OK_INSERT)
 			elog(ERROR, "event insert failed: %s", SPI_result_code_string(ret));
+		if (SPI_processed == 0 && ep_concurrent_repeat(stream, stream_c, evs, n, &result))
+			goto done;
 		if ((int) SPI_processed != n)
 			ep_report_id_conflict(stream_c, evs, n, first_version);
 		result = new_version;

@@ -86,6 +86,6 @@ extern void ep_ivm_view_pin(IvmViewCache *vc);
 extern void ep_ivm_view_unpin(IvmViewCache *vc);
 
 /* ivm_refresh.c */
-extern void ep_ivm_full_recompute(IvmViewCache *vc, Snapshot snap);
+extern void ep_ivm_full_recompute(IvmViewCache *vc, bool latest);
 
 #endif							/* EP_IVM_H */

@@ -107,6 +107,18 @@ static bool ivm_callbacks_registered = false;
 static void
 ivm_xact_callback(XactEvent event, void *arg)
 {
+	/*
+	 * A view whose delta was skipped must have been recomputed by the last
+	 * statement in flight; if that did not happen, do not commit a wrong
+	 * view.
+	 */
+	if ((event == XACT_EVENT_PRE_COMMIT || event == XACT_EVENT_PRE_PREPARE) &&
+		ivm_skipped != NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("incremental view " INT64_FORMAT " was not maintained",
+						((IvmSkipped *) linitial(ivm_skipped))->view_id),
+				 errdetail("A statement that changed several of its base tables did not finish its maintenance.")));
 	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT &&
 		event != XACT_EVENT_PREPARE && event != XACT_EVENT_PARALLEL_COMMIT &&
 		event != XACT_EVENT_PARALLEL_ABORT)
@@ -116,8 +128,8 @@ ivm_xact_callback(XactEvent event, void *arg)
 	ivm_in_flight = NIL;
 	ivm_skipped = NIL;
 
-	/* calls that errored out never unpinned their view */
-	if (view_cache != NULL && (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT))
+	/* nothing is pinned between transactions */
+	if (view_cache != NULL)
 	{
 		HASH_SEQ_STATUS status;
 		IvmViewCache *vc;
@@ -203,6 +215,9 @@ ep_ivm_before(PG_FUNCTION_ARGS)
 	Trigger    *trigger;
 	IvmInFlight *f;
 	MemoryContext oldcxt;
+	IvmViewCache *vc;
+	int64		view_id;
+	int			base;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) ||
 		!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
@@ -214,44 +229,57 @@ ep_ivm_before(PG_FUNCTION_ARGS)
 	trigger = trigdata->tg_trigger;
 	if (trigger->tgnargs != 3)
 		elog(ERROR, "ep._ivm_before expects three arguments");
+	view_id = pg_strtoint64(trigger->tgargs[0]);
+	base = pg_strtoint32(trigger->tgargs[1]);
+
+	/*
+	 * Only the view's own triggers may note statements: a trigger of
+	 * anybody's making that named the view would otherwise suppress its
+	 * maintenance. (A view whose catalog row is gone is not maintained.)
+	 */
+	vc = ep_ivm_view_cache(view_id, true);
+	if (vc == NULL)
+		return PointerGetDatum(NULL);
+	if (vc->refresh != IVM_IMMEDIATE || !vc->multi_occurrence ||
+		base < 0 || base >= vc->nbase ||
+		vc->base_oids[base] != RelationGetRelid(trigdata->tg_relation))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("trigger \"%s\" does not belong to incremental view " INT64_FORMAT,
+						trigger->tgname, view_id)));
+
+	/*
+	 * Take the view's writer lock now, before the statement locks any row
+	 * of the view's storage (the AFTER trigger would take it only after the
+	 * triggers of other views on the table ran): a writer waiting for it
+	 * then holds no storage row another writer needs.
+	 */
+	ivm_lock_writers(vc);
+
 	ivm_register_callbacks();
 	oldcxt = MemoryContextSwitchTo(TopTransactionContext);
 	f = palloc(sizeof(IvmInFlight));
-	f->view_id = pg_strtoint64(trigger->tgargs[0]);
-	f->base = pg_strtoint32(trigger->tgargs[1]);
+	f->view_id = view_id;
+	f->base = base;
 	f->repeated = strcmp(trigger->tgargs[2], "1") != 0;
 	f->event = trigdata->tg_event & TRIGGER_EVENT_OPMASK;
 	f->subid = GetCurrentSubTransactionId();
 	ivm_in_flight = lappend(ivm_in_flight, f);
 	MemoryContextSwitchTo(oldcxt);
-
-	/*
-	 * Take the view's writer locks now, before the statement locks any row
-	 * of the view's storage (the AFTER trigger would take them only after
-	 * the triggers of other views on the table ran): a writer waiting for
-	 * them then holds no storage row another writer needs.
-	 */
-	{
-		IvmViewCache *vc = ep_ivm_view_cache(f->view_id, true);
-
-		if (vc != NULL && vc->refresh == IVM_IMMEDIATE && vc->multi_occurrence &&
-			f->base >= 0 && f->base < vc->nbase &&
-			vc->base_oids[f->base] == RelationGetRelid(trigdata->tg_relation))
-			ivm_lock_writers(vc);
-	}
 	return PointerGetDatum(NULL);
 }
 
 /*
  * The snapshot maintenance of a view with several table references runs
  * with: InvalidSnapshot (SPI takes a fresh one per statement) under READ
- * COMMITTED, the latest one under REPEATABLE READ and SERIALIZABLE.
+ * COMMITTED, the latest one under REPEATABLE READ and SERIALIZABLE
+ * (registered; the caller unregisters it).
  */
 static Snapshot
 ivm_snapshot(IvmViewCache *vc)
 {
 	if (vc->multi_occurrence && IsolationUsesXactSnapshot())
-		return GetLatestSnapshot();
+		return RegisterSnapshot(GetLatestSnapshot());
 	return InvalidSnapshot;
 }
 
@@ -289,26 +317,36 @@ static void
 ivm_statement_done(int64 view_id, int base, TriggerEvent event, bool *overlap, bool *last)
 {
 	ListCell   *lc;
-	bool		removed = false;
+	IvmInFlight *mine = NULL;
 
 	*overlap = false;
 	*last = true;
 	if (ivm_in_flight == NIL)
 		return;
 	event &= TRIGGER_EVENT_OPMASK;
+
+	/*
+	 * This statement's entry is the newest matching one: statements nested
+	 * in it (run by its triggers) finish before it does.
+	 */
+	foreach(lc, ivm_in_flight)
+	{
+		IvmInFlight *f = lfirst(lc);
+
+		if (f->view_id == view_id && f->base == base && f->event == event)
+			mine = f;
+	}
+	if (mine != NULL)
+	{
+		ivm_in_flight = list_delete_ptr(ivm_in_flight, mine);
+		pfree(mine);
+	}
 	foreach(lc, ivm_in_flight)
 	{
 		IvmInFlight *f = lfirst(lc);
 
 		if (f->view_id != view_id)
 			continue;
-		if (!removed && f->base == base && f->event == event)
-		{
-			ivm_in_flight = foreach_delete_current(ivm_in_flight, lc);
-			pfree(f);
-			removed = true;
-			continue;
-		}
 		*last = false;
 		if (f->base != base || f->repeated)
 			*overlap = true;
@@ -495,6 +533,14 @@ ep_ivm_view_cache(int64 view_id, bool missing_ok)
 	}
 	vc = hash_search(view_cache, &view_id, HASH_ENTER, &found);
 	if (found && vc->valid)
+		return vc;
+
+	/*
+	 * A call further up the stack is using this entry: keep it as it is
+	 * (its plans are revalidated by the plan cache anyway) rather than
+	 * pulling it from under that call.
+	 */
+	if (found && vc->busy > 0)
 		return vc;
 	busy = found ? vc->busy : 0;
 	if (found)
@@ -698,6 +744,9 @@ ep_ivm_apply_result(IvmViewCache *vc, SPITupleTable *tuptable, uint64 ntuples, S
 	}
 }
 
+static void ivm_maintain_view(TriggerData *trigdata, IvmViewCache *vc, int64 view_id, int b,
+							  TriggerEvent ev, int64 nold, int64 nnew, bool recompute);
+
 PG_FUNCTION_INFO_V1(ep_ivm_maintain);
 Datum
 ep_ivm_maintain(PG_FUNCTION_ARGS)
@@ -707,15 +756,12 @@ ep_ivm_maintain(PG_FUNCTION_ARGS)
 	int64		view_id;
 	int			b;
 	IvmViewCache *vc;
-	Oid			save_user;
-	int			save_sec;
 	int64		nold;
 	int64		nnew;
 	TriggerEvent ev;
 	bool		overlap;
 	bool		last;
 	bool		recompute;
-	Snapshot	snap;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) ||
 		!TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
@@ -767,6 +813,28 @@ ep_ivm_maintain(PG_FUNCTION_ARGS)
 						trigger->tgname, view_id)));
 
 	ep_ivm_view_pin(vc);
+	PG_TRY();
+	{
+		ivm_maintain_view(trigdata, vc, view_id, b, ev, nold, nnew, recompute);
+	}
+	PG_FINALLY();
+	{
+		/* also when an error is caught by a savepoint further up */
+		ep_ivm_view_unpin(vc);
+	}
+	PG_END_TRY();
+	return PointerGetDatum(NULL);
+}
+
+/* The body of ep_ivm_maintain, with the view pinned. */
+static void
+ivm_maintain_view(TriggerData *trigdata, IvmViewCache *vc, int64 view_id, int b,
+				  TriggerEvent ev, int64 nold, int64 nnew, bool recompute)
+{
+	Oid			save_user;
+	int			save_sec;
+	Snapshot	snap;
+
 	GetUserIdAndSecContext(&save_user, &save_sec);
 	SetUserIdAndSecContext(vc->owner,
 						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
@@ -780,13 +848,13 @@ ep_ivm_maintain(PG_FUNCTION_ARGS)
 	if (recompute)
 	{
 		/* statements overlapped: their deltas were skipped */
-		ep_ivm_full_recompute(vc, snap);
+		ep_ivm_full_recompute(vc, snap != InvalidSnapshot);
 		ivm_set_skipped(view_id, false);
 	}
 	else if (TRIGGER_FIRED_BY_TRUNCATE(ev))
 	{
 		if (vc->refresh == IVM_IMMEDIATE)
-			ep_ivm_full_recompute(vc, snap);
+			ep_ivm_full_recompute(vc, snap != InvalidSnapshot);
 		else if (vc->refresh == IVM_DEFERRED)
 		{
 			Oid			argtypes[1] = {INT8OID};
@@ -875,8 +943,8 @@ ep_ivm_maintain(PG_FUNCTION_ARGS)
 		SPI_execute_plan(ivm_plan(&vc->plan_log_insert[b], vc->sql_log_insert[b], 1, argtypes),
 						 args, NULL, false, 0);
 	}
+	if (snap != InvalidSnapshot)
+		UnregisterSnapshot(snap);
 	SPI_finish();
 	SetUserIdAndSecContext(save_user, save_sec);
-	ep_ivm_view_unpin(vc);
-	return PointerGetDatum(NULL);
 }

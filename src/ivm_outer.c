@@ -37,6 +37,7 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/typcache.h"
 
 #include "ivm_def.h"
 
@@ -144,6 +145,15 @@ ivm_outer_walk(IvmDef *d, Node *node)
 		l = ivm_key_var(d, linitial(op->args));
 		r = ivm_key_var(d, lsecond(op->args));
 		if (l == NULL || r == NULL)
+			continue;
+
+		/*
+		 * The key must mean one thing everywhere: columns of one type and
+		 * collation, compared with that type's own equality (the affected
+		 * keys are later matched with it), not any operator named =.
+		 */
+		if (l->vartype != r->vartype || l->varcollid != r->varcollid ||
+			op->opno != lookup_type_cache(l->vartype, TYPECACHE_EQ_OPR)->eq_opr)
 			continue;
 		if (ivm_tree_has(j->rarg, l->varno) && ivm_tree_has(j->larg, r->varno))
 		{

@@ -40,12 +40,16 @@
 
 /* SPI must be connected; runs as the current user. */
 void
-ep_ivm_full_recompute(IvmViewCache *vc, Snapshot snap)
+ep_ivm_full_recompute(IvmViewCache *vc, bool latest)
 {
 	const char *sql[2] = {vc->sql_full_delete, vc->sql_full_insert};
 	int			expect[2] = {SPI_OK_DELETE, SPI_OK_INSERT};
+	Snapshot	snap = InvalidSnapshot;
 
 	LockRelationOid(vc->storage, ExclusiveLock);
+	/* the latest snapshot, taken after the lock (both statements use it) */
+	if (latest)
+		snap = RegisterSnapshot(GetLatestSnapshot());
 	for (int i = 0; i < 2; i++)
 	{
 		int			rc;
@@ -54,18 +58,18 @@ ep_ivm_full_recompute(IvmViewCache *vc, Snapshot snap)
 			rc = SPI_execute(sql[i], false, 0);
 		else
 		{
-			/* a fresh snapshot: the latest one, taken after the lock */
 			SPIPlanPtr	plan = SPI_prepare(sql[i], 0, NULL);
 
 			if (plan == NULL)
 				elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-			rc = SPI_execute_snapshot(plan, NULL, NULL, GetLatestSnapshot(), InvalidSnapshot,
-									  false, true, 0);
+			rc = SPI_execute_snapshot(plan, NULL, NULL, snap, InvalidSnapshot, false, true, 0);
 			SPI_freeplan(plan);
 		}
 		if (rc != expect[i])
 			elog(ERROR, "full recompute of incremental view failed (%s)", i == 0 ? "delete" : "insert");
 	}
+	if (snap != InvalidSnapshot)
+		UnregisterSnapshot(snap);
 }
 
 static int64
@@ -113,11 +117,12 @@ ep_refresh_view(PG_FUNCTION_ARGS)
 		elog(ERROR, "could not look up incremental view \"%s\"", name);
 	view_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	vc = ep_ivm_view_cache(view_id, false);
-	ep_ivm_view_pin(vc);
 	if (!has_privs_of_role(GetUserId(), vc->owner))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("must be owner of incremental view \"%s\"", name)));
+	/* unpinned below, or at the end of the transaction if an error escapes */
+	ep_ivm_view_pin(vc);
 
 	/*
 	 * The view's SQL (and any function it calls) runs as the view's owner,
@@ -154,11 +159,11 @@ ep_refresh_view(PG_FUNCTION_ARGS)
 	if (vc->refresh == IVM_IMMEDIATE)
 	{
 		if (full)
-			ep_ivm_full_recompute(vc, InvalidSnapshot);
+			ep_ivm_full_recompute(vc, false);
 	}
 	else if (vc->refresh == IVM_FULL)
 	{
-		ep_ivm_full_recompute(vc, InvalidSnapshot);
+		ep_ivm_full_recompute(vc, false);
 		if (vc->nbase > 0 && vc->log_rels && vc->log_rels[0])
 			SPI_execute(psprintf("DELETE FROM %s", vc->log_rels[0]), false, 0);
 	}
@@ -190,7 +195,7 @@ ep_refresh_view(PG_FUNCTION_ARGS)
 				full = true;
 		}
 		if (full || needs_full)
-			ep_ivm_full_recompute(vc, InvalidSnapshot);
+			ep_ivm_full_recompute(vc, false);
 		else if (pending > 0)
 		{
 			int			rc;

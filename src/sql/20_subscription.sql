@@ -7,7 +7,7 @@ CREATE TABLE ep.subscriptions (
     category      text,
     event_types   text[],
     from_position bigint      NOT NULL DEFAULT 0 CHECK (from_position >= 0),
-    owner         regrole     NOT NULL DEFAULT CURRENT_USER::regrole,
+    owner         regrole     NOT NULL DEFAULT ep._role(CURRENT_USER),
     created_at    timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 COMMENT ON TABLE ep.subscriptions IS 'Persistent subscriptions: a category and/or event types, and where they start';
@@ -64,7 +64,7 @@ BEGIN
     END IF;
     INSERT INTO ep.subscriptions (name, category, event_types, from_position, owner)
     VALUES (create_subscription.name, create_subscription.category,
-            create_subscription.event_types, create_subscription.from_position, session_user::regrole)
+            create_subscription.event_types, create_subscription.from_position, ep._role(session_user))
     ON CONFLICT DO NOTHING;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'subscription "%" already exists', name

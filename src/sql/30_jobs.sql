@@ -11,7 +11,7 @@ CREATE TABLE ep.job_registry (
     target      text        NOT NULL,
     schedule    interval    NOT NULL CHECK (schedule > interval '0'),
     command     text        NOT NULL,
-    owner       regrole     NOT NULL DEFAULT CURRENT_USER::regrole,
+    owner       regrole     NOT NULL DEFAULT ep._role(CURRENT_USER),
     next_run_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
     last_run_at timestamptz,
     last_status text CHECK (last_status IN ('succeeded', 'failed', 'running')),
@@ -55,8 +55,8 @@ SELECT pg_catalog.pg_extension_config_dump('ep.job_registry', '');
 -- security); the worker, a superuser, runs them all.
 ALTER TABLE ep.job_registry ENABLE ROW LEVEL SECURITY;
 CREATE POLICY job_registry_owner ON ep.job_registry
-    USING (owner OPERATOR(pg_catalog.=) CURRENT_USER::regrole)
-    WITH CHECK (owner OPERATOR(pg_catalog.=) CURRENT_USER::regrole);
+    USING (owner OPERATOR(pg_catalog.=) ep._role(CURRENT_USER))
+    WITH CHECK (owner OPERATOR(pg_catalog.=) ep._role(CURRENT_USER));
 GRANT SELECT, INSERT, UPDATE, DELETE ON ep.job_registry TO PUBLIC;
 
 -- Runs are visible for the jobs one can see; only the worker writes them.
@@ -109,7 +109,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     INSERT INTO ep.job_registry AS j (kind, target, schedule, command, owner, next_run_at)
-    VALUES (kind, target, every, command, current_user::regrole, now() + every)
+    VALUES (kind, target, every, command, ep._role(current_user), now() + every)
     ON CONFLICT ON CONSTRAINT job_registry_kind_target_key DO UPDATE
         SET schedule = excluded.schedule, command = excluded.command,
             owner = excluded.owner, next_run_at = excluded.next_run_at, failures = 0

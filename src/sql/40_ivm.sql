@@ -21,7 +21,7 @@ CREATE TABLE ep.ivm_views (
     query             text        NOT NULL,
     refresh           text        NOT NULL CHECK (refresh IN ('immediate', 'deferred', 'full')),
     kind              text        NOT NULL CHECK (kind IN ('project', 'distinct', 'aggregate', 'full')),
-    owner             regrole     NOT NULL DEFAULT CURRENT_USER::regrole,
+    owner             regrole     NOT NULL DEFAULT ep._role(CURRENT_USER),
     base_rels         regclass[]  NOT NULL,
     log_rels          regclass[]  NOT NULL,
     multi_occurrence  boolean     NOT NULL,
@@ -53,8 +53,8 @@ SELECT pg_catalog.pg_extension_config_dump('ep.ivm_views_seq', '');
 -- names, so no role may insert or edit one.
 ALTER TABLE ep.ivm_views ENABLE ROW LEVEL SECURITY;
 CREATE POLICY ivm_views_owner ON ep.ivm_views
-    USING (owner OPERATOR(pg_catalog.=) CURRENT_USER::regrole)
-    WITH CHECK (owner OPERATOR(pg_catalog.=) CURRENT_USER::regrole);
+    USING (owner OPERATOR(pg_catalog.=) ep._role(CURRENT_USER))
+    WITH CHECK (owner OPERATOR(pg_catalog.=) ep._role(CURRENT_USER));
 GRANT SELECT, DELETE ON ep.ivm_views TO PUBLIC;
 GRANT USAGE ON SEQUENCE ep.ivm_views_seq TO PUBLIC;
 

@@ -15,7 +15,7 @@ CREATE TABLE ep.projection_defs (
     name            text        NOT NULL UNIQUE CHECK (name <> ''),
     kind            text        NOT NULL CHECK (kind IN ('events', 'table')),
     handler         regprocedure NOT NULL,
-    owner           regrole     NOT NULL DEFAULT CURRENT_USER::regrole,
+    owner           regrole     NOT NULL DEFAULT ep._role(CURRENT_USER),
     mode            text        NOT NULL DEFAULT 'async' CHECK (mode IN ('async', 'inline')),
     event_types     text[],
     category        text,
@@ -70,7 +70,7 @@ COMMENT ON TABLE ep.projection_state IS 'Internal: handover state between the ev
 ALTER TABLE ep.projection_defs ENABLE ROW LEVEL SECURITY;
 CREATE POLICY projection_defs_owner ON ep.projection_defs
     USING (pg_catalog.pg_has_role(CURRENT_USER, owner, 'MEMBER'))
-    WITH CHECK (owner OPERATOR(pg_catalog.=) CURRENT_USER::regrole);
+    WITH CHECK (owner OPERATOR(pg_catalog.=) ep._role(CURRENT_USER));
 ALTER TABLE ep.parked ENABLE ROW LEVEL SECURITY;
 CREATE POLICY parked_owner ON ep.parked
     USING (EXISTS (SELECT 1 FROM ep.projection_defs d
@@ -227,7 +227,7 @@ BEGIN
     PERFORM ep._projection_lock();
     BEGIN
         INSERT INTO ep.projection_defs (name, kind, handler, owner, mode, event_types, category)
-        VALUES (create_projection.name, 'events', create_projection.handler, CURRENT_USER::regrole,
+        VALUES (create_projection.name, 'events', create_projection.handler, ep._role(CURRENT_USER),
                 create_projection.mode, create_projection.event_types, create_projection.category);
     EXCEPTION WHEN unique_violation THEN
         RAISE EXCEPTION 'projection "%" already exists', name
@@ -259,7 +259,7 @@ BEGIN
         -- 'rebuilding': the next round loads the current rows, then follows changes
         INSERT INTO ep.projection_defs (name, kind, handler, owner, mode, source, status)
         VALUES (create_table_projection.name, 'table', create_table_projection.handler,
-                CURRENT_USER::regrole, 'async', create_table_projection.source, 'rebuilding');
+                ep._role(CURRENT_USER), 'async', create_table_projection.source, 'rebuilding');
     EXCEPTION WHEN unique_violation THEN
         RAISE EXCEPTION 'projection "%" already exists', name
             USING ERRCODE = 'duplicate_object';
