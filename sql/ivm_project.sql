@@ -133,6 +133,7 @@ SELECT ep.create_incremental_view('ivm_prj.bad', 'SELECT id FROM orders UNION SE
 SELECT ep.create_incremental_view('ivm_prj.bad', 'SELECT * FROM big_orders');
 CREATE TABLE parted (k int) PARTITION BY RANGE (k);
 CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (0) TO (10);
+SELECT ep.create_incremental_view('ivm_prj.bad', 'SELECT k FROM parted');
 SELECT ep.create_incremental_view('ivm_prj.bad', 'SELECT k FROM parted_1');
 \set VERBOSITY terse
 

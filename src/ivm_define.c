@@ -266,18 +266,10 @@ ivm_classify(IvmDef *d)
 					if (relkind == RELKIND_RELATION && has_subclass(rte->relid))
 						ep_ivm_unsupported(psprintf("table \"%s\", which has inheritance children",
 												 get_rel_name(rte->relid)));
-					/* statement triggers go on every member of the tree */
+					/* writes to a partition bypass the parent's statement triggers */
 					if (relkind == RELKIND_PARTITIONED_TABLE)
-					{
-						ListCell   *pc;
-
-						foreach(pc, find_all_inheritors(rte->relid, AccessShareLock, NULL))
-						{
-							if (get_rel_relkind(lfirst_oid(pc)) == RELKIND_FOREIGN_TABLE)
-								ep_ivm_unsupported(psprintf("partitioned table \"%s\" with foreign partition \"%s\"",
-															get_rel_name(rte->relid), get_rel_name(lfirst_oid(pc))));
-						}
-					}
+						ep_ivm_unsupported(psprintf("partitioned table \"%s\" (writes to its partitions would bypass maintenance)",
+													get_rel_name(rte->relid)));
 					/* ... and rows routed through the parent bypass a partition's */
 					if (get_rel_relispartition(rte->relid))
 						ep_ivm_unsupported(psprintf("partition \"%s\" (rows written through its partitioned table would bypass maintenance)",
@@ -873,12 +865,10 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 	for (b = 0; b < nbase; b++)
 	{
 		Oid			base = list_nth_oid(d->bases, b);
-		char	   *rel;
+		char	   *rel = ep_ivm_relation_text(base);
 		ObjectAddress storage_addr;
 		ObjectAddress base_addr;
 		bool		as_owner = (base == ep_catalog()->events);
-		List	   *members;
-		ListCell   *mc;
 		const char *prefix = multi ? "ivj" : "ivm";
 		int			nocc = 0;
 		ListCell   *oc;
@@ -890,30 +880,17 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 		}
 		if (as_owner)
 			ep_become_owner(&saved);
-
-		/*
-		 * A partitioned table gets the triggers on every member of its tree:
-		 * statement triggers fire only on the table a statement names.
-		 * (Partitions created or attached later get them from
-		 * ep._ivm_on_ddl.)
-		 */
-		members = get_rel_relkind(base) == RELKIND_PARTITIONED_TABLE ?
-			find_all_inheritors(base, AccessShareLock, NULL) : list_make1_oid(base);
-		foreach(mc, members)
-		{
-			rel = ep_ivm_relation_text(lfirst_oid(mc));
-			ivm_exec(psprintf("CREATE TRIGGER __ep_%s_" INT64_FORMAT "_i AFTER INSERT ON %s REFERENCING NEW TABLE AS %s FOR EACH STATEMENT EXECUTE FUNCTION ep._ivm_maintain('" INT64_FORMAT "', '%d')",
-							  prefix, view_id, rel, IVM_NEW_TABLE, view_id, b), SPI_OK_UTILITY);
-			ivm_exec(psprintf("CREATE TRIGGER __ep_%s_" INT64_FORMAT "_u AFTER UPDATE ON %s REFERENCING OLD TABLE AS %s NEW TABLE AS %s FOR EACH STATEMENT EXECUTE FUNCTION ep._ivm_maintain('" INT64_FORMAT "', '%d')",
-							  prefix, view_id, rel, IVM_OLD_TABLE, IVM_NEW_TABLE, view_id, b), SPI_OK_UTILITY);
-			ivm_exec(psprintf("CREATE TRIGGER __ep_%s_" INT64_FORMAT "_d AFTER DELETE ON %s REFERENCING OLD TABLE AS %s FOR EACH STATEMENT EXECUTE FUNCTION ep._ivm_maintain('" INT64_FORMAT "', '%d')",
-							  prefix, view_id, rel, IVM_OLD_TABLE, view_id, b), SPI_OK_UTILITY);
-			ivm_exec(psprintf("CREATE TRIGGER __ep_%s_" INT64_FORMAT "_t AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION ep._ivm_maintain('" INT64_FORMAT "', '%d')",
-							  prefix, view_id, rel, view_id, b), SPI_OK_UTILITY);
-			if (multi && d->refresh == IVM_IMMEDIATE)
-				ivm_exec(psprintf("CREATE TRIGGER __ep_%s_" INT64_FORMAT "_b BEFORE INSERT OR UPDATE OR DELETE ON %s FOR EACH STATEMENT EXECUTE FUNCTION ep._ivm_before('" INT64_FORMAT "', '%d', '%d')",
-								  prefix, view_id, rel, view_id, b, nocc), SPI_OK_UTILITY);
-		}
+		ivm_exec(psprintf("CREATE TRIGGER __ep_%s_" INT64_FORMAT "_i AFTER INSERT ON %s REFERENCING NEW TABLE AS %s FOR EACH STATEMENT EXECUTE FUNCTION ep._ivm_maintain('" INT64_FORMAT "', '%d')",
+						  prefix, view_id, rel, IVM_NEW_TABLE, view_id, b), SPI_OK_UTILITY);
+		ivm_exec(psprintf("CREATE TRIGGER __ep_%s_" INT64_FORMAT "_u AFTER UPDATE ON %s REFERENCING OLD TABLE AS %s NEW TABLE AS %s FOR EACH STATEMENT EXECUTE FUNCTION ep._ivm_maintain('" INT64_FORMAT "', '%d')",
+						  prefix, view_id, rel, IVM_OLD_TABLE, IVM_NEW_TABLE, view_id, b), SPI_OK_UTILITY);
+		ivm_exec(psprintf("CREATE TRIGGER __ep_%s_" INT64_FORMAT "_d AFTER DELETE ON %s REFERENCING OLD TABLE AS %s FOR EACH STATEMENT EXECUTE FUNCTION ep._ivm_maintain('" INT64_FORMAT "', '%d')",
+						  prefix, view_id, rel, IVM_OLD_TABLE, view_id, b), SPI_OK_UTILITY);
+		ivm_exec(psprintf("CREATE TRIGGER __ep_%s_" INT64_FORMAT "_t AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION ep._ivm_maintain('" INT64_FORMAT "', '%d')",
+						  prefix, view_id, rel, view_id, b), SPI_OK_UTILITY);
+		if (multi && d->refresh == IVM_IMMEDIATE)
+			ivm_exec(psprintf("CREATE TRIGGER __ep_%s_" INT64_FORMAT "_b BEFORE INSERT OR UPDATE OR DELETE ON %s FOR EACH STATEMENT EXECUTE FUNCTION ep._ivm_before('" INT64_FORMAT "', '%d', '%d')",
+							  prefix, view_id, rel, view_id, b, nocc), SPI_OK_UTILITY);
 		if (as_owner)
 			ep_restore_user(&saved);
 		ObjectAddressSet(storage_addr, RelationRelationId, storage_oid);

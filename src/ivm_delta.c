@@ -57,7 +57,6 @@
  */
 #include "postgres.h"
 
-#include "catalog/partition.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -186,23 +185,6 @@ ivm_register_callbacks(void)
 	ivm_callbacks_registered = true;
 }
 
-/*
- * Does a trigger on rel feed base table b? Either rel is b, or a partition
- * in b's tree (partitioned bases carry the triggers on every member).
- */
-static bool
-ivm_feeds_base(IvmViewCache *vc, int b, Relation rel)
-{
-	Oid			relid = RelationGetRelid(rel);
-
-	if (b < 0 || b >= vc->nbase)
-		return false;
-	if (vc->base_oids[b] == relid)
-		return true;
-	return rel->rd_rel->relispartition &&
-		list_member_oid(get_partition_ancestors(relid), vc->base_oids[b]);
-}
-
 /* field4 of our advisory lock tags on incremental views */
 #define EP_IVM_LOCK_FIELD4	0x4551
 
@@ -259,7 +241,8 @@ ep_ivm_before(PG_FUNCTION_ARGS)
 	if (vc == NULL)
 		return PointerGetDatum(NULL);
 	if (vc->refresh != IVM_IMMEDIATE || !vc->multi_occurrence ||
-		!ivm_feeds_base(vc, base, trigdata->tg_relation))
+		base < 0 || base >= vc->nbase ||
+		vc->base_oids[base] != RelationGetRelid(trigdata->tg_relation))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("trigger \"%s\" does not belong to incremental view " INT64_FORMAT,
@@ -822,7 +805,8 @@ ep_ivm_maintain(PG_FUNCTION_ARGS)
 	if (vc == NULL)
 		return PointerGetDatum(NULL);
 	/* only the view's own triggers may feed it changes */
-	if (!ivm_feeds_base(vc, b, trigdata->tg_relation))
+	if (b < 0 || b >= vc->nbase ||
+		vc->base_oids[b] != RelationGetRelid(trigdata->tg_relation))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("trigger \"%s\" does not belong to incremental view " INT64_FORMAT,

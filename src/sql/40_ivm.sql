@@ -207,17 +207,17 @@ BEGIN
     FOREACH b IN ARRAY v.base_rels LOOP
         IF b::oid OPERATOR(pg_catalog.=) 'ep.events'::regclass::oid THEN
             PERFORM ep._ivm_drop_event_triggers(v.view_id);
+        ELSIF EXISTS (SELECT 1 FROM pg_class c WHERE c.oid OPERATOR(pg_catalog.=) b::oid) THEN
+            FOR tg IN
+                SELECT t.tgname FROM pg_trigger t
+                 WHERE t.tgrelid OPERATOR(pg_catalog.=) b::oid
+                   AND t.tgname OPERATOR(pg_catalog.=) ANY (ARRAY(
+                       SELECT format('__ep_%s_%s_%s', p, v.view_id, x)
+                         FROM unnest(ARRAY['ivm', 'ivj']) p, unnest(ARRAY['i', 'u', 'd', 't', 'b']) x))
+            LOOP
+                EXECUTE format('DROP TRIGGER %I ON %s', tg, b);
+            END LOOP;
         END IF;
-    END LOOP;
-    -- the view's triggers on its other base tables and their partitions
-    FOR tg, r IN
-        SELECT t.tgname, t.tgrelid::regclass FROM pg_trigger t
-         WHERE t.tgrelid OPERATOR(pg_catalog.<>) 'ep.events'::regclass
-           AND t.tgname OPERATOR(pg_catalog.=) ANY (ARRAY(
-               SELECT format('__ep_%s_%s_%s', p, v.view_id, x)
-                 FROM unnest(ARRAY['ivm', 'ivj']) p, unnest(ARRAY['i', 'u', 'd', 't', 'b']) x))
-    LOOP
-        EXECUTE format('DROP TRIGGER %I ON %s', tg, r);
     END LOOP;
     FOREACH r IN ARRAY v.log_rels || v.storage_rel LOOP
         IF EXISTS (SELECT 1 FROM pg_class c WHERE c.oid OPERATOR(pg_catalog.=) r::oid) THEN
@@ -297,109 +297,7 @@ BEGIN
     LOOP
         PERFORM ep._ivm_cleanup(v);
     END LOOP;
-    -- a dropped partition of a base table took rows (and the view's
-    -- triggers) with it (a DROP TRIGGER alone, as run by _ivm_reconcile,
-    -- drops no table)
-    FOR v IN
-        SELECT i.* FROM ep.ivm_views i
-         WHERE EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects() t
-                        WHERE t.object_type OPERATOR(pg_catalog.=) 'table')
-           AND EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects() d
-                        WHERE d.object_type OPERATOR(pg_catalog.=) 'trigger'
-                          AND pg_catalog.split_part(d.object_identity, ' on ', 1) OPERATOR(pg_catalog.=) ANY (ARRAY(
-                              SELECT format('__ep_%s_%s_%s', p, i.view_id, x)
-                                FROM unnest(ARRAY['ivm', 'ivj']) p, unnest(ARRAY['i', 'u', 'd', 't', 'b']) x)))
-    LOOP
-        PERFORM ep._ivm_reconcile(v, '{}', true);
-    END LOOP;
 END
 $$;
 COMMENT ON FUNCTION ep._ivm_on_drop() IS 'Internal event trigger: cleans up an incremental view whose view or storage was dropped';
 CREATE EVENT TRIGGER ep_ivm_on_drop ON sql_drop EXECUTE FUNCTION ep._ivm_on_drop();
-
--- Views over partitioned tables: keep the view's triggers on exactly the
--- members of each partitioned base's tree (copied from the base's own), and
--- when a partition joins or leaves with its rows (ATTACH, DETACH, DROP),
--- recompute the view (immediate), mark it for a full refresh (deferred) or
--- count a change (full). A partition created empty only gets the triggers.
-CREATE FUNCTION ep._ivm_reconcile(v ep.ivm_views, created oid[], changed boolean) RETURNS void
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    b regclass;
-    m regclass;
-    t record;
-    names text[];
-BEGIN
-    names := ARRAY(SELECT format('__ep_%s_%s_%s', p, v.view_id, x)
-                     FROM unnest(ARRAY['ivm', 'ivj']) p, unnest(ARRAY['i', 'u', 'd', 't', 'b']) x);
-    FOREACH b IN ARRAY v.base_rels LOOP
-        CONTINUE WHEN (SELECT c.relkind FROM pg_class c WHERE c.oid OPERATOR(pg_catalog.=) b::oid)
-                      IS DISTINCT FROM 'p';
-        FOR m IN SELECT pt.relid FROM pg_partition_tree(b) pt
-                  WHERE pt.relid OPERATOR(pg_catalog.<>) b::oid LOOP
-            FOR t IN SELECT bt.oid, bt.tgname FROM pg_trigger bt
-                      WHERE bt.tgrelid OPERATOR(pg_catalog.=) b::oid
-                        AND bt.tgname OPERATOR(pg_catalog.=) ANY (names)
-                        AND NOT EXISTS (SELECT 1 FROM pg_trigger mt
-                                         WHERE mt.tgrelid OPERATOR(pg_catalog.=) m::oid
-                                           AND mt.tgname OPERATOR(pg_catalog.=) bt.tgname) LOOP
-                EXECUTE pg_catalog.replace(pg_get_triggerdef(t.oid),
-                                           format(' ON %s ', b), format(' ON %s ', m));
-                -- a table attached with its rows, not a partition created empty
-                IF m::oid OPERATOR(pg_catalog.<>) ALL (created) THEN
-                    changed := true;
-                END IF;
-            END LOOP;
-        END LOOP;
-    END LOOP;
-    -- triggers left on tables that are no longer in a base's tree
-    FOR t IN SELECT mt.tgname, mt.tgrelid::regclass AS rel FROM pg_trigger mt
-              WHERE mt.tgname OPERATOR(pg_catalog.=) ANY (names)
-                AND mt.tgrelid OPERATOR(pg_catalog.<>) ALL (v.base_rels::oid[])
-                AND NOT EXISTS (SELECT 1 FROM unnest(v.base_rels) bb, pg_partition_tree(bb) pt
-                                 WHERE pt.relid OPERATOR(pg_catalog.=) mt.tgrelid) LOOP
-        EXECUTE format('DROP TRIGGER %I ON %s', t.tgname, t.rel);
-        changed := true;
-    END LOOP;
-    IF changed THEN
-        IF v.refresh OPERATOR(pg_catalog.=) 'immediate' THEN
-            PERFORM ep.refresh_view(v.name, true);
-        ELSIF v.refresh OPERATOR(pg_catalog.=) 'deferred' THEN
-            UPDATE ep.ivm_views i SET needs_full = true WHERE i.view_id OPERATOR(pg_catalog.=) v.view_id;
-        ELSE
-            EXECUTE format('INSERT INTO %s (n) VALUES (1)', v.log_rels[1]);
-        END IF;
-    END IF;
-END
-$$;
-COMMENT ON FUNCTION ep._ivm_reconcile(ep.ivm_views, oid[], boolean) IS
-    'Internal: put a view''s triggers on the current members of its partitioned base tables and recompute it when partitions changed';
-
-CREATE FUNCTION ep._ivm_on_ddl() RETURNS event_trigger
-    LANGUAGE plpgsql SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v ep.ivm_views;
-    created oid[];
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM ep.ivm_views i, unnest(i.base_rels) b, pg_class c
-                    WHERE c.oid OPERATOR(pg_catalog.=) b::oid AND c.relkind OPERATOR(pg_catalog.=) 'p') THEN
-        RETURN;
-    END IF;
-    created := ARRAY(SELECT d.objid FROM pg_event_trigger_ddl_commands() d
-                      WHERE d.command_tag OPERATOR(pg_catalog.=) 'CREATE TABLE');
-    FOR v IN SELECT i.* FROM ep.ivm_views i
-              WHERE EXISTS (SELECT 1 FROM unnest(i.base_rels) b, pg_class c
-                             WHERE c.oid OPERATOR(pg_catalog.=) b::oid AND c.relkind OPERATOR(pg_catalog.=) 'p')
-    LOOP
-        PERFORM ep._ivm_reconcile(v, created, false);
-    END LOOP;
-END
-$$;
-COMMENT ON FUNCTION ep._ivm_on_ddl() IS 'Internal event trigger: keeps incremental views over partitioned tables in step with their partitions';
-CREATE EVENT TRIGGER ep_ivm_on_ddl ON ddl_command_end
-    WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE')
-    EXECUTE FUNCTION ep._ivm_on_ddl();
