@@ -55,8 +55,8 @@ SELECT pg_catalog.pg_extension_config_dump('ep.job_registry', '');
 -- security); the worker, a superuser, runs them all.
 ALTER TABLE ep.job_registry ENABLE ROW LEVEL SECURITY;
 CREATE POLICY job_registry_owner ON ep.job_registry
-    USING (owner OPERATOR(pg_catalog.=) ep._role(CURRENT_USER))
-    WITH CHECK (owner OPERATOR(pg_catalog.=) ep._role(CURRENT_USER));
+    USING (owner OPERATOR(pg_catalog.=) (SELECT ep._role(CURRENT_USER)))
+    WITH CHECK (owner OPERATOR(pg_catalog.=) (SELECT ep._role(CURRENT_USER)));
 GRANT SELECT, INSERT, UPDATE, DELETE ON ep.job_registry TO PUBLIC;
 
 -- Runs are visible for the jobs one can see; only the worker writes them.

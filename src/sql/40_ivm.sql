@@ -53,8 +53,8 @@ SELECT pg_catalog.pg_extension_config_dump('ep.ivm_views_seq', '');
 -- names, so no role may insert or edit one.
 ALTER TABLE ep.ivm_views ENABLE ROW LEVEL SECURITY;
 CREATE POLICY ivm_views_owner ON ep.ivm_views
-    USING (owner OPERATOR(pg_catalog.=) ep._role(CURRENT_USER))
-    WITH CHECK (owner OPERATOR(pg_catalog.=) ep._role(CURRENT_USER));
+    USING (owner OPERATOR(pg_catalog.=) (SELECT ep._role(CURRENT_USER)))
+    WITH CHECK (owner OPERATOR(pg_catalog.=) (SELECT ep._role(CURRENT_USER)));
 GRANT SELECT, DELETE ON ep.ivm_views TO PUBLIC;
 GRANT USAGE ON SEQUENCE ep.ivm_views_seq TO PUBLIC;
 

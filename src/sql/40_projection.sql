@@ -70,7 +70,7 @@ COMMENT ON TABLE ep.projection_state IS 'Internal: handover state between the ev
 ALTER TABLE ep.projection_defs ENABLE ROW LEVEL SECURITY;
 CREATE POLICY projection_defs_owner ON ep.projection_defs
     USING (pg_catalog.pg_has_role(CURRENT_USER, owner, 'MEMBER'))
-    WITH CHECK (owner OPERATOR(pg_catalog.=) ep._role(CURRENT_USER));
+    WITH CHECK (owner OPERATOR(pg_catalog.=) (SELECT ep._role(CURRENT_USER)));
 ALTER TABLE ep.parked ENABLE ROW LEVEL SECURITY;
 CREATE POLICY parked_owner ON ep.parked
     USING (EXISTS (SELECT 1 FROM ep.projection_defs d
