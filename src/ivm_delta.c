@@ -660,10 +660,11 @@ ivm_plan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
 }
 
 /*
- * Serialize maintenance of a view with several table references by updating
- * its row of ep.ivm_stamps (see 40_ivm.sql): writers wait on that row lock,
- * and under REPEATABLE READ a writer whose snapshot predates another
- * writer's commit gets a serialization failure. SPI must be connected.
+ * Serialize deferred refreshes of a view with several table references by
+ * updating its row of ep.ivm_stamps (see 40_ivm.sql); under REPEATABLE READ
+ * a refresh whose snapshot predates another one's commit gets a
+ * serialization failure. (Immediate writers use ivm_lock_writers.) SPI must
+ * be connected.
  */
 void
 ep_ivm_lock_view(IvmViewCache *vc)
