@@ -53,7 +53,6 @@
 #include "event_patterns.h"
 #include "position.h"
 
-
 typedef struct EpNewEvent
 {
 	Datum		id;				/* uuid */
@@ -337,13 +336,7 @@ ep_expected_ok(bool has_expected, int64 expected, int64 actual)
 static void
 ep_check_expected(const char *stream, bool has_expected, int64 expected, int64 actual)
 {
-	if (!has_expected)
-		return;
-	if (expected == 0 && actual == 0)
-		return;
-	if (expected == -1 && actual > 0)
-		return;
-	if (expected > 0 && actual == expected)
+	if (ep_expected_ok(has_expected, expected, actual))
 		return;
 
 	if (expected == 0)
