@@ -9,7 +9,7 @@
 # PG_CONFIG may be overridden: make PG_CONFIG=/path/to/pg_config
 
 EXTENSION  = event_patterns
-EXTVERSION = 0.1
+EXTVERSION = 0.2
 MODULE_big = event_patterns
 
 OBJS = \
@@ -34,13 +34,15 @@ OBJS = \
 	src/ivm_refresh.o \
 	src/ivm_sql.o \
 	src/ivm_outer.o \
-	src/projection_wait.o
+	src/projection_wait.o \
+	src/owner.o
 
 # The install script is assembled from one SQL file per concern.
 SQL_SOURCES = $(sort $(wildcard src/sql/*.sql))
 DATA_built  = $(EXTENSION)--$(EXTVERSION).sql
-# Upgrade scripts (event_patterns--A--B.sql) live in src/updates/.
-DATA        = $(wildcard src/updates/$(EXTENSION)--*--*.sql)
+# src/updates/ holds the released install scripts, frozen as released
+# (event_patterns--0.1.sql), and the upgrade scripts (event_patterns--A--B.sql).
+DATA        = $(wildcard src/updates/$(EXTENSION)--*.sql)
 
 PG_CONFIG ?= pg_config
 

@@ -100,6 +100,7 @@
 #include "utils/timestamp.h"
 
 #include "event_patterns.h"
+#include "owner.h"
 #include "stream_read.h"
 #include "upcast.h"
 

@@ -40,6 +40,7 @@
 #include "launcher.h"
 #include "worker.h"
 #include "projection.h"
+#include "owner.h"
 
 PG_MODULE_MAGIC;
 
@@ -130,30 +131,6 @@ ep_catalog(void)
 }
 
 /*
- * The extension's own statements on its tables run as the extension owner,
- * so that users need no privileges on ep.events beyond SELECT. No user code
- * runs inside those statements (the tables carry only the extension's
- * triggers), and SECURITY_RESTRICTED_OPERATION forbids anything that could
- * outlive the switch.
- */
-void
-ep_become_owner(EpSavedUser *saved)
-{
-	const EpCatalog *cat = ep_catalog();
-
-	GetUserIdAndSecContext(&saved->userid, &saved->sec_context);
-	SetUserIdAndSecContext(cat->owner,
-						   saved->sec_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-}
-
-void
-ep_restore_user(const EpSavedUser *saved)
-{
-	SetUserIdAndSecContext(saved->userid, saved->sec_context);
-}
-
-/*
  * Prepare a statement once per backend and keep it (SPI must be connected);
  * the plan cache revalidates it after DROP/CREATE EXTENSION.
  */
@@ -228,6 +205,7 @@ void
 _PG_init(void)
 {
 	ep_projection_init();		/* its GUCs before the prefix is reserved */
+	ep_owner_init();
 	ep_guc_define();
 	RegisterXactCallback(ep_xact_callback, NULL);
 

@@ -70,15 +70,6 @@ extern const EpCatalog *ep_catalog(void);
  */
 extern int	ep_internal_writes;
 
-/* Run the extension's own SPI statements as the extension owner. */
-typedef struct EpSavedUser
-{
-	Oid			userid;
-	int			sec_context;
-} EpSavedUser;
-extern void ep_become_owner(EpSavedUser *saved);
-extern void ep_restore_user(const EpSavedUser *saved);
-
 /* SPI helpers shared by the modules (event_patterns.c) */
 extern SPIPlanPtr ep_spi_keep_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes);
 extern int	ep_spi_execute_internal(SPIPlanPtr plan, Datum *args, const char *nulls);

@@ -51,6 +51,7 @@
 #include "utils/uuid.h"
 
 #include "event_patterns.h"
+#include "owner.h"
 #include "position.h"
 
 typedef struct EpNewEvent

@@ -74,6 +74,7 @@
 #include "utils/varlena.h"
 
 #include "event_patterns.h"
+#include "owner.h"
 #include "ivm_def.h"
 
 

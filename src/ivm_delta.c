@@ -77,6 +77,7 @@
 #include "access/xact.h"
 
 #include "event_patterns.h"
+#include "owner.h"
 #include "ivm.h"
 
 static HTAB *view_cache = NULL;

@@ -36,6 +36,7 @@
 #include "utils/timestamp.h"
 
 #include "event_patterns.h"
+#include "owner.h"
 #include "ivm.h"
 
 /* SPI must be connected; runs as the current user. */

@@ -66,6 +66,7 @@
 #include "utils/fmgrprotos.h"
 
 #include "event_patterns.h"
+#include "owner.h"
 #include "position.h"
 #include "shmem.h"
 

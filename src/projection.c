@@ -107,6 +107,7 @@
 #include "utils/wait_event.h"
 
 #include "event_patterns.h"
+#include "owner.h"
 #include "position.h"
 #include "projection.h"
 #include "upcast.h"

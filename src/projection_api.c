@@ -42,6 +42,7 @@
 #include "utils/syscache.h"
 
 #include "event_patterns.h"
+#include "owner.h"
 #include "projection.h"
 #include "upcast.h"
 #include "stream_read.h"

@@ -41,6 +41,7 @@
 #include "utils/builtins.h"
 
 #include "event_patterns.h"
+#include "owner.h"
 
 static SPIPlanPtr plan_scavenge_streams = NULL;
 static SPIPlanPtr plan_scavenge_delete = NULL;

@@ -57,6 +57,7 @@
 #include "utils/syscache.h"
 
 #include "event_patterns.h"
+#include "owner.h"
 #include "stream_read.h"
 #include "upcast.h"
 
