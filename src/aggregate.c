@@ -266,23 +266,46 @@ ep_agg_find_snapshot(text *stream, Oid fn, int64 fp, int64 ih, int64 max_version
 	return true;
 }
 
-/* Snapshot interval of the reducer's policy; 0 without one. */
+/* Owner of the reducer function */
+static Oid
+ep_agg_reducer_owner(Oid fn)
+{
+	HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for function %u", fn);
+	owner = ((Form_pg_proc) GETSTRUCT(tup))->proowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+/*
+ * Snapshot interval of the reducer's policy, 0 without one; *search_path
+ * gets the path recorded with the policy (allocated in cxt).
+ */
 static int64
-ep_agg_policy(Oid fn)
+ep_agg_policy(Oid fn, MemoryContext cxt, char **search_path)
 {
 	Oid			argt[1] = {OIDOID};
 	Datum		args[1];
 	bool		isnull;
+	char	   *path;
 
 	args[0] = ObjectIdGetDatum(fn);
 	if (SPI_execute_plan(ep_spi_keep_plan(&plan_policy,
-										"SELECT every FROM ep.snapshot_policies "
+										ep_catalog()->version < EP_VERSION_0_2 ?
+										"SELECT every, NULL::pg_catalog.text FROM ep.snapshot_policies "
+										"WHERE reducer::pg_catalog.oid OPERATOR(pg_catalog.=) $1" :
+										"SELECT every, search_path FROM ep.snapshot_policies "
 										"WHERE reducer::pg_catalog.oid OPERATOR(pg_catalog.=) $1",
 										1, argt),
 						 args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "snapshot policy lookup failed");
 	if (SPI_processed == 0)
 		return 0;
+	path = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	*search_path = path ? MemoryContextStrdup(cxt, path) : NULL;
 	return DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
@@ -301,9 +324,9 @@ ep_agg_stream_xmin(text *stream, bool lock)
 
 	args[0] = PointerGetDatum(stream);
 	if (SPI_execute_with_args(lock ?
-							  "SELECT xmin::text::bigint FROM ep.streams "
+							  "SELECT xmin::pg_catalog.text::pg_catalog.int8 FROM ep.streams "
 							  "WHERE stream_id OPERATOR(pg_catalog.=) $1 FOR KEY SHARE" :
-							  "SELECT xmin::text::bigint FROM ep.streams "
+							  "SELECT xmin::pg_catalog.text::pg_catalog.int8 FROM ep.streams "
 							  "WHERE stream_id OPERATOR(pg_catalog.=) $1",
 							  1, argt, args, NULL, !lock, 1) != SPI_OK_SELECT)
 		elog(ERROR, "stream lookup failed");
@@ -558,6 +581,9 @@ ep_aggregate(PG_FUNCTION_ARGS)
 	int64		row_xmin = -1;
 	bool		need_time;
 	bool		need_row;
+	bool		shared = false;
+	char	   *policy_path = NULL;
+	EpOwnerCall call;
 	int			need_natts;
 
 	if (PG_ARGISNULL(0))
@@ -591,7 +617,8 @@ ep_aggregate(PG_FUNCTION_ARGS)
 	use_snapshots = limits.exists && !limits.limited && !limits.tombstoned;
 	if (use_snapshots)
 	{
-		every = ep_agg_policy(fn);
+		every = ep_agg_policy(fn, fold_cxt, &policy_path);
+		shared = (every > 0);
 		if (every > 0)
 			row_xmin = ep_agg_stream_xmin(stream, false);
 		ep_agg_find_snapshot(stream, fn, fp, ih, as_of_version, has_time, as_of_time,
@@ -609,6 +636,23 @@ ep_aggregate(PG_FUNCTION_ARGS)
 	if (every <= 0 || has_time || XactReadOnly || RecoveryInProgress() ||
 		IsolationUsesXactSnapshot())
 		every = 0;
+
+	/*
+	 * Snapshots are shared by every caller: with a policy the reducer runs
+	 * as its owner, with the search_path recorded with the policy, so that
+	 * no caller's session (its search_path, its operators, its pg_temp)
+	 * decides what the stored state is.
+	 */
+	if (shared)
+	{
+		memset(&call, 0, sizeof(call));
+		call.owner = ep_agg_reducer_owner(fn);
+		call.search_path = policy_path;
+		call.timeout_ms = -1;
+		call.what = "reducer with a snapshot policy";
+		call.name = format_procedure(fn);
+		ep_owner_enter(&call);
+	}
 
 	fmgr_info(fn, &flinfo);
 	strict = flinfo.fn_strict;
@@ -804,6 +848,8 @@ ep_aggregate(PG_FUNCTION_ARGS)
 	table_close(rel, AccessShareLock);
 	if (inl != NULL)
 		FreeExprContext(inl->econtext, true);
+	if (shared)
+		ep_owner_leave(&call);
 
 	if (boundary > 0)
 		ep_agg_write_snapshot(stream, row_xmin, fn, fp, ih, initial, boundary, bstate, bstate_null, bmax);
@@ -831,10 +877,11 @@ ep_set_snapshot_policy(PG_FUNCTION_ARGS)
 	int32		every = PG_ARGISNULL(1) ? 0 : PG_GETARG_INT32(1);
 	bool		has_refresh = PG_NARGS() > 2 && !PG_ARGISNULL(2);
 	EpSavedUser saved;
-	Oid			argt[4] = {OIDOID, INT4OID, NAMEOID, INTERVALOID};
-	Datum		args[4];
-	char		nulls[4] = {' ', ' ', ' ', ' '};
+	Oid			argt[5] = {OIDOID, INT4OID, NAMEOID, INTERVALOID, TEXTOID};
+	Datum		args[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 	char	   *target;
+	char	   *search_path = ep_owner_current_search_path();
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -859,6 +906,7 @@ ep_set_snapshot_policy(PG_FUNCTION_ARGS)
 	args[3] = has_refresh ? PG_GETARG_DATUM(2) : (Datum) 0;
 	if (!has_refresh)
 		nulls[3] = 'n';
+	args[4] = CStringGetTextDatum(search_path);
 	if (every == 0)
 	{
 		if (SPI_execute_with_args("DELETE FROM ep.snapshot_policies "
@@ -869,12 +917,19 @@ ep_set_snapshot_policy(PG_FUNCTION_ARGS)
 								  1, argt, args, NULL, false, 0) != SPI_OK_DELETE)
 			elog(ERROR, "snapshot policy delete failed");
 	}
-	else if (SPI_execute_with_args("INSERT INTO ep.snapshot_policies (reducer, every, owner, refresh) "
+	else if (SPI_execute_with_args(ep_catalog()->version < EP_VERSION_0_2 ?
+								   "INSERT INTO ep.snapshot_policies (reducer, every, owner, refresh) "
 								   "VALUES ($1::pg_catalog.regprocedure, $2, $3, $4) "
 								   "ON CONFLICT (reducer) DO UPDATE SET every = excluded.every, "
 								   "owner = excluded.owner, refresh = excluded.refresh, "
-								   "updated_at = pg_catalog.now()",
-								   4, argt, args, nulls, false, 0) != SPI_OK_INSERT)
+								   "updated_at = pg_catalog.now()" :
+								   "INSERT INTO ep.snapshot_policies (reducer, every, owner, refresh, search_path) "
+								   "VALUES ($1::pg_catalog.regprocedure, $2, $3, $4, $5) "
+								   "ON CONFLICT (reducer) DO UPDATE SET every = excluded.every, "
+								   "owner = excluded.owner, refresh = excluded.refresh, "
+								   "updated_at = pg_catalog.now(), search_path = excluded.search_path",
+								   ep_catalog()->version < EP_VERSION_0_2 ? 4 : 5,
+								   argt, args, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "snapshot policy insert failed");
 	SPI_finish();
 	ep_restore_user(&saved);

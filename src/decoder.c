@@ -45,6 +45,7 @@
 #include "nodes/bitmapset.h"
 #include "replication/decode.h"
 #include "replication/logical.h"
+#include "replication/origin.h"
 #include "replication/output_plugin.h"
 #include "replication/slot.h"
 #include "storage/standby.h"
@@ -257,6 +258,14 @@ ep_decode_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	if (!ep_watched(r, relid))
 		return;
 
+	/*
+	 * Rows written by projection handlers in the apply rounds carry the
+	 * origin DoNotReplicateId: a handler writing its own source table
+	 * must not feed itself (events are still delivered, see above).
+	 */
+	if (change->origin_id == DoNotReplicateId)
+		return;
+
 	{
 		HeapTuple	newtup = change->data.tp.newtuple ? &change->data.tp.newtuple->tuple : NULL;
 		HeapTuple	oldtup = change->data.tp.oldtuple ? &change->data.tp.oldtuple->tuple : NULL;
@@ -328,7 +337,7 @@ ep_decode_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	EpDecodeRound *r = ep_decode_round;
 	int			i;
 
-	if (r == NULL)
+	if (r == NULL || change->origin_id == DoNotReplicateId)
 		return;
 	for (i = 0; i < nrelations; i++)
 	{

@@ -30,6 +30,7 @@
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
@@ -77,7 +78,7 @@ ep_relid(const char *name)
 }
 
 static Oid
-ep_extension_owner(void)
+ep_extension_owner(int *version)
 {
 	Relation	rel;
 	ScanKeyData key;
@@ -91,7 +92,14 @@ ep_extension_owner(void)
 	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
 	tup = systable_getnext(scan);
 	if (HeapTupleIsValid(tup))
+	{
+		bool		isnull;
+		Datum		v;
+
 		owner = ((Form_pg_extension) GETSTRUCT(tup))->extowner;
+		v = heap_getattr(tup, Anum_pg_extension_extversion, RelationGetDescr(rel), &isnull);
+		*version = (!isnull && strcmp(TextDatumGetCString(v), "0.1") == 0) ? 1 : EP_VERSION_0_2;
+	}
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
 
@@ -125,7 +133,7 @@ ep_catalog(void)
 	catalog.events_stream_idx = ep_relid("events_stream_version_key");
 	catalog.events_category_idx = ep_relid("events_category_idx");
 	catalog.position_seq = ep_relid("events_global_position_seq");
-	catalog.owner = ep_extension_owner();
+	catalog.owner = ep_extension_owner(&catalog.version);
 	catalog_valid = true;
 	return &catalog;
 }
@@ -257,4 +265,21 @@ ep_events_immutable(PG_FUNCTION_ARGS)
 					RelationGetRelationName(trigdata->tg_relation)),
 			 errhint("Append new events with ep.append(); remove streams with ep.delete_stream().")));
 	PG_RETURN_NULL();
+}
+
+/*
+ * ep._objects_changed(): every backend forgets its catalog cache (the
+ * relcache invalidation of ep.events reaches all of them at commit).
+ */
+PG_FUNCTION_INFO_V1(ep_objects_changed);
+Datum
+ep_objects_changed(PG_FUNCTION_ARGS)
+{
+	Oid			nsp = get_namespace_oid(EP_SCHEMA_NAME, false);
+	Oid			events = get_relname_relid("events", nsp);
+
+	if (OidIsValid(events))
+		CacheInvalidateRelcacheByRelid(events);
+	catalog_valid = false;
+	PG_RETURN_VOID();
 }

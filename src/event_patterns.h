@@ -59,7 +59,15 @@ typedef struct EpCatalog
 	Oid			events_category_idx;	/* (category, global_position) */
 	Oid			position_seq;	/* ep.events_global_position_seq */
 	Oid			owner;			/* role that owns the extension */
+	int			version;		/* installed SQL objects: 1 = 0.1, 2 = 0.2 */
 } EpCatalog;
+
+/*
+ * SQL objects of an older version (a database not yet updated with ALTER
+ * EXTENSION event_patterns UPDATE) lack what newer C code may use: such
+ * code checks ep_catalog()->version first.
+ */
+#define EP_VERSION_0_2	2
 
 extern const EpCatalog *ep_catalog(void);
 

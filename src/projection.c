@@ -84,6 +84,7 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
+#include "replication/origin.h"
 #include "replication/slot.h"
 #include "storage/condition_variable.h"
 #include "storage/lwlock.h"
@@ -156,6 +157,8 @@ typedef struct EpProj
 	bool		is_table;
 	Oid			handler;
 	Oid			owner;
+	char	   *search_path;	/* recorded at creation */
+	int			timeout_ms;		/* -1: event_patterns.handler_timeout */
 	int			ntypes;
 	char	  **types;
 	char	   *category;
@@ -403,6 +406,19 @@ ep_getbin(HeapTuple tup, TupleDesc desc, int col, bool *isnull)
  * ---------------------------------------------------------------------
  */
 
+/* How a projection's handler is called (owner.c) */
+static void
+ep_projection_call(EpOwnerCall *call, EpProj *p)
+{
+	memset(call, 0, sizeof(*call));
+	call->owner = p->owner;
+	call->search_path = p->search_path;
+	call->timeout_ms = p->timeout_ms;
+	call->what = "projection handler of";
+	call->name = p->name;
+	ep_owner_enter(call);
+}
+
 /* Run items in one subtransaction; on error return false with *err set. */
 static bool
 ep_try_items(EpProj *p, EpItem *items, int n, char **err)
@@ -416,23 +432,31 @@ ep_try_items(EpProj *p, EpItem *items, int n, char **err)
 	MemoryContextSwitchTo(p->chunk_cxt);
 	PG_TRY();
 	{
-		EpHandlerContext hc;
+		EpOwnerCall call;
 
-		ep_handler_enter(&hc, p->owner);
+		ep_projection_call(&call, p);
+		/* the handler's writes are tagged, so table projections skip them */
+		replorigin_session_origin = DoNotReplicateId;
 		for (k = 0; k < n; k++)
 			ep_call_handler(&p->flinfo, items[k].nargs, items[k].args, items[k].nulls);
-		ep_handler_leave(&hc);
+		replorigin_session_origin = InvalidRepOriginId;
+		ep_owner_leave(&call);
 		ReleaseCurrentSubTransaction();
 	}
 	PG_CATCH();
 	{
 		ErrorData  *ed;
+		bool		timed_out = ep_owner_timed_out();
 
+		replorigin_session_origin = InvalidRepOriginId;
 		MemoryContextSwitchTo(oldcxt);
 		ed = CopyErrorData();
-		if (ed->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+		/* a cancel that is not the handler's time limit stops the round */
+		if ((ed->sqlerrcode == ERRCODE_QUERY_CANCELED && !timed_out) ||
 			ed->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
 			PG_RE_THROW();
+		if (timed_out)
+			QueryCancelPending = false;
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
 		*err = ed->message ? ed->message : pstrdup("unknown error");
@@ -750,7 +774,7 @@ ep_table_snapshot(EpProj *p)
 {
 	char	   *sql;
 	Portal		portal;
-	EpHandlerContext hc;
+	EpOwnerCall call;
 	EpItem		item;
 	char	   *err;
 	int			attempts;
@@ -768,11 +792,11 @@ ep_table_snapshot(EpProj *p)
 		ep_park(p, &item, err, attempts);
 
 	PushActiveSnapshot(GetLatestSnapshot());
-	ep_handler_enter(&hc, p->owner);
+	ep_projection_call(&call, p);
 	portal = SPI_cursor_open_with_args(NULL,
 									   psprintf("SELECT pg_catalog.to_jsonb(t) FROM ONLY %s t", qname),
 									   0, NULL, NULL, NULL, true, 0);
-	ep_handler_leave(&hc);
+	ep_owner_leave(&call);
 	PopActiveSnapshot();
 
 	for (;;)
@@ -783,10 +807,10 @@ ep_table_snapshot(EpProj *p)
 		MemoryContext batch_cxt;
 		MemoryContext old;
 
-		/* the scan may run the table's RLS policies: as the owner, too */
-		ep_handler_enter(&hc, p->owner);
+		/* the scan runs as the owner, too */
+		ep_projection_call(&call, p);
 		SPI_cursor_fetch(portal, true, EP_TABLE_BATCH);
-		ep_handler_leave(&hc);
+		ep_owner_leave(&call);
 		n = SPI_processed;
 		if (n == 0)
 			break;
@@ -931,8 +955,17 @@ ep_load_projections(EpProj **out)
 	uint64		i;
 	EpProj	   *projs;
 
-	if (SPI_execute("SELECT projection_id, name, kind, handler::pg_catalog.oid, owner::pg_catalog.oid,"
-					"       event_types, category, source::pg_catalog.oid, status, last_position, last_lsn"
+	if (SPI_execute(ep_catalog()->version < EP_VERSION_0_2 ?
+					"SELECT projection_id, name, kind, handler::pg_catalog.oid, owner::pg_catalog.oid,"
+					"       event_types, category, source::pg_catalog.oid, status, last_position, last_lsn,"
+					"       'pg_catalog, pg_temp', NULL::pg_catalog.float8"
+					"  FROM ep.projection_defs"
+					" WHERE mode OPERATOR(pg_catalog.=) 'async'"
+					"   AND status OPERATOR(pg_catalog.=) ANY ('{running,rebuilding}')"
+					" ORDER BY projection_id" :
+					"SELECT projection_id, name, kind, handler::pg_catalog.oid, owner::pg_catalog.oid,"
+					"       event_types, category, source::pg_catalog.oid, status, last_position, last_lsn,"
+					"       search_path, pg_catalog.date_part('epoch', handler_timeout)"
 					"  FROM ep.projection_defs"
 					" WHERE mode OPERATOR(pg_catalog.=) 'async'"
 					"   AND status OPERATOR(pg_catalog.=) ANY ('{running,rebuilding}')"
@@ -973,6 +1006,9 @@ ep_load_projections(EpProj **out)
 		p->last_position = DatumGetInt64(ep_getbin(t, d, 10, &isnull));
 		v = ep_getbin(t, d, 11, &isnull);
 		p->last_lsn = isnull ? InvalidXLogRecPtr : DatumGetLSN(v);
+		p->search_path = ep_getstr(t, d, 12);
+		v = ep_getbin(t, d, 13, &isnull);
+		p->timeout_ms = isnull ? -1 : (int) Min(DatumGetFloat8(v) * 1000.0, (double) INT_MAX);
 		p->new_position = p->last_position;
 		p->new_lsn = InvalidXLogRecPtr;
 	}

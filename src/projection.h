@@ -83,17 +83,9 @@ extern void ep_projection_shmem_init(void);
 extern XLogRecPtr ep_projection_decoded_to(void);
 extern ConditionVariable *ep_projection_cv(void);
 
-/* projection_api.c: running handlers as their owners */
-typedef struct EpHandlerContext
-{
-	Oid			saved_userid;
-	int			saved_sec_context;
-	int			guc_nestlevel;
-} EpHandlerContext;
-
-extern void ep_handler_enter(EpHandlerContext *hc, Oid owner);
-extern void ep_handler_leave(EpHandlerContext *hc);
+/* projection_api.c: checks and calls of handlers (run through owner.h) */
 extern void ep_handler_check_privileges(Oid handler, Oid owner, Oid source);
+extern void ep_check_rls_bypass(Oid relid, Oid role);
 extern void ep_call_handler(FmgrInfo *flinfo, int nargs, Datum *args, bool *nulls);
 
 #endif							/* EP_PROJECTION_H */

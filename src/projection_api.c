@@ -5,12 +5,10 @@
  *	  running a handler as its projection's owner, and inline projections.
  *
  * Handlers always run as the role that created the projection, never as
- * the superuser that runs the worker: ep_handler_enter switches the user
- * id with SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION
- * (the handler cannot SET ROLE, create temporary objects or leave
- * anything behind that outlives the call) and pins search_path to
- * "pg_catalog, pg_temp" in a new GUC nest level; ep_handler_leave (or the
- * abort of the enclosing subtransaction) undoes both.
+ * the superuser that runs the worker or as the appending role, through the
+ * owner primitive (owner.c): security-restricted, with the search_path
+ * recorded at creation, settings rolled back after the call, under the
+ * time limit event_patterns.handler_timeout (or the projection's own).
  *
  * Inline projections: while at least one exists, the trigger
  * events_inline_projections (AFTER INSERT, row level) on ep.events calls
@@ -43,28 +41,10 @@
 
 #include "event_patterns.h"
 #include "owner.h"
+#include "owner.h"
 #include "projection.h"
 #include "upcast.h"
 #include "stream_read.h"
-
-void
-ep_handler_enter(EpHandlerContext *hc, Oid owner)
-{
-	GetUserIdAndSecContext(&hc->saved_userid, &hc->saved_sec_context);
-	SetUserIdAndSecContext(owner, hc->saved_sec_context |
-						   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
-	hc->guc_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-}
-
-void
-ep_handler_leave(EpHandlerContext *hc)
-{
-	AtEOXact_GUC(true, hc->guc_nestlevel);
-	SetUserIdAndSecContext(hc->saved_userid, hc->saved_sec_context);
-}
 
 /*
  * Call a handler, ignoring its (void) result; a strict handler is not
@@ -89,8 +69,41 @@ ep_call_handler(FmgrInfo *flinfo, int nargs, Datum *args, bool *nulls)
 }
 
 /*
+ * Decoded changes carry every row: a role may capture a table with
+ * row-level security only when the policies do not apply to it (it owns
+ * the table and RLS is not forced, or it bypasses RLS).
+ */
+void
+ep_check_rls_bypass(Oid relid, Oid role)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Form_pg_class form;
+	bool		applies;
+
+	if (!HeapTupleIsValid(tup))
+		return;
+	form = (Form_pg_class) GETSTRUCT(tup);
+	applies = form->relrowsecurity &&
+		!(form->relowner == role && !form->relforcerowsecurity) &&
+		!superuser_arg(role) && !has_bypassrls_privilege(role);
+	if (applies)
+	{
+		char	   *relname = pstrdup(NameStr(form->relname));
+
+		ReleaseSysCache(tup);
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("table \"%s\" has row-level security that applies to role \"%s\"",
+						relname, GetUserNameFromId(role, false)),
+				 errdetail("Changes captured from the WAL carry every row; the policies could not hide any of them."),
+				 errhint("Capture the table as its owner, or as a role with BYPASSRLS.")));
+	}
+	ReleaseSysCache(tup);
+}
+
+/*
  * The owner must still be allowed to run the handler and, for a table
- * projection, to read the source table.
+ * projection, to read the source table (row-level security included).
  */
 void
 ep_handler_check_privileges(Oid handler, Oid owner, Oid source)
@@ -106,6 +119,8 @@ ep_handler_check_privileges(Oid handler, Oid owner, Oid source)
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for table %s", get_rel_name(source)),
 				 errdetail("A table projection's owner must be able to read its source table.")));
+	if (OidIsValid(source))
+		ep_check_rls_bypass(source, owner);
 }
 
 /*
@@ -210,6 +225,7 @@ ep_check_table_source(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for table %s", relname),
 				 errdetail("A table projection's owner must be able to read its source table.")));
+	ep_check_rls_bypass(relid, GetUserId());
 	PG_RETURN_VOID();
 }
 
@@ -221,7 +237,8 @@ Datum
 ep_inline_projection_trigger(PG_FUNCTION_ARGS)
 {
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr plans[2] = {NULL, NULL};
+	int			old_schema = ep_catalog()->version < EP_VERSION_0_2 ? 1 : 0;
 	HeapTuple	row;
 	TupleDesc	desc;
 	Datum		event;
@@ -230,7 +247,8 @@ ep_inline_projection_trigger(PG_FUNCTION_ARGS)
 	uint64		i;
 	uint64		n;
 	Oid		   *handlers;
-	Oid		   *owners;
+	EpOwnerCall *calls;
+	MemoryContext outer = CurrentMemoryContext;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BY_INSERT(trigdata->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
@@ -260,21 +278,26 @@ ep_inline_projection_trigger(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (plan == NULL)
+	if (plans[old_schema] == NULL)
 	{
 		Oid			argtypes[2] = {TEXTOID, TEXTOID};
+		SPIPlanPtr	plan;
 
-		plan = SPI_prepare("SELECT d.handler::pg_catalog.oid, d.owner::pg_catalog.oid"
-						   "  FROM ep.projection_defs d"
-						   " WHERE d.mode OPERATOR(pg_catalog.=) 'inline'"
-						   "   AND d.status OPERATOR(pg_catalog.=) 'running'"
-						   "   AND (d.event_types IS NULL OR $1 OPERATOR(pg_catalog.=) ANY (d.event_types))"
-						   "   AND (d.category IS NULL OR d.category OPERATOR(pg_catalog.=) $2)"
-						   " ORDER BY d.projection_id",
+		plan = SPI_prepare(psprintf("SELECT d.handler::pg_catalog.oid, d.owner::pg_catalog.oid, d.name,"
+									"       %s"
+									"  FROM ep.projection_defs d"
+									" WHERE d.mode OPERATOR(pg_catalog.=) 'inline'"
+									"   AND d.status OPERATOR(pg_catalog.=) 'running'"
+									"   AND (d.event_types IS NULL OR $1 OPERATOR(pg_catalog.=) ANY (d.event_types))"
+									"   AND (d.category IS NULL OR d.category OPERATOR(pg_catalog.=) $2)"
+									" ORDER BY d.projection_id",
+									old_schema ? "'pg_catalog, pg_temp', NULL::pg_catalog.float8" :
+									"d.search_path, pg_catalog.date_part('epoch', d.handler_timeout)"),
 						   2, argtypes);
 		if (plan == NULL)
 			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 		SPI_keepplan(plan);
+		plans[old_schema] = plan;
 	}
 	{
 		Datum		args[2] = {CStringGetTextDatum(type), CStringGetTextDatum(category)};
@@ -282,33 +305,40 @@ ep_inline_projection_trigger(PG_FUNCTION_ARGS)
 
 		/* the catalog is read as the extension owner: RLS must not hide rows */
 		ep_become_owner(&saved);
-		if (SPI_execute_plan(plan, args, NULL, true, 0) != SPI_OK_SELECT)
+		if (SPI_execute_plan(plans[old_schema], args, NULL, true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not read inline projections");
 		ep_restore_user(&saved);
 	}
 	n = SPI_processed;
-	handlers = palloc(sizeof(Oid) * (n + 1));
-	owners = palloc(sizeof(Oid) * (n + 1));
+	handlers = MemoryContextAlloc(outer, sizeof(Oid) * (n + 1));
+	calls = MemoryContextAllocZero(outer, sizeof(EpOwnerCall) * (n + 1));
 	for (i = 0; i < n; i++)
 	{
+		HeapTuple	t = SPI_tuptable->vals[i];
+		TupleDesc	d = SPI_tuptable->tupdesc;
 		bool		isnull;
+		Datum		v;
 
-		handlers[i] = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-		owners[i] = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
+		handlers[i] = DatumGetObjectId(SPI_getbinval(t, d, 1, &isnull));
+		calls[i].owner = DatumGetObjectId(SPI_getbinval(t, d, 2, &isnull));
+		calls[i].name = MemoryContextStrdup(outer, SPI_getvalue(t, d, 3));
+		calls[i].search_path = MemoryContextStrdup(outer, SPI_getvalue(t, d, 4));
+		v = SPI_getbinval(t, d, 5, &isnull);
+		calls[i].timeout_ms = isnull ? -1 : (int) Min(DatumGetFloat8(v) * 1000.0, (double) INT_MAX);
+		calls[i].what = "inline projection handler of";
 	}
 	SPI_finish();
 
 	for (i = 0; i < n; i++)
 	{
-		EpHandlerContext hc;
 		FmgrInfo	flinfo;
 		bool		isnull = false;
 
-		ep_handler_check_privileges(handlers[i], owners[i], InvalidOid);
+		ep_handler_check_privileges(handlers[i], calls[i].owner, InvalidOid);
 		fmgr_info(handlers[i], &flinfo);
-		ep_handler_enter(&hc, owners[i]);
+		ep_owner_enter(&calls[i]);
 		ep_call_handler(&flinfo, 1, &event, &isnull);
-		ep_handler_leave(&hc);
+		ep_owner_leave(&calls[i]);
 	}
 	return PointerGetDatum(NULL);
 }

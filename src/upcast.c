@@ -61,11 +61,18 @@
 #include "stream_read.h"
 #include "upcast.h"
 
+typedef struct EpUpcastLink
+{
+	FmgrInfo	fn;				/* fn.fn_oid invalid: the function was dropped */
+	Oid			owner;			/* the function's owner runs it */
+	char	   *search_path;	/* recorded at registration */
+} EpUpcastLink;
+
 typedef struct EpUpcastEntry
 {
 	text	   *key;			/* event type (hash key: the pointer) */
 	int			latest;			/* schema version delivered */
-	FmgrInfo   *links;			/* links[k-1] lifts version k to k+1 */
+	EpUpcastLink *links;		/* links[k-1] lifts version k to k+1 */
 } EpUpcastEntry;
 
 struct EpUpcastState
@@ -172,8 +179,14 @@ ep_up_load(void)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute("SELECT u.event_type, u.from_schema_version, u.upcaster::pg_catalog.oid, "
-					"p.xmin::text::bigint "
+	if (SPI_execute(ep_catalog()->version >= EP_VERSION_0_2 ?
+					"SELECT u.event_type, u.from_schema_version, u.upcaster::pg_catalog.oid, "
+					"p.xmin::pg_catalog.text::pg_catalog.int8, p.proowner, u.search_path "
+					"FROM ep.upcasters u LEFT JOIN pg_catalog.pg_proc p "
+					"ON p.oid OPERATOR(pg_catalog.=) u.upcaster::pg_catalog.oid "
+					"ORDER BY 1, 2" :
+					"SELECT u.event_type, u.from_schema_version, u.upcaster::pg_catalog.oid, "
+					"p.xmin::pg_catalog.text::pg_catalog.int8, p.proowner, NULL::pg_catalog.text "
 					"FROM ep.upcasters u LEFT JOIN pg_catalog.pg_proc p "
 					"ON p.oid OPERATOR(pg_catalog.=) u.upcaster::pg_catalog.oid "
 					"ORDER BY 1, 2", true, 0) != SPI_OK_SELECT)
@@ -222,18 +235,24 @@ ep_up_load(void)
 		if (from != cur->latest)
 			continue;
 		if (cur->links == NULL)
-			cur->links = palloc0(sizeof(FmgrInfo) * 8);
+			cur->links = palloc0(sizeof(EpUpcastLink) * 8);
 		else if ((cur->latest & (cur->latest - 1)) == 0 && cur->latest >= 8)
-			cur->links = repalloc(cur->links, sizeof(FmgrInfo) * cur->latest * 2);
+			cur->links = repalloc(cur->links, sizeof(EpUpcastLink) * cur->latest * 2);
 		/* a dropped upcaster function breaks the chain loudly, at read time */
 		(void) SPI_getbinval(tup, desc, 4, &isnull);
 		if (isnull)
 		{
-			memset(&cur->links[from - 1], 0, sizeof(FmgrInfo));
-			cur->links[from - 1].fn_oid = InvalidOid;
+			memset(&cur->links[from - 1], 0, sizeof(EpUpcastLink));
+			cur->links[from - 1].fn.fn_oid = InvalidOid;
 		}
 		else
-			fmgr_info_cxt(fn, &cur->links[from - 1], cxt);
+		{
+			char	   *path = SPI_getvalue(tup, desc, 6);
+
+			fmgr_info_cxt(fn, &cur->links[from - 1].fn, cxt);
+			cur->links[from - 1].owner = DatumGetObjectId(SPI_getbinval(tup, desc, 5, &isnull));
+			cur->links[from - 1].search_path = path ? pstrdup(path) : NULL;
+		}
 		cur->latest = from + 1;
 
 		h = hash_bytes_extended((const unsigned char *) VARDATA_ANY(type),
@@ -310,23 +329,38 @@ ep_upcast_values(EpUpcastState *state, Datum *values, bool *isnull)
 		{
 			LOCAL_FCINFO(fcinfo, 1);
 			Datum		result;
+			EpOwnerCall call;
 
-			if (!OidIsValid(e->links[k - 1].fn_oid))
+			if (!OidIsValid(e->links[k - 1].fn.fn_oid))
 				ereport(ERROR,
 						(errcode(ERRCODE_UNDEFINED_FUNCTION),
 						 errmsg("upcaster of event type \"%s\" from schema version %d no longer exists",
 								text_to_cstring(type), k),
 						 errdetail("Its function was dropped after it was registered."),
 						 errhint("Register an upcaster again with ep.register_upcaster().")));
-			InitFunctionCallInfoData(*fcinfo, &e->links[k - 1], 1, InvalidOid, NULL, NULL);
+			InitFunctionCallInfoData(*fcinfo, &e->links[k - 1].fn, 1, InvalidOid, NULL, NULL);
 			fcinfo->args[0].value = data;
 			fcinfo->args[0].isnull = false;
+
+			/*
+			 * Every reader (and the worker) runs the upcaster as its owner,
+			 * with the search_path recorded at registration: the owner can
+			 * change the body, but gains nothing by it.
+			 */
+			memset(&call, 0, sizeof(call));
+			call.owner = e->links[k - 1].owner;
+			call.search_path = e->links[k - 1].search_path;
+			call.timeout_ms = -1;
+			call.what = "upcaster of event type";
+			call.name = text_to_cstring(type);
+			ep_owner_enter(&call);
 			result = FunctionCallInvoke(fcinfo);
+			ep_owner_leave(&call);
 			if (fcinfo->isnull)
 				ereport(ERROR,
 						(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 						 errmsg("upcaster %s of event type \"%s\" returned null",
-								format_procedure(e->links[k - 1].fn_oid),
+								format_procedure(e->links[k - 1].fn.fn_oid),
 								text_to_cstring(type)),
 						 errdetail("The upcaster lifts schema version %d to %d.", k, k + 1),
 						 errhint("An upcaster must return the event's data at the next schema version.")));
@@ -356,9 +390,10 @@ ep_register_upcaster(PG_FUNCTION_ARGS)
 	HeapTuple	proctup;
 	Form_pg_proc proc;
 	EpSavedUser saved;
-	Oid			argt[4] = {TEXTOID, INT4OID, OIDOID, NAMEOID};
-	Datum		args[4];
+	Oid			argt[5] = {TEXTOID, INT4OID, OIDOID, NAMEOID, TEXTOID};
+	Datum		args[5];
 	AclResult	acl;
+	char	   *search_path = ep_owner_current_search_path();
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		ereport(ERROR,
@@ -413,17 +448,24 @@ ep_register_upcaster(PG_FUNCTION_ARGS)
 	args[1] = Int32GetDatum(from);
 	args[2] = ObjectIdGetDatum(fn);
 	args[3] = DirectFunctionCall1(namein, CStringGetDatum(GetUserNameFromId(saved.userid, false)));
+	args[4] = CStringGetTextDatum(search_path);
 	/* serialize registrations of one type: the chain check must hold */
 	if (SPI_execute_with_args("SELECT pg_catalog.pg_advisory_xact_lock("
 							  "'ep.upcasters'::pg_catalog.regclass::pg_catalog.oid::pg_catalog.int4, "
 							  "pg_catalog.hashtext($1))",
 							  1, argt, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "upcaster lock failed");
+	/*
+	 * The chain must be contiguous from version 1. The check sees this
+	 * transaction's own writes up to now (not read-only: a new command id),
+	 * so a chain can be registered in one statement, e.g.
+	 * SELECT ep.register_upcaster(t, 1, f1), ep.register_upcaster(t, 2, f2).
+	 */
 	if (from > 1)
 	{
 		if (SPI_execute_with_args("SELECT 1 FROM ep.upcasters WHERE event_type OPERATOR(pg_catalog.=) $1 "
 								  "AND from_schema_version OPERATOR(pg_catalog.=) ($2 OPERATOR(pg_catalog.-) 1)",
-								  2, argt, args, NULL, true, 1) != SPI_OK_SELECT)
+								  2, argt, args, NULL, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "upcaster lookup failed");
 		if (SPI_processed == 0)
 			ereport(ERROR,
@@ -433,12 +475,20 @@ ep_register_upcaster(PG_FUNCTION_ARGS)
 					 errdetail("A chain of upcasters must be contiguous from schema version 1."),
 					 errhint("Register the upcaster from schema version %d first.", from - 1)));
 	}
-	if (SPI_execute_with_args("INSERT INTO ep.upcasters AS u (event_type, from_schema_version, upcaster, registered_by) "
+	if (SPI_execute_with_args(ep_catalog()->version < EP_VERSION_0_2 ?
+							  "INSERT INTO ep.upcasters AS u (event_type, from_schema_version, upcaster, registered_by) "
 							  "VALUES ($1, $2, $3::pg_catalog.regprocedure, $4) "
 							  "ON CONFLICT (event_type, from_schema_version) DO UPDATE "
 							  "SET upcaster = excluded.upcaster, registered_by = excluded.registered_by, "
-							  "registered_at = pg_catalog.now()",
-							  4, argt, args, NULL, false, 0) != SPI_OK_INSERT)
+							  "registered_at = pg_catalog.now()" :
+							  "INSERT INTO ep.upcasters AS u (event_type, from_schema_version, upcaster, registered_by, "
+							  "search_path) "
+							  "VALUES ($1, $2, $3::pg_catalog.regprocedure, $4, $5) "
+							  "ON CONFLICT (event_type, from_schema_version) DO UPDATE "
+							  "SET upcaster = excluded.upcaster, registered_by = excluded.registered_by, "
+							  "registered_at = pg_catalog.now(), search_path = excluded.search_path",
+							  ep_catalog()->version < EP_VERSION_0_2 ? 4 : 5,
+							  argt, args, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "upcaster insert failed");
 	SPI_finish();
 	ep_restore_user(&saved);

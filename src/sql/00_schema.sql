@@ -17,3 +17,10 @@ CREATE FUNCTION ep._role(r name) RETURNS regrole
     SET search_path = pg_catalog, pg_temp
 AS $$ SELECT a.oid::pg_catalog.regrole FROM pg_catalog.pg_roles a WHERE a.rolname OPERATOR(pg_catalog.=) r $$;
 COMMENT ON FUNCTION ep._role(name) IS 'Internal: the role of that exact name as regrole (never parses the name)';
+
+-- Every backend caches the extension's objects and the installed version;
+-- ALTER EXTENSION ... UPDATE calls this last so that they reload.
+CREATE FUNCTION ep._objects_changed() RETURNS void
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'ep_objects_changed';
+COMMENT ON FUNCTION ep._objects_changed() IS 'Internal: make every backend reload its cache of the extension''s objects (after an update)';
+REVOKE ALL ON FUNCTION ep._objects_changed() FROM PUBLIC;

@@ -11,11 +11,14 @@ CREATE TABLE ep.upcasters (
     upcaster            regprocedure NOT NULL,
     registered_by       name         NOT NULL DEFAULT CURRENT_USER,
     registered_at       timestamptz  NOT NULL DEFAULT pg_catalog.now(),
+    search_path         text         NOT NULL DEFAULT 'pg_catalog, pg_temp',
     PRIMARY KEY (event_type, from_schema_version)
 );
 COMMENT ON TABLE ep.upcasters IS 'Upcaster chains: each row lifts one event type from a schema version to the next (register with ep.register_upcaster)';
 GRANT SELECT ON ep.upcasters TO PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('ep.upcasters', '');
+COMMENT ON COLUMN ep.upcasters.search_path IS 'search_path the upcaster runs with (the registering session''s); it runs as its function''s owner';
+
 
 CREATE FUNCTION ep.register_upcaster(event_type text, from_schema_version integer,
                                      upcaster regprocedure)
@@ -53,11 +56,13 @@ CREATE TABLE ep.snapshot_policies (
     every      integer      NOT NULL CHECK (every > 0),
     refresh    interval     CHECK (refresh > interval '0'),
     owner      name         NOT NULL DEFAULT CURRENT_USER,
-    updated_at timestamptz  NOT NULL DEFAULT pg_catalog.now()
+    updated_at timestamptz  NOT NULL DEFAULT pg_catalog.now(),
+    search_path text        NOT NULL DEFAULT 'pg_catalog, pg_temp'
 );
 COMMENT ON TABLE ep.snapshot_policies IS 'Reducers whose folds write a snapshot every N events (set with ep.set_snapshot_policy)';
 GRANT SELECT ON ep.snapshot_policies TO PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('ep.snapshot_policies', '');
+COMMENT ON COLUMN ep.snapshot_policies.search_path IS 'search_path the reducer runs with (as its function''s owner) in every fold that reads or writes the shared snapshots';
 
 CREATE FUNCTION ep.aggregate(stream_id text, reducer regprocedure,
                              initial jsonb DEFAULT '{}',

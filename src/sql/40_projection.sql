@@ -29,10 +29,12 @@ CREATE TABLE ep.projection_defs (
     applied_count   bigint      NOT NULL DEFAULT 0,
     decoded_count   bigint      NOT NULL DEFAULT 0,
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    search_path     text        NOT NULL DEFAULT 'pg_catalog, pg_temp',
+    handler_timeout interval    CHECK (handler_timeout >= '0'),
     CHECK ((kind = 'table') = (source IS NOT NULL))
 );
 COMMENT ON TABLE ep.projection_defs IS
-    'Projections and their progress (read them through ep.projections). last_position: every event at or below it has been applied (async event projections); last_lsn: commit LSN of the last change applied (table projections)';
+    'Projections and their progress (read them through ep.projections). last_position: every event at or below it has been applied (async event projections); last_lsn: commit LSN of the last change applied (table projections); search_path: what the handler runs with (recorded at creation); handler_timeout: time limit of one handler call (NULL: event_patterns.handler_timeout)';
 
 CREATE TABLE ep.parked (
     parked_id       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -193,10 +195,33 @@ CREATE FUNCTION ep._projection_lock()
     AS $$ SELECT pg_catalog.pg_advisory_xact_lock_shared(4559461716873445458) $$;
 COMMENT ON FUNCTION ep._projection_lock() IS 'Internal: wait for a running apply round; keep the next one out until commit';
 
+CREATE FUNCTION ep._check_projection_options(search_path text, handler_timeout interval)
+    RETURNS void LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF search_path IS NULL THEN
+        RAISE EXCEPTION 'search_path must not be NULL'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass the schemas the handler''s unqualified names live in, e.g. ''public''.';
+    END IF;
+    IF handler_timeout OPERATOR(pg_catalog.<) '0'::pg_catalog.interval THEN
+        RAISE EXCEPTION 'handler_timeout must not be negative'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION ep._check_projection_options(text, interval) IS 'Internal: validate the search_path and handler_timeout of a new projection';
+
+-- search_path defaults to the caller's (a default is evaluated before the
+-- function's own SET clause applies): the handler resolves names as its
+-- author wrote them.
 CREATE FUNCTION ep.create_projection(name text, handler regprocedure,
                                      event_types text[] DEFAULT NULL,
                                      category text DEFAULT NULL,
-                                     mode text DEFAULT 'async')
+                                     mode text DEFAULT 'async',
+                                     search_path text DEFAULT pg_catalog.current_setting('search_path'),
+                                     handler_timeout interval DEFAULT NULL)
     RETURNS void LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
 AS $$
@@ -224,11 +249,22 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     PERFORM ep._check_handler(handler, 'events');
+    PERFORM ep._check_projection_options(create_projection.search_path, create_projection.handler_timeout);
+    -- an inline handler runs inside every appender's transaction
+    IF mode OPERATOR(pg_catalog.=) 'inline'
+       AND NOT pg_catalog.has_table_privilege('ep.events'::pg_catalog.regclass, 'TRIGGER') THEN
+        RAISE EXCEPTION 'permission denied to create inline projection "%"', name
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'An inline projection runs its handler in the transaction of every role that appends events.',
+                  HINT = 'The owner of the event_patterns extension can GRANT TRIGGER ON ep.events to this role, or create the projection as async.';
+    END IF;
     PERFORM ep._projection_lock();
     BEGIN
-        INSERT INTO ep.projection_defs (name, kind, handler, owner, mode, event_types, category)
+        INSERT INTO ep.projection_defs (name, kind, handler, owner, mode, event_types, category,
+                                        search_path, handler_timeout)
         VALUES (create_projection.name, 'events', create_projection.handler, ep._role(CURRENT_USER),
-                create_projection.mode, create_projection.event_types, create_projection.category);
+                create_projection.mode, create_projection.event_types, create_projection.category,
+                create_projection.search_path, create_projection.handler_timeout);
     EXCEPTION WHEN unique_violation THEN
         RAISE EXCEPTION 'projection "%" already exists', name
             USING ERRCODE = 'duplicate_object';
@@ -236,10 +272,12 @@ BEGIN
     PERFORM ep._projection_changed();
 END
 $$;
-COMMENT ON FUNCTION ep.create_projection(text, regprocedure, text[], text, text) IS
-    'Create a projection: handler(event ep.events) RETURNS void is called for every matching event, in commit order, exactly once; async (from the WAL, starting with the events already stored) or inline (in the appending transaction)';
+COMMENT ON FUNCTION ep.create_projection(text, regprocedure, text[], text, text, text, interval) IS
+    'Create a projection: handler(event ep.events) RETURNS void is called for every matching event, in commit order, exactly once, as the creating role with the creator''s search_path; async (from the WAL, starting with the events already stored) or inline (in the appending transaction; needs TRIGGER on ep.events)';
 
-CREATE FUNCTION ep.create_table_projection(name text, source regclass, handler regprocedure)
+CREATE FUNCTION ep.create_table_projection(name text, source regclass, handler regprocedure,
+                                           search_path text DEFAULT pg_catalog.current_setting('search_path'),
+                                           handler_timeout interval DEFAULT NULL)
     RETURNS void LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
 AS $$
@@ -254,12 +292,16 @@ BEGIN
     END IF;
     PERFORM ep._check_table_source(source);
     PERFORM ep._check_handler(handler, 'table');
+    PERFORM ep._check_projection_options(create_table_projection.search_path,
+                                         create_table_projection.handler_timeout);
     PERFORM ep._projection_lock();
     BEGIN
         -- 'rebuilding': the next round loads the current rows, then follows changes
-        INSERT INTO ep.projection_defs (name, kind, handler, owner, mode, source, status)
+        INSERT INTO ep.projection_defs (name, kind, handler, owner, mode, source, status,
+                                        search_path, handler_timeout)
         VALUES (create_table_projection.name, 'table', create_table_projection.handler,
-                ep._role(CURRENT_USER), 'async', create_table_projection.source, 'rebuilding');
+                ep._role(CURRENT_USER), 'async', create_table_projection.source, 'rebuilding',
+                create_table_projection.search_path, create_table_projection.handler_timeout);
     EXCEPTION WHEN unique_violation THEN
         RAISE EXCEPTION 'projection "%" already exists', name
             USING ERRCODE = 'duplicate_object';
@@ -267,8 +309,8 @@ BEGIN
     PERFORM ep._projection_changed();
 END
 $$;
-COMMENT ON FUNCTION ep.create_table_projection(text, regclass, regprocedure) IS
-    'Change data capture of a table: handler(op text, old_row jsonb, new_row jsonb) is called with INSERT for every existing row, then for every INSERT, UPDATE, DELETE and TRUNCATE in commit order';
+COMMENT ON FUNCTION ep.create_table_projection(text, regclass, regprocedure, text, interval) IS
+    'Change data capture of a table: handler(op text, old_row jsonb, new_row jsonb) is called with INSERT for every existing row, then for every INSERT, UPDATE, DELETE and TRUNCATE in commit order, as the creating role with the creator''s search_path; the handler''s own writes to the table are not fed back';
 
 CREATE FUNCTION ep._projection_row(name text) RETURNS ep.projection_defs
     LANGUAGE plpgsql VOLATILE
@@ -454,10 +496,11 @@ CREATE VIEW ep.projections WITH (security_invoker = true) AS
            CASE WHEN d.mode OPERATOR(pg_catalog.=) 'async' THEN
                (SELECT s.wal_status FROM pg_catalog.pg_replication_slots s
                  WHERE s.slot_name OPERATOR(pg_catalog.=) ep._slot_name())
-           END AS wal_status
+           END AS wal_status,
+           d.search_path, d.handler_timeout
       FROM ep.projection_defs d;
 COMMENT ON VIEW ep.projections IS
-    'Projections with their progress: last_position (every event at or below it applied), lag in events, WAL bytes and seconds, parked events, the slot''s wal_status';
+    'Projections with their progress: last_position (every event at or below it applied), lag in events, WAL bytes and seconds, parked events, the slot''s wal_status, and the search_path and time limit their handler runs with';
 
 CREATE VIEW ep.parked_events WITH (security_invoker = true) AS
     SELECT d.name AS projection, p.global_position, p.error, p.attempts, p.parked_at,

@@ -4,3 +4,178 @@
 -- Every change to the extension's SQL objects since 0.1 is made here as well
 -- as in src/sql/*.sql (the full 0.2 install script); TAP test
 -- 060_upgrade.pl checks that both give the same objects.
+
+-- ---------------------------------------------------------------------------
+-- Trust boundary (issue 11) and projections (issue 12): handlers, upcasters
+-- and reducers behind shared snapshots run as their owners with the
+-- search_path recorded when they were created.
+-- ---------------------------------------------------------------------------
+ALTER TABLE ep.projection_defs
+    ADD COLUMN search_path text NOT NULL DEFAULT 'pg_catalog, pg_temp',
+    ADD COLUMN handler_timeout interval CHECK (handler_timeout >= '0');
+COMMENT ON TABLE ep.projection_defs IS
+    'Projections and their progress (read them through ep.projections). last_position: every event at or below it has been applied (async event projections); last_lsn: commit LSN of the last change applied (table projections); search_path: what the handler runs with (recorded at creation); handler_timeout: time limit of one handler call (NULL: event_patterns.handler_timeout)';
+
+CREATE FUNCTION ep._check_projection_options(search_path text, handler_timeout interval)
+    RETURNS void LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF search_path IS NULL THEN
+        RAISE EXCEPTION 'search_path must not be NULL'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass the schemas the handler''s unqualified names live in, e.g. ''public''.';
+    END IF;
+    IF handler_timeout OPERATOR(pg_catalog.<) '0'::pg_catalog.interval THEN
+        RAISE EXCEPTION 'handler_timeout must not be negative'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION ep._check_projection_options(text, interval) IS 'Internal: validate the search_path and handler_timeout of a new projection';
+
+DROP FUNCTION ep.create_projection(text, regprocedure, text[], text, text);
+CREATE FUNCTION ep.create_projection(name text, handler regprocedure,
+                                     event_types text[] DEFAULT NULL,
+                                     category text DEFAULT NULL,
+                                     mode text DEFAULT 'async',
+                                     search_path text DEFAULT pg_catalog.current_setting('search_path'),
+                                     handler_timeout interval DEFAULT NULL)
+    RETURNS void LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF name IS NULL OR name OPERATOR(pg_catalog.=) '' THEN
+        RAISE EXCEPTION 'projection name must be a non-empty string'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF handler IS NULL THEN
+        RAISE EXCEPTION 'projection handler must not be NULL'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF mode IS NULL OR mode NOT IN ('async', 'inline') THEN
+        RAISE EXCEPTION 'invalid projection mode "%"', mode
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The mode is "async" (applied from the WAL by the worker) or "inline" (in the appending transaction).';
+    END IF;
+    IF category OPERATOR(pg_catalog.=) '' THEN
+        RAISE EXCEPTION 'category must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF event_types IS NOT NULL AND (pg_catalog.array_position(event_types, NULL) IS NOT NULL
+                                    OR pg_catalog.cardinality(event_types) OPERATOR(pg_catalog.=) 0) THEN
+        RAISE EXCEPTION 'event_types must be NULL or a non-empty array without NULL elements'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM ep._check_handler(handler, 'events');
+    PERFORM ep._check_projection_options(create_projection.search_path, create_projection.handler_timeout);
+    -- an inline handler runs inside every appender's transaction
+    IF mode OPERATOR(pg_catalog.=) 'inline'
+       AND NOT pg_catalog.has_table_privilege('ep.events'::pg_catalog.regclass, 'TRIGGER') THEN
+        RAISE EXCEPTION 'permission denied to create inline projection "%"', name
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'An inline projection runs its handler in the transaction of every role that appends events.',
+                  HINT = 'The owner of the event_patterns extension can GRANT TRIGGER ON ep.events to this role, or create the projection as async.';
+    END IF;
+    PERFORM ep._projection_lock();
+    BEGIN
+        INSERT INTO ep.projection_defs (name, kind, handler, owner, mode, event_types, category,
+                                        search_path, handler_timeout)
+        VALUES (create_projection.name, 'events', create_projection.handler, ep._role(CURRENT_USER),
+                create_projection.mode, create_projection.event_types, create_projection.category,
+                create_projection.search_path, create_projection.handler_timeout);
+    EXCEPTION WHEN unique_violation THEN
+        RAISE EXCEPTION 'projection "%" already exists', name
+            USING ERRCODE = 'duplicate_object';
+    END;
+    PERFORM ep._projection_changed();
+END
+$$;
+COMMENT ON FUNCTION ep.create_projection(text, regprocedure, text[], text, text, text, interval) IS
+    'Create a projection: handler(event ep.events) RETURNS void is called for every matching event, in commit order, exactly once, as the creating role with the creator''s search_path; async (from the WAL, starting with the events already stored) or inline (in the appending transaction; needs TRIGGER on ep.events)';
+
+DROP FUNCTION ep.create_table_projection(text, regclass, regprocedure);
+CREATE FUNCTION ep.create_table_projection(name text, source regclass, handler regprocedure,
+                                           search_path text DEFAULT pg_catalog.current_setting('search_path'),
+                                           handler_timeout interval DEFAULT NULL)
+    RETURNS void LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF name IS NULL OR name OPERATOR(pg_catalog.=) '' THEN
+        RAISE EXCEPTION 'projection name must be a non-empty string'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF source IS NULL OR handler IS NULL THEN
+        RAISE EXCEPTION 'source and handler must not be NULL'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM ep._check_table_source(source);
+    PERFORM ep._check_handler(handler, 'table');
+    PERFORM ep._check_projection_options(create_table_projection.search_path,
+                                         create_table_projection.handler_timeout);
+    PERFORM ep._projection_lock();
+    BEGIN
+        -- 'rebuilding': the next round loads the current rows, then follows changes
+        INSERT INTO ep.projection_defs (name, kind, handler, owner, mode, source, status,
+                                        search_path, handler_timeout)
+        VALUES (create_table_projection.name, 'table', create_table_projection.handler,
+                ep._role(CURRENT_USER), 'async', create_table_projection.source, 'rebuilding',
+                create_table_projection.search_path, create_table_projection.handler_timeout);
+    EXCEPTION WHEN unique_violation THEN
+        RAISE EXCEPTION 'projection "%" already exists', name
+            USING ERRCODE = 'duplicate_object';
+    END;
+    PERFORM ep._projection_changed();
+END
+$$;
+COMMENT ON FUNCTION ep.create_table_projection(text, regclass, regprocedure, text, interval) IS
+    'Change data capture of a table: handler(op text, old_row jsonb, new_row jsonb) is called with INSERT for every existing row, then for every INSERT, UPDATE, DELETE and TRUNCATE in commit order, as the creating role with the creator''s search_path; the handler''s own writes to the table are not fed back';
+
+CREATE OR REPLACE VIEW ep.projections WITH (security_invoker = true) AS
+    SELECT d.name, d.mode,
+           d.status,
+           CASE WHEN d.kind OPERATOR(pg_catalog.=) 'events' AND d.mode OPERATOR(pg_catalog.=) 'async'
+                THEN d.last_position END AS last_position,
+           CASE WHEN d.mode OPERATOR(pg_catalog.=) 'inline' THEN 0::bigint
+                WHEN d.kind OPERATOR(pg_catalog.=) 'events' THEN
+                    ep._lag_events(d.last_position, d.event_types, d.category)
+           END AS lag_events,
+           CASE WHEN d.mode OPERATOR(pg_catalog.=) 'async' THEN
+               (SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), s.confirmed_flush_lsn)::bigint
+                  FROM pg_catalog.pg_replication_slots s
+                 WHERE s.slot_name OPERATOR(pg_catalog.=) ep._slot_name())
+           END AS lag_bytes,
+           d.last_applied_at, d.last_error,
+           (SELECT pg_catalog.count(*) FROM ep.parked p
+             WHERE p.projection_id OPERATOR(pg_catalog.=) d.projection_id) AS parked,
+           -- extra columns
+           d.kind,
+           CASE WHEN d.kind OPERATOR(pg_catalog.=) 'events' AND d.mode OPERATOR(pg_catalog.=) 'async' THEN
+               ep._lag_seconds(d.last_position, d.event_types, d.category)
+           END AS lag_seconds,
+           d.handler, d.owner, d.event_types, d.category, d.source, d.last_lsn,
+           d.applied_count, d.decoded_count,
+           CASE WHEN d.mode OPERATOR(pg_catalog.=) 'async' THEN
+               (SELECT s.wal_status FROM pg_catalog.pg_replication_slots s
+                 WHERE s.slot_name OPERATOR(pg_catalog.=) ep._slot_name())
+           END AS wal_status,
+           d.search_path, d.handler_timeout
+      FROM ep.projection_defs d;
+COMMENT ON VIEW ep.projections IS
+    'Projections with their progress: last_position (every event at or below it applied), lag in events, WAL bytes and seconds, parked events, the slot''s wal_status, and the search_path and time limit their handler runs with';
+
+ALTER TABLE ep.upcasters ADD COLUMN search_path text NOT NULL DEFAULT 'pg_catalog, pg_temp';
+COMMENT ON COLUMN ep.upcasters.search_path IS 'search_path the upcaster runs with (the registering session''s); it runs as its function''s owner';
+ALTER TABLE ep.snapshot_policies ADD COLUMN search_path text NOT NULL DEFAULT 'pg_catalog, pg_temp';
+COMMENT ON COLUMN ep.snapshot_policies.search_path IS 'search_path the reducer runs with (as its function''s owner) in every fold that reads or writes the shared snapshots';
+
+-- ---------------------------------------------------------------------------
+-- Backends reload their cache of the extension's objects and version.
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION ep._objects_changed() RETURNS void
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'ep_objects_changed';
+COMMENT ON FUNCTION ep._objects_changed() IS 'Internal: make every backend reload its cache of the extension''s objects (after an update)';
+REVOKE ALL ON FUNCTION ep._objects_changed() FROM PUBLIC;
+
+SELECT ep._objects_changed();

@@ -83,6 +83,7 @@ lines AS (
          || coalesce(' default ' || pg_get_expr(ad.adbin, ad.adrelid), '')
          || coalesce(' generated=' || nullif(a.attgenerated::text, ''), '') || coalesce(' identity=' || nullif(a.attidentity::text, ''), '')
          || ' acl=' || coalesce(a.attacl::text, '-') || ' collation=' || a.attcollation::regcollation
+         || ' comment=' || coalesce(col_description(a.attrelid, a.attnum), '-')
     FROM pg_attribute a JOIN rels r ON r.reloid = a.attrelid
     LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
    WHERE a.attnum > 0 AND NOT a.attisdropped
