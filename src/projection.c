@@ -87,6 +87,7 @@
 #include "replication/origin.h"
 #include "replication/slot.h"
 #include "storage/condition_variable.h"
+#include "storage/lock.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
@@ -98,6 +99,7 @@
 #include "utils/fmgroids.h"
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
+#include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/pg_lsn.h"
@@ -109,6 +111,7 @@
 
 #include "event_patterns.h"
 #include "owner.h"
+#include "launcher.h"
 #include "position.h"
 #include "projection.h"
 #include "upcast.h"
@@ -125,6 +128,10 @@ int			ep_guc_projection_max_retries = 3;
 int			ep_guc_projection_retry_backoff_ms = 100;
 int			ep_guc_projection_batch_size = 10000;
 int			ep_guc_projection_batch_memory_kb = 65536;
+int			ep_guc_projection_max_failures = 10;
+
+#define EP_TOO_MANY_FAILURES(p) \
+	(ep_guc_projection_max_failures > 0 && (p)->failures >= ep_guc_projection_max_failures)
 
 typedef struct EpProjDb
 {
@@ -166,6 +173,8 @@ typedef struct EpProj
 	bool		rebuilding;
 	int64		last_position;
 	XLogRecPtr	last_lsn;
+	int32		generation;		/* bumped by rebuild: a stale round's work is undone */
+	int			failures;		/* events parked in a row */
 
 	/* this round */
 	FmgrInfo	flinfo;
@@ -178,11 +187,17 @@ typedef struct EpProj
 	int64		decoded;		/* of which from decoding */
 	char	   *last_error;
 	MemoryContext chunk_cxt;
+	bool		retry_later;	/* worker: a failure to retry in a later round */
+	bool		stopped;		/* too many failures in a row: status failed */
+	int64		stop_position;	/* events: the last one accounted for */
+	XLogRecPtr	stop_lsn;		/* table changes: the last transaction accounted for */
+	bool		skip;			/* waiting for a retry: not this round */
 } EpProj;
 
 typedef struct EpItem
 {
 	int64		position;		/* events; 0 for table changes */
+	XLogRecPtr	lsn;			/* table changes: commit LSN of their transaction */
 	int			nargs;
 	Datum		args[3];
 	bool		nulls[3];
@@ -354,6 +369,13 @@ ep_projection_init(void)
 							65536, 1024, INT_MAX / 1024,
 							PGC_SUSET, GUC_UNIT_KB, NULL, NULL, NULL);
 
+	DefineCustomIntVariable("event_patterns.projection_max_consecutive_failures",
+							"Events parked in a row after which a projection stops with status failed.",
+							"The projection waits for ep.resume_projection(); 0 never stops it.",
+							&ep_guc_projection_max_failures,
+							10, 0, INT_MAX,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+
 	RegisterXactCallback(ep_projection_xact_callback, NULL);
 	prev_utility_hook = ProcessUtility_hook;
 	ProcessUtility_hook = ep_projection_utility;
@@ -421,7 +443,7 @@ ep_projection_call(EpOwnerCall *call, EpProj *p)
 
 /* Run items in one subtransaction; on error return false with *err set. */
 static bool
-ep_try_items(EpProj *p, EpItem *items, int n, char **err)
+ep_try_items(EpProj *p, EpItem *items, int n, char **err, int *code)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
@@ -460,6 +482,7 @@ ep_try_items(EpProj *p, EpItem *items, int n, char **err)
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
 		*err = ed->message ? ed->message : pstrdup("unknown error");
+		*code = timed_out ? ERRCODE_QUERY_CANCELED : ed->sqlerrcode;
 		ok = false;
 	}
 	PG_END_TRY();
@@ -469,30 +492,132 @@ ep_try_items(EpProj *p, EpItem *items, int n, char **err)
 	return ok;
 }
 
-/* One item with retries and backoff; false (and the error) when it failed */
+/*
+ * Errors retrying cannot cure: the handler refers to something that does
+ * not exist or that its owner may not use (class 42), or the event's data
+ * does not fit it (class 22). The event is parked at once.
+ */
 static bool
-ep_apply_one(EpProj *p, EpItem *item, char **err, int *attempts)
+ep_error_is_permanent(int code)
+{
+	return ERRCODE_TO_CATEGORY(code) == ERRCODE_SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION ||
+		ERRCODE_TO_CATEGORY(code) == ERRCODE_DATA_EXCEPTION;
+}
+
+/* ---------------------------------------------------------------------
+ * Retries in the worker: a projection whose handler failed with an error
+ * worth retrying is left alone until its backoff has passed (its round is
+ * rolled back, nothing else waits); the count survives across rounds.
+ * ---------------------------------------------------------------------
+ */
+typedef struct EpBackoff
+{
+	int32		id;				/* hash key: projection_id */
+	int			attempts;
+	TimestampTz retry_at;
+} EpBackoff;
+
+static HTAB *backoffs = NULL;
+static bool round_in_worker = false;	/* this round commits per projection */
+
+static EpBackoff *
+ep_backoff(int32 id, bool create)
+{
+	bool		found;
+	EpBackoff  *b;
+
+	if (backoffs == NULL)
+	{
+		HASHCTL		ctl;
+
+		if (!create)
+			return NULL;
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(int32);
+		ctl.entrysize = sizeof(EpBackoff);
+		backoffs = hash_create("event_patterns projection retries", 64, &ctl,
+							   HASH_ELEM | HASH_BLOBS);
+	}
+	b = hash_search(backoffs, &id, create ? HASH_ENTER : HASH_FIND, &found);
+	if (b != NULL && create && !found)
+	{
+		b->attempts = 0;
+		b->retry_at = 0;
+	}
+	return b;
+}
+
+static void
+ep_backoff_clear(int32 id)
+{
+	if (backoffs != NULL)
+		hash_search(backoffs, &id, HASH_REMOVE, NULL);
+}
+
+static long
+ep_backoff_ms(int attempt)
+{
+	long		ms = (long) ep_guc_projection_retry_backoff_ms << Min(attempt - 1, 16);
+
+	return Min(ms, 10000L);
+}
+
+/*
+ * One item. True when it was applied. Otherwise the item is parked (an
+ * error retrying cannot cure, or the retries are used up), or, in the
+ * worker with defer, p->retry_later asks the caller to undo the round and
+ * try again after the backoff: the worker never sleeps inside a round.
+ * ep.apply_projections() retries in place, sleeping, as the caller asked
+ * for the work to be done now.
+ */
+static bool
+ep_apply_one(EpProj *p, EpItem *item, bool defer, char **err_out, int *attempts_out)
 {
 	int			attempt;
+	char	   *err = NULL;
+	int			code = 0;
 
 	for (attempt = 1;; attempt++)
 	{
-		if (ep_try_items(p, item, 1, err))
+		if (ep_try_items(p, item, 1, &err, &code))
 		{
-			*attempts = attempt;
+			if (attempts_out)
+				*attempts_out = attempt;
 			return true;
 		}
-		if (attempt > ep_guc_projection_max_retries)
+		if (ep_error_is_permanent(code))
 			break;
-		if (ep_guc_projection_retry_backoff_ms > 0)
+		if (round_in_worker && defer)
 		{
-			long		ms = (long) ep_guc_projection_retry_backoff_ms << Min(attempt - 1, 16);
+			EpBackoff  *b = ep_backoff(p->id, true);
 
-			pg_usleep(Min(ms, 10000L) * 1000L);
-			CHECK_FOR_INTERRUPTS();
+			if (b->attempts < ep_guc_projection_max_retries)
+			{
+				b->attempts++;
+				b->retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														  ep_backoff_ms(b->attempts));
+				p->retry_later = true;
+				p->last_error = err;
+				return false;
+			}
+			attempt = b->attempts + 1;
+			break;
 		}
+		if (!round_in_worker && attempt <= ep_guc_projection_max_retries)
+		{
+			if (ep_guc_projection_retry_backoff_ms > 0)
+			{
+				pg_usleep(ep_backoff_ms(attempt) * 1000L);
+				CHECK_FOR_INTERRUPTS();
+			}
+			continue;
+		}
+		break;
 	}
-	*attempts = attempt;
+	if (err_out)
+		*err_out = err;
+	if (attempts_out)
+		*attempts_out = attempt;
 	return false;
 }
 
@@ -527,35 +652,73 @@ ep_park(EpProj *p, EpItem *item, const char *err, int attempts)
 	p->last_error = pstrdup(err);
 }
 
-/* Apply items in order: chunks in one subtransaction, failures one by one */
+/*
+ * Apply items in order: chunks in one subtransaction, failures one by one.
+ * Stops early when a failure is to be retried later (p->retry_later) or
+ * when event_patterns.projection_max_consecutive_failures items in a row
+ * were parked (p->stopped; the projection becomes 'failed'): events stop
+ * right after the parked one, table changes at the end of their
+ * transaction (their progress is counted by commit).
+ */
 static void
 ep_apply_items(EpProj *p, EpItem *items, int n)
 {
 	int			i = 0;
 
-	while (i < n)
+	while (i < n && !p->retry_later && !p->stopped)
 	{
 		int			m = Min(n - i, EP_CHUNK);
 		char	   *err = NULL;
+		int			code;
 		int			j;
 
-		if (ep_try_items(p, items + i, m, &err))
+		if (ep_try_items(p, items + i, m, &err, &code))
 		{
 			p->applied += m;
+			p->failures = 0;
+			ep_backoff_clear(p->id);
 			i += m;
 			continue;
 		}
 		for (j = 0; j < m; j++)
 		{
+			EpItem	   *it = &items[i + j];
 			int			attempts;
 
-			if (ep_apply_one(p, &items[i + j], &err, &attempts))
+			if (EP_TOO_MANY_FAILURES(p) && p->is_table &&
+				!p->rebuilding && it->lsn != p->stop_lsn)
+			{
+				p->stopped = true;
+				return;
+			}
+			if (ep_apply_one(p, it, true, &err, &attempts))
+			{
 				p->applied++;
-			else
-				ep_park(p, &items[i + j], err, attempts);
+				p->failures = 0;
+				ep_backoff_clear(p->id);
+				continue;
+			}
+			if (p->retry_later)
+				return;
+			ep_park(p, it, err, attempts);
+			ep_backoff_clear(p->id);
+			p->failures++;
+			if (EP_TOO_MANY_FAILURES(p))
+			{
+				if (!p->is_table || p->rebuilding)
+				{
+					p->stopped = true;
+					p->stop_position = it->position;
+					return;
+				}
+				/* table changes: finish this transaction's changes first */
+				p->stop_lsn = it->lsn;
+			}
 		}
 		i += m;
 	}
+	if (EP_TOO_MANY_FAILURES(p) && p->is_table && !p->retry_later)
+		p->stopped = true;
 }
 
 /*
@@ -733,6 +896,13 @@ ep_apply_from_table(EpProj *p, int64 horizon, int64 *budget)
 		*budget -= Max(n, 1);
 		cur = exhausted ? horizon - 1 : last;
 		MemoryContextDelete(batch_cxt);
+		if (p->stopped)
+		{
+			cur = p->stop_position;
+			break;
+		}
+		if (p->retry_later)
+			break;
 	}
 	p->new_position = cur;
 	p->caught_up = (cur >= horizon - 1);
@@ -760,8 +930,8 @@ ep_apply_decoded_events(EpProj *p, EpDecodeRound *round, int64 horizon, int64 *b
 	p->decoded += n;
 	*budget -= n;
 	pfree(items);
-	p->new_position = horizon - 1;
-	p->caught_up = true;
+	p->new_position = p->stopped ? p->stop_position : horizon - 1;
+	p->caught_up = !p->stopped;
 }
 
 /*
@@ -786,10 +956,16 @@ ep_table_snapshot(EpProj *p)
 	p->new_lsn = GetXLogInsertRecPtr();
 
 	ep_row_item(&item, "TRUNCATE", NULL, NULL);
-	if (ep_apply_one(p, &item, &err, &attempts))
+	item.lsn = p->new_lsn;
+	if (ep_apply_one(p, &item, true, &err, &attempts))
 		p->applied++;
+	else if (p->retry_later)
+		return;
 	else
+	{
 		ep_park(p, &item, err, attempts);
+		p->failures++;
+	}
 
 	PushActiveSnapshot(GetLatestSnapshot());
 	ep_projection_call(&call, p);
@@ -807,6 +983,8 @@ ep_table_snapshot(EpProj *p)
 		MemoryContext batch_cxt;
 		MemoryContext old;
 
+		if (p->retry_later || p->stopped)
+			break;
 		/* the scan runs as the owner, too */
 		ep_projection_call(&call, p);
 		SPI_cursor_fetch(portal, true, EP_TABLE_BATCH);
@@ -825,6 +1003,7 @@ ep_table_snapshot(EpProj *p)
 
 			ep_row_item(&items[i], "INSERT", NULL,
 						DatumGetJsonbP(datumCopy(row, false, -1)));
+			items[i].lsn = p->new_lsn;
 		}
 		MemoryContextSwitchTo(old);
 		SPI_freetuptable(SPI_tuptable);
@@ -832,6 +1011,9 @@ ep_table_snapshot(EpProj *p)
 		MemoryContextDelete(batch_cxt);
 	}
 	SPI_cursor_close(portal);
+	/* a snapshot cut short is loaded again when the projection resumes */
+	if (p->stopped)
+		p->new_lsn = InvalidXLogRecPtr;
 }
 
 static void
@@ -847,6 +1029,7 @@ ep_apply_decoded_rows(EpProj *p, EpDecodeRound *round, int64 *budget)
 	{
 		if (c->kind != EP_CHANGE_ROW || c->relid != p->source || c->lsn <= from)
 			continue;
+		items[n].lsn = c->lsn;
 		ep_row_item(&items[n++], c->op, c->old_row, c->new_row);
 		p->new_lsn = Max(p->new_lsn, c->lsn);
 	}
@@ -854,7 +1037,9 @@ ep_apply_decoded_rows(EpProj *p, EpDecodeRound *round, int64 *budget)
 	p->decoded += n;
 	*budget -= n;
 	pfree(items);
-	p->caught_up = true;
+	if (p->stopped)
+		p->new_lsn = p->stop_lsn;
+	p->caught_up = !p->stopped;
 }
 
 /* Parked events handed back by ep.retry_parked */
@@ -922,7 +1107,7 @@ ep_retry_parked(EpProj *p)
 		int			attempts = 0;
 
 		a2[0] = Int64GetDatum(ids[i]);
-		if (present[i] && ep_apply_one(p, &items[i], &err, &attempts))
+		if (present[i] && ep_apply_one(p, &items[i], false, &err, &attempts))
 		{
 			p->applied++;
 			ep_exec("DELETE FROM ep.parked WHERE parked_id OPERATOR(pg_catalog.=) $1",
@@ -949,29 +1134,25 @@ ep_retry_parked(EpProj *p)
  * ---------------------------------------------------------------------
  */
 static int
-ep_load_projections(EpProj **out)
+ep_load_projections(EpProj **out, MemoryContext cxt)
 {
 	uint64		n;
 	uint64		i;
 	EpProj	   *projs;
+	MemoryContext old;
 
-	if (SPI_execute(ep_catalog()->version < EP_VERSION_0_2 ?
-					"SELECT projection_id, name, kind, handler::pg_catalog.oid, owner::pg_catalog.oid,"
+	if (SPI_execute("SELECT projection_id, name, kind, handler::pg_catalog.oid, owner::pg_catalog.oid,"
 					"       event_types, category, source::pg_catalog.oid, status, last_position, last_lsn,"
-					"       'pg_catalog, pg_temp', NULL::pg_catalog.float8"
-					"  FROM ep.projection_defs"
-					" WHERE mode OPERATOR(pg_catalog.=) 'async'"
-					"   AND status OPERATOR(pg_catalog.=) ANY ('{running,rebuilding}')"
-					" ORDER BY projection_id" :
-					"SELECT projection_id, name, kind, handler::pg_catalog.oid, owner::pg_catalog.oid,"
-					"       event_types, category, source::pg_catalog.oid, status, last_position, last_lsn,"
-					"       search_path, pg_catalog.date_part('epoch', handler_timeout)"
+					"       search_path, pg_catalog.date_part('epoch', handler_timeout),"
+					"       generation, consecutive_failures"
 					"  FROM ep.projection_defs"
 					" WHERE mode OPERATOR(pg_catalog.=) 'async'"
 					"   AND status OPERATOR(pg_catalog.=) ANY ('{running,rebuilding}')"
 					" ORDER BY projection_id", false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read ep.projection_defs");
 	n = SPI_processed;
+	/* everything here outlives the transactions of a worker round */
+	old = MemoryContextSwitchTo(cxt);
 	projs = palloc0(sizeof(EpProj) * (n + 1));
 	for (i = 0; i < n; i++)
 	{
@@ -1009,20 +1190,31 @@ ep_load_projections(EpProj **out)
 		p->search_path = ep_getstr(t, d, 12);
 		v = ep_getbin(t, d, 13, &isnull);
 		p->timeout_ms = isnull ? -1 : (int) Min(DatumGetFloat8(v) * 1000.0, (double) INT_MAX);
+		p->generation = DatumGetInt32(ep_getbin(t, d, 14, &isnull));
+		p->failures = DatumGetInt32(ep_getbin(t, d, 15, &isnull));
 		p->new_position = p->last_position;
 		p->new_lsn = InvalidXLogRecPtr;
+		p->chunk_cxt = AllocSetContextCreate(cxt, "ep handler calls", ALLOCSET_DEFAULT_SIZES);
 	}
+	MemoryContextSwitchTo(old);
 	SPI_freetuptable(SPI_tuptable);
 	*out = projs;
 	return (int) n;
 }
 
-static void
+/*
+ * Store a projection's progress. Only while it is still the projection the
+ * round loaded (not dropped, rebuilt or paused meanwhile: the API never
+ * waits for a round, the round gives way instead); false when the row was
+ * not updated, and the caller then undoes the projection's work.
+ */
+static bool
 ep_save_projection(EpProj *p)
 {
-	Oid			types[8] = {INT4OID, INT8OID, LSNOID, INT8OID, TEXTOID, BOOLOID, BOOLOID, INT8OID};
-	Datum		args[8];
-	char		nulls[8] = "        ";
+	Oid			types[10] = {INT4OID, INT8OID, LSNOID, INT8OID, TEXTOID, BOOLOID, BOOLOID, INT8OID,
+	INT4OID, INT4OID};
+	Datum		args[10];
+	char		nulls[10] = "          ";
 
 	args[0] = Int32GetDatum(p->id);
 	args[1] = Int64GetDatum(p->new_position);
@@ -1036,8 +1228,10 @@ ep_save_projection(EpProj *p)
 	else
 		nulls[4] = 'n';
 	args[5] = BoolGetDatum(p->caught_up);
-	args[6] = BoolGetDatum(p->usable);
+	args[6] = BoolGetDatum(p->usable && !p->stopped);
 	args[7] = Int64GetDatum(p->decoded);
+	args[8] = Int32GetDatum(p->generation);
+	args[9] = Int32GetDatum(p->failures);
 	ep_exec("UPDATE ep.projection_defs SET"
 			" last_position = GREATEST(last_position, $2),"
 			" last_lsn = CASE WHEN $3 IS NULL THEN last_lsn"
@@ -1047,11 +1241,28 @@ ep_save_projection(EpProj *p)
 			" last_applied_at = CASE WHEN $4 OPERATOR(pg_catalog.>) 0 THEN pg_catalog.now()"
 			"                   ELSE last_applied_at END,"
 			" last_error = COALESCE($5, last_error),"
+			" consecutive_failures = $10,"
 			" status = CASE WHEN NOT $7 THEN 'failed'"
 			"          WHEN status OPERATOR(pg_catalog.=) 'rebuilding' AND $6 THEN 'running'"
 			"          ELSE status END"
-			" WHERE projection_id OPERATOR(pg_catalog.=) $1",
-			8, types, args, nulls, SPI_OK_UPDATE);
+			" WHERE projection_id OPERATOR(pg_catalog.=) $1"
+			"   AND generation OPERATOR(pg_catalog.=) $9"
+			"   AND status OPERATOR(pg_catalog.=) ANY ('{running,rebuilding}')",
+			10, types, args, nulls, SPI_OK_UPDATE);
+	if (SPI_processed == 0)
+		return false;
+	if (p->stopped)
+		ereport(WARNING,
+				(errmsg("event_patterns: projection \"%s\" stopped after %d failed events in a row",
+						p->name, p->failures),
+				 errdetail("Last error: %s", p->last_error ? p->last_error : "unknown"),
+				 errhint("Fix the cause, then call ep.resume_projection('%s'); ep.parked_events lists the events.",
+						 p->name)));
+	else if (!p->usable)
+		ereport(WARNING,
+				(errmsg("event_patterns: projection \"%s\" cannot run: %s", p->name,
+						p->last_error ? p->last_error : "unknown")));
+	return true;
 }
 
 /* Can the owner still run the handler (and read the source)? */
@@ -1081,10 +1292,6 @@ ep_prepare_projection(EpProj *p, MemoryContext errcxt)
 }
 
 /*
- * One round, inside the caller's transaction. Returns the number of
- * handler calls that succeeded; *more when work is left.
- */
-/*
  * A new slot delivers nothing committed before it: forget the handover
  * state (events come from ep.events until decoding covers them again) and
  * reload table projections. SPI must be connected, as the extension owner.
@@ -1103,6 +1310,131 @@ ep_forget_slot_state(void)
 			0, NULL, NULL, NULL, SPI_OK_UPDATE);
 }
 
+/*
+ * One projection's share of a round, in the caller's (sub)transaction,
+ * SPI connected as the extension owner. False when its work must be
+ * undone: a failure to retry later, or the projection changed meanwhile.
+ */
+static bool
+ep_apply_projection(EpProj *p, EpDecodeRound *round, int64 horizon, int64 *left, bool *more)
+{
+	if (!p->usable)
+		return ep_save_projection(p);
+	fmgr_info(p->handler, &p->flinfo);
+	if (p->is_table)
+	{
+		if (p->rebuilding)
+			ep_table_snapshot(p);
+		if (!p->retry_later && !p->stopped)
+			ep_apply_decoded_rows(p, round, left);
+		if (!round->complete)
+			*more = true;
+	}
+	else
+	{
+		if (p->last_position >= horizon - 1)
+		{
+			p->new_position = p->last_position;
+			p->caught_up = true;
+		}
+		else if (p->decode_ok && round->complete)
+			ep_apply_decoded_events(p, round, horizon, left);
+		else if (*left > 0)
+			ep_apply_from_table(p, horizon, left);
+		if (!p->caught_up && !p->stopped)
+			*more = true;
+	}
+	if (p->retry_later)
+		return false;
+	ep_retry_parked(p);
+	if (p->applied > 0 || p->new_position != p->last_position ||
+		p->last_error != NULL || (p->rebuilding && p->caught_up) || p->stopped ||
+		(p->new_lsn != InvalidXLogRecPtr && p->new_lsn != p->last_lsn))
+		return ep_save_projection(p);
+	return true;
+}
+
+/*
+ * Run one projection's share in a transaction of its own (worker) or a
+ * subtransaction (ep.apply_projections). Returns whether it committed.
+ */
+static bool
+ep_run_projection(EpProj *p, EpDecodeRound *round, int64 horizon, int64 *left, bool *more,
+				  MemoryContext keep_cxt)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	volatile bool ok = false;
+	EpSavedUser saved;
+
+	if (round_in_worker)
+	{
+		ep_bgw_start_xact();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		ep_become_owner(&saved);
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+	}
+	else
+		BeginInternalSubTransaction(NULL);
+
+	PG_TRY();
+	{
+		ok = ep_apply_projection(p, round, horizon, left, more);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *ed;
+
+		MemoryContextSwitchTo(keep_cxt);
+		ed = CopyErrorData();
+		if (!round_in_worker || ed->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN ||
+			(ed->sqlerrcode == ERRCODE_QUERY_CANCELED && !ep_owner_timed_out()))
+		{
+			MemoryContextSwitchTo(oldcxt);
+			PG_RE_THROW();
+		}
+		FlushErrorState();
+		AbortCurrentTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		ereport(LOG,
+				(errmsg("event_patterns: round of projection \"%s\" failed: %s",
+						p->name, ed->message),
+				 errdetail("It is tried again in the next round.")));
+		return false;
+	}
+	PG_END_TRY();
+
+	if (p->retry_later && p->last_error)
+		p->last_error = MemoryContextStrdup(keep_cxt, p->last_error);
+	if (round_in_worker)
+	{
+		SPI_finish();
+		ep_restore_user(&saved);
+		PopActiveSnapshot();
+		if (ok)
+			CommitTransactionCommand();
+		else
+			AbortCurrentTransaction();
+	}
+	else if (ok)
+		ReleaseCurrentSubTransaction();
+	else
+		RollbackAndReleaseCurrentSubTransaction();
+	MemoryContextSwitchTo(oldcxt);
+	CurrentResourceOwner = oldowner;
+	return ok;
+}
+
+/*
+ * One round. In the worker (round_in_worker) it starts in the caller's
+ * transaction, commits it after decoding, runs each projection in a
+ * transaction of its own, and returns with a new transaction open that
+ * holds the round's slot bookkeeping; in ep.apply_projections everything
+ * happens in the caller's transaction, each projection in a
+ * subtransaction. Returns the number of handler calls that succeeded;
+ * *more when work is left.
+ */
 static int64
 ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *more)
 {
@@ -1125,231 +1457,257 @@ ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *
 	bool		stored_cover_known;
 	bool		state_dirty = false;
 	bool		table_watch = false;
-	TimestampTz decode_start;
+	XLogRecPtr	hold_lsn = InvalidXLogRecPtr;
+	TimestampTz now = GetCurrentTimestamp();
+	MemoryContext round_cxt;
+	MemoryContext oldcxt = CurrentMemoryContext;
 
 	*more = false;
-	if (try_lock)
+	if (cat->version < EP_VERSION_0_2)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the event_patterns library is newer than the extension's objects in this database"),
+				 errhint("Run ALTER EXTENSION event_patterns UPDATE; projections resume where they stopped.")));
+	if (!round_in_worker)
 	{
-		if (!DatumGetBool(DirectFunctionCall1(pg_try_advisory_xact_lock_int8,
-											  Int64GetDatum(EP_PROJECTION_LOCK_KEY))))
-			return 0;
-	}
-	else
-		DirectFunctionCall1(pg_advisory_xact_lock_int8, Int64GetDatum(EP_PROJECTION_LOCK_KEY));
-	round_in_xact = true;
-
-	ep_become_owner(&saved);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-
-	if (slot_created)
-		ep_forget_slot_state();
-
-	if (SPI_execute("SELECT cover_position, confirm_lsn FROM ep.projection_state", false, 0) != SPI_OK_SELECT ||
-		SPI_processed != 1)
-		elog(ERROR, "ep.projection_state must hold one row");
-	{
-		bool		isnull;
-		Datum		v;
-
-		v = ep_getbin(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-		cover_known = !isnull;
-		if (!isnull)
-			cover = DatumGetInt64(v);
-		v = ep_getbin(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-		if (!isnull && confirm_ok)
-			stored_confirm = DatumGetLSN(v);
-	}
-	stored_cover = cover;
-	stored_cover_known = cover_known;
-	new_cover = cover;
-
-	nproj = ep_load_projections(&projs);
-
-	/* W before H: see the header comment */
-	water = ep_sequence_last(cat->position_seq);
-	horizon = ep_position_horizon(cat->position_seq);
-	if (horizon >= water + 1)
-	{
-		/* a lower cover is the stronger statement */
-		cover = cover_known ? Min(cover, water) : water;
-		cover_known = true;
-	}
-	/*
-	 * Decode up to the current insert position, flushed first. Right after
-	 * a page boundary the insert position points past the page header that
-	 * nothing has been written behind yet: stop at the boundary then.
-	 */
-	ep_decoder_help_restart();
-	upto = GetXLogInsertRecPtr();
-	if (upto % XLOG_BLCKSZ <= SizeOfXLogLongPHD)
-		upto -= upto % XLOG_BLCKSZ;
-	XLogFlush(upto);
-
-	memset(&round, 0, sizeof(round));
-	round.cxt = AllocSetContextCreate(CurrentMemoryContext, "ep decoded changes",
-									  ALLOCSET_DEFAULT_SIZES);
-	round.events_relid = cat->events;
-	round.collect_after = PG_INT64_MAX;
-	round.horizon = horizon;
-	round.max_changes = Max(Min(budget, (int64) ep_guc_projection_batch_size), 1);
-	round.max_bytes = (Size) ep_guc_projection_batch_memory_kb * 1024;
-	round.watch = palloc(sizeof(Oid) * (nproj + 1));
-
-	for (i = 0; i < nproj; i++)
-	{
-		EpProj	   *p = &projs[i];
-
-		p->chunk_cxt = AllocSetContextCreate(CurrentMemoryContext, "ep handler calls",
-											 ALLOCSET_DEFAULT_SIZES);
-		ep_prepare_projection(p, round.cxt);
-		if (!p->usable)
-			continue;
-		if (p->is_table)
+		if (try_lock)
 		{
-			round.watch[round.nwatch++] = p->source;
-			table_watch = true;
-		}
-		else if (cover_known && p->last_position >= cover &&
-				 horizon - 1 - p->last_position <= round.max_changes)
-		{
-			p->decode_ok = true;
-			round.collect_after = Min(round.collect_after, p->last_position);
-		}
-	}
-
-	decode_start = GetCurrentTimestamp();
-	ep_decoder_run(&round, stored_confirm, upto);
-	elog(DEBUG1, "event_patterns: decoding took %ld ms", (long) (TimestampDifferenceMilliseconds(decode_start, GetCurrentTimestamp())));
-	elog(DEBUG1, "event_patterns: round H=" INT64_FORMAT " W=" INT64_FORMAT " cover=" INT64_FORMAT "%s collect_after=" INT64_FORMAT " decoded %X/%X..%X/%X changes=" INT64_FORMAT " complete=%d",
-		 horizon, water, cover, cover_known ? "" : "(unknown)", round.collect_after,
-		 LSN_FORMAT_ARGS(stored_confirm), LSN_FORMAT_ARGS(round.decoded_to), round.nchanges, round.complete);
-
-	for (i = 0; i < nproj; i++)
-	{
-		EpProj	   *p = &projs[i];
-
-		if (!p->usable)
-		{
-			ep_save_projection(p);
-			state_dirty = true;
-			continue;
-		}
-		if (p->is_table)
-		{
-			if (p->rebuilding)
-				ep_table_snapshot(p);
-			ep_apply_decoded_rows(p, &round, &left);
-			if (!round.complete)
-				*more = true;
+			if (!DatumGetBool(DirectFunctionCall1(pg_try_advisory_xact_lock_int8,
+												  Int64GetDatum(EP_PROJECTION_LOCK_KEY))))
+				return 0;
 		}
 		else
-		{
-			if (p->last_position >= horizon - 1)
-			{
-				p->new_position = p->last_position;
-				p->caught_up = true;
-			}
-			else if (p->decode_ok && round.complete)
-				ep_apply_decoded_events(p, &round, horizon, &left);
-			else if (left > 0)
-				ep_apply_from_table(p, horizon, &left);
-			if (!p->caught_up)
-				*more = true;
-		}
-		ep_retry_parked(p);
-		applied += p->applied;
-		if (p->applied > 0 || p->new_position != p->last_position ||
-			p->last_error != NULL || (p->rebuilding && p->caught_up) ||
-			(p->new_lsn != InvalidXLogRecPtr && p->new_lsn != p->last_lsn))
-		{
-			ep_save_projection(p);
-			state_dirty = true;
-		}
+			DirectFunctionCall1(pg_advisory_xact_lock_int8, Int64GetDatum(EP_PROJECTION_LOCK_KEY));
+		round_in_xact = true;
 	}
 
-	elog(DEBUG1, "event_patterns: applying took %ld ms",
-		 (long) TimestampDifferenceMilliseconds(decode_start, GetCurrentTimestamp()));
-
-	/*
-	 * Paused (or failed) table projections resume from their last LSN: keep
-	 * their changes in the slot.
-	 */
-	if (SPI_execute("SELECT pg_catalog.min(last_lsn) FROM ep.projection_defs"
-					" WHERE kind OPERATOR(pg_catalog.=) 'table'"
-					"   AND status OPERATOR(pg_catalog.=) ANY ('{paused,failed}')",
-					true, 0) == SPI_OK_SELECT && SPI_processed == 1)
+	/* decoded changes and the projections outlive the worker's transactions */
+	round_cxt = AllocSetContextCreate(round_in_worker ? TopMemoryContext : CurrentMemoryContext,
+									  "ep projection round", ALLOCSET_DEFAULT_SIZES);
+	PG_TRY();
 	{
-		bool		isnull;
-		Datum		v = ep_getbin(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		ep_become_owner(&saved);
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
 
-		if (!isnull && DatumGetLSN(v) < round.safe_confirm)
-			round.safe_confirm = Max(DatumGetLSN(v), stored_confirm);
-	}
+		if (slot_created)
+			ep_forget_slot_state();
 
-	/* events >= horizon commit after the position confirmed below */
-	if (cover_known)
-		new_cover = Max(cover, horizon - 1);
-	{
-		int64		water2 = ep_sequence_last(cat->position_seq);
-		int64		horizon2 = ep_position_horizon(cat->position_seq);
-
-		if (horizon2 >= water2 + 1)
+		if (SPI_execute("SELECT cover_position, confirm_lsn FROM ep.projection_state", false, 0) != SPI_OK_SELECT ||
+			SPI_processed != 1)
+			elog(ERROR, "ep.projection_state must hold one row");
 		{
-			new_cover = cover_known ? Min(new_cover, water2) : water2;
+			bool		isnull;
+			Datum		v;
+
+			v = ep_getbin(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+			cover_known = !isnull;
+			if (!isnull)
+				cover = DatumGetInt64(v);
+			v = ep_getbin(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+			if (!isnull && confirm_ok)
+				stored_confirm = DatumGetLSN(v);
+		}
+		stored_cover = cover;
+		stored_cover_known = cover_known;
+		new_cover = cover;
+
+		nproj = ep_load_projections(&projs, round_cxt);
+
+		/* W before H: see the header comment */
+		water = ep_sequence_last(cat->position_seq);
+		horizon = ep_position_horizon(cat->position_seq);
+		if (horizon >= water + 1)
+		{
+			/* a lower cover is the stronger statement */
+			cover = cover_known ? Min(cover, water) : water;
 			cover_known = true;
 		}
-	}
 
-	if (state_dirty || cover_known != stored_cover_known || new_cover != stored_cover ||
-		(round.safe_confirm > stored_confirm &&
-		 round.safe_confirm - stored_confirm >= EP_CONFIRM_WRITE_LAG))
-	{
-		Oid			types[2] = {INT8OID, LSNOID};
-		Datum		args[2];
-		char		nulls[2] = "  ";
+		/*
+		 * Decode up to the current insert position, flushed first. Right
+		 * after a page boundary the insert position points past the page
+		 * header that nothing has been written behind yet: stop at the
+		 * boundary then.
+		 */
+		ep_decoder_help_restart();
+		upto = GetXLogInsertRecPtr();
+		if (upto % XLOG_BLCKSZ <= SizeOfXLogLongPHD)
+			upto -= upto % XLOG_BLCKSZ;
+		XLogFlush(upto);
 
+		memset(&round, 0, sizeof(round));
+		round.cxt = AllocSetContextCreate(round_cxt, "ep decoded changes", ALLOCSET_DEFAULT_SIZES);
+		round.events_relid = cat->events;
+		round.collect_after = PG_INT64_MAX;
+		round.horizon = horizon;
+		round.max_changes = Max(Min(budget, (int64) ep_guc_projection_batch_size), 1);
+		round.max_bytes = (Size) ep_guc_projection_batch_memory_kb * 1024;
+		round.watch = MemoryContextAlloc(round_cxt, sizeof(Oid) * (nproj + 1));
+
+		for (i = 0; i < nproj; i++)
+		{
+			EpProj	   *p = &projs[i];
+			EpBackoff  *b = round_in_worker ? ep_backoff(p->id, false) : NULL;
+
+			ep_prepare_projection(p, round_cxt);
+			if (p->is_table && p->usable)
+			{
+				/* its changes are decoded even while it waits for a retry */
+				round.watch[round.nwatch++] = p->source;
+				table_watch = true;
+			}
+			/* a failure waiting for its retry: leave the projection alone */
+			if (b != NULL && b->retry_at > now)
+			{
+				p->skip = true;
+				if (p->is_table && p->last_lsn != InvalidXLogRecPtr)
+					hold_lsn = hold_lsn == InvalidXLogRecPtr ? p->last_lsn : Min(hold_lsn, p->last_lsn);
+				continue;
+			}
+			if (!p->usable || p->is_table)
+				continue;
+			if (cover_known && p->last_position >= cover &&
+				horizon - 1 - p->last_position <= round.max_changes)
+			{
+				p->decode_ok = true;
+				round.collect_after = Min(round.collect_after, p->last_position);
+			}
+		}
+
+		ep_decoder_run(&round, stored_confirm, upto);
+		elog(DEBUG1, "event_patterns: round H=" INT64_FORMAT " W=" INT64_FORMAT " cover=" INT64_FORMAT "%s collect_after=" INT64_FORMAT " decoded %X/%X..%X/%X changes=" INT64_FORMAT " complete=%d",
+			 horizon, water, cover, cover_known ? "" : "(unknown)", round.collect_after,
+			 LSN_FORMAT_ARGS(stored_confirm), LSN_FORMAT_ARGS(round.decoded_to), round.nchanges, round.complete);
+
+		if (round_in_worker)
+		{
+			/* decoding is done: every projection gets a transaction of its own */
+			SPI_finish();
+			ep_restore_user(&saved);
+			PopActiveSnapshot();
+			CommitTransactionCommand();
+		}
+
+		for (i = 0; i < nproj; i++)
+		{
+			EpProj	   *p = &projs[i];
+			bool		m = false;
+
+			if (p->skip)
+				continue;
+			if (ep_run_projection(p, &round, horizon, &left, &m, round_cxt))
+			{
+				applied += p->applied;
+				state_dirty = true;
+			}
+			else
+			{
+				/* undone: a table projection needs its changes again */
+				if (p->is_table && !p->rebuilding && p->last_lsn != InvalidXLogRecPtr)
+					hold_lsn = hold_lsn == InvalidXLogRecPtr ? p->last_lsn : Min(hold_lsn, p->last_lsn);
+				if (p->retry_later)
+					ereport(LOG,
+							(errmsg("event_patterns: handler of projection \"%s\" failed, retrying later: %s",
+									p->name, p->last_error ? p->last_error : "unknown")));
+			}
+			if (m)
+				*more = true;
+		}
+
+		if (round_in_worker)
+		{
+			ep_bgw_start_xact();
+			PushActiveSnapshot(GetTransactionSnapshot());
+			ep_become_owner(&saved);
+			if (SPI_connect() != SPI_OK_CONNECT)
+				elog(ERROR, "SPI_connect failed");
+		}
+
+		/*
+		 * Paused (or failed) table projections resume from their last LSN,
+		 * and those whose work was undone retry from theirs: keep their
+		 * changes in the slot.
+		 */
+		if (SPI_execute("SELECT pg_catalog.min(last_lsn) FROM ep.projection_defs"
+						" WHERE kind OPERATOR(pg_catalog.=) 'table'"
+						"   AND status OPERATOR(pg_catalog.=) ANY ('{paused,failed}')",
+						true, 0) == SPI_OK_SELECT && SPI_processed == 1)
+		{
+			bool		isnull;
+			Datum		v = ep_getbin(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+			if (!isnull)
+				hold_lsn = hold_lsn == InvalidXLogRecPtr ? DatumGetLSN(v) : Min(hold_lsn, DatumGetLSN(v));
+		}
+		if (hold_lsn != InvalidXLogRecPtr && hold_lsn < round.safe_confirm)
+			round.safe_confirm = Max(hold_lsn, stored_confirm);
+
+		/* events >= horizon commit after the position confirmed below */
 		if (cover_known)
-			args[0] = Int64GetDatum(new_cover);
-		else
-			nulls[0] = 'n';
-		if (round.safe_confirm != InvalidXLogRecPtr)
-			args[1] = LSNGetDatum(round.safe_confirm);
-		else
-			nulls[1] = 'n';
-		ep_exec("UPDATE ep.projection_state SET cover_position = $1,"
-				" confirm_lsn = COALESCE(GREATEST(confirm_lsn, $2), $2)",
-				2, types, args, nulls, SPI_OK_UPDATE);
-	}
+			new_cover = Max(cover, horizon - 1);
+		{
+			int64		water2 = ep_sequence_last(cat->position_seq);
+			int64		horizon2 = ep_position_horizon(cat->position_seq);
 
-	if (!round.complete || round.stop)
-		*more = true;
-	if (left <= 0)
-		*more = true;
+			if (horizon2 >= water2 + 1)
+			{
+				new_cover = cover_known ? Min(new_cover, water2) : water2;
+				cover_known = true;
+			}
+		}
 
-	/* table projections are decoded through here once this commits */
-	if (round.complete || !table_watch)
-	{
+		if (state_dirty || cover_known != stored_cover_known || new_cover != stored_cover ||
+			(round.safe_confirm > stored_confirm &&
+			 round.safe_confirm - stored_confirm >= EP_CONFIRM_WRITE_LAG))
+		{
+			Oid			types[2] = {INT8OID, LSNOID};
+			Datum		args[2];
+			char		nulls[2] = "  ";
+
+			if (cover_known)
+				args[0] = Int64GetDatum(new_cover);
+			else
+				nulls[0] = 'n';
+			if (round.safe_confirm != InvalidXLogRecPtr)
+				args[1] = LSNGetDatum(round.safe_confirm);
+			else
+				nulls[1] = 'n';
+			ep_exec("UPDATE ep.projection_state SET cover_position = $1,"
+					" confirm_lsn = COALESCE(GREATEST(confirm_lsn, $2), $2)",
+					2, types, args, nulls, SPI_OK_UPDATE);
+			state_dirty = true;
+		}
+
+		if (!round.complete || round.stop)
+			*more = true;
+		if (left <= 0)
+			*more = true;
+
+		/* table projections are decoded through here once this commits */
 		pending_publish = true;
-		pending_decoded_to = Max(pending_decoded_to, round.decoded_to);
+		if (round.complete || !table_watch)
+			pending_decoded_to = Max(pending_decoded_to, round.decoded_to);
+
+		/*
+		 * Nothing was written: whatever was decoded needs nothing, so the
+		 * slot can move on at once (else the next round confirms what this
+		 * one commits).
+		 */
+		if (confirm_ok && !state_dirty && round.safe_confirm > stored_confirm)
+			ep_decoder_confirm(round.safe_confirm);
+
+		SPI_finish();
+		ep_restore_user(&saved);
 	}
-	else
+	PG_FINALLY();
 	{
-		pending_publish = true;
+		/* the worker's first transaction (and its memory) is long gone */
+		if (!round_in_worker)
+			MemoryContextSwitchTo(oldcxt);
+		MemoryContextDelete(round_cxt);
 	}
-
-	/*
-	 * Nothing was written: whatever was decoded needs nothing, so the slot
-	 * can move on at once (else the next round confirms what this one
-	 * commits).
-	 */
-	if (confirm_ok && !state_dirty && cover_known == stored_cover_known && new_cover == stored_cover &&
-		round.safe_confirm > stored_confirm)
-		ep_decoder_confirm(round.safe_confirm);
-
-	MemoryContextDelete(round.cxt);
-	SPI_finish();
-	ep_restore_user(&saved);
+	PG_END_TRY();
 	return applied;
 }
 
@@ -1380,16 +1738,27 @@ ep_any_async_projection(void)
 	return any;
 }
 
+/* The rounds' lock as a session lock: a worker round spans transactions. */
+static void
+ep_round_locktag(LOCKTAG *tag)
+{
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, (uint32) (EP_PROJECTION_LOCK_KEY >> 32),
+						 (uint32) EP_PROJECTION_LOCK_KEY, 1);
+}
+
 /*
- * The worker step: one round in a transaction of its own. Errors are
- * caught and logged; the next round starts over from the stored state.
+ * The worker step: one round, each projection in a transaction of its
+ * own. Errors outside handlers are caught and logged; the next round
+ * starts over from the stored state.
  */
 bool
 ep_projection_step(void)
 {
 	volatile bool more = false;
 	volatile bool failed = false;
+	volatile bool locked = false;
 	MemoryContext oldcxt = CurrentMemoryContext;
+	LOCKTAG		tag;
 
 	if (RecoveryInProgress() || proj_shared == NULL)
 		return false;
@@ -1397,6 +1766,7 @@ ep_projection_step(void)
 	if (step_failures > 0 && GetCurrentTimestamp() < step_retry_at)
 		return false;
 
+	ep_round_locktag(&tag);
 	PG_TRY();
 	{
 		StartTransactionCommand();
@@ -1406,16 +1776,18 @@ ep_projection_step(void)
 			/*
 			 * Rounds of a database are serialized by an advisory lock; it is
 			 * taken before the slot is looked at, so that the worker and an
-			 * ep.apply_projections() call never both create the slot.
+			 * ep.apply_projections() call never both create the slot. The
+			 * API does not take it: it never waits for a round.
 			 */
 			if (!ep_any_async_projection())
 				ep_decoder_drop_slot(MyDatabaseId);
-			else if (DatumGetBool(DirectFunctionCall1(pg_try_advisory_xact_lock_int8,
-													  Int64GetDatum(EP_PROJECTION_LOCK_KEY))))
+			else if (LockAcquire(&tag, ExclusiveLock, true, true) != LOCKACQUIRE_NOT_AVAIL)
 			{
-				bool		created = ep_decoder_ensure_slot();
+				bool		created;
 				bool		m;
 
+				locked = true;
+				created = ep_decoder_ensure_slot();
 				if (created)
 				{
 					/*
@@ -1431,15 +1803,13 @@ ep_projection_step(void)
 					ep_forget_slot_state();
 					SPI_finish();
 					ep_restore_user(&saved);
-					PopActiveSnapshot();
-					CommitTransactionCommand();
-					StartTransactionCommand();
-					PushActiveSnapshot(GetTransactionSnapshot());
 					more = true;	/* the round itself comes next */
 				}
 				else
 				{
+					round_in_worker = true;
 					(void) ep_round(ep_guc_projection_batch_size, created, true, true, &m);
+					round_in_worker = false;
 					more = m;
 				}
 			}
@@ -1447,17 +1817,24 @@ ep_projection_step(void)
 		}
 		PopActiveSnapshot();
 		CommitTransactionCommand();
+		if (locked)
+			LockRelease(&tag, ExclusiveLock, true);
+		locked = false;
 	}
 	PG_CATCH();
 	{
 		ErrorData  *ed;
 
+		round_in_worker = false;
 		MemoryContextSwitchTo(oldcxt);
 		ed = CopyErrorData();
 		FlushErrorState();
 		if (MyReplicationSlot != NULL)
 			ReplicationSlotRelease();
 		AbortCurrentTransaction();
+		if (locked)
+			LockRelease(&tag, ExclusiveLock, true);
+		locked = false;
 		step_failures++;
 		step_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													Min(1000L << Min(step_failures - 1, 9), 300000L));

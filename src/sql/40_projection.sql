@@ -5,9 +5,10 @@
 -- ep.apply_projections()) from the database's logical replication slot
 -- ep_<database oid>, decoded by the extension's own output plugin; inline
 -- projections run in the appending transaction.
--- Catalog writes and the apply rounds are serialized by the advisory lock
--- key 4559461716873445458 ('EPPROJEC' in ASCII), shared by the API, exclusive by an
--- apply round.
+-- Apply rounds are serialized by the advisory lock key 4559461716873445458
+-- ('EPPROJEC' in ASCII). The API never waits for a round: a round stores a
+-- projection's progress only if the projection is still the one it loaded
+-- (same generation, still running), else it undoes that projection's work.
 -- ---------------------------------------------------------------------------
 
 CREATE TABLE ep.projection_defs (
@@ -31,14 +32,18 @@ CREATE TABLE ep.projection_defs (
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     search_path     text        NOT NULL DEFAULT 'pg_catalog, pg_temp',
     handler_timeout interval    CHECK (handler_timeout >= '0'),
+    generation      integer     NOT NULL DEFAULT 0,
+    consecutive_failures integer NOT NULL DEFAULT 0,
     CHECK ((kind = 'table') = (source IS NOT NULL))
 );
 COMMENT ON TABLE ep.projection_defs IS
     'Projections and their progress (read them through ep.projections). last_position: every event at or below it has been applied (async event projections); last_lsn: commit LSN of the last change applied (table projections); search_path: what the handler runs with (recorded at creation); handler_timeout: time limit of one handler call (NULL: event_patterns.handler_timeout)';
 
+-- No foreign key to ep.projection_defs: ep.drop_projection never waits for
+-- an apply round that is parking an event (it removes the rows itself).
 CREATE TABLE ep.parked (
     parked_id       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    projection_id   integer     NOT NULL REFERENCES ep.projection_defs ON DELETE CASCADE,
+    projection_id   integer     NOT NULL,
     global_position bigint,
     op              text,
     old_row         jsonb,
@@ -97,6 +102,14 @@ BEGIN
         PERFORM ep._check_table_source(NEW.source);
     END IF;
     PERFORM ep._check_handler(NEW.handler, NEW.kind);
+    -- an inline handler runs inside every appender's transaction
+    IF NEW.mode OPERATOR(pg_catalog.=) 'inline'
+       AND NOT pg_catalog.has_table_privilege(NEW.owner::pg_catalog.oid, 'ep.events'::pg_catalog.regclass, 'TRIGGER') THEN
+        RAISE EXCEPTION 'permission denied to create inline projection "%"', NEW.name
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'An inline projection runs its handler in the transaction of every role that appends events.',
+                  HINT = 'The owner of the event_patterns extension can GRANT TRIGGER ON ep.events to this role, or create the projection as async.';
+    END IF;
     RETURN NEW;
 END
 $$;
@@ -189,12 +202,6 @@ COMMENT ON FUNCTION ep._projection_changed() IS 'Internal: bookkeeping after a p
 -- API
 -- ---------------------------------------------------------------------------
 
-CREATE FUNCTION ep._projection_lock()
-    RETURNS void LANGUAGE sql VOLATILE
-    SET search_path = pg_catalog, pg_temp
-    AS $$ SELECT pg_catalog.pg_advisory_xact_lock_shared(4559461716873445458) $$;
-COMMENT ON FUNCTION ep._projection_lock() IS 'Internal: wait for a running apply round; keep the next one out until commit';
-
 CREATE FUNCTION ep._check_projection_options(search_path text, handler_timeout interval)
     RETURNS void LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
@@ -258,7 +265,6 @@ BEGIN
                   DETAIL = 'An inline projection runs its handler in the transaction of every role that appends events.',
                   HINT = 'The owner of the event_patterns extension can GRANT TRIGGER ON ep.events to this role, or create the projection as async.';
     END IF;
-    PERFORM ep._projection_lock();
     BEGIN
         INSERT INTO ep.projection_defs (name, kind, handler, owner, mode, event_types, category,
                                         search_path, handler_timeout)
@@ -294,7 +300,6 @@ BEGIN
     PERFORM ep._check_handler(handler, 'table');
     PERFORM ep._check_projection_options(create_table_projection.search_path,
                                          create_table_projection.handler_timeout);
-    PERFORM ep._projection_lock();
     BEGIN
         -- 'rebuilding': the next round loads the current rows, then follows changes
         INSERT INTO ep.projection_defs (name, kind, handler, owner, mode, source, status,
@@ -324,7 +329,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     SELECT * INTO r FROM ep.projection_defs d WHERE d.name OPERATOR(pg_catalog.=) _projection_row.name
-       FOR UPDATE;
+       FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'projection "%" does not exist', name
             USING ERRCODE = 'undefined_object';
@@ -341,7 +346,6 @@ AS $$
 DECLARE
     r ep.projection_defs;
 BEGIN
-    PERFORM ep._projection_lock();
     r := ep._projection_row(name);
     UPDATE ep.projection_defs d SET status = 'paused'
      WHERE d.projection_id OPERATOR(pg_catalog.=) r.projection_id;
@@ -357,13 +361,13 @@ AS $$
 DECLARE
     r ep.projection_defs;
 BEGIN
-    PERFORM ep._projection_lock();
     r := ep._projection_row(name);
     IF r.status OPERATOR(pg_catalog.=) ANY ('{paused,failed}') THEN
         -- a table projection that never loaded its source does it now
         UPDATE ep.projection_defs d
            SET status = CASE WHEN d.kind OPERATOR(pg_catalog.=) 'table' AND d.last_lsn IS NULL
-                             THEN 'rebuilding' ELSE 'running' END
+                             THEN 'rebuilding' ELSE 'running' END,
+               consecutive_failures = 0
          WHERE d.projection_id OPERATOR(pg_catalog.=) r.projection_id;
     END IF;
 END
@@ -377,7 +381,6 @@ AS $$
 DECLARE
     r ep.projection_defs;
 BEGIN
-    PERFORM ep._projection_lock();
     r := ep._projection_row(name);
     IF r.mode OPERATOR(pg_catalog.=) 'inline' THEN
         RAISE EXCEPTION 'cannot rebuild inline projection "%"', name
@@ -385,8 +388,10 @@ BEGIN
                   HINT = 'Replay the events yourself with ep.read_all(), or recreate the projection as async.';
     END IF;
     DELETE FROM ep.parked p WHERE p.projection_id OPERATOR(pg_catalog.=) r.projection_id;
+    -- a round still applying the old run gives way (its work is undone)
     UPDATE ep.projection_defs d
-       SET status = 'rebuilding', last_position = 0, last_lsn = NULL, last_error = NULL
+       SET status = 'rebuilding', last_position = 0, last_lsn = NULL, last_error = NULL,
+           generation = d.generation OPERATOR(pg_catalog.+) 1, consecutive_failures = 0
      WHERE d.projection_id OPERATOR(pg_catalog.=) r.projection_id;
 END
 $$;
@@ -400,9 +405,9 @@ AS $$
 DECLARE
     r ep.projection_defs;
 BEGIN
-    PERFORM ep._projection_lock();
     r := ep._projection_row(name);
     DELETE FROM ep.projection_defs d WHERE d.projection_id OPERATOR(pg_catalog.=) r.projection_id;
+    DELETE FROM ep.parked p WHERE p.projection_id OPERATOR(pg_catalog.=) r.projection_id;
     PERFORM ep._projection_changed();
 END
 $$;

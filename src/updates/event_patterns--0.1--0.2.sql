@@ -8,15 +8,20 @@
 -- ---------------------------------------------------------------------------
 -- Trust boundary (issue 11) and projections (issue 12): handlers, upcasters
 -- and reducers behind shared snapshots run as their owners with the
--- search_path recorded when they were created.
+-- search_path recorded when they were created; the API never waits for an
+-- apply round (generation), failures are classified and counted.
 -- ---------------------------------------------------------------------------
 ALTER TABLE ep.projection_defs
     ADD COLUMN search_path text NOT NULL DEFAULT 'pg_catalog, pg_temp',
-    ADD COLUMN handler_timeout interval CHECK (handler_timeout >= '0');
+    ADD COLUMN handler_timeout interval CHECK (handler_timeout >= '0'),
+    ADD COLUMN generation integer NOT NULL DEFAULT 0,
+    ADD COLUMN consecutive_failures integer NOT NULL DEFAULT 0;
 COMMENT ON TABLE ep.projection_defs IS
     'Projections and their progress (read them through ep.projections). last_position: every event at or below it has been applied (async event projections); last_lsn: commit LSN of the last change applied (table projections); search_path: what the handler runs with (recorded at creation); handler_timeout: time limit of one handler call (NULL: event_patterns.handler_timeout)';
+ALTER TABLE ep.parked DROP CONSTRAINT parked_projection_id_fkey;
+DROP FUNCTION ep._projection_lock();
 
-CREATE FUNCTION ep._check_projection_options(search_path text, handler_timeout interval)
+CREATE OR REPLACE FUNCTION ep._check_projection_options(search_path text, handler_timeout interval)
     RETURNS void LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
 AS $$
@@ -35,7 +40,7 @@ $$;
 COMMENT ON FUNCTION ep._check_projection_options(text, interval) IS 'Internal: validate the search_path and handler_timeout of a new projection';
 
 DROP FUNCTION ep.create_projection(text, regprocedure, text[], text, text);
-CREATE FUNCTION ep.create_projection(name text, handler regprocedure,
+CREATE OR REPLACE FUNCTION ep.create_projection(name text, handler regprocedure,
                                      event_types text[] DEFAULT NULL,
                                      category text DEFAULT NULL,
                                      mode text DEFAULT 'async',
@@ -77,7 +82,6 @@ BEGIN
                   DETAIL = 'An inline projection runs its handler in the transaction of every role that appends events.',
                   HINT = 'The owner of the event_patterns extension can GRANT TRIGGER ON ep.events to this role, or create the projection as async.';
     END IF;
-    PERFORM ep._projection_lock();
     BEGIN
         INSERT INTO ep.projection_defs (name, kind, handler, owner, mode, event_types, category,
                                         search_path, handler_timeout)
@@ -95,7 +99,7 @@ COMMENT ON FUNCTION ep.create_projection(text, regprocedure, text[], text, text,
     'Create a projection: handler(event ep.events) RETURNS void is called for every matching event, in commit order, exactly once, as the creating role with the creator''s search_path; async (from the WAL, starting with the events already stored) or inline (in the appending transaction; needs TRIGGER on ep.events)';
 
 DROP FUNCTION ep.create_table_projection(text, regclass, regprocedure);
-CREATE FUNCTION ep.create_table_projection(name text, source regclass, handler regprocedure,
+CREATE OR REPLACE FUNCTION ep.create_table_projection(name text, source regclass, handler regprocedure,
                                            search_path text DEFAULT pg_catalog.current_setting('search_path'),
                                            handler_timeout interval DEFAULT NULL)
     RETURNS void LANGUAGE plpgsql VOLATILE
@@ -114,7 +118,6 @@ BEGIN
     PERFORM ep._check_handler(handler, 'table');
     PERFORM ep._check_projection_options(create_table_projection.search_path,
                                          create_table_projection.handler_timeout);
-    PERFORM ep._projection_lock();
     BEGIN
         -- 'rebuilding': the next round loads the current rows, then follows changes
         INSERT INTO ep.projection_defs (name, kind, handler, owner, mode, source, status,
@@ -131,6 +134,130 @@ END
 $$;
 COMMENT ON FUNCTION ep.create_table_projection(text, regclass, regprocedure, text, interval) IS
     'Change data capture of a table: handler(op text, old_row jsonb, new_row jsonb) is called with INSERT for every existing row, then for every INSERT, UPDATE, DELETE and TRUNCATE in commit order, as the creating role with the creator''s search_path; the handler''s own writes to the table are not fed back';
+
+CREATE OR REPLACE FUNCTION ep._projection_defs_check() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.event_types IS NOT NULL AND (pg_catalog.array_position(NEW.event_types, NULL) IS NOT NULL
+                                        OR pg_catalog.cardinality(NEW.event_types) OPERATOR(pg_catalog.=) 0) THEN
+        RAISE EXCEPTION 'event_types must be NULL or a non-empty array without NULL elements'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NEW.kind OPERATOR(pg_catalog.=) 'table' THEN
+        PERFORM ep._check_table_source(NEW.source);
+    END IF;
+    PERFORM ep._check_handler(NEW.handler, NEW.kind);
+    -- an inline handler runs inside every appender's transaction
+    IF NEW.mode OPERATOR(pg_catalog.=) 'inline'
+       AND NOT pg_catalog.has_table_privilege(NEW.owner::pg_catalog.oid, 'ep.events'::pg_catalog.regclass, 'TRIGGER') THEN
+        RAISE EXCEPTION 'permission denied to create inline projection "%"', NEW.name
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'An inline projection runs its handler in the transaction of every role that appends events.',
+                  HINT = 'The owner of the event_patterns extension can GRANT TRIGGER ON ep.events to this role, or create the projection as async.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION ep._projection_defs_check() IS
+    'Trigger: validates every projection row (handler signature and rights, source, event types), also on direct writes';
+
+CREATE OR REPLACE FUNCTION ep._projection_row(name text) RETURNS ep.projection_defs
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r ep.projection_defs;
+BEGIN
+    IF name IS NULL THEN
+        RAISE EXCEPTION 'projection name must not be NULL'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO r FROM ep.projection_defs d WHERE d.name OPERATOR(pg_catalog.=) _projection_row.name
+       FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'projection "%" does not exist', name
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION ep._projection_row(text) IS 'Internal: lock and return a projection visible to the caller, or raise undefined_object';
+
+CREATE OR REPLACE FUNCTION ep.pause_projection(name text)
+    RETURNS void LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r ep.projection_defs;
+BEGIN
+    r := ep._projection_row(name);
+    UPDATE ep.projection_defs d SET status = 'paused'
+     WHERE d.projection_id OPERATOR(pg_catalog.=) r.projection_id;
+END
+$$;
+COMMENT ON FUNCTION ep.pause_projection(text) IS
+    'Stop applying a projection; an async one resumes where it stopped (a paused table projection keeps its changes in the WAL)';
+
+CREATE OR REPLACE FUNCTION ep.resume_projection(name text)
+    RETURNS void LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r ep.projection_defs;
+BEGIN
+    r := ep._projection_row(name);
+    IF r.status OPERATOR(pg_catalog.=) ANY ('{paused,failed}') THEN
+        -- a table projection that never loaded its source does it now
+        UPDATE ep.projection_defs d
+           SET status = CASE WHEN d.kind OPERATOR(pg_catalog.=) 'table' AND d.last_lsn IS NULL
+                             THEN 'rebuilding' ELSE 'running' END,
+               consecutive_failures = 0
+         WHERE d.projection_id OPERATOR(pg_catalog.=) r.projection_id;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION ep.resume_projection(text) IS 'Resume a paused projection, or a failed one once its cause is fixed';
+
+CREATE OR REPLACE FUNCTION ep.rebuild_projection(name text)
+    RETURNS void LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r ep.projection_defs;
+BEGIN
+    r := ep._projection_row(name);
+    IF r.mode OPERATOR(pg_catalog.=) 'inline' THEN
+        RAISE EXCEPTION 'cannot rebuild inline projection "%"', name
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Replay the events yourself with ep.read_all(), or recreate the projection as async.';
+    END IF;
+    DELETE FROM ep.parked p WHERE p.projection_id OPERATOR(pg_catalog.=) r.projection_id;
+    -- a round still applying the old run gives way (its work is undone)
+    UPDATE ep.projection_defs d
+       SET status = 'rebuilding', last_position = 0, last_lsn = NULL, last_error = NULL,
+           generation = d.generation OPERATOR(pg_catalog.+) 1, consecutive_failures = 0
+     WHERE d.projection_id OPERATOR(pg_catalog.=) r.projection_id;
+END
+$$;
+COMMENT ON FUNCTION ep.rebuild_projection(text) IS
+    'Replay every matching event from the store (a table projection: every current row after a TRUNCATE call), then continue live; the handler''s owner resets the read model first';
+
+CREATE OR REPLACE FUNCTION ep.drop_projection(name text)
+    RETURNS void LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r ep.projection_defs;
+BEGIN
+    r := ep._projection_row(name);
+    DELETE FROM ep.projection_defs d WHERE d.projection_id OPERATOR(pg_catalog.=) r.projection_id;
+    DELETE FROM ep.parked p WHERE p.projection_id OPERATOR(pg_catalog.=) r.projection_id;
+    PERFORM ep._projection_changed();
+END
+$$;
+COMMENT ON FUNCTION ep.drop_projection(text) IS 'Drop a projection and its parked events (its read model is left alone)';
 
 CREATE OR REPLACE VIEW ep.projections WITH (security_invoker = true) AS
     SELECT d.name, d.mode,
@@ -177,5 +304,6 @@ CREATE FUNCTION ep._objects_changed() RETURNS void
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'ep_objects_changed';
 COMMENT ON FUNCTION ep._objects_changed() IS 'Internal: make every backend reload its cache of the extension''s objects (after an update)';
 REVOKE ALL ON FUNCTION ep._objects_changed() FROM PUBLIC;
+
 
 SELECT ep._objects_changed();

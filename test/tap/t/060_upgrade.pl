@@ -45,7 +45,7 @@ CREATE TABLE seen (pos bigint);
 CREATE FUNCTION on_event(e ep.events) RETURNS void LANGUAGE sql
     AS $$ INSERT INTO public.seen VALUES (e.global_position) $$;
 SELECT ep.create_projection('seen', 'on_event(ep.events)');
-SELECT ep.apply_projections();
+
 });
 
 $node->safe_psql('old_db', 'ALTER EXTENSION event_patterns UPDATE');
