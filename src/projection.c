@@ -481,7 +481,11 @@ ep_try_items(EpProj *p, EpItem *items, int n, char **err, int *code)
 			QueryCancelPending = false;
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
-		*err = ed->message ? ed->message : pstrdup("unknown error");
+		if (timed_out)
+			*err = psprintf("the handler exceeded its time limit of %d ms (event_patterns.handler_timeout)",
+							p->timeout_ms >= 0 ? p->timeout_ms : ep_guc_handler_timeout_ms);
+		else
+			*err = ed->message ? ed->message : pstrdup("unknown error");
 		*code = timed_out ? ERRCODE_QUERY_CANCELED : ed->sqlerrcode;
 		ok = false;
 	}

@@ -45,7 +45,8 @@ ep_wait_plan(const char *sql, int nargs, Oid *argtypes)
 }
 
 static bool
-ep_wait_done(const char *name, int64 target_pos, XLogRecPtr target_lsn, bool *found)
+ep_wait_done(const char *name, int64 target_pos, XLogRecPtr target_lsn, bool *found,
+			 char **blocked, MemoryContext cxt)
 {
 	Oid			types[4] = {TEXTOID, INT8OID, LSNOID, LSNOID};
 	Datum		args[4];
@@ -68,7 +69,11 @@ ep_wait_done(const char *name, int64 target_pos, XLogRecPtr target_lsn, bool *fo
 				   "          CASE WHEN d.kind OPERATOR(pg_catalog.=) 'events'"
 				   "               THEN d.last_position OPERATOR(pg_catalog.>=) $2"
 				   "               ELSE COALESCE(d.last_lsn OPERATOR(pg_catalog.>=) $3, false)"
-				   "                    OR $4 OPERATOR(pg_catalog.>=) $3 END))"
+				   "                    OR $4 OPERATOR(pg_catalog.>=) $3 END)),"
+				   "       (pg_catalog.array_agg(pg_catalog.format('projection \"%s\" is %s%s', d.name, d.status,"
+				   "                   COALESCE(': ' OPERATOR(pg_catalog.||) d.last_error, '')))"
+				   "          FILTER (WHERE d.mode OPERATOR(pg_catalog.=) 'async'"
+				   "                    AND d.status OPERATOR(pg_catalog.=) ANY ('{failed,paused}')))[1]"
 				   "  FROM ep.projection_defs d"
 				   " WHERE ($1 IS NULL AND d.status OPERATOR(pg_catalog.<>) 'paused'"
 				   "        AND d.mode OPERATOR(pg_catalog.=) 'async')"
@@ -81,6 +86,9 @@ ep_wait_done(const char *name, int64 target_pos, XLogRecPtr target_lsn, bool *fo
 	done = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	if (isnull)
 		done = true;
+	*blocked = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+	if (*blocked)
+		*blocked = MemoryContextStrdup(cxt, *blocked);
 	SPI_freetuptable(SPI_tuptable);
 	SPI_freeplan(plan);
 	return done;
@@ -98,6 +106,8 @@ ep_wait_for_projection(PG_FUNCTION_ARGS)
 	TimestampTz deadline;
 	bool		found;
 	bool		done;
+	char	   *blocked = NULL;
+	MemoryContext cxt = CurrentMemoryContext;
 
 	ep_require_preload("waiting for projections");
 	if (PG_ARGISNULL(1))
@@ -132,12 +142,22 @@ ep_wait_for_projection(PG_FUNCTION_ARGS)
 		target_pos = isnull ? 0 : DatumGetInt64(v);
 	}
 
-	done = ep_wait_done(name, target_pos, target_lsn, &found);
+	done = ep_wait_done(name, target_pos, target_lsn, &found, &blocked, cxt);
 	if (name && !found)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("projection \"%s\" does not exist", name)));
 	ep_worker_wake(MyDatabaseId);
+
+	/* a failed or paused projection will not catch up by waiting */
+	if (!done && blocked != NULL)
+	{
+		ereport(NOTICE,
+				(errmsg("%s", blocked),
+				 errhint("Resume it with ep.resume_projection() once the cause is fixed.")));
+		SPI_finish();
+		PG_RETURN_BOOL(false);
+	}
 
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
 	ConditionVariablePrepareToSleep(ep_projection_cv());
@@ -150,7 +170,14 @@ ep_wait_for_projection(PG_FUNCTION_ARGS)
 		(void) ConditionVariableTimedSleep(ep_projection_cv(), Min(remaining, 1000L),
 										   PG_WAIT_EXTENSION);
 		CHECK_FOR_INTERRUPTS();
-		done = ep_wait_done(name, target_pos, target_lsn, &found);
+		done = ep_wait_done(name, target_pos, target_lsn, &found, &blocked, cxt);
+		if (!done && blocked != NULL)
+		{
+			ereport(NOTICE,
+					(errmsg("%s", blocked),
+					 errhint("Resume it with ep.resume_projection() once the cause is fixed.")));
+			break;
+		}
 	}
 	ConditionVariableCancelSleep();
 	SPI_finish();

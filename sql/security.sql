@@ -1,0 +1,208 @@
+-- The trust boundary: code the extension runs on somebody's behalf runs as
+-- its owner, security-restricted, with the search_path recorded when it was
+-- created; nothing it SETs survives the call; a hostile ordinary role can
+-- neither borrow the owner's rights nor change what the owner's code means.
+-- (Jobs: TAP 021_job_security; views: ivm_security; categories: categories.)
+\pset null '(null)'
+CREATE FUNCTION pg_temp.try(sql text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE sql;
+    RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLSTATE || ': ' || SQLERRM;
+END $$;
+
+CREATE ROLE regress_sec_owner LOGIN;
+CREATE ROLE regress_sec_eve LOGIN;
+CREATE ROLE regress_sec_upc LOGIN;
+CREATE SCHEMA sec AUTHORIZATION regress_sec_owner;
+GRANT CREATE ON DATABASE regression TO regress_sec_eve;
+GRANT TEMPORARY ON DATABASE regression TO regress_sec_eve;
+
+-- what the hostile role's code would leave behind if it ever ran
+CREATE TABLE public.eve_log (who text, what text);
+GRANT INSERT, SELECT ON public.eve_log TO PUBLIC;
+
+------------------------------------------------------------------------
+-- 1. Inline projections run in every appender's transaction: creating one
+--    needs TRIGGER on ep.events, also through a direct INSERT.
+------------------------------------------------------------------------
+SET ROLE regress_sec_eve;
+CREATE SCHEMA eve_schema;
+SET search_path = eve_schema, public;
+CREATE FUNCTION eve_handler(e ep.events) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'every append fails'; END $$;
+SELECT pg_temp.try($$SELECT ep.create_projection('eve_inline', 'eve_handler(ep.events)', mode => 'inline')$$);
+SELECT pg_temp.try($$INSERT INTO ep.projection_defs (name, kind, handler, mode)
+                     VALUES ('eve_inline', 'events', 'eve_handler(ep.events)', 'inline')$$);
+SELECT count(*) AS eve_projections FROM ep.projection_defs;
+RESET search_path;
+RESET ROLE;
+
+------------------------------------------------------------------------
+-- 2. A trusted role's inline handler, written with unqualified names: it
+--    runs as its owner with the owner's search_path; its SETs do not reach
+--    the appender; the appender's pg_temp cannot redefine what it means.
+------------------------------------------------------------------------
+GRANT TRIGGER ON ep.events TO regress_sec_owner;
+SET ROLE regress_sec_owner;
+SET search_path = sec, public;
+CREATE TABLE sec.seen (pos bigint, cur text, ses text, amount text);
+CREATE FUNCTION sec.on_event(e ep.events) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO seen VALUES (e.global_position, current_user, session_user, (e.data->>'amount')::text);
+    PERFORM set_config('search_path', 'eve_schema, pg_catalog', false);
+    PERFORM set_config('work_mem', '77MB', false);
+    SET statement_timeout = 1;
+END $$;
+SELECT ep.create_projection('sec_inline', 'on_event(ep.events)', mode => 'inline');
+RESET search_path;
+SELECT name, search_path FROM ep.projections WHERE name = 'sec_inline';
+RESET ROLE;
+
+SET ROLE regress_sec_eve;
+-- a domain named text in the appender's temporary schema, whose check would
+-- run the appender's code as the handler's owner
+CREATE FUNCTION pg_temp.evil(t pg_catalog.text) RETURNS boolean LANGUAGE sql AS
+    $$ INSERT INTO public.eve_log VALUES (current_user, 'domain check'); SELECT true $$;
+CREATE DOMAIN pg_temp.text AS pg_catalog.text CHECK (pg_temp.evil(VALUE));
+SHOW work_mem;
+SELECT ep.append('acct-1', 'Deposited', '{"amount": 5}');
+SHOW search_path;
+SHOW work_mem;
+SHOW statement_timeout;
+DROP DOMAIN pg_temp.text;
+RESET ROLE;
+SELECT pos, cur, ses, amount FROM sec.seen;
+SELECT * FROM public.eve_log;
+SELECT ep.drop_projection('sec_inline');
+REVOKE TRIGGER ON ep.events FROM regress_sec_owner;
+
+------------------------------------------------------------------------
+-- 3. Async handlers (applied here by ep.apply_projections, in the worker
+--    otherwise): same rules; settings do not leak into the applying session.
+------------------------------------------------------------------------
+SET ROLE regress_sec_owner;
+SET search_path = sec;
+CREATE TABLE sec.async_seen (pos bigint, cur text);
+CREATE FUNCTION sec.on_async(e ep.events) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO async_seen VALUES (e.global_position, current_user);
+    PERFORM set_config('search_path', 'eve_schema, pg_catalog', false);
+    PERFORM set_config('work_mem', '78MB', false);
+END $$;
+SELECT ep.create_projection('sec_async', 'on_async(ep.events)');
+RESET search_path;
+RESET ROLE;
+SELECT ep.apply_projections();
+SHOW search_path;
+SHOW work_mem;
+SELECT pos, cur FROM sec.async_seen;
+SELECT ep.drop_projection('sec_async');
+
+------------------------------------------------------------------------
+-- 4. Upcasters run as their function's owner (whoever reads), with the
+--    registering session's search_path.
+------------------------------------------------------------------------
+CREATE FUNCTION public.up_by(d jsonb) RETURNS jsonb LANGUAGE plpgsql AS
+    $$ BEGIN RETURN d || jsonb_build_object('run_by', current_user::text); END $$;
+ALTER FUNCTION public.up_by(jsonb) OWNER TO regress_sec_upc;
+SELECT ep.append('acct-2', 'Opened', '{}');
+SELECT ep.register_upcaster('Opened', 1, 'public.up_by(jsonb)');
+SET ROLE regress_sec_eve;
+SELECT data->>'run_by' AS run_by, schema_version FROM ep.read_stream('acct-2');
+RESET ROLE;
+SELECT data->>'run_by' AS run_by FROM ep.read_all(0, 100) WHERE stream_id = 'acct-2';
+SELECT ep.unregister_upcaster('Opened', 1);
+
+-- a chain can be registered in one statement
+CREATE FUNCTION public.paid_1(d jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$ SELECT d || '{"v": 2}' $$;
+CREATE FUNCTION public.paid_2(d jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$ SELECT d || '{"v": 3}' $$;
+SELECT ep.register_upcaster('Paid', 1, 'public.paid_1(jsonb)'), ep.register_upcaster('Paid', 2, 'public.paid_2(jsonb)');
+SELECT event_type, from_schema_version FROM ep.upcasters ORDER BY 1, 2;
+SELECT ep.unregister_upcaster('Paid', 2), ep.unregister_upcaster('Paid', 1);
+
+------------------------------------------------------------------------
+-- 5. Shared snapshots are computed by the reducer's owner with the policy's
+--    search_path: a caller's own "+" operator or pg_temp.text domain can
+--    neither poison the stored state nor run as the extension owner.
+------------------------------------------------------------------------
+CREATE FUNCTION public.total(state jsonb, e ep.events) RETURNS jsonb LANGUAGE sql AS
+    $$ SELECT jsonb_build_object('n', coalesce((state->>'n')::numeric, 0) + (e.data->>'v')::numeric) $$;
+SELECT ep.set_snapshot_policy('public.total(jsonb, ep.events)', 2);
+SELECT ep.append_events('sum-1', '[{"type": "Added", "data": {"v": 1}}, {"type": "Added", "data": {"v": 2}},
+                                   {"type": "Added", "data": {"v": 3}}, {"type": "Added", "data": {"v": 4}}]');
+SET ROLE regress_sec_eve;
+CREATE FUNCTION eve_schema.bad_add(numeric, numeric) RETURNS numeric LANGUAGE sql AS
+    $$ SELECT $1 OPERATOR(pg_catalog.+) $2 OPERATOR(pg_catalog.+) 1000 $$;
+CREATE OPERATOR eve_schema.+ (LEFTARG = numeric, RIGHTARG = numeric, FUNCTION = eve_schema.bad_add);
+CREATE DOMAIN pg_temp.text AS pg_catalog.text CHECK (pg_temp.evil(VALUE));
+SET search_path = eve_schema, pg_catalog;
+SELECT 1::numeric + 1::numeric AS eve_sees;
+SELECT ep.aggregate('sum-1', 'public.total(jsonb, ep.events)') AS eve_fold;
+RESET search_path;
+DROP DOMAIN pg_temp.text;
+DROP FUNCTION pg_temp.evil(pg_catalog.text);
+RESET ROLE;
+SELECT ep.aggregate('sum-1', 'public.total(jsonb, ep.events)') AS owner_fold;
+SELECT version, state FROM ep.snapshots WHERE stream_id = 'sum-1';
+SELECT * FROM public.eve_log;
+
+------------------------------------------------------------------------
+-- 6. Table projections: a source whose row-level security applies to the
+--    creator is refused (decoded rows carry every row); a handler writing
+--    its own source does not feed itself.
+------------------------------------------------------------------------
+CREATE TABLE public.secret (id int PRIMARY KEY, owner_name text);
+ALTER TABLE public.secret ENABLE ROW LEVEL SECURITY;
+CREATE POLICY own_rows ON public.secret USING (owner_name = current_user);
+GRANT SELECT ON public.secret TO regress_sec_eve;
+SET ROLE regress_sec_eve;
+CREATE FUNCTION eve_schema.eve_capture(op text, o jsonb, n jsonb) RETURNS void LANGUAGE sql AS $$ SELECT $$;
+SELECT pg_temp.try($$SELECT ep.create_table_projection('eve_cdc', 'public.secret', 'eve_schema.eve_capture(text, jsonb, jsonb)')$$);
+RESET ROLE;
+
+CREATE TABLE public.loop_src (id serial PRIMARY KEY, generation int NOT NULL);
+CREATE TABLE public.loop_calls (op text, generation int);
+CREATE FUNCTION public.loop_handler(op text, o jsonb, n jsonb) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO loop_calls VALUES (op, (n->>'generation')::int);
+    IF op = 'INSERT' THEN
+        INSERT INTO loop_src (generation) VALUES ((n->>'generation')::int + 1);
+    END IF;
+END $$;
+SELECT ep.create_table_projection('loop', 'public.loop_src', 'public.loop_handler(text, jsonb, jsonb)');
+SELECT ep.apply_projections() >= 0 AS loaded;
+INSERT INTO public.loop_src (generation) VALUES (1);
+SELECT ep.apply_projections();
+SELECT ep.apply_projections();
+SELECT ep.apply_projections();
+SELECT op, generation FROM public.loop_calls ORDER BY 1, 2;
+SELECT ep.drop_projection('loop');
+
+------------------------------------------------------------------------
+-- 7. Every call into user code has a time limit; the event is parked with
+--    an error that names it.
+------------------------------------------------------------------------
+CREATE FUNCTION public.slow(e ep.events) RETURNS void LANGUAGE sql AS $$ SELECT pg_sleep(5) $$;
+SET event_patterns.projection_max_retries = 0;
+SELECT ep.create_projection('slow', 'public.slow(ep.events)', event_types => ARRAY['Slow'],
+                            handler_timeout => '200 ms');
+SELECT ep.append('slow-1', 'Slow', '{}');
+SELECT ep.apply_projections();
+SELECT projection, error FROM ep.parked_events WHERE projection = 'slow';
+SELECT name, status, handler_timeout FROM ep.projections WHERE name = 'slow';
+SELECT ep.drop_projection('slow');
+RESET event_patterns.projection_max_retries;
+
+-- clean up
+DROP TABLE public.secret, public.loop_src, public.loop_calls, public.eve_log;
+DROP FUNCTION public.up_by(jsonb), public.paid_1(jsonb), public.paid_2(jsonb), public.slow(ep.events),
+    public.loop_handler(text, jsonb, jsonb);
+SELECT ep.set_snapshot_policy('public.total(jsonb, ep.events)', 0);
+DROP FUNCTION public.total(jsonb, ep.events);
+DROP SCHEMA sec CASCADE;
+DROP SCHEMA eve_schema CASCADE;
+REVOKE CREATE, TEMPORARY ON DATABASE regression FROM regress_sec_eve;
+DROP OWNED BY regress_sec_eve, regress_sec_owner, regress_sec_upc;
+DROP ROLE regress_sec_eve, regress_sec_owner, regress_sec_upc;
