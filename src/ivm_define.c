@@ -612,7 +612,7 @@ ivm_qualified_relname(Oid relid)
  * model, before anything is created: see the header comment.
  */
 static void
-ivm_check_bases(IvmDef *d, const char *refresh)
+ivm_check_bases(IvmDef *d)
 {
 	Oid			user = GetUserId();
 	List	   *read = NIL;
@@ -647,8 +647,8 @@ ivm_check_bases(IvmDef *d, const char *refresh)
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 					 errmsg("permission denied for table %s", ivm_qualified_relname(relid)),
-					 errdetail("An %s incremental view runs its maintenance in the transactions that write its base tables, which needs the TRIGGER privilege on each of them; role \"%s\" lacks TRIGGER on %s.",
-							   refresh, GetUserNameFromId(user, false), ivm_qualified_relname(relid)),
+					 errdetail("Immediate and deferred incremental views run their maintenance in the transactions that write their base tables, which needs the TRIGGER privilege on each of them; role \"%s\" lacks TRIGGER on %s.",
+							   GetUserNameFromId(user, false), ivm_qualified_relname(relid)),
 					 events ?
 					 errhint("The owner of extension event_patterns can grant it: GRANT TRIGGER ON ep.events TO %s; or create the view with refresh => 'full'.",
 							 quote_identifier(GetUserNameFromId(user, false))) :
@@ -786,7 +786,7 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 	else
 		ivm_classify(d);
 
-	ivm_check_bases(d, refresh);
+	ivm_check_bases(d);
 	counted = d->refresh == IVM_FULL && list_length(d->bases) > 0 && ivm_may_trigger_all(d);
 
 	foreach(lc, d->outcols)
