@@ -93,6 +93,7 @@ extern void ep_ivm_lock_view(IvmViewCache *vc);
 extern void ep_ivm_view_pin(IvmViewCache *vc);
 extern void ep_ivm_view_unpin(IvmViewCache *vc);
 extern void ep_ivm_owner_enter(IvmViewCache *vc, EpOwnerCall *call);
+extern bool ep_ivm_catalog_current(void);
 
 /* ivm_refresh.c */
 extern void ep_ivm_full_recompute(IvmViewCache *vc, bool latest);

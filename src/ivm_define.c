@@ -1054,6 +1054,7 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 		char	  **basenames = palloc0(sizeof(char *) * Max(nbase, 1));
 		int			nlogs = d->refresh == IVM_DEFERRED ? nbase : (counted ? 1 : 0);
 		int			nlogsql = d->refresh == IVM_DEFERRED || counted ? nbase : 0;
+		bool		current;
 		int			rc;
 
 		for (b = 0; b < nbase; b++)
@@ -1094,15 +1095,17 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 			 * row's owner, so no role may forge one); the owner is the caller.
 			 */
 			ep_become_owner(&saved);
-			rc = SPI_execute_with_args("INSERT INTO ep.ivm_views (view_id, name, view_rel, storage_rel, query, refresh, kind,"
-									   " base_rels, log_rels, multi_occurrence, keep_empty_group, sql_insert, sql_delete,"
-									   " sql_update, sql_log_insert, sql_log_delete, sql_remove, sql_recompute,"
-									   " sql_full_delete, sql_full_insert, sql_deferred, owner, sql_log_update, last_refreshed_at,"
-									   " search_path)"
-									   " VALUES ($1, $2, $3::pg_catalog.regclass, $4::pg_catalog.regclass, $5, $6, $7,"
-									   " $8::pg_catalog.regclass[], $9::pg_catalog.regclass[], $10, $11, $12, $13, $14, $15, $16,"
-									   " $17, $18, $19, $20, $21, $22::pg_catalog.regrole, $23, pg_catalog.now(), $24)",
-									   24, types, values, nulls, false, 0);
+			/* a 0.1 catalog (before ALTER EXTENSION UPDATE) has no search_path */
+			current = ep_ivm_catalog_current();
+			rc = SPI_execute_with_args(psprintf("INSERT INTO ep.ivm_views (view_id, name, view_rel, storage_rel, query, refresh, kind,"
+												" base_rels, log_rels, multi_occurrence, keep_empty_group, sql_insert, sql_delete,"
+												" sql_update, sql_log_insert, sql_log_delete, sql_remove, sql_recompute,"
+												" sql_full_delete, sql_full_insert, sql_deferred, owner, sql_log_update, last_refreshed_at%s)"
+												" VALUES ($1, $2, $3::pg_catalog.regclass, $4::pg_catalog.regclass, $5, $6, $7,"
+												" $8::pg_catalog.regclass[], $9::pg_catalog.regclass[], $10, $11, $12, $13, $14, $15, $16,"
+												" $17, $18, $19, $20, $21, $22::pg_catalog.regrole, $23, pg_catalog.now()%s)",
+												current ? ", search_path" : "", current ? ", $24" : ""),
+									   current ? 24 : 23, types, values, nulls, false, 0);
 			if (rc == SPI_OK_INSERT && multi &&
 				SPI_execute_with_args("INSERT INTO ep.ivm_stamps (view_id) VALUES ($1)",
 									  1, types, values, NULL, false, 0) != SPI_OK_INSERT)

@@ -62,6 +62,7 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -559,18 +560,21 @@ ep_ivm_view_cache(int64 view_id, bool missing_ok)
 	args[0] = Int64GetDatum(view_id);
 	ep_become_owner(&saved);
 	SPI_connect();
-	if (SPI_execute_with_args("SELECT refresh, v.owner::pg_catalog.oid,"
+	if (SPI_execute_with_args(psprintf("SELECT refresh, v.owner::pg_catalog.oid,"
 							  " storage_rel::pg_catalog.oid, multi_occurrence, keep_empty_group,"
 							  " sql_insert, sql_delete, sql_update, sql_log_insert, sql_log_delete, sql_remove,"
 							  " sql_recompute, sql_full_delete, sql_full_insert, sql_deferred,"
-							  " (SELECT pg_catalog.array_agg(pg_catalog.format('%I.%I', n.nspname, c.relname) ORDER BY u.o)"
+							  " (SELECT pg_catalog.array_agg(pg_catalog.format('%%I.%%I', n.nspname, c.relname) ORDER BY u.o)"
 							  "  FROM pg_catalog.unnest(v.log_rels) WITH ORDINALITY u(r, o)"
 							  "  JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) u.r"
 							  "  JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace),"
 							  " pg_catalog.cardinality(base_rels), base_rels::pg_catalog.oid[], sql_log_update,"
-							  " name, search_path,"
-							  " pg_catalog.date_part('epoch', handler_timeout) OPERATOR(pg_catalog.*) 1000::pg_catalog.float8"
+							  " name, %s"
 							  " FROM ep.ivm_views v WHERE view_id OPERATOR(pg_catalog.=) $1",
+							  ep_ivm_catalog_current() ?
+							  "search_path, pg_catalog.date_part('epoch', handler_timeout)"
+							  " OPERATOR(pg_catalog.*) 1000::pg_catalog.float8" :
+							  "'pg_catalog, pg_temp'::pg_catalog.text, NULL::pg_catalog.float8"),
 							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read incremental view " INT64_FORMAT, view_id);
 	if (SPI_processed != 1 && missing_ok)
@@ -654,6 +658,20 @@ ep_ivm_view_cache(int64 view_id, bool missing_ok)
 	vc->plan_log_update = MemoryContextAllocZero(vc->cxt, sizeof(SPIPlanPtr) * Max(vc->nbase, 1));
 	vc->valid = true;
 	return vc;
+}
+
+/*
+ * The catalog has the 0.2 columns search_path and handler_timeout (not
+ * before ALTER EXTENSION ... UPDATE of a 0.1 installation, whose views run
+ * with 'pg_catalog, pg_temp' and the GUC's time limit meanwhile).
+ */
+bool
+ep_ivm_catalog_current(void)
+{
+	Oid			nsp = get_namespace_oid("ep", true);
+	Oid			rel = OidIsValid(nsp) ? get_relname_relid("ivm_views", nsp) : InvalidOid;
+
+	return OidIsValid(rel) && get_attnum(rel, "handler_timeout") != InvalidAttrNumber;
 }
 
 /*
