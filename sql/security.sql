@@ -55,7 +55,7 @@ BEGIN
     PERFORM set_config('work_mem', '77MB', false);
     SET statement_timeout = 1;
 END $$;
-SELECT ep.create_projection('sec_inline', 'on_event(ep.events)', mode => 'inline');
+SELECT ep.create_projection('sec_inline', 'on_event(ep.events)', ARRAY['SecDeposited'], mode => 'inline');
 RESET search_path;
 SELECT name, search_path FROM ep.projections WHERE name = 'sec_inline';
 RESET ROLE;
@@ -67,13 +67,13 @@ CREATE FUNCTION pg_temp.evil(t pg_catalog.text) RETURNS boolean LANGUAGE sql AS
     $$ INSERT INTO public.eve_log VALUES (current_user, 'domain check'); SELECT true $$;
 CREATE DOMAIN pg_temp.text AS pg_catalog.text CHECK (pg_temp.evil(VALUE));
 SHOW work_mem;
-SELECT ep.append('acct-1', 'Deposited', '{"amount": 5}');
+SELECT ep.append('sec-1', 'SecDeposited', '{"amount": 5}') > 0 AS appended;
 SHOW search_path;
 SHOW work_mem;
 SHOW statement_timeout;
 DROP DOMAIN pg_temp.text;
 RESET ROLE;
-SELECT pos, cur, ses, amount FROM sec.seen;
+SELECT cur, ses, amount FROM sec.seen;
 SELECT * FROM public.eve_log;
 SELECT ep.drop_projection('sec_inline');
 REVOKE TRIGGER ON ep.events FROM regress_sec_owner;
@@ -91,13 +91,13 @@ BEGIN
     PERFORM set_config('search_path', 'eve_schema, pg_catalog', false);
     PERFORM set_config('work_mem', '78MB', false);
 END $$;
-SELECT ep.create_projection('sec_async', 'on_async(ep.events)');
+SELECT ep.create_projection('sec_async', 'on_async(ep.events)', ARRAY['SecDeposited']);
 RESET search_path;
 RESET ROLE;
 SELECT ep.apply_projections();
 SHOW search_path;
 SHOW work_mem;
-SELECT pos, cur FROM sec.async_seen;
+SELECT cur FROM sec.async_seen;
 SELECT ep.drop_projection('sec_async');
 
 ------------------------------------------------------------------------
@@ -107,20 +107,20 @@ SELECT ep.drop_projection('sec_async');
 CREATE FUNCTION public.up_by(d jsonb) RETURNS jsonb LANGUAGE plpgsql AS
     $$ BEGIN RETURN d || jsonb_build_object('run_by', current_user::text); END $$;
 ALTER FUNCTION public.up_by(jsonb) OWNER TO regress_sec_upc;
-SELECT ep.append('acct-2', 'Opened', '{}');
-SELECT ep.register_upcaster('Opened', 1, 'public.up_by(jsonb)');
+SELECT ep.append('sec-2', 'SecOpened', '{}') > 0 AS appended;
+SELECT ep.register_upcaster('SecOpened', 1, 'public.up_by(jsonb)');
 SET ROLE regress_sec_eve;
-SELECT data->>'run_by' AS run_by, schema_version FROM ep.read_stream('acct-2');
+SELECT data->>'run_by' AS run_by, schema_version FROM ep.read_stream('sec-2');
 RESET ROLE;
-SELECT data->>'run_by' AS run_by FROM ep.read_all(0, 100) WHERE stream_id = 'acct-2';
-SELECT ep.unregister_upcaster('Opened', 1);
+SELECT data->>'run_by' AS run_by FROM ep.read_all(0, 1000) WHERE stream_id = 'sec-2';
+SELECT ep.unregister_upcaster('SecOpened', 1);
 
 -- a chain can be registered in one statement
 CREATE FUNCTION public.paid_1(d jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$ SELECT d || '{"v": 2}' $$;
 CREATE FUNCTION public.paid_2(d jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$ SELECT d || '{"v": 3}' $$;
-SELECT ep.register_upcaster('Paid', 1, 'public.paid_1(jsonb)'), ep.register_upcaster('Paid', 2, 'public.paid_2(jsonb)');
-SELECT event_type, from_schema_version FROM ep.upcasters ORDER BY 1, 2;
-SELECT ep.unregister_upcaster('Paid', 2), ep.unregister_upcaster('Paid', 1);
+SELECT ep.register_upcaster('SecPaid', 1, 'public.paid_1(jsonb)'), ep.register_upcaster('SecPaid', 2, 'public.paid_2(jsonb)');
+SELECT event_type, from_schema_version FROM ep.upcasters WHERE event_type = 'SecPaid' ORDER BY 1, 2;
+SELECT ep.unregister_upcaster('SecPaid', 2), ep.unregister_upcaster('SecPaid', 1);
 
 ------------------------------------------------------------------------
 -- 5. Shared snapshots are computed by the reducer's owner with the policy's
@@ -130,7 +130,7 @@ SELECT ep.unregister_upcaster('Paid', 2), ep.unregister_upcaster('Paid', 1);
 CREATE FUNCTION public.total(state jsonb, e ep.events) RETURNS jsonb LANGUAGE sql AS
     $$ SELECT jsonb_build_object('n', coalesce((state->>'n')::numeric, 0) + (e.data->>'v')::numeric) $$;
 SELECT ep.set_snapshot_policy('public.total(jsonb, ep.events)', 2);
-SELECT ep.append_events('sum-1', '[{"type": "Added", "data": {"v": 1}}, {"type": "Added", "data": {"v": 2}},
+SELECT ep.append_events('secsum-1', '[{"type": "Added", "data": {"v": 1}}, {"type": "Added", "data": {"v": 2}},
                                    {"type": "Added", "data": {"v": 3}}, {"type": "Added", "data": {"v": 4}}]');
 SET ROLE regress_sec_eve;
 CREATE FUNCTION eve_schema.bad_add(numeric, numeric) RETURNS numeric LANGUAGE sql AS
@@ -139,13 +139,13 @@ CREATE OPERATOR eve_schema.+ (LEFTARG = numeric, RIGHTARG = numeric, FUNCTION = 
 CREATE DOMAIN pg_temp.text AS pg_catalog.text CHECK (pg_temp.evil(VALUE));
 SET search_path = eve_schema, pg_catalog;
 SELECT 1::numeric + 1::numeric AS eve_sees;
-SELECT ep.aggregate('sum-1', 'public.total(jsonb, ep.events)') AS eve_fold;
+SELECT ep.aggregate('secsum-1', 'public.total(jsonb, ep.events)') AS eve_fold;
 RESET search_path;
 DROP DOMAIN pg_temp.text;
 DROP FUNCTION pg_temp.evil(pg_catalog.text);
 RESET ROLE;
-SELECT ep.aggregate('sum-1', 'public.total(jsonb, ep.events)') AS owner_fold;
-SELECT version, state FROM ep.snapshots WHERE stream_id = 'sum-1';
+SELECT ep.aggregate('secsum-1', 'public.total(jsonb, ep.events)') AS owner_fold;
+SELECT version, state FROM ep.snapshots WHERE stream_id = 'secsum-1';
 SELECT * FROM public.eve_log;
 
 ------------------------------------------------------------------------
@@ -186,9 +186,9 @@ SELECT ep.drop_projection('loop');
 ------------------------------------------------------------------------
 CREATE FUNCTION public.slow(e ep.events) RETURNS void LANGUAGE sql AS $$ SELECT pg_sleep(5) $$;
 SET event_patterns.projection_max_retries = 0;
-SELECT ep.create_projection('slow', 'public.slow(ep.events)', event_types => ARRAY['Slow'],
+SELECT ep.create_projection('slow', 'public.slow(ep.events)', event_types => ARRAY['SecSlow'],
                             handler_timeout => '200 ms');
-SELECT ep.append('slow-1', 'Slow', '{}');
+SELECT ep.append('sec-slow-1', 'SecSlow', '{}') > 0 AS appended;
 SELECT ep.apply_projections();
 SELECT projection, error FROM ep.parked_events WHERE projection = 'slow';
 SELECT name, status, handler_timeout FROM ep.projections WHERE name = 'slow';

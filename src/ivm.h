@@ -18,6 +18,8 @@
 #include "executor/spi.h"
 #include "utils/snapshot.h"
 
+#include "owner.h"
+
 /* Names of the transition tables of every base-table trigger. */
 #define IVM_OLD_TABLE	"__ep_old"
 #define IVM_NEW_TABLE	"__ep_new"
@@ -39,6 +41,9 @@ typedef enum IvmRefresh
  * One view's maintenance state, cached per backend (ivm_delta.c) and keyed
  * by view_id. Plans are prepared lazily and kept (SPI_keepplan); they are
  * revalidated by the plan cache when a base table or the storage changes.
+ * Every plan is prepared and executed only inside the view owner's context
+ * (ep_ivm_owner_enter): the owner's role and recorded search_path, so a
+ * revalidation re-parses the SQL under that path, never a writer's.
  * When the entry is reloaded its plans and memory are freed, unless a call
  * still running further up the stack has it pinned.
  */
@@ -48,6 +53,9 @@ typedef struct IvmViewCache
 	bool		valid;
 	IvmRefresh	refresh;
 	Oid			owner;
+	char	   *name;			/* as given at creation, for messages */
+	char	   *search_path;	/* recorded at creation (owner.h) */
+	int			timeout_ms;		/* handler_timeout; -1: the GUC's */
 	Oid			storage;
 	bool		multi_occurrence;
 	bool		keep_empty_group;
@@ -84,6 +92,8 @@ extern void ep_ivm_apply_result(IvmViewCache *vc, SPITupleTable *tuptable,
 extern void ep_ivm_lock_view(IvmViewCache *vc);
 extern void ep_ivm_view_pin(IvmViewCache *vc);
 extern void ep_ivm_view_unpin(IvmViewCache *vc);
+extern void ep_ivm_owner_enter(IvmViewCache *vc, EpOwnerCall *call);
+extern bool ep_ivm_catalog_current(void);
 
 /* ivm_refresh.c */
 extern void ep_ivm_full_recompute(IvmViewCache *vc, bool latest);

@@ -50,13 +50,19 @@
  * difference. Entries and marks made in an aborted subtransaction vanish
  * with it; everything is forgotten at the end of the transaction.
  *
- * All generated SQL runs as the view's owner (SECURITY_RESTRICTED_OPERATION),
- * whoever writes the base table.
+ * Trust: all generated SQL runs through the owner primitive (owner.h,
+ * ep_ivm_owner_enter): as the view's owner, in a security-restricted
+ * operation, in a GUC nest level of its own with the search_path recorded
+ * when the view was created (pg_temp last) and under the view's time limit,
+ * whoever writes the base table. It is parsed, planned and revalidated only
+ * there: a writer's search_path, temporary objects or settings never change
+ * what it means, and no SET made by code the view calls survives.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -554,16 +560,21 @@ ep_ivm_view_cache(int64 view_id, bool missing_ok)
 	args[0] = Int64GetDatum(view_id);
 	ep_become_owner(&saved);
 	SPI_connect();
-	if (SPI_execute_with_args("SELECT refresh, v.owner::pg_catalog.oid,"
+	if (SPI_execute_with_args(psprintf("SELECT refresh, v.owner::pg_catalog.oid,"
 							  " storage_rel::pg_catalog.oid, multi_occurrence, keep_empty_group,"
 							  " sql_insert, sql_delete, sql_update, sql_log_insert, sql_log_delete, sql_remove,"
 							  " sql_recompute, sql_full_delete, sql_full_insert, sql_deferred,"
-							  " (SELECT pg_catalog.array_agg(pg_catalog.format('%I.%I', n.nspname, c.relname) ORDER BY u.o)"
+							  " (SELECT pg_catalog.array_agg(pg_catalog.format('%%I.%%I', n.nspname, c.relname) ORDER BY u.o)"
 							  "  FROM pg_catalog.unnest(v.log_rels) WITH ORDINALITY u(r, o)"
 							  "  JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) u.r"
 							  "  JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace),"
-							  " pg_catalog.cardinality(base_rels), base_rels::pg_catalog.oid[], sql_log_update"
+							  " pg_catalog.cardinality(base_rels), base_rels::pg_catalog.oid[], sql_log_update,"
+							  " name, %s"
 							  " FROM ep.ivm_views v WHERE view_id OPERATOR(pg_catalog.=) $1",
+							  ep_ivm_catalog_current() ?
+							  "search_path, pg_catalog.date_part('epoch', handler_timeout)"
+							  " OPERATOR(pg_catalog.*) 1000::pg_catalog.float8" :
+							  "'pg_catalog, pg_temp'::pg_catalog.text, NULL::pg_catalog.float8"),
 							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read incremental view " INT64_FORMAT, view_id);
 	if (SPI_processed != 1 && missing_ok)
@@ -613,7 +624,15 @@ ep_ivm_view_cache(int64 view_id, bool missing_ok)
 	TXT(sql_deferred, 15);
 	ARR(log_rels, 16);
 	ARR(sql_log_update, 19);
+	TXT(name, 20);
+	TXT(search_path, 21);
 #undef ARR
+	{
+		Datum		dd = SPI_getbinval(tup, desc, 22, &isnull);
+		double		ms = isnull ? -1 : DatumGetFloat8(dd);
+
+		vc->timeout_ms = ms < 0 ? -1 : (ms > INT_MAX ? INT_MAX : (int) ms);
+	}
 	{
 		Datum		dd = SPI_getbinval(tup, desc, 18, &isnull);
 		Datum	   *elems;
@@ -641,7 +660,42 @@ ep_ivm_view_cache(int64 view_id, bool missing_ok)
 	return vc;
 }
 
-/* Prepare (once) and keep a plan; SPI must be connected. */
+/*
+ * The catalog has the 0.2 columns search_path and handler_timeout (not
+ * before ALTER EXTENSION ... UPDATE of a 0.1 installation, whose views run
+ * with 'pg_catalog, pg_temp' and the GUC's time limit meanwhile).
+ */
+bool
+ep_ivm_catalog_current(void)
+{
+	Oid			nsp = get_namespace_oid("ep", true);
+	Oid			rel = OidIsValid(nsp) ? get_relname_relid("ivm_views", nsp) : InvalidOid;
+
+	return OidIsValid(rel) && get_attnum(rel, "handler_timeout") != InvalidAttrNumber;
+}
+
+/*
+ * Enter the view owner's context (owner.h) for the view's generated SQL:
+ * its role, SECURITY_RESTRICTED_OPERATION, its own GUC nest level with the
+ * recorded search_path (pg_temp last), its time limit. Leave with
+ * ep_owner_leave; an error unwinds it with the (sub)transaction.
+ */
+void
+ep_ivm_owner_enter(IvmViewCache *vc, EpOwnerCall *call)
+{
+	memset(call, 0, sizeof(*call));
+	call->owner = vc->owner;
+	call->search_path = vc->search_path;
+	call->timeout_ms = vc->timeout_ms;
+	call->what = "incremental view";
+	call->name = vc->name;
+	ep_owner_enter(call);
+}
+
+/*
+ * Prepare (once) and keep a plan; SPI must be connected, inside the view
+ * owner's context (ep_ivm_owner_enter).
+ */
 static SPIPlanPtr
 ivm_plan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
 {
@@ -833,13 +887,10 @@ static void
 ivm_maintain_view(TriggerData *trigdata, IvmViewCache *vc, int64 view_id, int b,
 				  TriggerEvent ev, int64 nold, int64 nnew, bool recompute)
 {
-	Oid			save_user;
-	int			save_sec;
+	EpOwnerCall call;
 	Snapshot	snap;
 
-	GetUserIdAndSecContext(&save_user, &save_sec);
-	SetUserIdAndSecContext(vc->owner,
-						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	ep_ivm_owner_enter(vc, &call);
 	SPI_connect();
 	if (SPI_register_trigger_data(trigdata) != SPI_OK_TD_REGISTER)
 		elog(ERROR, "could not register transition tables");
@@ -948,5 +999,5 @@ ivm_maintain_view(TriggerData *trigdata, IvmViewCache *vc, int64 view_id, int b,
 	if (snap != InvalidSnapshot)
 		UnregisterSnapshot(snap);
 	SPI_finish();
-	SetUserIdAndSecContext(save_user, save_sec);
+	ep_owner_leave(&call);
 }

@@ -278,7 +278,7 @@ ep_ivm_outer_branches(IvmDef *d, const char **oldsrc, const char **newsrc, Strin
 		const char *n = newsrc[occ->base];
 
 		i++;
-		post = psprintf("(SELECT %s FROM %s __ep_y WHERE __ep_y.%s IN (%s)"
+		post = psprintf("(SELECT %s FROM %s __ep_y WHERE __ep_y.%s OPERATOR(pg_catalog.=) ANY (%s)"
 						" OR (__ep_y.%s IS NULL AND EXISTS (SELECT 1 FROM (%s) __ep_z(k) WHERE __ep_z.k IS NULL)))",
 						cols, ep_ivm_relation_text(occ->relid), occ->keycol, k.data,
 						occ->keycol, k.data);

@@ -32,14 +32,16 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
-#include "utils/guc.h"
 #include "utils/timestamp.h"
 
 #include "event_patterns.h"
 #include "owner.h"
 #include "ivm.h"
 
-/* SPI must be connected; runs as the current user. */
+/*
+ * SPI must be connected, inside the view owner's context
+ * (ep_ivm_owner_enter).
+ */
 void
 ep_ivm_full_recompute(IvmViewCache *vc, bool latest)
 {
@@ -99,9 +101,7 @@ ep_refresh_view(PG_FUNCTION_ARGS)
 	IvmViewCache *vc;
 	TimestampTz start = GetCurrentTimestamp();
 	int			i;
-	int			save_nestlevel;
-	Oid			save_userid;
-	int			save_sec_context;
+	EpOwnerCall call;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -129,15 +129,10 @@ ep_refresh_view(PG_FUNCTION_ARGS)
 	 * The view's SQL (and any function it calls) runs as the view's owner,
 	 * whoever refreshes: a superuser's refresh or job must not run another
 	 * role's code with superuser rights (as REFRESH MATERIALIZED VIEW does).
+	 * It runs with the search_path recorded at creation (pg_temp last), in a
+	 * GUC nest level that is rolled back afterwards, under the time limit.
 	 */
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(vc->owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-
-	/* generated SQL is fully qualified; pin search_path anyway */
-	save_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	ep_ivm_owner_enter(vc, &call);
 
 	/* lock the logs, then re-read needs_full under the lock */
 	for (i = 0; vc->log_rels && i < (vc->refresh == IVM_DEFERRED ? vc->nbase : (vc->refresh == IVM_FULL ? 1 : 0)); i++)
@@ -229,8 +224,7 @@ ep_refresh_view(PG_FUNCTION_ARGS)
 			elog(ERROR, "could not record the refresh of \"%s\"", name);
 		ep_restore_user(&saved);
 	}
-	AtEOXact_GUC(true, save_nestlevel);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
+	ep_owner_leave(&call);
 	ep_ivm_view_unpin(vc);
 	SPI_finish();
 	PG_RETURN_VOID();

@@ -7,8 +7,15 @@
  *	  (inclusion-exclusion over the table references) and the upsert that
  *	  applies a delta to the storage. See ivm_define.c for the model.
  *
- * Everything is generated while search_path is pg_catalog, so names come
- * out qualified; operators are written OPERATOR(pg_catalog.op).
+ * Everything is generated while search_path is empty, so the deparsed
+ * view query names every user object schema-qualified (and user operators
+ * as OPERATOR(schema.op)); the SQL written here qualifies every type,
+ * function and operator of its own: types through FORMAT_TYPE_FORCE_QUALIFY,
+ * functions as pg_catalog.f, operators as OPERATOR(pg_catalog.op), IN as
+ * OPERATOR(pg_catalog.=) ANY. (GROUP BY, DISTINCT, EXCEPT, ON CONFLICT and
+ * ORDER BY use the types' default operator classes, found without a path.)
+ * It runs only in the view owner's context (ivm_delta.c), whose search_path
+ * puts pg_temp last.
  *
  *-------------------------------------------------------------------------
  */
@@ -28,7 +35,8 @@
 char *
 ep_ivm_type_sql(Oid type, int32 typmod)
 {
-	return format_type_with_typemod(type, typmod);
+	return format_type_extended(type, typmod,
+								FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY);
 }
 
 /* ----------------------------------------------------------------

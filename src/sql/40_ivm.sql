@@ -8,7 +8,9 @@
 -- "name__ivm_log<k>" (one per base table); full views count changes in
 -- "name__ivm_log". All of these belong to the role that created the view and
 -- live in the view's schema. ep.ivm_views is the catalog: one row per view
--- with the SQL generated at creation time.
+-- with the SQL generated at creation time, the creator's search_path and
+-- the view's time limit: maintenance and refreshes run as the view's owner
+-- with that path (pg_temp last), never in a writer's name space.
 -- ---------------------------------------------------------------------------
 
 CREATE SEQUENCE ep.ivm_views_seq AS bigint;
@@ -40,8 +42,12 @@ CREATE TABLE ep.ivm_views (
     needs_full        boolean     NOT NULL DEFAULT false,
     last_refreshed_at timestamptz,
     last_refresh_ms   double precision,
-    created_at        timestamptz NOT NULL DEFAULT pg_catalog.now()
+    created_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    search_path       text        NOT NULL DEFAULT 'pg_catalog, pg_temp',
+    handler_timeout   interval
 );
+COMMENT ON COLUMN ep.ivm_views.search_path IS 'search_path of the creator, recorded at creation: the view''s query, maintenance and refreshes run with it (pg_temp last)';
+COMMENT ON COLUMN ep.ivm_views.handler_timeout IS 'Time limit of each maintenance or refresh call of the view; NULL: event_patterns.handler_timeout';
 COMMENT ON TABLE ep.ivm_views IS 'Catalog of incremental materialized views and their generated maintenance SQL (read it through ep.incremental_views)';
 SELECT pg_catalog.pg_extension_config_dump('ep.ivm_views', '');
 SELECT pg_catalog.pg_extension_config_dump('ep.ivm_views_seq', '');
@@ -129,6 +135,13 @@ BEGIN
     IF NOT FOUND OR v.refresh OPERATOR(pg_catalog.=) 'immediate' THEN
         RETURN 0;
     END IF;
+    -- a full view whose owner may not add triggers to its base tables
+    -- counts no changes: unknown
+    IF v.refresh OPERATOR(pg_catalog.=) 'full'
+       AND pg_catalog.cardinality(v.base_rels) OPERATOR(pg_catalog.>) 0
+       AND pg_catalog.cardinality(v.log_rels) OPERATOR(pg_catalog.=) 0 THEN
+        RETURN NULL;
+    END IF;
     FOREACH lr IN ARRAY v.log_rels LOOP
         IF v.refresh OPERATOR(pg_catalog.=) 'full' THEN
             EXECUTE format('SELECT coalesce(sum(n), 0)::bigint FROM %s', lr) INTO n;
@@ -143,7 +156,7 @@ BEGIN
     RETURN total;
 END
 $$;
-COMMENT ON FUNCTION ep._ivm_pending(bigint) IS 'Internal: exact count of change records not yet applied to an incremental view';
+COMMENT ON FUNCTION ep._ivm_pending(bigint) IS 'Internal: exact count of change records not yet applied to an incremental view (NULL when a full view cannot count them)';
 
 CREATE VIEW ep.incremental_views WITH (security_invoker = true) AS
     SELECT v.name, v.query, v.refresh, j.schedule, v.last_refreshed_at,
