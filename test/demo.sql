@@ -105,17 +105,25 @@ SELECT ep.unschedule_job('demo-heartbeat');
 
 \echo
 \echo '== 4. CQRS projections driven by logical decoding (applied by the background worker)'
-\echo '-- an event-sourced account balance: a read model kept by a handler'
-CREATE TABLE public.balances (account text PRIMARY KEY, balance numeric NOT NULL);
-CREATE FUNCTION public.apply_balance(e ep.events) RETURNS void LANGUAGE plpgsql AS $$
+\echo '-- an event-sourced account balance, written the natural way: unqualified names,'
+\echo '-- an ordinary role; the handler runs as that role with its search_path'
+CREATE ROLE bank_app LOGIN;
+GRANT CREATE ON SCHEMA public TO bank_app;
+SET ROLE bank_app;
+SET search_path = public;
+CREATE TABLE balances (account text PRIMARY KEY, balance numeric NOT NULL);
+CREATE FUNCTION apply_balance(e ep.events) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO public.balances AS b
+    INSERT INTO balances AS b
     VALUES (e.stream_id, CASE e.event_type WHEN 'Deposited' THEN (e.data->>'amount')::numeric
                                            ELSE -(e.data->>'amount')::numeric END)
     ON CONFLICT (account) DO UPDATE SET balance = b.balance + excluded.balance;
 END $$;
-SELECT ep.create_projection('balances', 'public.apply_balance(ep.events)',
+SELECT ep.create_projection('balances', 'apply_balance(ep.events)',
                             event_types => ARRAY['Deposited', 'Withdrawn'], category => 'account');
+RESET search_path;
+RESET ROLE;
+SELECT name, owner, search_path FROM ep.projections WHERE name = 'balances';
 SELECT ep.append('account-44', 'Deposited', '{"amount": 250}');
 SELECT ep.append('account-44', 'Withdrawn', '{"amount": 50}');
 \echo '-- read your writes: wait until the worker has applied everything committed so far'
@@ -158,7 +166,7 @@ UPDATE public.users SET name = 'Ann' WHERE id = 1;
 DELETE FROM public.posts WHERE id = 11;
 SELECT ep.wait_for_projection(NULL, '30 seconds') AS caught_up;
 SELECT author_name, body FROM public.feed ORDER BY post_id;
-\echo '-- a poison event is retried, then parked; the projection goes on'
+\echo '-- when a handler fails: a poison event is retried, then parked; the projection goes on'
 CREATE FUNCTION public.picky(e ep.events) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     IF e.data ? 'bad' THEN RAISE EXCEPTION 'cannot handle event %', e.global_position; END IF;
@@ -169,6 +177,22 @@ SELECT ep.append('audit-1', 'Checked', '{}');
 SELECT pg_sleep(2);
 SELECT ep.wait_for_projection('picky', '30 seconds') AS caught_up;
 SELECT projection, error, attempts FROM ep.parked_events;
+\echo '-- a handler that cannot work (its table is missing) parks at once, without retries;'
+\echo '-- after 10 such events in a row the projection stops as failed, and others go on'
+CREATE FUNCTION public.archive(e ep.events) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO public.archive_log VALUES (e.global_position); END $$;
+SELECT ep.create_projection('archive', 'public.archive(ep.events)', category => 'ledger');
+SELECT ep.append('ledger-' || g, 'Booked', '{}') FROM generate_series(1, 12) g;
+SELECT pg_sleep(3);
+SELECT name, status, parked, last_error FROM ep.projections WHERE name = 'archive';
+SELECT ep.wait_for_projection('archive', '30 seconds') AS waits_for_a_failed_projection;
+\echo '-- fix the cause, hand the parked events back, resume: nothing lost'
+CREATE TABLE public.archive_log (pos bigint PRIMARY KEY);
+SELECT ep.retry_parked('archive');
+SELECT ep.resume_projection('archive');
+SELECT ep.wait_for_projection('archive', '30 seconds') AS caught_up;
+SELECT pg_sleep(1);
+SELECT count(*) AS archived FROM public.archive_log;
 SELECT name, mode, status, lag_events, parked FROM ep.projections ORDER BY name;
 
 \echo
