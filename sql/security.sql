@@ -187,7 +187,8 @@ SELECT ep.drop_projection('loop');
 CREATE FUNCTION public.slow(e ep.events) RETURNS void LANGUAGE sql AS $$ SELECT pg_sleep(5) $$;
 SET event_patterns.projection_max_retries = 0;
 SELECT ep.create_projection('slow', 'public.slow(ep.events)', event_types => ARRAY['SecSlow'],
-                            handler_timeout => '200 ms');
+                            category => NULL, mode => 'async',
+                            search_path => current_setting('search_path'), handler_timeout => '200 ms');
 SELECT ep.append('sec-slow-1', 'SecSlow', '{}') > 0 AS appended;
 SELECT ep.apply_projections();
 SELECT projection, error FROM ep.parked_events WHERE projection = 'slow';

@@ -39,12 +39,11 @@ END
 $$;
 COMMENT ON FUNCTION ep._check_projection_options(text, interval) IS 'Internal: validate the search_path and handler_timeout of a new projection';
 
-DROP FUNCTION ep.create_projection(text, regprocedure, text[], text, text);
 CREATE OR REPLACE FUNCTION ep.create_projection(name text, handler regprocedure,
-                                     event_types text[] DEFAULT NULL,
-                                     category text DEFAULT NULL,
-                                     mode text DEFAULT 'async',
-                                     search_path text DEFAULT pg_catalog.current_setting('search_path'),
+                                     event_types text[],
+                                     category text,
+                                     mode text,
+                                     search_path text,
                                      handler_timeout interval DEFAULT NULL)
     RETURNS void LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
@@ -96,11 +95,23 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION ep.create_projection(text, regprocedure, text[], text, text, text, interval) IS
+    'Create a projection whose handler runs with the given search_path and time limit per call (NULL: event_patterns.handler_timeout)';
+
+-- The contract's form: the handler resolves names with the caller's
+-- search_path. No SET clause, so that current_setting() sees the caller's;
+-- every name in the body is qualified.
+CREATE OR REPLACE FUNCTION ep.create_projection(name text, handler regprocedure,
+                                     event_types text[] DEFAULT NULL,
+                                     category text DEFAULT NULL,
+                                     mode text DEFAULT 'async')
+    RETURNS void LANGUAGE sql VOLATILE
+AS $$ SELECT ep.create_projection(name, handler, event_types, category, mode,
+                                  pg_catalog.current_setting('search_path'), NULL::pg_catalog.interval) $$;
+COMMENT ON FUNCTION ep.create_projection(text, regprocedure, text[], text, text) IS
     'Create a projection: handler(event ep.events) RETURNS void is called for every matching event, in commit order, exactly once, as the creating role with the creator''s search_path; async (from the WAL, starting with the events already stored) or inline (in the appending transaction; needs TRIGGER on ep.events)';
 
-DROP FUNCTION ep.create_table_projection(text, regclass, regprocedure);
 CREATE OR REPLACE FUNCTION ep.create_table_projection(name text, source regclass, handler regprocedure,
-                                           search_path text DEFAULT pg_catalog.current_setting('search_path'),
+                                           search_path text,
                                            handler_timeout interval DEFAULT NULL)
     RETURNS void LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
@@ -133,6 +144,13 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION ep.create_table_projection(text, regclass, regprocedure, text, interval) IS
+    'Create a table projection whose handler runs with the given search_path and time limit per call (NULL: event_patterns.handler_timeout)';
+
+CREATE OR REPLACE FUNCTION ep.create_table_projection(name text, source regclass, handler regprocedure)
+    RETURNS void LANGUAGE sql VOLATILE
+AS $$ SELECT ep.create_table_projection(name, source, handler,
+                                        pg_catalog.current_setting('search_path'), NULL::pg_catalog.interval) $$;
+COMMENT ON FUNCTION ep.create_table_projection(text, regclass, regprocedure) IS
     'Change data capture of a table: handler(op text, old_row jsonb, new_row jsonb) is called with INSERT for every existing row, then for every INSERT, UPDATE, DELETE and TRUNCATE in commit order, as the creating role with the creator''s search_path; the handler''s own writes to the table are not fed back';
 
 CREATE OR REPLACE FUNCTION ep._projection_defs_check() RETURNS trigger

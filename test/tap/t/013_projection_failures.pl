@@ -129,7 +129,8 @@ is($node->safe_psql('postgres', "SELECT count(*) || ' ' || (SELECT parked FROM e
 $node->safe_psql('postgres', q{
 SET ROLE app;
 CREATE FUNCTION sleepy(e ep.events) RETURNS void LANGUAGE sql AS $$ SELECT pg_sleep(20) $$;
-SELECT ep.create_projection('sleepy', 'sleepy(ep.events)', ARRAY['Sleep'], handler_timeout => '60 s');
+SELECT ep.create_projection('sleepy', 'sleepy(ep.events)', ARRAY['Sleep'], NULL, 'async',
+                            current_setting('search_path'), '60 s');
 });
 $node->safe_psql('postgres', "SELECT ep.append('sleep-1', 'Sleep', '{}')");
 ok($node->poll_query_until('postgres',
