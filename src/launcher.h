@@ -101,6 +101,9 @@ extern bool ep_worker_am_worker;
 extern bool ep_scheduler_round(TimestampTz *next_due, bool forced);
 extern PGDLLEXPORT void ep_job_runner_main(Datum main_arg);
 
+/* projection.c */
+extern PGDLLEXPORT void ep_projection_runner_main(Datum main_arg);
+
 /*
  * Background workers start their own transactions: set the statement start
  * time first, or now() would stay at the time the process started.
@@ -115,5 +118,6 @@ ep_bgw_start_xact(void)
 #define EP_APPNAME_LAUNCHER	"event_patterns launcher"
 #define EP_APPNAME_WORKER	"event_patterns worker"
 #define EP_APPNAME_RUNNER	"event_patterns job"
+#define EP_APPNAME_PROJ_RUNNER	"event_patterns projection runner"
 
 #endif							/* EP_LAUNCHER_H */

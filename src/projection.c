@@ -84,6 +84,12 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "storage/ipc.h"
+#include "tcop/tcopprot.h"
 #include "replication/origin.h"
 #include "replication/slot.h"
 #include "storage/condition_variable.h"
@@ -129,6 +135,10 @@ int			ep_guc_projection_retry_backoff_ms = 100;
 int			ep_guc_projection_batch_size = 10000;
 int			ep_guc_projection_batch_memory_kb = 65536;
 int			ep_guc_projection_max_failures = 10;
+int			ep_guc_projection_slow_call_ms = 500;
+
+/* this process is a projection runner (applies one slow projection) */
+static bool in_runner = false;
 
 #define EP_TOO_MANY_FAILURES(p) \
 	(ep_guc_projection_max_failures > 0 && (p)->failures >= ep_guc_projection_max_failures)
@@ -192,6 +202,8 @@ typedef struct EpProj
 	int64		stop_position;	/* events: the last one accounted for */
 	XLogRecPtr	stop_lsn;		/* table changes: the last transaction accounted for */
 	bool		skip;			/* waiting for a retry: not this round */
+	bool		patience;		/* calls limited by projection_slow_call */
+	bool		slow;			/* a call ran out of patience: give it a runner */
 } EpProj;
 
 typedef struct EpItem
@@ -376,6 +388,15 @@ ep_projection_init(void)
 							10, 0, INT_MAX,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 
+	DefineCustomIntVariable("event_patterns.projection_slow_call",
+							"Time a batch of handler calls may take in the worker before its projection gets a process of its own.",
+							"The projection is then applied by a projection runner (one of event_patterns.max_job_workers) "
+							"with its full handler_timeout, so it never holds the other projections back; 0 keeps every "
+							"projection in the worker.",
+							&ep_guc_projection_slow_call_ms,
+							500, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+
 	RegisterXactCallback(ep_projection_xact_callback, NULL);
 	prev_utility_hook = ProcessUtility_hook;
 	ProcessUtility_hook = ep_projection_utility;
@@ -428,14 +449,28 @@ ep_getbin(HeapTuple tup, TupleDesc desc, int col, bool *isnull)
  * ---------------------------------------------------------------------
  */
 
-/* How a projection's handler is called (owner.c) */
+/*
+ * How a projection's handler is called (owner.c). In the worker, calls of
+ * event projections run out of patience after projection_slow_call: the
+ * projection is then handed to a runner process of its own (see
+ * ep_projection_runner_main), so that it never holds the others back.
+ */
+static bool
+ep_patience_binds(EpProj *p)
+{
+	int			own = p->timeout_ms >= 0 ? p->timeout_ms : ep_guc_handler_timeout_ms;
+
+	return p->patience && ep_guc_projection_slow_call_ms > 0 &&
+		(own == 0 || own > ep_guc_projection_slow_call_ms);
+}
+
 static void
 ep_projection_call(EpOwnerCall *call, EpProj *p)
 {
 	memset(call, 0, sizeof(*call));
 	call->owner = p->owner;
 	call->search_path = p->search_path;
-	call->timeout_ms = p->timeout_ms;
+	call->timeout_ms = ep_patience_binds(p) ? ep_guc_projection_slow_call_ms : p->timeout_ms;
 	call->what = "projection handler of";
 	call->name = p->name;
 	ep_owner_enter(call);
@@ -481,6 +516,12 @@ ep_try_items(EpProj *p, EpItem *items, int n, char **err, int *code)
 			QueryCancelPending = false;
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
+		if (timed_out && ep_patience_binds(p))
+		{
+			/* out of the worker's patience, not of its own time limit */
+			p->slow = true;
+			p->retry_later = true;
+		}
 		if (timed_out)
 			*err = psprintf("the handler exceeded its time limit of %d ms (event_patterns.handler_timeout)",
 							p->timeout_ms >= 0 ? p->timeout_ms : ep_guc_handler_timeout_ms);
@@ -519,9 +560,12 @@ typedef struct EpBackoff
 	int32		id;				/* hash key: projection_id */
 	int			attempts;
 	TimestampTz retry_at;
+	TimestampTz delegated_at;	/* a runner was started for it */
+	TimestampTz no_runner_until;	/* no runner could be had: full limit here */
 } EpBackoff;
 
 static HTAB *backoffs = NULL;
+static void ep_delegate_projection(EpProj *p);
 static bool round_in_worker = false;	/* this round commits per projection */
 
 static EpBackoff *
@@ -547,6 +591,8 @@ ep_backoff(int32 id, bool create)
 	{
 		b->attempts = 0;
 		b->retry_at = 0;
+		b->delegated_at = 0;
+		b->no_runner_until = 0;
 	}
 	return b;
 }
@@ -554,8 +600,13 @@ ep_backoff(int32 id, bool create)
 static void
 ep_backoff_clear(int32 id)
 {
-	if (backoffs != NULL)
-		hash_search(backoffs, &id, HASH_REMOVE, NULL);
+	EpBackoff  *b = ep_backoff(id, false);
+
+	if (b != NULL)
+	{
+		b->attempts = 0;
+		b->retry_at = 0;
+	}
 }
 
 static long
@@ -589,6 +640,8 @@ ep_apply_one(EpProj *p, EpItem *item, bool defer, char **err_out, int *attempts_
 				*attempts_out = attempt;
 			return true;
 		}
+		if (p->slow)
+			return false;		/* not a failure: the projection moves to a runner */
 		if (ep_error_is_permanent(code))
 			break;
 		if (round_in_worker && defer)
@@ -684,6 +737,8 @@ ep_apply_items(EpProj *p, EpItem *items, int n)
 			i += m;
 			continue;
 		}
+		if (p->slow)
+			return;
 		for (j = 0; j < m; j++)
 		{
 			EpItem	   *it = &items[i + j];
@@ -1359,21 +1414,48 @@ ep_apply_projection(EpProj *p, EpDecodeRound *round, int64 horizon, int64 *left,
 }
 
 /*
+ * One process at a time applies a projection: the worker's rounds and
+ * ep.apply_projections() take this lock for the projection's transaction
+ * (and skip the projection when it is taken), a projection runner holds it
+ * for its whole life.
+ */
+#define EP_PROJECTION_LOCK_FIELD4	0x4551
+
+static void
+ep_projection_locktag(LOCKTAG *tag, int32 id)
+{
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, 0x45504150, (uint32) id, EP_PROJECTION_LOCK_FIELD4);
+}
+
+/*
  * Run one projection's share in a transaction of its own (worker) or a
- * subtransaction (ep.apply_projections). Returns whether it committed.
+ * subtransaction (ep.apply_projections). Returns whether it committed;
+ * *busy when another process is applying the projection (nothing done).
  */
 static bool
 ep_run_projection(EpProj *p, EpDecodeRound *round, int64 horizon, int64 *left, bool *more,
-				  MemoryContext keep_cxt)
+				  MemoryContext keep_cxt, bool *busy)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
 	volatile bool ok = false;
 	EpSavedUser saved;
+	LOCKTAG		tag;
 
+	*busy = false;
+	if (round_in_worker)
+		ep_bgw_start_xact();
+	ep_projection_locktag(&tag, p->id);
+	if (LockAcquire(&tag, ExclusiveLock, false, true) == LOCKACQUIRE_NOT_AVAIL)
+	{
+		/* a projection runner has it */
+		if (round_in_worker)
+			CommitTransactionCommand();
+		*busy = true;
+		return false;
+	}
 	if (round_in_worker)
 	{
-		ep_bgw_start_xact();
 		PushActiveSnapshot(GetTransactionSnapshot());
 		ep_become_owner(&saved);
 		if (SPI_connect() != SPI_OK_CONNECT)
@@ -1561,6 +1643,9 @@ ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *
 				round.watch[round.nwatch++] = p->source;
 				table_watch = true;
 			}
+			/* in the worker, event projections run with patience (see ep_projection_call) */
+			p->patience = round_in_worker && !in_runner && !p->is_table &&
+				(b == NULL || b->no_runner_until <= now);
 			/* a failure waiting for its retry: leave the projection alone */
 			if (b != NULL && b->retry_at > now)
 			{
@@ -1598,13 +1683,19 @@ ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *
 			EpProj	   *p = &projs[i];
 			bool		m = false;
 
+			bool		busy;
+
 			if (p->skip)
 				continue;
-			if (ep_run_projection(p, &round, horizon, &left, &m, round_cxt))
+			if (ep_run_projection(p, &round, horizon, &left, &m, round_cxt, &busy))
 			{
 				applied += p->applied;
 				state_dirty = true;
 			}
+			else if (busy)
+				continue;
+			else if (p->slow)
+				ep_delegate_projection(p);
 			else
 			{
 				/* undone: a table projection needs its changes again */
@@ -1750,6 +1841,244 @@ ep_round_locktag(LOCKTAG *tag)
 						 (uint32) EP_PROJECTION_LOCK_KEY, 1);
 }
 
+/* ---------------------------------------------------------------------
+ * Projection runners: a projection whose handler calls run out of the
+ * worker's patience (event_patterns.projection_slow_call) is applied by a
+ * process of its own, with its full time limit, so that it never holds the
+ * other projections (nor the worker's jobs) back. The runner reads the
+ * events from ep.events (the catch-up path: exactly the events between the
+ * stored prefix and the horizon), holds the projection's lock for its life
+ * (the worker skips the projection meanwhile), and leaves after ten idle
+ * seconds; the worker then applies the projection again, with patience.
+ * Runners use the job runners' slots (event_patterns.max_job_workers);
+ * without a free slot the worker applies the projection itself with its
+ * full limit for a while.
+ * ---------------------------------------------------------------------
+ */
+typedef struct EpProjRunner
+{
+	int32		id;
+	int			slot;
+	uint64		generation;
+	BackgroundWorkerHandle *handle;
+} EpProjRunner;
+
+static List *proj_runners = NIL;	/* runners this worker started */
+
+static void
+ep_reap_projection_runners(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, proj_runners)
+	{
+		EpProjRunner *r = (EpProjRunner *) lfirst(lc);
+		pid_t		pid;
+		BgwHandleStatus status = GetBackgroundWorkerPid(r->handle, &pid);
+
+		if (status == BGWH_POSTMASTER_DIED)
+			proc_exit(1);
+		if (status != BGWH_STOPPED)
+			continue;
+		ep_bgw_release_unstarted(r->slot, r->generation);
+		pfree(r->handle);
+		proj_runners = foreach_delete_current(proj_runners, lc);
+		pfree(r);
+	}
+}
+
+static void
+ep_delegate_projection(EpProj *p)
+{
+	EpBackoff  *b = ep_backoff(p->id, true);
+	TimestampTz now = GetCurrentTimestamp();
+	BackgroundWorker bgw;
+	BackgroundWorkerHandle *handle;
+	EpBgwExtra	extra;
+	EpProjRunner *r;
+	MemoryContext oldcxt;
+	ListCell   *lc;
+	uint64		generation;
+	int			slot;
+
+	ep_reap_projection_runners();
+	foreach(lc, proj_runners)
+		if (((EpProjRunner *) lfirst(lc))->id == p->id)
+			return;				/* one is starting or running */
+
+	slot = ep_bgw_alloc_slot(EP_SLOT_RUNNER, MyDatabaseId, -(int64) p->id, &generation);
+	if (slot >= 0)
+	{
+		memset(&extra, 0, sizeof(extra));
+		extra.dbid = MyDatabaseId;
+		extra.slot = slot;
+		extra.generation = generation;
+		extra.job_id = -(int64) p->id;
+		ep_bgw_fill_worker(&bgw, "ep_projection_runner_main", EP_APPNAME_PROJ_RUNNER, &extra);
+		snprintf(bgw.bgw_name, BGW_MAXLEN, "%s %d in database %u",
+				 EP_APPNAME_PROJ_RUNNER, p->id, MyDatabaseId);
+		oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+		if (RegisterDynamicBackgroundWorker(&bgw, &handle))
+		{
+			r = palloc(sizeof(EpProjRunner));
+			r->id = p->id;
+			r->slot = slot;
+			r->generation = generation;
+			r->handle = handle;
+			proj_runners = lappend(proj_runners, r);
+			MemoryContextSwitchTo(oldcxt);
+			b->delegated_at = now;
+			ereport(LOG,
+					(errmsg("event_patterns: projection \"%s\" is slow; a runner of its own applies it",
+							p->name),
+					 errdetail("Its handler calls took longer than event_patterns.projection_slow_call (%d ms).",
+							   ep_guc_projection_slow_call_ms)));
+			return;
+		}
+		MemoryContextSwitchTo(oldcxt);
+		ep_bgw_release_unstarted(slot, generation);
+	}
+	/* no runner to be had: the worker applies it with its full limit for now */
+	b->no_runner_until = TimestampTzPlusMilliseconds(now, 10000);
+	ereport(LOG,
+			(errmsg("event_patterns: no runner free for slow projection \"%s\"; the worker applies it",
+					p->name),
+			 errhint("Raise event_patterns.max_job_workers (and max_worker_processes).")));
+}
+
+/* One round of a runner: true while the projection still exists and runs. */
+static bool
+ep_runner_round(int32 id, int64 *applied, bool *more)
+{
+	const EpCatalog *cat;
+	EpSavedUser saved;
+	EpProj	   *projs;
+	EpProj	   *p = NULL;
+	int			nproj;
+	int			i;
+	int64		horizon;
+	int64		left = ep_guc_projection_batch_size;
+	EpDecodeRound round;
+	MemoryContext cxt = AllocSetContextCreate(TopMemoryContext, "ep projection runner round",
+											  ALLOCSET_DEFAULT_SIZES);
+	bool		busy = false;
+	bool		ok;
+
+	*applied = 0;
+	*more = false;
+	ep_bgw_start_xact();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (!ep_projections_installed())
+	{
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		MemoryContextDelete(cxt);
+		return false;
+	}
+	cat = ep_catalog();
+	ep_become_owner(&saved);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	nproj = ep_load_projections(&projs, cxt);
+	for (i = 0; i < nproj; i++)
+		if (projs[i].id == id && !projs[i].is_table)
+			p = &projs[i];
+	horizon = ep_position_horizon(cat->position_seq);
+	if (p != NULL)
+		ep_prepare_projection(p, cxt);
+	SPI_finish();
+	ep_restore_user(&saved);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	if (p == NULL)
+	{
+		MemoryContextDelete(cxt);
+		return false;
+	}
+
+	memset(&round, 0, sizeof(round));
+	round.horizon = horizon;
+	ok = ep_run_projection(p, &round, horizon, &left, more, cxt, &busy);
+	*applied = ok ? p->applied : 0;
+	if (!ok && p->retry_later)
+	{
+		EpBackoff  *b = ep_backoff(p->id, false);
+		long		wait = b ? TimestampDifferenceMilliseconds(GetCurrentTimestamp(), b->retry_at) : 0;
+
+		/* a runner may wait: it holds nobody back */
+		if (wait > 0)
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 wait, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		*more = true;
+	}
+	ok = p->usable && !p->stopped;
+	MemoryContextDelete(cxt);
+	return ok;
+}
+
+void
+ep_projection_runner_main(Datum main_arg)
+{
+	EpBgwExtra	extra;
+	EpWorkerSlot *slot;
+	bool		paused;
+	LOCKTAG		tag;
+	int32		id;
+	TimestampTz idle_since;
+
+	memcpy(&extra, MyBgworkerEntry->bgw_extra, sizeof(extra));
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	slot = ep_bgw_attach(EP_SLOT_RUNNER, &paused);
+	if (paused)
+		proc_exit(0);
+	BackgroundWorkerInitializeConnectionByOid(extra.dbid, InvalidOid, 0);
+	pgstat_report_appname(EP_APPNAME_PROJ_RUNNER);
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION);
+	id = (int32) -extra.job_id;
+	in_runner = true;
+	round_in_worker = true;
+
+	/* the worker's transaction on this projection ends first */
+	ep_projection_locktag(&tag, id);
+	(void) LockAcquire(&tag, ExclusiveLock, true, false);
+
+	idle_since = GetCurrentTimestamp();
+	for (;;)
+	{
+		int64		applied;
+		bool		more;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		if (ep_bgw_stop_requested(slot))
+			break;
+		pgstat_report_activity(STATE_RUNNING, "applying a slow projection");
+		if (!ep_runner_round(id, &applied, &more))
+			break;
+		pgstat_report_activity(STATE_IDLE, NULL);
+		if (applied > 0 || more)
+			idle_since = GetCurrentTimestamp();
+		else if (TimestampDifferenceExceeds(idle_since, GetCurrentTimestamp(), 10000))
+			break;
+		if (!more)
+		{
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 200, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+		}
+	}
+	LockRelease(&tag, ExclusiveLock, true);
+	proc_exit(0);
+}
+
 /*
  * The worker step: one round, each projection in a transaction of its
  * own. Errors outside handlers are caught and logged; the next round
@@ -1766,6 +2095,8 @@ ep_projection_step(void)
 
 	if (RecoveryInProgress() || proj_shared == NULL)
 		return false;
+	if (proj_runners != NIL)
+		ep_reap_projection_runners();
 	/* after failures, wait (1 s, 2 s, 4 s ... 5 min) instead of logging each round */
 	if (step_failures > 0 && GetCurrentTimestamp() < step_retry_at)
 		return false;

@@ -80,7 +80,14 @@ is($node->safe_psql('postgres', "SELECT status FROM ep.projections WHERE name = 
 	'running', 'the table projection reloaded its source and runs again');
 
 # slot invalidated: more WAL than max_slot_wal_keep_size while no round runs
+# (the worker is switched off meanwhile, else one of its rounds may keep the
+# slot up to date)
 append_some(301, 400);
+$node->safe_psql('postgres', "ALTER SYSTEM SET event_patterns.enabled = off");
+$node->safe_psql('postgres', "SELECT pg_reload_conf()");
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'event_patterns worker'")
+  or die "the worker did not stop";
 for my $i (1 .. 4)
 {
 	$node->safe_psql('postgres', "INSERT INTO src SELECT g, repeat('x', 1000) FROM generate_series(100000, 103000) g; DELETE FROM src WHERE id >= 100000; SELECT pg_switch_wal(); CHECKPOINT;");
@@ -89,6 +96,8 @@ my $status = $node->safe_psql('postgres', "SELECT wal_status FROM pg_replication
 ok($status eq 'lost' || $status eq 'unreserved', "the slot lost its WAL ($status)");
 is($node->safe_psql('postgres', "SELECT wal_status FROM ep.projections WHERE name = 'all'"),
 	$status, 'ep.projections shows the slot\'s wal_status');
+$node->safe_psql('postgres', "ALTER SYSTEM RESET event_patterns.enabled");
+$node->safe_psql('postgres', "SELECT pg_reload_conf()");
 append_some(401, 500);
 check_exact('after the slot was invalidated');
 is($node->safe_psql('postgres', "SELECT wal_status FROM pg_replication_slots WHERE slot_name = '$slot'"),

@@ -148,5 +148,29 @@ for my $call ("SELECT ep.pause_projection('healthy')", "SELECT ep.resume_project
 is($node->safe_psql('postgres', "SELECT ep.wait_for_projection('healthy', '60 s')"), 't', 'rebuilt projection catches up');
 is($node->safe_psql('postgres', "SELECT count(*) FROM ep.projections WHERE name IN ('sleepy', 'late')"), '0', 'dropped');
 
+# 5. a slow handler gets a runner of its own: the others keep their lag
+$node->safe_psql('postgres', q{
+SET ROLE app;
+CREATE TABLE slow_seen (pos bigint PRIMARY KEY);
+CREATE FUNCTION slowpoke(e ep.events) RETURNS void LANGUAGE plpgsql AS
+  $$ BEGIN PERFORM pg_sleep(1.5); INSERT INTO slow_seen VALUES (e.global_position); END $$;
+SELECT ep.create_projection('slowpoke', 'slowpoke(ep.events)', ARRAY['Slow']);
+});
+$node->safe_psql('postgres', q{SELECT ep.append('slow-' || g, 'Slow', '{}') FROM generate_series(1, 4) g});
+ok($node->poll_query_until('postgres',
+	"SELECT count(*) > 0 FROM pg_stat_activity WHERE backend_type = 'event_patterns projection runner'"),
+   'the slow projection is applied by a runner of its own');
+for my $i (1 .. 3)
+{
+	$node->safe_psql('postgres', "SELECT ep.append('tick-r$i', 'Tick', '{}')");
+	($ok, $secs) = $psql_timed->("SELECT ep.wait_for_projection('healthy', '10 s')");
+	is($ok, 't', "healthy projection applies tick $i next to the slow one");
+	cmp_ok($secs, '<', 1.5, 'within about a second');
+}
+is($node->safe_psql('postgres', "SELECT ep.wait_for_projection('slowpoke', '60 s')"), 't', 'the slow projection catches up');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM slow_seen'), '4', 'each slow event applied once');
+like(slurp_file($node->logfile, $log_offset), qr/projection "slowpoke" is slow; a runner of its own applies it/,
+     'the server log says why');
+
 $node->stop;
 done_testing();
