@@ -2106,7 +2106,18 @@ ep_projection_step(void)
 	{
 		StartTransactionCommand();
 		PushActiveSnapshot(GetTransactionSnapshot());
-		if (ep_projections_installed())
+		if (ep_projections_installed() && ep_catalog()->version < EP_VERSION_0_2)
+		{
+			/* new library, old objects: wait for ALTER EXTENSION ... UPDATE */
+			static bool logged = false;
+
+			if (!logged)
+				ereport(LOG,
+						(errmsg("event_patterns: projections of database %u wait for ALTER EXTENSION event_patterns UPDATE",
+								MyDatabaseId)));
+			logged = true;
+		}
+		else if (ep_projections_installed())
 		{
 			/*
 			 * Rounds of a database are serialized by an advisory lock; it is
