@@ -39,6 +39,7 @@ typedef enum EpNotifyMode
 	EP_NOTIFY_OFF
 } EpNotifyMode;
 extern int	ep_guc_max_job_workers;
+extern int	ep_guc_max_job_workers_per_role;
 extern void ep_guc_define(void);
 
 /* shmem.c */

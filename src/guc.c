@@ -29,6 +29,7 @@ static const struct config_enum_entry ep_notify_options[] = {
 	{NULL, 0, false}
 };
 int			ep_guc_max_job_workers = 4;
+int			ep_guc_max_job_workers_per_role = 2;
 
 void
 ep_guc_define(void)
@@ -62,6 +63,16 @@ ep_guc_define(void)
 								PGC_POSTMASTER,
 								0,
 								NULL, NULL, NULL);
+
+	DefineCustomIntVariable("event_patterns.max_job_workers_per_role",
+							"Maximum number of job runs of one role at once, across all databases.",
+							"Due jobs of a role that has this many running wait, so that one role's slow "
+							"jobs cannot take every job worker.",
+							&ep_guc_max_job_workers_per_role,
+							2, 1, 256,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("event_patterns.naptime",
 							"Longest time a worker sleeps when nothing wakes it.",

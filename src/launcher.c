@@ -380,16 +380,36 @@ ep_bgw_free_runner_slots(void)
 	return Max(ep_guc_max_job_workers - used, 0);
 }
 
+/* How many job runners of a role run (or start) now, across all databases. */
+int
+ep_bgw_runners_of(Oid owner)
+{
+	int			n = 0;
+	int			i;
+
+	SpinLockAcquire(&bgw_shared->mutex);
+	for (i = 0; i < bgw_shared->nslots; i++)
+		if (bgw_shared->slots[i].kind == EP_SLOT_RUNNER &&
+			bgw_shared->slots[i].state != EP_SLOT_FREE &&
+			bgw_shared->slots[i].owner == owner)
+			n++;
+	SpinLockRelease(&bgw_shared->mutex);
+	return n;
+}
+
 /*
  * Reserve a slot for a process about to be registered. Returns -1 when the
- * limit for that kind of process is reached.
+ * limit for that kind of process is reached, or for a job runner when its
+ * owner already runs event_patterns.max_job_workers_per_role jobs.
  */
 int
-ep_bgw_alloc_slot(EpSlotKind kind, Oid dbid, int64 job_id, uint64 *generation)
+ep_bgw_alloc_slot(EpSlotKind kind, Oid dbid, int64 job_id, Oid owner,
+				  uint64 *generation)
 {
 	int			limit = (kind == EP_SLOT_WORKER) ? ep_guc_max_workers : ep_guc_max_job_workers;
 	TimestampTz now = GetCurrentTimestamp();
 	int			used = 0;
+	int			owned = 0;
 	int			free_slot = -1;
 	int			i;
 
@@ -404,9 +424,15 @@ ep_bgw_alloc_slot(EpSlotKind kind, Oid dbid, int64 job_id, uint64 *generation)
 				free_slot = i;
 		}
 		else if (slot->kind == kind)
+		{
 			used++;
+			if (OidIsValid(owner) && slot->owner == owner)
+				owned++;
+		}
 	}
-	if (used < limit && free_slot >= 0)
+	if (OidIsValid(owner) && owned >= ep_guc_max_job_workers_per_role)
+		free_slot = -1;
+	else if (used < limit && free_slot >= 0)
 	{
 		EpWorkerSlot *slot = &bgw_shared->slots[free_slot];
 
@@ -422,6 +448,7 @@ ep_bgw_alloc_slot(EpSlotKind kind, Oid dbid, int64 job_id, uint64 *generation)
 		slot->stop_requested = false;
 		slot->jobs_dirty = true;
 		slot->job_id = job_id;
+		slot->owner = owner;
 		*generation = slot->generation;
 	}
 	else
@@ -1034,7 +1061,7 @@ launcher_start_worker(LauncherDb *entry, TimestampTz now)
 	int			slot;
 	bool		ok;
 
-	slot = ep_bgw_alloc_slot(EP_SLOT_WORKER, entry->dbid, 0, &generation);
+	slot = ep_bgw_alloc_slot(EP_SLOT_WORKER, entry->dbid, 0, InvalidOid, &generation);
 	if (slot < 0)
 	{
 		/*

@@ -60,6 +60,7 @@ typedef struct EpWorkerSlot
 	bool		stop_requested;
 	bool		jobs_dirty;		/* job registry changed since the last look */
 	int64		job_id;			/* runners: the job being run */
+	Oid			owner;			/* job runners: the role the job runs as */
 } EpWorkerSlot;
 
 /* What the launcher passes to the processes it starts (bgw_extra). */
@@ -70,6 +71,8 @@ typedef struct EpBgwExtra
 	uint64		generation;
 	int64		job_id;			/* runners only */
 	int64		run_id;			/* runners only */
+	Oid			owner;			/* job runners: the role to connect as */
+	bool		owner_login;	/* job runners: the owner has LOGIN */
 } EpBgwExtra;
 
 /* launcher.c: the registry */
@@ -83,7 +86,8 @@ extern void ep_bgw_wake_db(Oid dbid, bool jobs);
 extern int	ep_bgw_snapshot_workers(Oid dbid, EpWorkerSlot *out, int max);
 extern int	ep_bgw_free_runner_slots(void);
 extern int	ep_bgw_alloc_slot(EpSlotKind kind, Oid dbid, int64 job_id,
-							  uint64 *generation);
+							  Oid owner, uint64 *generation);
+extern int	ep_bgw_runners_of(Oid owner);
 extern void ep_bgw_release_unstarted(int slot, uint64 generation);
 extern void ep_bgw_fill_worker(BackgroundWorker *bgw, const char *function,
 							   const char *type, const EpBgwExtra *extra);

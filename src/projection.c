@@ -1906,7 +1906,8 @@ ep_delegate_projection(EpProj *p)
 		if (((EpProjRunner *) lfirst(lc))->id == p->id)
 			return;				/* one is starting or running */
 
-	slot = ep_bgw_alloc_slot(EP_SLOT_RUNNER, MyDatabaseId, -(int64) p->id, &generation);
+	slot = ep_bgw_alloc_slot(EP_SLOT_RUNNER, MyDatabaseId, -(int64) p->id, InvalidOid,
+							 &generation);
 	if (slot >= 0)
 	{
 		memset(&extra, 0, sizeof(extra));

@@ -7,10 +7,16 @@
  * Jobs live in ep.job_registry (src/sql/30_jobs.sql). Each scheduler round
  * (a single transaction in the worker) picks the due jobs, marks each
  * 'running', records a 'running' row in ep.job_run_log and, after commit,
- * starts a job runner for each. The runner connects to the database, runs
- * the job's command in its own transaction as the job's owner
- * (SetUserIdAndSecContext, search_path = pg_catalog, pg_temp), catches any
- * error, and records the outcome: ep.job_run_log gets status and message,
+ * starts a job runner for each. The runner connects to the database *as the
+ * job's owner* (a role without LOGIN: the runner connects as the bootstrap
+ * superuser and makes the owner its session user before it reads anything),
+ * runs the job's command in its own transaction through the owner primitive
+ * (owner.c: security-restricted, the search_path recorded when the job was
+ * scheduled, the job's time limit) and commits as the owner: nothing of the
+ * job, deferred triggers included, ever runs with more than its owner's
+ * rights. The extension's own bookkeeping runs as the extension owner with
+ * every name qualified. It catches any error and records the outcome:
+ * ep.job_run_log gets status and message,
  * ep.job_registry gets last_status/last_error/failures and the next run
  * time from ep._job_next_run() (exponential backoff after failures; a job
  * that is late, say after the clock jumped forward, runs once and is then
@@ -24,8 +30,12 @@
  * per run costs a few milliseconds, which is nothing next to schedules of
  * a second or more, and it makes the rules simple: the scheduler never
  * runs user code, and a job that hangs or crashes affects only itself.
- * At most event_patterns.max_job_workers runners run at once (cluster-wide);
- * due jobs wait for a free one.
+ * At most event_patterns.max_job_workers runners run at once (cluster-wide),
+ * and at most event_patterns.max_job_workers_per_role of one role, so one
+ * role's slow jobs cannot take every runner; due jobs wait for a free one.
+ * Every run has a time limit: the job's own (ep.schedule_job's time_limit),
+ * else event_patterns.handler_timeout for custom jobs and at least an hour
+ * for the extension's own kinds (refreshes of large views, scavenging).
  *
  * One run of a job at a time: a job marked 'running' is never picked; the
  * runner also holds a session-level advisory lock on the job (lock class
@@ -59,15 +69,18 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/syscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "event_patterns.h"
 #include "launcher.h"
+#include "owner.h"
 
 #define EP_JOB_LOCK_FIELD4		0x4550	/* "EP" */
 #define EP_PRUNE_INTERVAL_MS	60000
+#define EP_INTERNAL_JOB_MIN_LIMIT_MS	(3600 * 1000)
 
 typedef struct EpRunner
 {
@@ -212,7 +225,7 @@ recover_interrupted_runs(void)
 
 /* Start a runner for a run; false when none could be started. */
 static bool
-start_runner(int64 job_id, int64 run_id)
+start_runner(int64 job_id, int64 run_id, Oid owner, bool owner_login)
 {
 	BackgroundWorker bgw;
 	BackgroundWorkerHandle *handle;
@@ -222,7 +235,7 @@ start_runner(int64 job_id, int64 run_id)
 	uint64		generation;
 	int			slot;
 
-	slot = ep_bgw_alloc_slot(EP_SLOT_RUNNER, MyDatabaseId, job_id, &generation);
+	slot = ep_bgw_alloc_slot(EP_SLOT_RUNNER, MyDatabaseId, job_id, owner, &generation);
 	if (slot < 0)
 		return false;
 	memset(&extra, 0, sizeof(extra));
@@ -231,6 +244,8 @@ start_runner(int64 job_id, int64 run_id)
 	extra.generation = generation;
 	extra.job_id = job_id;
 	extra.run_id = run_id;
+	extra.owner = owner;
+	extra.owner_login = owner_login;
 	ep_bgw_fill_worker(&bgw, "ep_job_runner_main", EP_APPNAME_RUNNER, &extra);
 
 	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
@@ -263,6 +278,8 @@ ep_scheduler_round(TimestampTz *next_due, bool forced)
 	TimestampTz now = GetCurrentTimestamp();
 	int64	   *jobs;
 	int64	   *runs;
+	Oid		   *owners;
+	bool	   *logins;
 	int			ndue = 0;
 	int			capacity;
 	bool		reaped;
@@ -278,6 +295,8 @@ ep_scheduler_round(TimestampTz *next_due, bool forced)
 	capacity = ep_bgw_free_runner_slots();
 	jobs = palloc(sizeof(int64) * Max(capacity, 1));
 	runs = palloc(sizeof(int64) * Max(capacity, 1));
+	owners = palloc(sizeof(Oid) * Max(capacity, 1));
+	logins = palloc(sizeof(bool) * Max(capacity, 1));
 
 	ep_bgw_start_xact();
 	SPI_connect();
@@ -301,30 +320,78 @@ ep_scheduler_round(TimestampTz *next_due, bool forced)
 
 	if (capacity > 0)
 	{
-		Oid			types[1] = {INT4OID};
-		Datum		values[1] = {Int32GetDatum(capacity)};
+		Oid			roles[64];
+		int			counts[64];
+		int			nroles = 0;
+		uint64		nrows;
+		uint64		row;
 
-		if (SPI_execute_with_args("SELECT job_id FROM ep.job_registry"
-								  " WHERE next_run_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
-								  "   AND last_status IS DISTINCT FROM 'running'"
-								  " ORDER BY next_run_at, job_id LIMIT $1"
-								  " FOR UPDATE SKIP LOCKED",
-								  1, types, values, NULL, false, 0) != SPI_OK_SELECT)
+		/*
+		 * Due jobs in order; a job whose owner already runs its share of
+		 * runners waits (it stays due), and so does everything after it of
+		 * that owner. The rows skipped stay unlocked for other workers.
+		 */
+		if (SPI_execute("SELECT j.job_id, j.owner::pg_catalog.oid,"
+						"       r.oid IS NOT NULL, COALESCE(r.rolcanlogin, false)"
+						"  FROM ep.job_registry j"
+						"  LEFT JOIN pg_catalog.pg_roles r"
+						"    ON r.oid OPERATOR(pg_catalog.=) j.owner::pg_catalog.oid"
+						" WHERE j.next_run_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
+						"   AND j.last_status IS DISTINCT FROM 'running'"
+						" ORDER BY j.next_run_at, j.job_id LIMIT 1000",
+						true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not read the due jobs");
-		ndue = Min((int) SPI_processed, capacity);
-		for (i = 0; i < ndue; i++)
-			jobs[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
-												  SPI_tuptable->tupdesc, 1, &isnull));
+		nrows = SPI_processed;
+		for (row = 0; row < nrows && ndue < capacity; row++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[row];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			int64		job_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+			Oid			owner = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
+			bool		exists = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
+			bool		login = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
+			int			k;
+
+			if (exists)
+			{
+				for (k = 0; k < nroles; k++)
+					if (roles[k] == owner)
+						break;
+				if (k == nroles)
+				{
+					if (nroles == lengthof(roles))
+						continue;	/* enough owners for one round */
+					roles[nroles] = owner;
+					counts[nroles++] = ep_bgw_runners_of(owner);
+				}
+				if (counts[k] >= ep_guc_max_job_workers_per_role)
+					continue;
+				counts[k]++;
+			}
+			jobs[ndue] = job_id;
+			owners[ndue] = exists ? owner : InvalidOid;
+			logins[ndue] = login;
+			ndue++;
+		}
+		SPI_freetuptable(SPI_tuptable);
+
 		for (i = 0; i < ndue; i++)
 		{
 			Oid			t[1] = {INT8OID};
 			Datum		v[1] = {Int64GetDatum(jobs[i])};
 
+			/* another worker of this database may have taken it meanwhile */
 			if (SPI_execute_with_args("UPDATE ep.job_registry"
 									  "   SET last_status = 'running', last_run_at = pg_catalog.now()"
-									  " WHERE job_id OPERATOR(pg_catalog.=) $1",
+									  " WHERE job_id OPERATOR(pg_catalog.=) $1"
+									  "   AND last_status IS DISTINCT FROM 'running'",
 									  1, t, v, NULL, false, 0) != SPI_OK_UPDATE)
 				elog(ERROR, "could not mark job " INT64_FORMAT " running", jobs[i]);
+			if (SPI_processed != 1)
+			{
+				runs[i] = 0;
+				continue;
+			}
 			if (SPI_execute_with_args("INSERT INTO ep.job_run_log (job_id, started_at, status)"
 									  " VALUES ($1, pg_catalog.now(), 'running') RETURNING run_id",
 									  1, t, v, NULL, false, 0) != SPI_OK_INSERT_RETURNING ||
@@ -332,6 +399,13 @@ ep_scheduler_round(TimestampTz *next_due, bool forced)
 				elog(ERROR, "could not log the run of job " INT64_FORMAT, jobs[i]);
 			runs[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 												  SPI_tuptable->tupdesc, 1, &isnull));
+			/* a job whose owner was dropped fails at once, no process needed */
+			if (!OidIsValid(owners[i]))
+			{
+				record_result(jobs[i], runs[i], false,
+							  "the role that owns the job does not exist any more");
+				runs[i] = 0;
+			}
 		}
 	}
 
@@ -357,44 +431,54 @@ ep_scheduler_round(TimestampTz *next_due, bool forced)
 	/* start the runners now that their runs are visible */
 	for (i = 0; i < ndue; i++)
 	{
-		if (start_runner(jobs[i], runs[i]))
+		if (runs[i] == 0 || start_runner(jobs[i], runs[i], owners[i], logins[i]))
 			continue;
 		/* lost the race for the last free slot: record it, back off */
 		ep_bgw_start_xact();
 		SPI_connect();
 		PushActiveSnapshot(GetTransactionSnapshot());
 		record_result(jobs[i], runs[i], false,
-					  "no background worker was free to run the job (see event_patterns.max_job_workers and max_worker_processes)");
+					  "no background worker was free to run the job (see event_patterns.max_job_workers, event_patterns.max_job_workers_per_role and max_worker_processes)");
 		PopActiveSnapshot();
 		SPI_finish();
 		CommitTransactionCommand();
 	}
 	pfree(jobs);
 	pfree(runs);
+	pfree(owners);
+	pfree(logins);
 	return false;
 }
 
 /*
- * Run a job's command in its own transaction as its owner, catching any
- * error; *message gets the error message (allocated in cxt).
+ * Run a job's command in its own transaction through the owner primitive
+ * (the owner, security-restricted, its recorded search_path, its time
+ * limit), catching any error; *message gets the error message (allocated
+ * in cxt). The process is the owner's own session, so the commit, with
+ * whatever deferred triggers it fires, runs with the owner's rights.
  */
 static bool
-run_command(Oid owner_id, const char *command, MemoryContext cxt, char **message)
+run_command(Oid owner_id, const char *command, const char *search_path,
+			int timeout_ms, const char *target, MemoryContext cxt, char **message)
 {
-	Oid			save_userid;
-	int			save_sec_context;
 	volatile bool ok = false;
 
 	pgstat_report_activity(STATE_RUNNING, command);
 	ep_bgw_start_xact();
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	PG_TRY();
 	{
+		EpOwnerCall call;
 		int			ret;
 
-		SetUserIdAndSecContext(owner_id, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+		memset(&call, 0, sizeof(call));
+		call.owner = owner_id;
+		call.search_path = search_path ? search_path : "pg_catalog";
+		call.timeout_ms = timeout_ms;
+		call.what = "job";
+		call.name = target;
 		SPI_connect();
 		PushActiveSnapshot(GetTransactionSnapshot());
+		ep_owner_enter(&call);
 		ret = SPI_execute(command, false, 0);
 		if (ret < 0)
 			ereport(ERROR,
@@ -402,9 +486,9 @@ run_command(Oid owner_id, const char *command, MemoryContext cxt, char **message
 					 errmsg("the job command cannot run in a background job: %s",
 							SPI_result_code_string(ret)),
 					 errhint("Transaction control and COPY to or from the client are not available in jobs.")));
+		ep_owner_leave(&call);
 		PopActiveSnapshot();
 		SPI_finish();
-		SetUserIdAndSecContext(save_userid, save_sec_context);
 		CommitTransactionCommand();
 		ok = true;
 	}
@@ -416,7 +500,12 @@ run_command(Oid owner_id, const char *command, MemoryContext cxt, char **message
 		edata = CopyErrorData();
 		FlushErrorState();
 		AbortCurrentTransaction();
-		*message = edata->message ? edata->message : pstrdup("unknown error");
+		if (ep_owner_timed_out())
+			*message = psprintf("%s (the job's time limit of %d ms was reached)",
+								edata->message ? edata->message : "canceled",
+								timeout_ms < 0 ? ep_guc_handler_timeout_ms : timeout_ms);
+		else
+			*message = edata->message ? edata->message : pstrdup("unknown error");
 	}
 	PG_END_TRY();
 	pgstat_report_activity(STATE_IDLE, NULL);
@@ -435,13 +524,16 @@ ep_job_runner_main(Datum main_arg)
 	MemoryContext run_cxt;
 	char	   *owner = NULL;
 	char	   *command = NULL;
-	Oid			owner_id = InvalidOid;
+	char	   *target = NULL;
+	char	   *search_path = NULL;
+	int			timeout_ms = -1;
 	bool		ok = false;
 	char	   *message = NULL;
 	TimestampTz started;
 	bool		paused;
 	Oid			types[2] = {INT8OID, INT8OID};
 	Datum		values[2];
+	EpSavedUser saved;
 
 	memcpy(&extra, MyBgworkerEntry->bgw_extra, sizeof(extra));
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -449,9 +541,18 @@ ep_job_runner_main(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 
 	(void) ep_bgw_attach(EP_SLOT_RUNNER, &paused);
-	if (paused)
+	if (paused || !OidIsValid(extra.owner))
 		proc_exit(0);
-	BackgroundWorkerInitializeConnectionByOid(extra.dbid, InvalidOid, 0);
+
+	/*
+	 * Connect as the job's owner. A role without LOGIN cannot be connected
+	 * as (PostgreSQL 15 checks that for background workers too): then
+	 * connect as the bootstrap superuser and make the owner the session
+	 * user before anything else runs, as SET SESSION AUTHORIZATION does.
+	 */
+	BackgroundWorkerInitializeConnectionByOid(extra.dbid,
+											  extra.owner_login ? extra.owner : InvalidOid,
+											  0);
 	pgstat_report_appname(EP_APPNAME_RUNNER);
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION);
 	run_cxt = AllocSetContextCreate(TopMemoryContext, "event_patterns job run",
@@ -459,15 +560,24 @@ ep_job_runner_main(Datum main_arg)
 
 	/* claim the job (session lock, kept until exit), then load it */
 	ep_bgw_start_xact();
+	if (!extra.owner_login)
+	{
+		if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(extra.owner)))
+			proc_exit(0);		/* dropped meanwhile: the scheduler records it */
+		SetSessionAuthorization(extra.owner, superuser_arg(extra.owner));
+	}
 	job_locktag(&tag, extra.job_id);
 	(void) LockAcquire(&tag, ExclusiveLock, true, false);
+	ep_become_owner(&saved);
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	values[0] = Int64GetDatum(extra.job_id);
 	values[1] = Int64GetDatum(extra.run_id);
-	if (SPI_execute_with_args("SELECT j.owner::pg_catalog.oid, j.command,"
-							  "       (SELECT a.rolname::pg_catalog.text FROM pg_catalog.pg_roles a"
-							  "         WHERE a.oid OPERATOR(pg_catalog.=) j.owner::pg_catalog.oid)"
+	if (SPI_execute_with_args("SELECT j.owner::pg_catalog.oid, j.command, j.target, j.search_path,"
+							  "       (pg_catalog.date_part('epoch', j.time_limit)"
+							  "          OPERATOR(pg_catalog.*) 1000)::pg_catalog.float8,"
+							  "       j.kind OPERATOR(pg_catalog.=) 'custom',"
+							  "       pg_catalog.pg_get_userbyid(j.owner::pg_catalog.oid)::pg_catalog.text"
 							  "  FROM ep.job_registry j"
 							  "  JOIN ep.job_run_log r ON r.job_id OPERATOR(pg_catalog.=) j.job_id"
 							  " WHERE j.job_id OPERATOR(pg_catalog.=) $1"
@@ -477,33 +587,41 @@ ep_job_runner_main(Datum main_arg)
 		elog(ERROR, "could not read job " INT64_FORMAT, extra.job_id);
 	if (SPI_processed == 1)
 	{
-		char	   *rolname = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
-		Oid			roleid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
-															SPI_tuptable->tupdesc, 1, &isnull));
+		Oid			roleid = DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull));
+		Datum		limit = SPI_getbinval(tup, desc, 5, &isnull);
+		bool		custom = DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull));
+		char	   *path = SPI_getvalue(tup, desc, 4);
 
-		command = MemoryContextStrdup(run_cxt, SPI_getvalue(SPI_tuptable->vals[0],
-															SPI_tuptable->tupdesc, 2));
-		/* owners are kept by OID: a renamed role keeps its jobs */
-		if (rolname != NULL)
-		{
-			owner = MemoryContextStrdup(run_cxt, rolname);
-			owner_id = roleid;
-		}
+		command = MemoryContextStrdup(run_cxt, SPI_getvalue(tup, desc, 2));
+		target = MemoryContextStrdup(run_cxt, SPI_getvalue(tup, desc, 3));
+		search_path = path ? MemoryContextStrdup(run_cxt, path) : NULL;
+		owner = MemoryContextStrdup(run_cxt, SPI_getvalue(tup, desc, 7));
+		if (!isnull)
+			timeout_ms = (int) Min(DatumGetFloat8(limit), (double) INT_MAX);
+		else if (custom)
+			timeout_ms = ep_guc_handler_timeout_ms;
+		else if (ep_guc_handler_timeout_ms == 0)
+			timeout_ms = 0;
 		else
-			owner = MemoryContextStrdup(run_cxt, psprintf("%u", roleid));
+			timeout_ms = Max(ep_guc_handler_timeout_ms, EP_INTERNAL_JOB_MIN_LIMIT_MS);
+		/* the job changed hands after it was picked: run nothing */
+		if (roleid != extra.owner)
+			message = pstrdup("the job's owner changed before it ran; it runs next time");
 	}
 	PopActiveSnapshot();
 	SPI_finish();
+	ep_restore_user(&saved);
 	CommitTransactionCommand();
 	if (command == NULL)
 		proc_exit(0);			/* the run was given up (or the job removed) */
 
 	started = GetCurrentTimestamp();
-	if (!OidIsValid(owner_id))
-		message = psprintf("role with OID %s does not exist", owner);
-	else
-		ok = run_command(owner_id, command, run_cxt, &message);
+	if (message == NULL)
+		ok = run_command(extra.owner, command, search_path, timeout_ms, target,
+						 run_cxt, &message);
 	if (!ok)
 		ereport(LOG,
 				(errmsg("event_patterns job " INT64_FORMAT " of role \"%s\" failed: %s",
@@ -519,11 +637,13 @@ ep_job_runner_main(Datum main_arg)
 	}
 
 	ep_bgw_start_xact();
+	ep_become_owner(&saved);
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	record_result(extra.job_id, extra.run_id, ok, message);
 	PopActiveSnapshot();
 	SPI_finish();
+	ep_restore_user(&saved);
 	CommitTransactionCommand();
 	proc_exit(0);
 }

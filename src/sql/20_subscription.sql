@@ -22,6 +22,32 @@ CREATE TABLE ep.subscription_checkpoints (
 COMMENT ON TABLE ep.subscription_checkpoints IS 'Last acknowledged position of each subscription (per consumer member; -1 without a consumer group)';
 
 GRANT SELECT ON ep.subscriptions, ep.subscription_checkpoints TO PUBLIC;
+
+-- The subscription functions run as their caller (SECURITY INVOKER): who
+-- may change a subscription is decided by current_user, the role whose
+-- code is running -- in a job, a handler or a view that is the code's
+-- owner, never the session's user. Row-level security lets every role read
+-- subscriptions and checkpoints, create subscriptions of its own, and move
+-- or drop only those of roles it is a member of.
+ALTER TABLE ep.subscriptions ENABLE ROW LEVEL SECURITY;
+CREATE POLICY subscriptions_read ON ep.subscriptions FOR SELECT USING (true);
+CREATE POLICY subscriptions_create ON ep.subscriptions FOR INSERT
+    WITH CHECK (owner OPERATOR(pg_catalog.=) (SELECT ep._role(CURRENT_USER)));
+CREATE POLICY subscriptions_drop ON ep.subscriptions FOR DELETE
+    USING (pg_catalog.pg_has_role(CURRENT_USER, owner::pg_catalog.oid, 'MEMBER'));
+GRANT INSERT, DELETE ON ep.subscriptions TO PUBLIC;
+
+ALTER TABLE ep.subscription_checkpoints ENABLE ROW LEVEL SECURITY;
+CREATE POLICY subscription_checkpoints_read ON ep.subscription_checkpoints FOR SELECT USING (true);
+CREATE POLICY subscription_checkpoints_ack ON ep.subscription_checkpoints FOR INSERT
+    WITH CHECK (EXISTS (SELECT 1 FROM ep.subscriptions s
+                         WHERE s.name OPERATOR(pg_catalog.=) subscription
+                           AND pg_catalog.pg_has_role(CURRENT_USER, s.owner::pg_catalog.oid, 'MEMBER')));
+CREATE POLICY subscription_checkpoints_move ON ep.subscription_checkpoints FOR UPDATE
+    USING (EXISTS (SELECT 1 FROM ep.subscriptions s
+                    WHERE s.name OPERATOR(pg_catalog.=) subscription
+                      AND pg_catalog.pg_has_role(CURRENT_USER, s.owner::pg_catalog.oid, 'MEMBER')));
+GRANT INSERT, UPDATE ON ep.subscription_checkpoints TO PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('ep.subscriptions', '');
 SELECT pg_catalog.pg_extension_config_dump('ep.subscription_checkpoints', '');
 
@@ -35,18 +61,18 @@ DECLARE
     o regrole;
 BEGIN
     SELECT s.owner INTO o FROM ep.subscriptions s WHERE s.name = _subscription_check_owner.name;
-    IF o IS NOT NULL AND NOT pg_has_role(session_user, o, 'MEMBER') THEN
+    IF o IS NOT NULL AND NOT pg_has_role(current_user, o, 'MEMBER') THEN
         RAISE EXCEPTION 'must be a member of role "%" to change subscription "%"', o, name
             USING ERRCODE = 'insufficient_privilege';
     END IF;
 END
 $$;
-COMMENT ON FUNCTION ep._subscription_check_owner(text) IS 'Internal: raises 42501 unless the session user may change the subscription';
+COMMENT ON FUNCTION ep._subscription_check_owner(text) IS 'Internal: raises 42501 unless the current user (a member of its owner) may change the subscription';
 
 CREATE FUNCTION ep.create_subscription(name text, category text DEFAULT NULL,
                                        event_types text[] DEFAULT NULL,
                                        from_position bigint DEFAULT 0)
-    RETURNS void LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    RETURNS void LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -64,7 +90,7 @@ BEGIN
     END IF;
     INSERT INTO ep.subscriptions (name, category, event_types, from_position, owner)
     VALUES (create_subscription.name, create_subscription.category,
-            create_subscription.event_types, create_subscription.from_position, ep._role(session_user))
+            create_subscription.event_types, create_subscription.from_position, ep._role(current_user))
     ON CONFLICT DO NOTHING;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'subscription "%" already exists', name
@@ -84,7 +110,7 @@ COMMENT ON FUNCTION ep.poll(text, integer, integer, integer) IS
     'Next committed events after the subscription''s checkpoint (of that consumer member); does not move the checkpoint';
 
 CREATE FUNCTION ep.ack(subscription text, "position" bigint, consumer_member integer DEFAULT NULL)
-    RETURNS void LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    RETURNS void LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -112,7 +138,7 @@ COMMENT ON FUNCTION ep.ack(text, bigint, integer) IS
     'Move a subscription''s checkpoint (of a consumer member) to a position';
 
 CREATE FUNCTION ep.drop_subscription(name text)
-    RETURNS void LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    RETURNS void LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN

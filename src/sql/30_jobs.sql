@@ -18,9 +18,15 @@ CREATE TABLE ep.job_registry (
     last_error  text,
     failures    integer     NOT NULL DEFAULT 0,
     created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    search_path text,
+    time_limit  interval CHECK (time_limit > '0'),
     UNIQUE (kind, target)
 );
 COMMENT ON TABLE ep.job_registry IS 'Scheduled background jobs (read them through ep.jobs)';
+COMMENT ON COLUMN ep.job_registry.search_path IS
+    'search_path the command runs with, recorded when the job was scheduled (NULL: pg_catalog, pg_temp)';
+COMMENT ON COLUMN ep.job_registry.time_limit IS
+    'Time limit of one run (NULL: event_patterns.handler_timeout for custom jobs, at least an hour for the extension''s own kinds)';
 
 CREATE TABLE ep.job_run_log (
     run_id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -38,7 +44,8 @@ COMMENT ON TABLE ep.job_run_log IS 'History of job runs, pruned by the worker (r
 -- and their runs.
 CREATE VIEW ep.jobs WITH (security_invoker = true) AS
     SELECT job_id, kind, target, schedule, next_run_at, last_run_at, last_status,
-           last_error, pg_catalog.pg_get_userbyid(owner) AS owner, failures, command
+           last_error, pg_catalog.pg_get_userbyid(owner) AS owner, failures, command,
+           search_path, time_limit
       FROM ep.job_registry;
 COMMENT ON VIEW ep.jobs IS 'Scheduled background jobs: view refreshes, scavenging, snapshots, partition maintenance';
 
@@ -82,7 +89,8 @@ CREATE FUNCTION ep._worker_runtime_loaded() RETURNS boolean
 COMMENT ON FUNCTION ep._worker_runtime_loaded() IS
     'Internal: whether the background-worker runtime is loaded (shared_preload_libraries)';
 
-CREATE FUNCTION ep._schedule_job(kind text, target text, every interval, command text)
+CREATE FUNCTION ep._schedule_job(kind text, target text, every interval, command text,
+                                 search_path text, time_limit interval)
     RETURNS bigint LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
 AS $$
@@ -108,11 +116,19 @@ BEGIN
         RAISE EXCEPTION 'job command must not be empty'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    INSERT INTO ep.job_registry AS j (kind, target, schedule, command, owner, next_run_at)
-    VALUES (kind, target, every, command, ep._role(current_user), now() + every)
+    IF time_limit <= interval '0' THEN
+        RAISE EXCEPTION 'time_limit must be a positive interval'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give an interval such as ''10 minutes'', or NULL for the default.';
+    END IF;
+    INSERT INTO ep.job_registry AS j (kind, target, schedule, command, owner, next_run_at,
+                                      search_path, time_limit)
+    VALUES (kind, target, every, command, ep._role(current_user), now() + every,
+            _schedule_job.search_path, _schedule_job.time_limit)
     ON CONFLICT ON CONSTRAINT job_registry_kind_target_key DO UPDATE
         SET schedule = excluded.schedule, command = excluded.command,
-            owner = excluded.owner, next_run_at = excluded.next_run_at, failures = 0
+            owner = excluded.owner, next_run_at = excluded.next_run_at, failures = 0,
+            search_path = excluded.search_path, time_limit = excluded.time_limit
     RETURNING j.job_id INTO id;
     IF NOT ep._worker_runtime_loaded() THEN
         RAISE WARNING 'job "%" will not run: the event_patterns background workers are not running', target
@@ -121,6 +137,14 @@ BEGIN
     RETURN id;
 END
 $$;
+COMMENT ON FUNCTION ep._schedule_job(text, text, interval, text, text, interval) IS
+    'Internal: create or replace the (kind, target) job; it runs command every interval as the calling role, with search_path and time_limit (NULL: defaults)';
+
+-- The extension's own jobs: their commands name everything with its schema.
+CREATE FUNCTION ep._schedule_job(kind text, target text, every interval, command text)
+    RETURNS bigint LANGUAGE sql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ep._schedule_job(kind, target, every, command, NULL, NULL) $$;
 COMMENT ON FUNCTION ep._schedule_job(text, text, interval, text) IS
     'Internal: create or replace the (kind, target) job; it runs command every interval as the calling role';
 
@@ -198,12 +222,22 @@ COMMENT ON FUNCTION ep._reschedule_far_jobs() IS
     'Internal: reschedule jobs whose next run is further ahead than possible (the clock went back)';
 
 -- User-defined jobs ("custom" kind), named by the caller.
+-- The caller's search_path is recorded: the command's unqualified names
+-- resolve as they did where the job was scheduled (no SET clause here, or
+-- the function's own path would be recorded instead).
 CREATE FUNCTION ep.schedule_job(name text, every interval, command text)
     RETURNS bigint LANGUAGE sql VOLATILE
-    SET search_path = pg_catalog, pg_temp
-AS $$ SELECT ep._schedule_job('custom', name, every, command) $$;
+AS $$ SELECT ep._schedule_job('custom', name, every, command,
+                              pg_catalog.current_setting('search_path'), NULL) $$;
 COMMENT ON FUNCTION ep.schedule_job(text, interval, text) IS
-    'Run command every interval in the background, as the calling role; returns the job id';
+    'Run command every interval in the background, in a session of the calling role, with the caller''s search_path; returns the job id';
+
+CREATE FUNCTION ep.schedule_job(name text, every interval, command text, time_limit interval)
+    RETURNS bigint LANGUAGE sql VOLATILE
+AS $$ SELECT ep._schedule_job('custom', name, every, command,
+                              pg_catalog.current_setting('search_path'), time_limit) $$;
+COMMENT ON FUNCTION ep.schedule_job(text, interval, text, interval) IS
+    'Run command every interval in the background, as the calling role, cancelling a run after time_limit; returns the job id';
 
 CREATE FUNCTION ep.unschedule_job(name text)
     RETURNS boolean LANGUAGE sql VOLATILE

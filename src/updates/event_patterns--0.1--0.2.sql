@@ -369,4 +369,208 @@ END
 $$;
 COMMENT ON FUNCTION ep._ivm_pending(bigint) IS 'Internal: exact count of change records not yet applied to an incremental view (NULL when a full view cannot count them)';
 
+-- ---------------------------------------------------------------------------
+-- Jobs run in a session of their owner (issue 11): the search_path recorded
+-- when the job was scheduled, a time limit per job; subscriptions are
+-- changed by the role whose code runs (current_user), never by whoever the
+-- session belongs to.
+-- ---------------------------------------------------------------------------
+ALTER TABLE ep.job_registry
+    ADD COLUMN search_path text,
+    ADD COLUMN time_limit interval CHECK (time_limit > '0');
+COMMENT ON COLUMN ep.job_registry.search_path IS
+    'search_path the command runs with, recorded when the job was scheduled (NULL: pg_catalog, pg_temp)';
+COMMENT ON COLUMN ep.job_registry.time_limit IS
+    'Time limit of one run (NULL: event_patterns.handler_timeout for custom jobs, at least an hour for the extension''s own kinds)';
+
+CREATE OR REPLACE VIEW ep.jobs WITH (security_invoker = true) AS
+    SELECT job_id, kind, target, schedule, next_run_at, last_run_at, last_status,
+           last_error, pg_catalog.pg_get_userbyid(owner) AS owner, failures, command,
+           search_path, time_limit
+      FROM ep.job_registry;
+COMMENT ON VIEW ep.jobs IS 'Scheduled background jobs: view refreshes, scavenging, snapshots, partition maintenance';
+
+CREATE OR REPLACE FUNCTION ep._schedule_job(kind text, target text, every interval, command text,
+                                 search_path text, time_limit interval)
+    RETURNS bigint LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    id bigint;
+BEGIN
+    IF kind IS NULL OR kind NOT IN ('view_refresh', 'scavenge', 'snapshot',
+                                    'partition_maintenance', 'custom') THEN
+        RAISE EXCEPTION 'unknown job kind "%"', kind
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use view_refresh, scavenge, snapshot, partition_maintenance or custom.';
+    END IF;
+    IF target IS NULL OR btrim(target) = '' THEN
+        RAISE EXCEPTION 'job target must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF every IS NULL OR every <= interval '0' THEN
+        RAISE EXCEPTION 'schedule must be a positive interval'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give an interval such as ''5 minutes''.';
+    END IF;
+    IF command IS NULL OR btrim(command) = '' THEN
+        RAISE EXCEPTION 'job command must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF time_limit <= interval '0' THEN
+        RAISE EXCEPTION 'time_limit must be a positive interval'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give an interval such as ''10 minutes'', or NULL for the default.';
+    END IF;
+    INSERT INTO ep.job_registry AS j (kind, target, schedule, command, owner, next_run_at,
+                                      search_path, time_limit)
+    VALUES (kind, target, every, command, ep._role(current_user), now() + every,
+            _schedule_job.search_path, _schedule_job.time_limit)
+    ON CONFLICT ON CONSTRAINT job_registry_kind_target_key DO UPDATE
+        SET schedule = excluded.schedule, command = excluded.command,
+            owner = excluded.owner, next_run_at = excluded.next_run_at, failures = 0,
+            search_path = excluded.search_path, time_limit = excluded.time_limit
+    RETURNING j.job_id INTO id;
+    IF NOT ep._worker_runtime_loaded() THEN
+        RAISE WARNING 'job "%" will not run: the event_patterns background workers are not running', target
+            USING HINT = 'Add event_patterns to shared_preload_libraries and restart the server.';
+    END IF;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION ep._schedule_job(text, text, interval, text, text, interval) IS
+    'Internal: create or replace the (kind, target) job; it runs command every interval as the calling role, with search_path and time_limit (NULL: defaults)';
+
+CREATE OR REPLACE FUNCTION ep._schedule_job(kind text, target text, every interval, command text)
+    RETURNS bigint LANGUAGE sql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ep._schedule_job(kind, target, every, command, NULL, NULL) $$;
+COMMENT ON FUNCTION ep._schedule_job(text, text, interval, text) IS
+    'Internal: create or replace the (kind, target) job; it runs command every interval as the calling role';
+
+CREATE OR REPLACE FUNCTION ep.schedule_job(name text, every interval, command text)
+    RETURNS bigint LANGUAGE sql VOLATILE
+AS $$ SELECT ep._schedule_job('custom', name, every, command,
+                              pg_catalog.current_setting('search_path'), NULL) $$;
+COMMENT ON FUNCTION ep.schedule_job(text, interval, text) IS
+    'Run command every interval in the background, in a session of the calling role, with the caller''s search_path; returns the job id';
+
+CREATE OR REPLACE FUNCTION ep.schedule_job(name text, every interval, command text, time_limit interval)
+    RETURNS bigint LANGUAGE sql VOLATILE
+AS $$ SELECT ep._schedule_job('custom', name, every, command,
+                              pg_catalog.current_setting('search_path'), time_limit) $$;
+COMMENT ON FUNCTION ep.schedule_job(text, interval, text, interval) IS
+    'Run command every interval in the background, as the calling role, cancelling a run after time_limit; returns the job id';
+
+ALTER TABLE ep.subscriptions ENABLE ROW LEVEL SECURITY;
+CREATE POLICY subscriptions_read ON ep.subscriptions FOR SELECT USING (true);
+CREATE POLICY subscriptions_create ON ep.subscriptions FOR INSERT
+    WITH CHECK (owner OPERATOR(pg_catalog.=) (SELECT ep._role(CURRENT_USER)));
+CREATE POLICY subscriptions_drop ON ep.subscriptions FOR DELETE
+    USING (pg_catalog.pg_has_role(CURRENT_USER, owner::pg_catalog.oid, 'MEMBER'));
+GRANT INSERT, DELETE ON ep.subscriptions TO PUBLIC;
+
+ALTER TABLE ep.subscription_checkpoints ENABLE ROW LEVEL SECURITY;
+CREATE POLICY subscription_checkpoints_read ON ep.subscription_checkpoints FOR SELECT USING (true);
+CREATE POLICY subscription_checkpoints_ack ON ep.subscription_checkpoints FOR INSERT
+    WITH CHECK (EXISTS (SELECT 1 FROM ep.subscriptions s
+                         WHERE s.name OPERATOR(pg_catalog.=) subscription
+                           AND pg_catalog.pg_has_role(CURRENT_USER, s.owner::pg_catalog.oid, 'MEMBER')));
+CREATE POLICY subscription_checkpoints_move ON ep.subscription_checkpoints FOR UPDATE
+    USING (EXISTS (SELECT 1 FROM ep.subscriptions s
+                    WHERE s.name OPERATOR(pg_catalog.=) subscription
+                      AND pg_catalog.pg_has_role(CURRENT_USER, s.owner::pg_catalog.oid, 'MEMBER')));
+GRANT INSERT, UPDATE ON ep.subscription_checkpoints TO PUBLIC;
+
+CREATE OR REPLACE FUNCTION ep._subscription_check_owner(name text)
+    RETURNS void LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    o regrole;
+BEGIN
+    SELECT s.owner INTO o FROM ep.subscriptions s WHERE s.name = _subscription_check_owner.name;
+    IF o IS NOT NULL AND NOT pg_has_role(current_user, o, 'MEMBER') THEN
+        RAISE EXCEPTION 'must be a member of role "%" to change subscription "%"', o, name
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION ep._subscription_check_owner(text) IS 'Internal: raises 42501 unless the current user (a member of its owner) may change the subscription';
+
+CREATE OR REPLACE FUNCTION ep.create_subscription(name text, category text DEFAULT NULL,
+                                       event_types text[] DEFAULT NULL,
+                                       from_position bigint DEFAULT 0)
+    RETURNS void LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF name IS NULL OR name = '' THEN
+        RAISE EXCEPTION 'subscription name must be a non-empty string'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF from_position IS NULL OR from_position < 0 THEN
+        RAISE EXCEPTION 'from_position must be a non-negative position'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF category = '' THEN
+        RAISE EXCEPTION 'category must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO ep.subscriptions (name, category, event_types, from_position, owner)
+    VALUES (create_subscription.name, create_subscription.category,
+            create_subscription.event_types, create_subscription.from_position, ep._role(current_user))
+    ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription "%" already exists', name
+            USING ERRCODE = 'duplicate_object';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION ep.create_subscription(text, text, text[], bigint) IS
+    'Create a persistent subscription with a server-side checkpoint';
+
+CREATE OR REPLACE FUNCTION ep.ack(subscription text, "position" bigint, consumer_member integer DEFAULT NULL)
+    RETURNS void LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF ack."position" IS NULL OR ack."position" < 0 THEN
+        RAISE EXCEPTION 'position must be a non-negative position'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF consumer_member < 0 THEN
+        RAISE EXCEPTION 'consumer_member must not be negative'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM 1 FROM ep.subscriptions s WHERE s.name = ack.subscription;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription "%" does not exist', subscription
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    PERFORM ep._subscription_check_owner(ack.subscription);
+    INSERT INTO ep.subscription_checkpoints AS c (subscription, consumer_member, position)
+    VALUES (ack.subscription, coalesce(ack.consumer_member, -1), ack."position")
+    ON CONFLICT ON CONSTRAINT subscription_checkpoints_pkey
+    DO UPDATE SET position = excluded.position, updated_at = now();
+END
+$$;
+COMMENT ON FUNCTION ep.ack(text, bigint, integer) IS
+    'Move a subscription''s checkpoint (of a consumer member) to a position';
+
+CREATE OR REPLACE FUNCTION ep.drop_subscription(name text)
+    RETURNS void LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM ep._subscription_check_owner(drop_subscription.name);
+    DELETE FROM ep.subscriptions s WHERE s.name = drop_subscription.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription "%" does not exist', name
+            USING ERRCODE = 'undefined_object';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION ep.drop_subscription(text) IS 'Drop a persistent subscription and its checkpoints';
+
 SELECT ep._objects_changed();

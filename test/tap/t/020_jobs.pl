@@ -77,7 +77,8 @@ $node->safe_psql('postgres', q{
 ok($node->poll_query_until('postgres', "SELECT count(*) > 0 FROM alice_s.seen"),
 	'the non-superuser job ran');
 is($node->safe_psql('postgres', "SELECT DISTINCT who || ' / ' || path FROM alice_s.seen"),
-	'alice / pg_catalog, pg_temp', 'it ran as its owner with a safe search_path');
+	'alice / "$user", public, pg_temp',
+	'it ran as its owner with the search_path of the session that scheduled it (pg_temp last)');
 ok($node->poll_query_until('postgres', q{
 	SELECT last_status = 'failed' FROM ep.jobs WHERE target = 'peek'}),
 	'a job cannot read what its owner cannot');
