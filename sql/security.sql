@@ -122,6 +122,26 @@ SELECT ep.register_upcaster('SecPaid', 1, 'public.paid_1(jsonb)'), ep.register_u
 SELECT event_type, from_schema_version FROM ep.upcasters WHERE event_type = 'SecPaid' ORDER BY 1, 2;
 SELECT ep.unregister_upcaster('SecPaid', 2), ep.unregister_upcaster('SecPaid', 1);
 
+-- reads lift rows in batches: interleaved events whose upcasters belong to
+-- different owners each run as their own owner, and the reader's settings
+-- are untouched afterwards
+CREATE FUNCTION public.up_mine(d jsonb) RETURNS jsonb LANGUAGE plpgsql AS
+    $$ BEGIN PERFORM set_config('work_mem', '7MB', false);
+       RETURN d || jsonb_build_object('run_by', current_user::text); END $$;
+ALTER FUNCTION public.up_mine(jsonb) OWNER TO regress_sec_owner;
+SELECT ep.register_upcaster('SecMixA', 1, 'public.up_by(jsonb)'),
+       ep.register_upcaster('SecMixB', 1, 'public.up_mine(jsonb)');
+SELECT count(*) FROM (SELECT ep.append('sec-mix-' || i, CASE WHEN i % 3 = 0 THEN 'SecMixB' ELSE 'SecMixA' END, '{}')
+                        FROM generate_series(1, 150) i) s;
+SET ROLE regress_sec_eve;
+SELECT event_type, data->>'run_by' AS run_by, count(*)
+  FROM ep.read_all(0, 100000) WHERE stream_id LIKE 'sec-mix-%' GROUP BY 1, 2 ORDER BY 1, 2;
+SELECT event_type, data->>'run_by' AS run_by, count(*)
+  FROM ep.read_category('sec', 0, 100000) WHERE stream_id LIKE 'sec-mix-%' GROUP BY 1, 2 ORDER BY 1, 2;
+SELECT current_user, current_setting('work_mem') AS work_mem;
+RESET ROLE;
+SELECT ep.unregister_upcaster('SecMixA', 1), ep.unregister_upcaster('SecMixB', 1);
+
 ------------------------------------------------------------------------
 -- 5. Shared snapshots are computed by the reducer's owner with the policy's
 --    search_path: a caller's own "+" operator or pg_temp.text domain can
@@ -198,7 +218,7 @@ RESET event_patterns.projection_max_retries;
 
 -- clean up
 DROP TABLE public.secret, public.loop_src, public.loop_calls, public.eve_log;
-DROP FUNCTION public.up_by(jsonb), public.paid_1(jsonb), public.paid_2(jsonb), public.slow(ep.events),
+DROP FUNCTION public.up_by(jsonb), public.up_mine(jsonb), public.paid_1(jsonb), public.paid_2(jsonb), public.slow(ep.events),
     public.loop_handler(text, jsonb, jsonb);
 SELECT ep.set_snapshot_policy('public.total(jsonb, ep.events)', 0);
 DROP FUNCTION public.total(jsonb, ep.events);

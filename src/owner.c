@@ -36,6 +36,7 @@
 #include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 #include "utils/timeout.h"
 #include "utils/varlena.h"
 
@@ -166,7 +167,7 @@ ep_owner_error_context(void *arg)
  * and operators).
  */
 static char *
-ep_owner_sanitize_path(const char *path)
+ep_owner_sanitize_path_uncached(const char *path)
 {
 	char	   *copy;
 	List	   *names;
@@ -189,6 +190,29 @@ ep_owner_sanitize_path(const char *path)
 	}
 	appendStringInfoString(&buf, "pg_temp");
 	return buf.data;
+}
+
+/* The same, remembering the last answer (calls come in runs of one object). */
+static const char *
+ep_owner_sanitize_path(const char *path)
+{
+	static char *last_in = NULL;
+	static char *last_out = NULL;
+	char	   *out;
+
+	if (path == NULL)
+		path = "";
+	if (last_in != NULL && strcmp(last_in, path) == 0)
+		return last_out;
+	out = ep_owner_sanitize_path_uncached(path);
+	if (last_in != NULL)
+	{
+		pfree(last_in);
+		pfree(last_out);
+	}
+	last_in = MemoryContextStrdup(TopMemoryContext, path);
+	last_out = MemoryContextStrdup(TopMemoryContext, out);
+	return last_out;
 }
 
 char *

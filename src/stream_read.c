@@ -358,33 +358,73 @@ ep_text_eq(text *a, text *b)
 }
 
 /*
- * Hand one row of ep.events to the caller's tuplestore, upcast when an
- * upcaster applies. rowcxt is reset here; it holds only upcast payloads.
+ * Rows that may need upcasting are handed to the caller's tuplestore in
+ * batches, so that the upcasters of a batch run in one call of the owner
+ * primitive (see ep_upcast_rows); the rows are copied out of the scan's
+ * buffers into rowcxt, which is reset after each batch.
  */
+#define EP_EMIT_BATCH	64
+
+typedef struct EpEmit
+{
+	ReturnSetInfo *rsinfo;
+	EpUpcastState *up;
+	MemoryContext rowcxt;
+	int			n;
+	Datum	   *values[EP_EMIT_BATCH];
+	bool	   *isnull[EP_EMIT_BATCH];
+} EpEmit;
+
 static void
-ep_read_emit(ReturnSetInfo *rsinfo, TupleTableSlot *slot, EpUpcastState *up,
-			 MemoryContext rowcxt)
+ep_emit_init(EpEmit *emit, ReturnSetInfo *rsinfo, EpUpcastState *up, MemoryContext rowcxt)
+{
+	emit->rsinfo = rsinfo;
+	emit->up = up;
+	emit->rowcxt = rowcxt;
+	emit->n = 0;
+}
+
+static void
+ep_emit_flush(EpEmit *emit)
+{
+	MemoryContext old;
+	int			i;
+
+	if (emit->n == 0)
+		return;
+	old = MemoryContextSwitchTo(emit->rowcxt);
+	ep_upcast_rows(emit->up, emit->n, emit->values, emit->isnull);
+	MemoryContextSwitchTo(old);
+	for (i = 0; i < emit->n; i++)
+		tuplestore_putvalues(emit->rsinfo->setResult, emit->rsinfo->setDesc,
+							 emit->values[i], emit->isnull[i]);
+	emit->n = 0;
+	MemoryContextReset(emit->rowcxt);
+}
+
+/* Hand one row of ep.events to the caller's tuplestore, upcast when an upcaster applies. */
+static void
+ep_read_emit(EpEmit *emit, TupleTableSlot *slot)
 {
 	int			natts = slot->tts_tupleDescriptor->natts;
-	Datum	   *values;
-	bool	   *isnull;
 	MemoryContext old;
+	HeapTuple	copy;
 
-	if (up == NULL)
+	if (emit->up == NULL)
 	{
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc,
+		tuplestore_putvalues(emit->rsinfo->setResult, emit->rsinfo->setDesc,
 							 slot->tts_values, slot->tts_isnull);
 		return;
 	}
-	old = MemoryContextSwitchTo(rowcxt);
-	values = palloc(sizeof(Datum) * natts);
-	isnull = palloc(sizeof(bool) * natts);
-	memcpy(values, slot->tts_values, sizeof(Datum) * natts);
-	memcpy(isnull, slot->tts_isnull, sizeof(bool) * natts);
-	ep_upcast_values(up, values, isnull);
+	old = MemoryContextSwitchTo(emit->rowcxt);
+	copy = ExecCopySlotHeapTuple(slot);
+	emit->values[emit->n] = palloc(sizeof(Datum) * natts);
+	emit->isnull[emit->n] = palloc(sizeof(bool) * natts);
+	heap_deform_tuple(copy, slot->tts_tupleDescriptor,
+					  emit->values[emit->n], emit->isnull[emit->n]);
 	MemoryContextSwitchTo(old);
-	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, isnull);
-	MemoryContextReset(rowcxt);
+	if (++emit->n == EP_EMIT_BATCH)
+		ep_emit_flush(emit);
 }
 
 /*
@@ -411,6 +451,7 @@ ep_read_global(FunctionCallInfo fcinfo, int64 after, int64 max_count,
 	int64		count = 0;
 	EpUpcastState *up;
 	MemoryContext rowcxt;
+	EpEmit		emit;
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	if (RecoveryInProgress())
@@ -432,6 +473,7 @@ ep_read_global(FunctionCallInfo fcinfo, int64 after, int64 max_count,
 	up = ep_upcast_begin();
 	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "event_patterns read row",
 								   ALLOCSET_DEFAULT_SIZES);
+	ep_emit_init(&emit, rsinfo, up, rowcxt);
 
 	/* a snapshot taken after the horizon: see position.c */
 	snap = RegisterSnapshot(GetLatestSnapshot());
@@ -483,9 +525,10 @@ ep_read_global(FunctionCallInfo fcinfo, int64 after, int64 max_count,
 						   DatumGetTimestampTz(slot->tts_values[Anum_ep_events_recorded_at - 1])))
 			continue;
 
-		ep_read_emit(rsinfo, slot, up, rowcxt);
+		ep_read_emit(&emit, slot);
 		count++;
 	}
+	ep_emit_flush(&emit);
 
 	MemoryContextDelete(rowcxt);
 	ExecDropSingleTupleTableSlot(slot);
@@ -518,6 +561,7 @@ ep_read_stream(PG_FUNCTION_ARGS)
 	int64		count = 0;
 	EpUpcastState *up;
 	MemoryContext rowcxt;
+	EpEmit		emit;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -536,6 +580,7 @@ ep_read_stream(PG_FUNCTION_ARGS)
 	up = ep_upcast_begin();
 	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "event_patterns read row",
 								   ALLOCSET_DEFAULT_SIZES);
+	ep_emit_init(&emit, rsinfo, up, rowcxt);
 
 	rel = table_open(cat->events, AccessShareLock);
 	idx = index_open(cat->events_stream_idx, AccessShareLock);
@@ -568,9 +613,10 @@ ep_read_stream(PG_FUNCTION_ARGS)
 		if (limits.has_max_age &&
 			DatumGetTimestampTz(slot->tts_values[Anum_ep_events_recorded_at - 1]) < limits.cutoff)
 			continue;
-		ep_read_emit(rsinfo, slot, up, rowcxt);
+		ep_read_emit(&emit, slot);
 		count++;
 	}
+	ep_emit_flush(&emit);
 	MemoryContextDelete(rowcxt);
 	ExecDropSingleTupleTableSlot(slot);
 	index_endscan(scan);

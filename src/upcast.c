@@ -302,9 +302,18 @@ ep_is_redacted_payload(Datum data)
 /*
  * Lift one row (the columns of ep.events) to the latest schema version of
  * its type. Returns true when it changed something.
+ *
+ * Every reader (and the worker) runs an upcaster as its function's owner,
+ * with the search_path recorded at registration, through the owner
+ * primitive: the owner can change the body, but gains nothing by it.
+ * *held is the owner call in progress, if *entered: consecutive rows lifted
+ * by functions of the same owner and path stay inside one call (the switch
+ * costs more than a light upcaster); the caller leaves it when its batch is
+ * done, and nothing but upcasters runs while it is held.
  */
-bool
-ep_upcast_values(EpUpcastState *state, Datum *values, bool *isnull)
+static bool
+ep_upcast_row(EpUpcastState *state, Datum *values, bool *isnull,
+			  EpOwnerCall *held, bool *entered)
 {
 	text	   *type;
 	EpUpcastEntry *e;
@@ -328,39 +337,46 @@ ep_upcast_values(EpUpcastState *state, Datum *values, bool *isnull)
 		for (k = Max(version, 1); k < e->latest; k++)
 		{
 			LOCAL_FCINFO(fcinfo, 1);
+			EpUpcastLink *link = &e->links[k - 1];
 			Datum		result;
-			EpOwnerCall call;
 
-			if (!OidIsValid(e->links[k - 1].fn.fn_oid))
+			if (!OidIsValid(link->fn.fn_oid))
 				ereport(ERROR,
 						(errcode(ERRCODE_UNDEFINED_FUNCTION),
 						 errmsg("upcaster of event type \"%s\" from schema version %d no longer exists",
 								text_to_cstring(type), k),
 						 errdetail("Its function was dropped after it was registered."),
 						 errhint("Register an upcaster again with ep.register_upcaster().")));
-			InitFunctionCallInfoData(*fcinfo, &e->links[k - 1].fn, 1, InvalidOid, NULL, NULL);
+			InitFunctionCallInfoData(*fcinfo, &link->fn, 1, InvalidOid, NULL, NULL);
 			fcinfo->args[0].value = data;
 			fcinfo->args[0].isnull = false;
 
-			/*
-			 * Every reader (and the worker) runs the upcaster as its owner,
-			 * with the search_path recorded at registration: the owner can
-			 * change the body, but gains nothing by it.
-			 */
-			memset(&call, 0, sizeof(call));
-			call.owner = e->links[k - 1].owner;
-			call.search_path = e->links[k - 1].search_path;
-			call.timeout_ms = -1;
-			call.what = "upcaster of event type";
-			call.name = text_to_cstring(type);
-			ep_owner_enter(&call);
+			if (*entered &&
+				(held->owner != link->owner ||
+				 !(held->search_path == link->search_path ||
+				   (held->search_path != NULL && link->search_path != NULL &&
+					strcmp(held->search_path, link->search_path) == 0))))
+			{
+				ep_owner_leave(held);
+				*entered = false;
+			}
+			if (!*entered)
+			{
+				memset(held, 0, sizeof(*held));
+				held->owner = link->owner;
+				held->search_path = link->search_path;
+				held->timeout_ms = -1;
+				held->what = "upcaster of event type";
+				held->name = e->key ? text_to_cstring(e->key) : NULL;
+				ep_owner_enter(held);
+				*entered = true;
+			}
 			result = FunctionCallInvoke(fcinfo);
-			ep_owner_leave(&call);
 			if (fcinfo->isnull)
 				ereport(ERROR,
 						(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 						 errmsg("upcaster %s of event type \"%s\" returned null",
-								format_procedure(e->links[k - 1].fn.fn_oid),
+								format_procedure(link->fn.fn_oid),
 								text_to_cstring(type)),
 						 errdetail("The upcaster lifts schema version %d to %d.", k, k + 1),
 						 errhint("An upcaster must return the event's data at the next schema version.")));
@@ -370,6 +386,32 @@ ep_upcast_values(EpUpcastState *state, Datum *values, bool *isnull)
 	values[Anum_ep_events_data - 1] = data;
 	values[Anum_ep_events_schema_version - 1] = Int32GetDatum(e->latest);
 	return true;
+}
+
+bool
+ep_upcast_values(EpUpcastState *state, Datum *values, bool *isnull)
+{
+	EpOwnerCall held;
+	bool		entered = false;
+	bool		changed;
+
+	changed = ep_upcast_row(state, values, isnull, &held, &entered);
+	if (entered)
+		ep_owner_leave(&held);
+	return changed;
+}
+
+void
+ep_upcast_rows(EpUpcastState *state, int nrows, Datum **values, bool **isnull)
+{
+	EpOwnerCall held;
+	bool		entered = false;
+	int			i;
+
+	for (i = 0; i < nrows; i++)
+		(void) ep_upcast_row(state, values[i], isnull[i], &held, &entered);
+	if (entered)
+		ep_owner_leave(&held);
 }
 
 /*
