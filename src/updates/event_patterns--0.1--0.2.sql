@@ -390,18 +390,26 @@ BEGIN
         IF pg_catalog.to_regclass(v.storage_rel::text) IS NULL THEN
             CONTINUE;
         END IF;
-        EXECUTE pg_catalog.format('CREATE TRIGGER %I BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s'
-                                  ' FOR EACH STATEMENT EXECUTE FUNCTION ep._ivm_guard(%L)',
-                                  '__ep_ivm_' OPERATOR(pg_catalog.||) v.view_id OPERATOR(pg_catalog.||) '_w',
-                                  v.storage_rel, v.view_id);
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                        WHERE t.tgrelid OPERATOR(pg_catalog.=) v.storage_rel::pg_catalog.oid
+                          AND t.tgname OPERATOR(pg_catalog.=) ('__ep_ivm_' OPERATOR(pg_catalog.||) v.view_id OPERATOR(pg_catalog.||) '_w')) THEN
+            EXECUTE pg_catalog.format('CREATE TRIGGER %I BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s'
+                                      ' FOR EACH STATEMENT EXECUTE FUNCTION ep._ivm_guard(%L)',
+                                      '__ep_ivm_' OPERATOR(pg_catalog.||) v.view_id OPERATOR(pg_catalog.||) '_w',
+                                      v.storage_rel, v.view_id);
+        END IF;
         IF v.refresh OPERATOR(pg_catalog.=) 'immediate' AND NOT v.multi_occurrence THEN
-            k := 0;
+            k := -1;
             FOREACH b IN ARRAY v.base_rels LOOP
+                k := k OPERATOR(pg_catalog.+) 1;
+                -- (views created by the 0.2 library before the update have it)
+                CONTINUE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                                       WHERE t.tgrelid OPERATOR(pg_catalog.=) b::pg_catalog.oid
+                                         AND t.tgname OPERATOR(pg_catalog.=) ('__ep_ivm_' OPERATOR(pg_catalog.||) v.view_id OPERATOR(pg_catalog.||) '_b'));
                 EXECUTE pg_catalog.format('CREATE TRIGGER %I BEFORE INSERT OR UPDATE OR DELETE ON %s'
                                           ' FOR EACH STATEMENT EXECUTE FUNCTION ep._ivm_before(%L, %L, %L)',
                                           '__ep_ivm_' OPERATOR(pg_catalog.||) v.view_id OPERATOR(pg_catalog.||) '_b',
                                           b, v.view_id, k, 1);
-                k := k OPERATOR(pg_catalog.+) 1;
             END LOOP;
         END IF;
     END LOOP;
