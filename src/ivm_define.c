@@ -16,10 +16,17 @@
  *	 name__ivm_log		full: count of changed rows since the last refresh;
  *	 triggers __ep_ivm_<id>_{i,u,d,t} on each base table (__ep_ivj_... for
  *	 views over several table references, so that they fire first);
- *	 immediate views over several table references also get
- *	 __ep_ivj_<id>_b, a BEFORE STATEMENT trigger that takes the view's
- *	 writer lock before the statement locks any row and notes the statement
- *	 as in flight (see ivm_delta.c on locking and overlapping statements).
+ *	 immediate views also get __ep_iv{m,j}_<id>_b, a BEFORE STATEMENT
+ *	 trigger that notes the statement as in flight and, for views over
+ *	 several table references, takes the view's writer lock before the
+ *	 statement locks any row (see ivm_delta.c on locking and overlapping
+ *	 statements);
+ *	 __ep_ivm_<id>_w on the storage: refuses writes other than maintenance.
+ *
+ * Creation of an immediate or deferred view is refused in a REPEATABLE
+ * READ or SERIALIZABLE transaction: creating the triggers waits for the
+ * writers in progress, and the fill must see what they commit, which only
+ * a snapshot taken afterwards does (READ COMMITTED: the fill's own).
  *
  * Maintenance model. P is the "pre-aggregation" query: the view's FROM and
  * WHERE with a select list of the key expressions (__ep_k<i>) and the

@@ -40,15 +40,31 @@
  * statement changing a base table of the same view is still in flight. A
  * writable CTE writing two base tables, a user trigger on one base table
  * writing another, or a cascading foreign key all fire the AFTER STATEMENT
- * triggers of the view's tables with several changes outstanding. So the
- * base tables of immediate join views also carry a BEFORE STATEMENT trigger
- * (ep._ivm_before) that records each statement in flight (backend-local,
- * per subtransaction). An AFTER trigger that finds another statement of the
- * same view still in flight (on another table, or on the same table when it
- * occurs twice in the query) skips its delta and marks the view; the last
- * statement of the view to finish recomputes it, writing only the
- * difference. Entries and marks made in an aborted subtransaction vanish
- * with it; everything is forgotten at the end of the transaction.
+ * triggers of the view's tables with several changes outstanding. Even on
+ * one table, a statement nested in another (a row trigger on t updating
+ * t) finishes first, and its old rows may be rows whose insertion the outer
+ * statement's delta has not applied yet: counts go negative and are
+ * dropped, a min/max keeps a value that is gone. So the base tables of
+ * every immediate view also carry a BEFORE STATEMENT trigger
+ * (ep._ivm_before) that records each statement in flight with its command
+ * id (backend-local, per subtransaction). An AFTER trigger that finds
+ * another statement of the same view still in flight (on another table, on
+ * the same table when it occurs twice in the query, or another statement -
+ * another command id - on the same table) skips its delta and marks the
+ * view; the last statement of the view to finish recomputes it, writing
+ * only the difference. The events of one statement (INSERT ... ON CONFLICT,
+ * MERGE) share a command id and do not overlap. Entries and marks made in
+ * an aborted subtransaction vanish with it; everything is forgotten at the
+ * end of the transaction.
+ *
+ * Storage guard: a BEFORE STATEMENT trigger on each view's storage
+ * (ep._ivm_guard) refuses every write unless ep_ivm_writing is set, which
+ * only maintenance and refreshes do (reset on error by PG_FINALLY, and at
+ * the end of the transaction).
+ *
+ * Catalog reads: a view's catalog row is read with the latest snapshot, so
+ * a REPEATABLE READ transaction older than the view (which already sees
+ * its triggers: the relcache is always current) finds it.
  *
  * Trust: all generated SQL runs through the owner primitive (owner.h,
  * ep_ivm_owner_enter): as the view's owner, in a security-restricted
