@@ -103,6 +103,33 @@ SELECT ep.create_incremental_view('t_join', 'SELECT l.label, count(*) AS n, max(
 INSERT INTO t VALUES (100);
 SELECT diff('t_join') AS joined;
 DROP TRIGGER bump ON t;
+-- the events of one statement (INSERT ... ON CONFLICT, MERGE) and COPY, with
+-- a trigger that writes the table from within, and without
+CREATE TABLE u (k int PRIMARY KEY, v int);
+CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.v > 100 THEN
+        UPDATE ivc.u SET v = v - 100 WHERE k = NEW.k;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER touch AFTER INSERT OR UPDATE ON u FOR EACH ROW EXECUTE FUNCTION touch();
+SELECT ep.create_incremental_view('u_rows', 'SELECT k, v FROM u');
+SELECT ep.create_incremental_view('u_agg', 'SELECT k % 2 AS p, count(*) AS n, sum(v) AS s, min(v) AS lo, max(v) AS hi FROM u GROUP BY k % 2');
+INSERT INTO u SELECT g, g * 10 FROM generate_series(1, 20) g;
+INSERT INTO u VALUES (1, 5), (2, 500), (30, 30) ON CONFLICT (k) DO UPDATE SET v = excluded.v;
+COPY u FROM stdin;
+40	400
+41	41
+\.
+MERGE INTO u USING (VALUES (3, 7), (50, 150), (4, NULL)) AS s(k, v) ON u.k = s.k
+ WHEN MATCHED AND s.v IS NULL THEN DELETE
+ WHEN MATCHED THEN UPDATE SET v = s.v
+ WHEN NOT MATCHED THEN INSERT VALUES (s.k, s.v);
+DROP TRIGGER touch ON u;
+INSERT INTO u VALUES (5, 1), (60, 60) ON CONFLICT (k) DO UPDATE SET v = excluded.v;
+SELECT count(*) AS rows, sum(v) AS total, max(v) AS hi FROM u;
+SELECT diff('u_rows') AS u_rows, diff('u_agg') AS u_agg;
 
 -- 3. Deferred min/max whose stored extreme is NULL (an empty table
 -- without GROUP BY, or a group whose values are all NULL).
