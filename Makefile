@@ -35,7 +35,8 @@ OBJS = \
 	src/ivm_sql.o \
 	src/ivm_outer.o \
 	src/projection_wait.o \
-	src/owner.o
+	src/owner.o \
+	src/category.o
 
 # The install script is assembled from one SQL file per concern.
 SQL_SOURCES = $(sort $(wildcard src/sql/*.sql))

@@ -62,6 +62,7 @@ BEGIN
         RAISE EXCEPTION 'category must not be empty'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    PERFORM ep._category_check_read(create_subscription.category, ep._role(session_user));
     INSERT INTO ep.subscriptions (name, category, event_types, from_position, owner)
     VALUES (create_subscription.name, create_subscription.category,
             create_subscription.event_types, create_subscription.from_position, ep._role(session_user))
