@@ -504,7 +504,6 @@ BEGIN
         RAISE EXCEPTION 'category must not be empty'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    PERFORM ep._category_check_read(create_subscription.category, ep._role(session_user));
     INSERT INTO ep.subscriptions (name, category, event_types, from_position, owner)
     VALUES (create_subscription.name, create_subscription.category,
             create_subscription.event_types, create_subscription.from_position, ep._role(session_user))
@@ -513,6 +512,8 @@ BEGIN
         RAISE EXCEPTION 'subscription "%" already exists', name
             USING ERRCODE = 'duplicate_object';
     END IF;
+    -- an owned category needs its read privilege (the insert goes with the error)
+    PERFORM ep._category_check_read(create_subscription.category, ep._role(session_user));
 END
 $$;
 
