@@ -51,7 +51,8 @@
  * Views in pg_temp or over temporary tables are refused, and so are
  * immediate/deferred views over tables whose row-level security applies to
  * the creator (maintenance reads the transition tables, which policies do
- * not filter). No setting made while creating survives the call.
+ * not filter) — except ep.events, whose category policy maintenance applies
+ * to the changed rows itself (ivm_readable_events). No setting made while creating survives the call.
  *
  *-------------------------------------------------------------------------
  */
