@@ -242,6 +242,22 @@ SELECT count(*) FROM ep.events WHERE category = 'catinvoice';
 COMMIT;
 RESET ROLE;
 
+-- parallel plans: the policy's function (re)loads the cache in parallel mode
+SELECT ep.grant_category('catinvoice', 'regress_cat_auditor', '{append}');
+SET ROLE regress_cat_shipping;
+SET force_parallel_mode = on;
+SET parallel_setup_cost = 0;
+SET parallel_tuple_cost = 0;
+SET min_parallel_table_scan_size = 0;
+SELECT count(*) FROM ep.events WHERE category = 'catinvoice';
+SELECT count(*) > 0 AS sees_own FROM ep.events WHERE category = 'catparcel';
+SELECT ep.stream_version('catparcel-1');
+RESET force_parallel_mode;
+RESET parallel_setup_cost;
+RESET parallel_tuple_cost;
+RESET min_parallel_table_scan_size;
+RESET ROLE;
+
 ------------------------------------------------------------------------
 -- 8. Giving the category up makes it open again
 ------------------------------------------------------------------------

@@ -21,7 +21,7 @@
  * callback below turns into "reload on next use"; a transaction that
  * changes the tables sees its change at the next command, every other
  * backend at its next command after the commit. The tables are read with
- * the latest snapshot, not the transaction's (a REPEATABLE READ
+ * a fresh snapshot (the catalog snapshot), not the transaction's (a REPEATABLE READ
  * transaction would otherwise cache rows that later invalidations never
  * correct). Memory of the previous load is freed only by the next load,
  * which only starts at the entry of a function of this file; callers
@@ -147,7 +147,12 @@ ep_category_load(void)
 						HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
 	MemoryContextSwitchTo(old);
 
-	snap = RegisterSnapshot(GetLatestSnapshot());
+	/*
+	 * A fresh snapshot (for a relation without a syscache, the catalog
+	 * snapshot is taken anew); unlike GetLatestSnapshot it may be taken in
+	 * parallel mode too (the policies' function is parallel safe).
+	 */
+	snap = RegisterSnapshot(GetCatalogSnapshot(owners_relid));
 
 	rel = table_open(owners_relid, AccessShareLock);
 	scan = table_beginscan(rel, snap, 0, NULL);
