@@ -100,6 +100,7 @@
 #include "utils/timestamp.h"
 
 #include "event_patterns.h"
+#include "category.h"
 #include "owner.h"
 #include "stream_read.h"
 #include "upcast.h"
@@ -602,6 +603,7 @@ ep_aggregate(PG_FUNCTION_ARGS)
 	fn = PG_GETARG_OID(1);
 	initial = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
 	cat = ep_catalog();
+	ep_category_check_stream(stream, EP_CAT_READ, "read");
 
 	xmin = ep_agg_check_reducer(fn, get_rel_type_id(cat->events), &lang);
 	fp = ep_agg_fingerprint(fn, xmin);

@@ -51,6 +51,7 @@
 #include "utils/uuid.h"
 
 #include "event_patterns.h"
+#include "category.h"
 #include "owner.h"
 #include "position.h"
 
@@ -613,6 +614,7 @@ ep_do_append(text *stream, bool has_expected, int64 expected, EpNewEvent *evs, i
 		any_id |= evs[i].has_id;
 	if (any_id && n > 1)
 		ep_check_batch_ids(stream_c, evs, n);
+	ep_category_check_stream(stream, EP_CAT_APPEND, "append to");
 
 	ep_become_owner(&saved);
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -839,11 +841,16 @@ ep_stream_version(PG_FUNCTION_ARGS)
 	bool		exists,
 				tombstoned;
 	int64		v;
+	EpSavedUser saved;
 
+	ep_category_check_stream(stream, EP_CAT_READ, "read");
+	/* as the extension owner, like the append path: one plan, no policies */
+	ep_become_owner(&saved);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	v = ep_stream_row(stream, &exists, &tombstoned);
 	SPI_finish();
+	ep_restore_user(&saved);
 	PG_RETURN_INT64(v);
 }
 
@@ -903,6 +910,7 @@ ep_delete_stream(PG_FUNCTION_ARGS)
 
 	ep_check_expected_arg(fcinfo, 1);
 	ep_catalog();
+	ep_category_check_stream(stream, EP_CAT_ADMIN, "delete streams of");
 	ep_become_owner(&saved);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -998,6 +1006,7 @@ ep_set_stream_metadata(PG_FUNCTION_ARGS)
 				 errmsg("truncate_before must not be negative")));
 
 	ep_catalog();
+	ep_category_check_stream(stream, EP_CAT_ADMIN, "set stream metadata in");
 	ep_become_owner(&saved);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");

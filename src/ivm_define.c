@@ -58,7 +58,8 @@
  * Views in pg_temp or over temporary tables are refused, and so are
  * immediate/deferred views over tables whose row-level security applies to
  * the creator (maintenance reads the transition tables, which policies do
- * not filter). No setting made while creating survives the call.
+ * not filter) — except ep.events, whose category policy maintenance applies
+ * to the changed rows itself (ivm_readable_events). No setting made while creating survives the call.
  *
  *-------------------------------------------------------------------------
  */
@@ -614,6 +615,22 @@ ivm_text_array(char **items, int n)
 }
 
 /* Signed delta rows of P: inclusion-exclusion, or partition recompute for outer joins. */
+/*
+ * Changed rows of ep.events reach maintenance (run as the view's owner)
+ * only from the categories the owner may read, like the rows of its
+ * queries over ep.events itself, which row-level security filters
+ * (category.c). Other bases: src as it is.
+ */
+static const char *
+ivm_readable_events(IvmDef *d, int b, const char *src)
+{
+	if (list_nth_oid(d->bases, b) != ep_catalog()->events ||
+		ep_catalog()->version < EP_VERSION_0_2)
+		return src;
+	return psprintf("(SELECT * FROM %s __ep_c WHERE __ep_c.category OPERATOR(pg_catalog.<>) "
+					"ALL ((SELECT ep._unreadable_categories())::pg_catalog.text[]))", src);
+}
+
 static void
 ivm_delta_branches(IvmDef *d, int *changed, int nchanged, const char **oldsrc,
 				   const char **newsrc, StringInfo out)
@@ -697,7 +714,8 @@ ivm_check_bases(IvmDef *d)
 					 errhint("The owner of extension event_patterns can grant it: GRANT TRIGGER ON ep.events TO %s; or create the view with refresh => 'full'.",
 							 quote_identifier(GetUserNameFromId(user, false))) :
 					 errhint("The table's owner can grant it, or create the view with refresh => 'full'.")));
-		if (check_enable_rls(relid, InvalidOid, true) == RLS_ENABLED)
+		/* ep.events: maintenance filters its changes itself (ivm_readable_events) */
+		if (!events && check_enable_rls(relid, InvalidOid, true) == RLS_ENABLED)
 			ereport(ERROR,
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 					 errmsg("table %s has row-level security enabled for role \"%s\"",
@@ -948,15 +966,15 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 			memset(oldsrc, 0, sizeof(char *) * nbase);
 			memset(newsrc, 0, sizeof(char *) * nbase);
 			initStringInfo(&buf);
-			newsrc[b] = IVM_NEW_TABLE;
+			newsrc[b] = ivm_readable_events(d, b, IVM_NEW_TABLE);
 			ivm_delta_branches(d, changed, nchanged, oldsrc, newsrc, &buf);
 			sql_ins[b] = ep_ivm_apply_sql(d, buf.data);
 			newsrc[b] = NULL;
-			oldsrc[b] = IVM_OLD_TABLE;
+			oldsrc[b] = ivm_readable_events(d, b, IVM_OLD_TABLE);
 			resetStringInfo(&buf);
 			ivm_delta_branches(d, changed, nchanged, oldsrc, newsrc, &buf);
 			sql_del[b] = ep_ivm_apply_sql(d, buf.data);
-			newsrc[b] = IVM_NEW_TABLE;
+			newsrc[b] = ivm_readable_events(d, b, IVM_NEW_TABLE);
 			resetStringInfo(&buf);
 			ivm_delta_branches(d, changed, nchanged, oldsrc, newsrc, &buf);
 			sql_upd[b] = ep_ivm_apply_sql(d, buf.data);
@@ -972,8 +990,8 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 			{
 				char	   *cols = ep_ivm_column_list(list_nth_oid(d->bases, b));
 
-				oldsrc[b] = psprintf("(SELECT * FROM %s WHERE __ep_sign OPERATOR(pg_catalog.<) 0)", d->logs[b]);
-				newsrc[b] = psprintf("(SELECT * FROM %s WHERE __ep_sign OPERATOR(pg_catalog.>) 0)", d->logs[b]);
+				oldsrc[b] = ivm_readable_events(d, b, psprintf("(SELECT * FROM %s WHERE __ep_sign OPERATOR(pg_catalog.<) 0)", d->logs[b]));
+				newsrc[b] = ivm_readable_events(d, b, psprintf("(SELECT * FROM %s WHERE __ep_sign OPERATOR(pg_catalog.>) 0)", d->logs[b]));
 				/* explicit columns: adding a column to the base keeps logging */
 				sql_log_ins[b] = psprintf("INSERT INTO %s (__ep_sign, %s) SELECT 1, %s FROM %s __ep_t",
 										  d->logs[b], cols, cols, IVM_NEW_TABLE);

@@ -116,6 +116,7 @@
 #include "utils/wait_event.h"
 
 #include "event_patterns.h"
+#include "category.h"
 #include "owner.h"
 #include "launcher.h"
 #include "position.h"
@@ -913,6 +914,15 @@ ep_event_matches(EpProj *p, Datum event)
 		if (strcmp(cat, p->category) != 0)
 			return false;
 	}
+	/* owned categories the projection's owner may not read (category.c) */
+	if (ep_category_any())
+	{
+		text	   *cat = DatumGetTextPP(GetAttributeByNum(th, Anum_ep_events_category, &isnull));
+
+		if (!isnull &&
+			!ep_category_allowed(p->owner, VARDATA_ANY(cat), VARSIZE_ANY_EXHDR(cat), EP_CAT_READ))
+			return false;
+	}
 	return true;
 }
 
@@ -960,7 +970,7 @@ ep_scan_events(EpProj *p, int64 after, int64 horizon, int limit, EpItem *items,
 		event = heap_copy_tuple_as_datum(tup, RelationGetDescr(rel));
 		if (should_free)
 			heap_freetuple(tup);
-		if (p->ntypes > 0 || p->category)
+		if (p->ntypes > 0 || p->category || ep_category_any())
 		{
 			if (!ep_event_matches(p, event))
 			{

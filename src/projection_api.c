@@ -40,6 +40,7 @@
 #include "utils/syscache.h"
 
 #include "event_patterns.h"
+#include "category.h"
 #include "owner.h"
 #include "owner.h"
 #include "projection.h"
@@ -334,6 +335,9 @@ ep_inline_projection_trigger(PG_FUNCTION_ARGS)
 		FmgrInfo	flinfo;
 		bool		isnull = false;
 
+		/* an owned category the projection's owner may not read (category.c) */
+		if (!ep_category_allowed(calls[i].owner, category, strlen(category), EP_CAT_READ))
+			continue;
 		ep_handler_check_privileges(handlers[i], calls[i].owner, InvalidOid);
 		fmgr_info(handlers[i], &flinfo);
 		ep_owner_enter(&calls[i]);

@@ -41,6 +41,7 @@
 #include "utils/builtins.h"
 
 #include "event_patterns.h"
+#include "category.h"
 #include "owner.h"
 
 static SPIPlanPtr plan_scavenge_streams = NULL;
@@ -217,6 +218,7 @@ ep_redact_stream(PG_FUNCTION_ARGS)
 				 errhint("Run it outside a REPEATABLE READ or SERIALIZABLE transaction.")));
 
 	ep_catalog();
+	ep_category_check_stream(stream, EP_CAT_ADMIN, "redact streams of");
 	ep_become_owner(&saved);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");

@@ -13,6 +13,11 @@
  *	  position it saw never skips an event (see position.c). Events of the
  *	  reader's own open transaction are not returned by global reads.
  *
+ * Category ownership (category.c): read_stream of an owned category the
+ * reader may not read raises 42501; global reads skip such categories
+ * (the list is computed once per call; with no owned category it is
+ * empty and costs nothing per row).
+ *
  * Stream limits (max_count, max_age, truncate_before, soft delete) hide
  * events at once. Streams carrying limits are found through the partial
  * index ep.streams_limited_idx; when there are none, global reads pay
@@ -50,6 +55,7 @@
 #include "utils/timestamp.h"
 
 #include "event_patterns.h"
+#include "category.h"
 #include "position.h"
 #include "stream_read.h"
 #include "upcast.h"
@@ -452,6 +458,8 @@ ep_read_global(FunctionCallInfo fcinfo, int64 after, int64 max_count,
 	EpUpcastState *up;
 	MemoryContext rowcxt;
 	EpEmit		emit;
+	text	  **hidden;
+	int			nhidden;
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	if (RecoveryInProgress())
@@ -465,6 +473,12 @@ ep_read_global(FunctionCallInfo fcinfo, int64 after, int64 max_count,
 
 	horizon = ep_position_horizon(cat->position_seq);
 	if (horizon <= after + 1)
+		return;
+
+	/* owned categories the reader may not read are skipped (category.c) */
+	hidden = ep_category_hidden(GetUserId(), &nhidden);
+	if (hidden != NULL && filter->category != NULL &&
+		ep_category_in(hidden, nhidden, filter->category))
 		return;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -517,6 +531,10 @@ ep_read_global(FunctionCallInfo fcinfo, int64 after, int64 max_count,
 			if (i == filter->ntypes)
 				continue;
 		}
+		if (hidden != NULL && filter->category == NULL &&
+			ep_category_in(hidden, nhidden,
+						   DatumGetTextPP(slot->tts_values[Anum_ep_events_category - 1])))
+			continue;
 		if (filter->consumer_size > 0 &&
 			ep_stream_hash(stream) % (uint32) filter->consumer_size != (uint32) filter->consumer_member)
 			continue;
@@ -569,6 +587,7 @@ ep_read_stream(PG_FUNCTION_ARGS)
 				 errmsg("stream_id must not be null")));
 	stream = PG_GETARG_TEXT_PP(0);
 	cat = ep_catalog();
+	ep_category_check_stream(stream, EP_CAT_READ, "read");
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	if (max_count == 0)
 		PG_RETURN_NULL();

@@ -96,6 +96,8 @@ BEGIN
         RAISE EXCEPTION 'subscription "%" already exists', name
             USING ERRCODE = 'duplicate_object';
     END IF;
+    -- an owned category needs its read privilege (the insert goes with the error)
+    PERFORM ep._category_check_read(create_subscription.category, ep._role(current_user));
 END
 $$;
 COMMENT ON FUNCTION ep.create_subscription(text, text, text[], bigint) IS

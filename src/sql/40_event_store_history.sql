@@ -26,12 +26,14 @@ CREATE FUNCTION ep.register_upcaster(event_type text, from_schema_version intege
     AS 'MODULE_PATHNAME', 'ep_register_upcaster';
 COMMENT ON FUNCTION ep.register_upcaster(text, integer, regprocedure) IS
     'Register upcaster(data jsonb) RETURNS jsonb lifting event_type from from_schema_version to the next; every read path then delivers the latest schema version';
+REVOKE ALL ON FUNCTION ep.register_upcaster(text, integer, regprocedure) FROM PUBLIC;
 
 CREATE FUNCTION ep.unregister_upcaster(event_type text, from_schema_version integer)
     RETURNS void LANGUAGE c VOLATILE PARALLEL UNSAFE
     AS 'MODULE_PATHNAME', 'ep_unregister_upcaster';
 COMMENT ON FUNCTION ep.unregister_upcaster(text, integer) IS
     'Remove the last upcaster of an event type''s chain; reads then deliver the schema version below';
+REVOKE ALL ON FUNCTION ep.unregister_upcaster(text, integer) FROM PUBLIC;
 
 -- Snapshots: the state of a fold of a stream with a reducer, after a version.
 CREATE TABLE ep.snapshots (
@@ -50,6 +52,11 @@ COMMENT ON TABLE ep.snapshots IS 'Fold states of ep.aggregate by (stream, reduce
 COMMENT ON COLUMN ep.snapshots.initial_hash IS 'Hash of the initial state the fold started from';
 COMMENT ON COLUMN ep.snapshots.max_recorded_at IS 'Latest recorded_at of the events folded in (lets as_of_time queries use the snapshot)';
 GRANT SELECT ON ep.snapshots TO PUBLIC;
+-- Snapshots hold folds of events: hidden like the events (15_category.sql).
+ALTER TABLE ep.snapshots ENABLE ROW LEVEL SECURITY;
+CREATE POLICY snapshots_category_read ON ep.snapshots FOR SELECT
+    USING (pg_catalog.split_part(stream_id, '-', 1)
+           OPERATOR(pg_catalog.<>) ALL ((SELECT ep._unreadable_categories())::pg_catalog.text[]));
 
 CREATE TABLE ep.snapshot_policies (
     reducer    regprocedure NOT NULL PRIMARY KEY,

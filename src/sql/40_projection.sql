@@ -110,13 +110,16 @@ BEGIN
                   DETAIL = 'An inline projection runs its handler in the transaction of every role that appends events.',
                   HINT = 'The owner of the event_patterns extension can GRANT TRIGGER ON ep.events to this role, or create the projection as async.';
     END IF;
+    -- an owned category needs its read privilege (events of categories the
+    -- owner cannot read are never delivered in any case)
+    PERFORM ep._category_check_read(NEW.category, NEW.owner);
     RETURN NEW;
 END
 $$;
 COMMENT ON FUNCTION ep._projection_defs_check() IS
-    'Trigger: validates every projection row (handler signature and rights, source, event types), also on direct writes';
+    'Trigger: validates every projection row (handler signature and rights, source, event types, read privilege on an owned category), also on direct writes';
 CREATE TRIGGER projection_defs_check
-    BEFORE INSERT OR UPDATE OF kind, handler, owner, mode, event_types, source ON ep.projection_defs
+    BEFORE INSERT OR UPDATE OF kind, handler, owner, mode, event_types, category, source ON ep.projection_defs
     FOR EACH ROW EXECUTE FUNCTION ep._projection_defs_check();
 GRANT SELECT ON ep.projection_state TO PUBLIC;
 

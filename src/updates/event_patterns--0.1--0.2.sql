@@ -497,6 +497,120 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION ep._subscription_check_owner(text) IS 'Internal: raises 42501 unless the current user (a member of its owner) may change the subscription';
+-- Category ownership (issue 11): owned categories, grants, row-level
+-- security on the store's tables, destructive functions not PUBLIC
+-- (src/sql/15_category.sql, 20_subscription.sql, 40_event_store_history.sql,
+-- 40_projection.sql).
+-- ---------------------------------------------------------------------------
+
+CREATE TABLE ep.category_owners (
+    category   text        NOT NULL PRIMARY KEY CHECK (category <> '' AND pg_catalog.strpos(category, '-') = 0),
+    owner      regrole     NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE ep.category_owners IS 'Owned categories (set with ep.set_category_owner); only the owner and the roles it grants may use their streams';
+
+CREATE TABLE ep.category_grants (
+    category   text        NOT NULL,
+    grantee    regrole     NOT NULL,
+    may_read   boolean     NOT NULL DEFAULT false,
+    may_append boolean     NOT NULL DEFAULT false,
+    may_admin  boolean     NOT NULL DEFAULT false,
+    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (category, grantee)
+);
+COMMENT ON TABLE ep.category_grants IS 'Privileges on owned categories granted to other roles (ep.grant_category, ep.revoke_category)';
+COMMENT ON COLUMN ep.category_grants.may_admin IS 'delete_stream, set_stream_metadata and redact_stream on the category''s streams';
+
+GRANT SELECT ON ep.category_owners, ep.category_grants TO PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('ep.category_owners', '');
+SELECT pg_catalog.pg_extension_config_dump('ep.category_grants', '');
+
+-- Every backend caches both tables; a change makes them reload.
+CREATE FUNCTION ep._category_changed() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'ep_category_changed';
+COMMENT ON FUNCTION ep._category_changed() IS
+    'Internal: trigger on ep.category_owners and ep.category_grants that makes every backend reload its category cache';
+CREATE TRIGGER category_owners_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ep.category_owners
+    FOR EACH STATEMENT EXECUTE FUNCTION ep._category_changed();
+CREATE TRIGGER category_grants_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ep.category_grants
+    FOR EACH STATEMENT EXECUTE FUNCTION ep._category_changed();
+
+CREATE FUNCTION ep._unreadable_categories() RETURNS text[]
+    LANGUAGE c STABLE PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'ep_unreadable_categories';
+COMMENT ON FUNCTION ep._unreadable_categories() IS
+    'Internal: the owned categories the current user may not read (for row-level security; evaluate it once per query as a scalar subquery)';
+
+CREATE FUNCTION ep._category_check_read(category text, role regrole) RETURNS void
+    LANGUAGE c STABLE PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'ep_category_check_read';
+COMMENT ON FUNCTION ep._category_check_read(text, regrole) IS
+    'Internal: raises 42501 unless the role may read the category (subscriptions, projections)';
+
+CREATE FUNCTION ep.set_category_owner(category text, owner regrole)
+    RETURNS void LANGUAGE c VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ep_set_category_owner';
+COMMENT ON FUNCTION ep.set_category_owner(text, regrole) IS
+    'Give a category an owner: from then on only the owner and the roles it grants may append to, read, delete, set metadata on, redact, subscribe to or project its streams (NULL: open to every role again). The extension owner or the current owner may call it';
+
+CREATE FUNCTION ep.grant_category(category text, grantee regrole, privileges text[])
+    RETURNS void LANGUAGE c VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ep_grant_category';
+COMMENT ON FUNCTION ep.grant_category(text, regrole, text[]) IS
+    'Grant privileges on an owned category: read, append, admin (delete, metadata, redact) or all; the owner or the extension owner may call it';
+
+CREATE FUNCTION ep.revoke_category(category text, grantee regrole, privileges text[])
+    RETURNS void LANGUAGE c VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ep_revoke_category';
+COMMENT ON FUNCTION ep.revoke_category(text, regrole, text[]) IS
+    'Revoke privileges (read, append, admin or all) on an owned category; the owner or the extension owner may call it';
+
+CREATE VIEW ep.categories AS
+    SELECT o.category, o.owner,
+           COALESCE((SELECT pg_catalog.jsonb_object_agg(g.grantee::pg_catalog.text,
+                                pg_catalog.to_jsonb(pg_catalog.array_remove(ARRAY[
+                                    CASE WHEN g.may_read THEN 'read' END,
+                                    CASE WHEN g.may_append THEN 'append' END,
+                                    CASE WHEN g.may_admin THEN 'admin' END]::pg_catalog.text[], NULL)))
+                       FROM ep.category_grants g
+                      WHERE g.category OPERATOR(pg_catalog.=) o.category),
+                    '{}'::pg_catalog.jsonb) AS grants
+      FROM ep.category_owners o;
+COMMENT ON VIEW ep.categories IS 'Owned categories, their owners and the privileges granted on them ({"role": ["read", "append", "admin"]})';
+GRANT SELECT ON ep.categories TO PUBLIC;
+
+-- Reads of the store's tables hide owned categories from roles without
+-- read. The policy's subquery is evaluated once per query; per row it is
+-- one comparison with each unreadable category (none in a database without
+-- owned categories). The extension's own statements run as the tables'
+-- owner, which row-level security does not restrict.
+ALTER TABLE ep.events ENABLE ROW LEVEL SECURITY;
+CREATE POLICY events_category_read ON ep.events FOR SELECT
+    USING (category OPERATOR(pg_catalog.<>) ALL ((SELECT ep._unreadable_categories())::pg_catalog.text[]));
+ALTER TABLE ep.streams ENABLE ROW LEVEL SECURITY;
+CREATE POLICY streams_category_read ON ep.streams FOR SELECT
+    USING (category OPERATOR(pg_catalog.<>) ALL ((SELECT ep._unreadable_categories())::pg_catalog.text[]));
+
+-- Destructive functions are not PUBLIC (DESIGN.md §1, "Trust model"):
+-- GRANT EXECUTE them to the roles that may use them; category ownership
+-- limits them further.
+COMMENT ON FUNCTION ep.delete_stream(text, bigint, boolean) IS
+    'Soft delete (reads hide the events; a later append continues the numbering) or hard delete (events removed, id tombstoned: appends raise EP002). Not PUBLIC: GRANT EXECUTE it to the roles that may delete; an owned category also needs its admin privilege';
+REVOKE ALL ON FUNCTION ep.delete_stream(text, bigint, boolean) FROM PUBLIC;
+COMMENT ON FUNCTION ep.set_stream_metadata(text, bigint, interval, bigint) IS
+    'Set a stream''s read limits (NULL removes one); every read honours them at once and a scavenge removes what they hide. Not PUBLIC: GRANT EXECUTE it to the roles that may set them; an owned category also needs its admin privilege';
+REVOKE ALL ON FUNCTION ep.set_stream_metadata(text, bigint, interval, bigint) FROM PUBLIC;
+
+-- Snapshots hold folds of events: hidden like the events.
+ALTER TABLE ep.snapshots ENABLE ROW LEVEL SECURITY;
+CREATE POLICY snapshots_category_read ON ep.snapshots FOR SELECT
+    USING (pg_catalog.split_part(stream_id, '-', 1)
+           OPERATOR(pg_catalog.<>) ALL ((SELECT ep._unreadable_categories())::pg_catalog.text[]));
+REVOKE ALL ON FUNCTION ep.register_upcaster(text, integer, regprocedure) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ep.unregister_upcaster(text, integer) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION ep.create_subscription(name text, category text DEFAULT NULL,
                                        event_types text[] DEFAULT NULL,
@@ -618,5 +732,135 @@ BEGIN
     END LOOP;
 END
 $$;
+
+CREATE OR REPLACE FUNCTION ep._projection_defs_check() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.event_types IS NOT NULL AND (pg_catalog.array_position(NEW.event_types, NULL) IS NOT NULL
+                                        OR pg_catalog.cardinality(NEW.event_types) OPERATOR(pg_catalog.=) 0) THEN
+        RAISE EXCEPTION 'event_types must be NULL or a non-empty array without NULL elements'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NEW.kind OPERATOR(pg_catalog.=) 'table' THEN
+        PERFORM ep._check_table_source(NEW.source);
+    END IF;
+    PERFORM ep._check_handler(NEW.handler, NEW.kind);
+    -- an inline handler runs inside every appender's transaction
+    IF NEW.mode OPERATOR(pg_catalog.=) 'inline'
+       AND NOT pg_catalog.has_table_privilege(NEW.owner::pg_catalog.oid, 'ep.events'::pg_catalog.regclass, 'TRIGGER') THEN
+        RAISE EXCEPTION 'permission denied to create inline projection "%"', NEW.name
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'An inline projection runs its handler in the transaction of every role that appends events.',
+                  HINT = 'The owner of the event_patterns extension can GRANT TRIGGER ON ep.events to this role, or create the projection as async.';
+    END IF;
+    -- an owned category needs its read privilege (events of categories the
+    -- owner cannot read are never delivered in any case)
+    PERFORM ep._category_check_read(NEW.category, NEW.owner);
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION ep._projection_defs_check() IS
+    'Trigger: validates every projection row (handler signature and rights, source, event types, read privilege on an owned category), also on direct writes';
+DROP TRIGGER projection_defs_check ON ep.projection_defs;
+CREATE TRIGGER projection_defs_check
+    BEFORE INSERT OR UPDATE OF kind, handler, owner, mode, event_types, category, source ON ep.projection_defs
+    FOR EACH ROW EXECUTE FUNCTION ep._projection_defs_check();
+
+
+-- the subscription functions as they end up (run as their caller, check current_user and an owned category's read privilege)
+CREATE OR REPLACE FUNCTION ep.create_subscription(name text, category text DEFAULT NULL,
+                                       event_types text[] DEFAULT NULL,
+                                       from_position bigint DEFAULT 0)
+    RETURNS void LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF name IS NULL OR name = '' THEN
+        RAISE EXCEPTION 'subscription name must be a non-empty string'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF from_position IS NULL OR from_position < 0 THEN
+        RAISE EXCEPTION 'from_position must be a non-negative position'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF category = '' THEN
+        RAISE EXCEPTION 'category must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO ep.subscriptions (name, category, event_types, from_position, owner)
+    VALUES (create_subscription.name, create_subscription.category,
+            create_subscription.event_types, create_subscription.from_position, ep._role(current_user))
+    ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription "%" already exists', name
+            USING ERRCODE = 'duplicate_object';
+    END IF;
+    -- an owned category needs its read privilege (the insert goes with the error)
+    PERFORM ep._category_check_read(create_subscription.category, ep._role(current_user));
+END
+$$;
+COMMENT ON FUNCTION ep.create_subscription(text, text, text[], bigint) IS
+    'Create a persistent subscription with a server-side checkpoint';
+
+CREATE OR REPLACE FUNCTION ep.ack(subscription text, "position" bigint, consumer_member integer DEFAULT NULL)
+    RETURNS void LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF ack."position" IS NULL OR ack."position" < 0 THEN
+        RAISE EXCEPTION 'position must be a non-negative position'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF consumer_member < 0 THEN
+        RAISE EXCEPTION 'consumer_member must not be negative'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM 1 FROM ep.subscriptions s WHERE s.name = ack.subscription;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription "%" does not exist', subscription
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    PERFORM ep._subscription_check_owner(ack.subscription);
+    INSERT INTO ep.subscription_checkpoints AS c (subscription, consumer_member, position)
+    VALUES (ack.subscription, coalesce(ack.consumer_member, -1), ack."position")
+    ON CONFLICT ON CONSTRAINT subscription_checkpoints_pkey
+    DO UPDATE SET position = excluded.position, updated_at = now();
+END
+$$;
+COMMENT ON FUNCTION ep.ack(text, bigint, integer) IS
+    'Move a subscription''s checkpoint (of a consumer member) to a position';
+
+CREATE OR REPLACE FUNCTION ep.drop_subscription(name text)
+    RETURNS void LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM ep._subscription_check_owner(drop_subscription.name);
+    DELETE FROM ep.subscriptions s WHERE s.name = drop_subscription.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription "%" does not exist', name
+            USING ERRCODE = 'undefined_object';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION ep.drop_subscription(text) IS 'Drop a persistent subscription and its checkpoints';
+
+CREATE OR REPLACE FUNCTION ep._subscription_check_owner(name text)
+    RETURNS void LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    o regrole;
+BEGIN
+    SELECT s.owner INTO o FROM ep.subscriptions s WHERE s.name = _subscription_check_owner.name;
+    IF o IS NOT NULL AND NOT pg_has_role(current_user, o, 'MEMBER') THEN
+        RAISE EXCEPTION 'must be a member of role "%" to change subscription "%"', o, name
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION ep._subscription_check_owner(text) IS 'Internal: raises 42501 unless the current user (a member of its owner) may change the subscription';
 
 SELECT ep._objects_changed();
