@@ -58,6 +58,7 @@
 #include "postgres.h"
 
 #include "access/table.h"
+#include "access/xact.h"
 #include "catalog/catalog.h"
 #include "catalog/dependency.h"
 #include "catalog/namespace.h"
@@ -82,6 +83,7 @@
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/regproc.h"
+#include "utils/resowner.h"
 #include "utils/rls.h"
 #include "utils/ruleutils.h"
 #include "utils/acl.h"
@@ -677,6 +679,52 @@ ivm_may_trigger_all(IvmDef *d)
 	return true;
 }
 
+/*
+ * Classify for delta maintenance. False (and d untouched) when the delta
+ * machinery refuses the shape (0A000): the caller then tries
+ * recompute-and-diff (ivm_recompute.c). Other errors propagate. The
+ * analysis runs in a subtransaction, so that its refusal can be caught.
+ */
+static bool
+ivm_try_classify(IvmDef *d)
+{
+	IvmDef	   *t = palloc0(sizeof(IvmDef));
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	bool		ok = true;
+
+	t->refresh = d->refresh;
+	t->query = d->query;
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		ivm_classify(t);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		if (edata->sqlerrcode != ERRCODE_FEATURE_NOT_SUPPORTED)
+			ReThrowError(edata);
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	if (ok)
+		*d = *t;
+	return ok;
+}
+
 PG_FUNCTION_INFO_V1(ep_create_incremental_view);
 Datum
 ep_create_incremental_view(PG_FUNCTION_ARGS)
@@ -715,6 +763,7 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 	StringInfoData buf;
 	bool		multi = false;
 	bool		counted;		/* full: triggers count base changes */
+	bool		rediff;			/* immediate/deferred by recompute-and-diff */
 	EpSavedUser saved;
 	EpOwnerCall call;
 	char	   *creator_path = ep_owner_current_search_path();
@@ -783,11 +832,19 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 			ivm_collect_relations((Node *) lfirst(lc), &d->bases);
 		ivm_classify_full(d);
 	}
-	else
-		ivm_classify(d);
+	else if (!ivm_try_classify(d))
+	{
+		/* no deltas for this shape: recompute-and-diff, if it is listed */
+		ep_ivm_recompute_check(d->query);
+		ivm_collect_relations((Node *) d->query, &d->bases);
+		ivm_classify_full(d);
+	}
+	rediff = d->refresh != IVM_FULL && strcmp(d->kind, "full") == 0;
 
 	ivm_check_bases(d);
-	counted = d->refresh == IVM_FULL && list_length(d->bases) > 0 && ivm_may_trigger_all(d);
+	counted = list_length(d->bases) > 0 &&
+		((d->refresh == IVM_FULL && ivm_may_trigger_all(d)) ||
+		 (rediff && d->refresh == IVM_DEFERRED));
 
 	foreach(lc, d->outcols)
 	{
@@ -811,7 +868,7 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 	d->storage = quote_qualified_identifier(nspname, storage_name);
 	nbase = list_length(d->bases);
 	d->logs = palloc0(sizeof(char *) * Max(nbase, 1));
-	if (d->refresh == IVM_DEFERRED)
+	if (d->refresh == IVM_DEFERRED && !rediff)
 	{
 		for (b = 0; b < nbase; b++)
 			d->logs[b] = quote_qualified_identifier(nspname,
@@ -820,7 +877,7 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 	else if (counted)
 		d->logs[0] = quote_qualified_identifier(nspname, psprintf("%s__ivm_log", rv->relname));
 
-	if (d->refresh == IVM_FULL)
+	if (strcmp(d->kind, "full") == 0)
 		d->ptext = pg_get_querydef(d->query, false);
 	else
 		ep_ivm_build_p(d);
@@ -830,7 +887,13 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 	initStringInfo(&ddl);
 	ep_ivm_storage_columns(d, &cols, &ddl);
 	pop = ep_ivm_pop_sql(d);
-	if (strcmp(d->kind, "full") == 0 && !d->groupable)
+	if (rediff)
+	{
+		/* one statement writes the difference (ivm_recompute.c) */
+		sql_full_insert = ep_ivm_rediff_sql(d);
+		sql_full_delete = sql_full_insert;
+	}
+	else if (strcmp(d->kind, "full") == 0 && !d->groupable)
 	{
 		sql_full_delete = psprintf("DELETE FROM %s", d->storage);
 		sql_full_insert = psprintf("INSERT INTO %s (%s) %s", d->storage, cols.data, pop);
@@ -863,7 +926,7 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 	sql_log_ins = palloc0(sizeof(char *) * Max(nbase, 1));
 	sql_log_del = palloc0(sizeof(char *) * Max(nbase, 1));
 	sql_log_upd = palloc0(sizeof(char *) * Max(nbase, 1));
-	if (d->refresh != IVM_FULL)
+	if (strcmp(d->kind, "full") != 0)
 	{
 		int			nocc = list_length(d->occs);
 		int		   *changed = palloc(sizeof(int) * nocc);
@@ -934,7 +997,7 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 	}
 
 	/* storage, unique key, view */
-	if (strcmp(d->kind, "full") == 0 && !d->groupable)
+	if (strcmp(d->kind, "full") == 0 && (!d->groupable || rediff))
 		ivm_exec(psprintf("CREATE TABLE %s (%s)", d->storage, ddl.data), SPI_OK_UTILITY);
 	else
 	{
@@ -972,7 +1035,8 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 	appendStringInfo(&buf, " FROM %s __ep_s", d->storage);
 	if (strcmp(d->kind, "project") == 0 || strcmp(d->kind, "full") == 0)
 		appendStringInfoString(&buf, " CROSS JOIN LATERAL pg_catalog.generate_series(1::pg_catalog.int8, __ep_s.__ep_count) __ep_g");
-	if (d->query->havingQual)
+	/* (full and recompute views store the query's result, HAVING applied) */
+	if (d->query->havingQual && strcmp(d->kind, "full") != 0)
 	{
 		HavingCtx	ctx;
 		Node	   *having;
@@ -992,7 +1056,7 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 			 SPI_OK_UTILITY);
 
 	/* logs */
-	for (b = 0; b < nbase && d->refresh == IVM_DEFERRED; b++)
+	for (b = 0; b < nbase && d->refresh == IVM_DEFERRED && !rediff; b++)
 		ivm_exec(psprintf("CREATE TABLE %s AS SELECT 1::pg_catalog.int2 AS __ep_sign, %s FROM %s __ep_t WITH NO DATA",
 						  d->logs[b], ep_ivm_column_list(list_nth_oid(d->bases, b)),
 						  ep_ivm_relation_text(list_nth_oid(d->bases, b))),
@@ -1052,7 +1116,7 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 		Datum		values[24];
 		char		nulls[24];
 		char	  **basenames = palloc0(sizeof(char *) * Max(nbase, 1));
-		int			nlogs = d->refresh == IVM_DEFERRED ? nbase : (counted ? 1 : 0);
+		int			nlogs = d->refresh == IVM_DEFERRED && !rediff ? nbase : (counted ? 1 : 0);
 		int			nlogsql = d->refresh == IVM_DEFERRED || counted ? nbase : 0;
 		bool		current;
 		int			rc;
@@ -1072,9 +1136,9 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 		values[8] = ivm_text_array(d->logs, nlogs);
 		values[9] = BoolGetDatum(multi);
 		values[10] = BoolGetDatum(d->keep_empty_group);
-		values[11] = ivm_text_array(sql_ins, d->refresh == IVM_FULL ? 0 : nbase);
-		values[12] = ivm_text_array(sql_del, d->refresh == IVM_FULL ? 0 : nbase);
-		values[13] = ivm_text_array(sql_upd, d->refresh == IVM_FULL ? 0 : nbase);
+		values[11] = ivm_text_array(sql_ins, strcmp(d->kind, "full") == 0 ? 0 : nbase);
+		values[12] = ivm_text_array(sql_del, strcmp(d->kind, "full") == 0 ? 0 : nbase);
+		values[13] = ivm_text_array(sql_upd, strcmp(d->kind, "full") == 0 ? 0 : nbase);
 		values[14] = ivm_text_array(sql_log_ins, nlogsql);
 		values[15] = ivm_text_array(sql_log_del, nlogsql);
 		values[16] = sql_remove ? CStringGetTextDatum(sql_remove) : (Datum) 0;

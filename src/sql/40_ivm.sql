@@ -143,7 +143,8 @@ BEGIN
         RETURN NULL;
     END IF;
     FOREACH lr IN ARRAY v.log_rels LOOP
-        IF v.refresh OPERATOR(pg_catalog.=) 'full' THEN
+        -- kind full: a counter (full views, and views maintained by recompute)
+        IF v.kind OPERATOR(pg_catalog.=) 'full' THEN
             EXECUTE format('SELECT coalesce(sum(n), 0)::bigint FROM %s', lr) INTO n;
         ELSE
             EXECUTE format('SELECT count(*) FROM %s', lr) INTO n;
@@ -163,14 +164,15 @@ CREATE VIEW ep.incremental_views WITH (security_invoker = true) AS
            p.pending AS pending_changes,
            (p.pending OPERATOR(pg_catalog.>) 0) AS is_stale,
            v.last_refresh_ms,
-           j.last_error
+           j.last_error,
+           CASE WHEN v.kind OPERATOR(pg_catalog.=) 'full' THEN 'recompute' ELSE 'incremental' END AS strategy
       FROM ep.ivm_views v
       LEFT JOIN ep.job_registry j
              ON j.kind OPERATOR(pg_catalog.=) 'view_refresh'
             AND j.target OPERATOR(pg_catalog.=) v.name
      CROSS JOIN LATERAL (SELECT ep._ivm_pending(v.view_id) AS pending) p;
 COMMENT ON VIEW ep.incremental_views IS
-    'Incremental materialized views: refresh mode, schedule, freshness (pending changes, staleness) and the last scheduled refresh error';
+    'Incremental materialized views: refresh mode, schedule, freshness (pending changes, staleness), the last scheduled refresh error and the strategy (incremental: deltas; recompute: the query rerun, only the difference written)';
 GRANT SELECT ON ep.incremental_views TO PUBLIC;
 
 -- Triggers on ep.events were created as the extension owner; they can be

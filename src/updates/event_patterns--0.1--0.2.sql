@@ -573,4 +573,61 @@ END
 $$;
 COMMENT ON FUNCTION ep.drop_subscription(text) IS 'Drop a persistent subscription and its checkpoints';
 
+-- ---------------------------------------------------------------------------
+-- Shapes maintained by recompute-and-diff (issue 13): immediate and deferred
+-- views of kind 'full'; a deferred one counts its changes like a full view,
+-- and ep.incremental_views shows the strategy.
+-- ---------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION ep._ivm_pending(view_id bigint) RETURNS bigint
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v ep.ivm_views;
+    total bigint := 0;
+    n bigint;
+    lr regclass;
+BEGIN
+    SELECT * INTO v FROM ep.ivm_views i WHERE i.view_id OPERATOR(pg_catalog.=) _ivm_pending.view_id;
+    IF NOT FOUND OR v.refresh OPERATOR(pg_catalog.=) 'immediate' THEN
+        RETURN 0;
+    END IF;
+    -- a full view whose owner may not add triggers to its base tables
+    -- counts no changes: unknown
+    IF v.refresh OPERATOR(pg_catalog.=) 'full'
+       AND pg_catalog.cardinality(v.base_rels) OPERATOR(pg_catalog.>) 0
+       AND pg_catalog.cardinality(v.log_rels) OPERATOR(pg_catalog.=) 0 THEN
+        RETURN NULL;
+    END IF;
+    FOREACH lr IN ARRAY v.log_rels LOOP
+        -- kind full: a counter (full views, and views maintained by recompute)
+        IF v.kind OPERATOR(pg_catalog.=) 'full' THEN
+            EXECUTE format('SELECT coalesce(sum(n), 0)::bigint FROM %s', lr) INTO n;
+        ELSE
+            EXECUTE format('SELECT count(*) FROM %s', lr) INTO n;
+        END IF;
+        total := total OPERATOR(pg_catalog.+) n;
+    END LOOP;
+    IF v.needs_full THEN
+        total := total OPERATOR(pg_catalog.+) 1;
+    END IF;
+    RETURN total;
+END
+$$;
+COMMENT ON FUNCTION ep._ivm_pending(bigint) IS 'Internal: exact count of change records not yet applied to an incremental view (NULL when a full view cannot count them)';
+CREATE OR REPLACE VIEW ep.incremental_views WITH (security_invoker = true) AS
+    SELECT v.name, v.query, v.refresh, j.schedule, v.last_refreshed_at,
+           p.pending AS pending_changes,
+           (p.pending OPERATOR(pg_catalog.>) 0) AS is_stale,
+           v.last_refresh_ms,
+           j.last_error,
+           CASE WHEN v.kind OPERATOR(pg_catalog.=) 'full' THEN 'recompute' ELSE 'incremental' END AS strategy
+      FROM ep.ivm_views v
+      LEFT JOIN ep.job_registry j
+             ON j.kind OPERATOR(pg_catalog.=) 'view_refresh'
+            AND j.target OPERATOR(pg_catalog.=) v.name
+     CROSS JOIN LATERAL (SELECT ep._ivm_pending(v.view_id) AS pending) p;
+COMMENT ON VIEW ep.incremental_views IS
+    'Incremental materialized views: refresh mode, schedule, freshness (pending changes, staleness), the last scheduled refresh error and the strategy (incremental: deltas; recompute: the query rerun, only the difference written)';
+
 SELECT ep._objects_changed();
