@@ -199,7 +199,7 @@ rc_check_relation(RangeTblEntry *rte)
 	char		relkind = get_rel_relkind(rte->relid);
 
 	if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)
-		ep_ivm_unsupported(psprintf("relation \"%s\", which is not a table (views, materialized views, incremental views and foreign tables cannot be base relations)",
+		ep_ivm_unsupported(psprintf("relation \"%s\", which is not a table (views, materialized views and foreign tables cannot be base relations)",
 									get_rel_name(rte->relid)));
 	if (IsCatalogNamespace(get_rel_namespace(rte->relid)))
 		ep_ivm_unsupported("a system catalog");
