@@ -191,6 +191,29 @@ INSERT INTO r VALUES (8, 2, 'b', '[1]', NULL, NULL);
 SELECT ctid = :'before' AS untouched FROM types_i__ivm_data WHERE js::text = '{"k":1}';
 SELECT * FROM wrong(ARRAY['immediate']);
 
+-- statements nested in statements: a row trigger writing its own table, a
+-- writable CTE writing two base tables; every maintenance recomputes from
+-- the current state, the last one after the last change
+CREATE FUNCTION bump() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE r SET j = j + 1 WHERE i = NEW.i;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER bump AFTER INSERT ON r FOR EACH ROW WHEN (NEW.i = 6) EXECUTE FUNCTION bump();
+INSERT INTO r VALUES (6, 1, 'b', NULL, NULL, NULL);
+SELECT i, j FROM cte_simple_i WHERE i = 6;
+DROP TRIGGER bump ON r;
+WITH x AS (INSERT INTO s VALUES (7, 1, 'cte') RETURNING i), y AS (DELETE FROM r WHERE i = 8 RETURNING i)
+INSERT INTO t SELECT 1, 4 FROM x, y;
+SELECT * FROM wrong(ARRAY['immediate']);
+SELECT refresh_all();
+SELECT * FROM wrong(ARRAY['immediate', 'deferred', 'full']);
+-- a refresh without changes writes nothing
+SELECT pending_changes FROM ep.incremental_views WHERE name = 'union_all_d';
+SELECT ctid AS before FROM union_all_d__ivm_data ORDER BY ctid LIMIT 1 \gset
+SELECT ep.refresh_view('union_all_d');
+SELECT ctid = :'before' AS untouched FROM union_all_d__ivm_data ORDER BY ctid LIMIT 1;
+
 -- a writer without rights on the storage maintains the view as its owner
 RESET ROLE;
 CREATE ROLE regress_ivsh_writer;

@@ -1188,6 +1188,8 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 	call.what = "incremental view";
 	call.name = name;
 	ep_owner_enter(&call);
+	if (rediff)
+		ep_ivm_recompute_settings();
 	ivm_exec(sql_full_insert, SPI_OK_INSERT);
 	ep_owner_leave(&call);
 	SPI_finish();

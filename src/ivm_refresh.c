@@ -167,8 +167,14 @@ ep_refresh_view(PG_FUNCTION_ARGS)
 	}
 	else if (vc->refresh == IVM_FULL || vc->recompute)
 	{
-		/* a deferred recompute view: the latest rows, after the lock */
-		ep_ivm_full_recompute(vc, vc->recompute && IsolationUsesXactSnapshot());
+		/*
+		 * A deferred recompute view: nothing to do without counted changes;
+		 * otherwise the latest rows, after the lock.
+		 */
+		if (!vc->recompute || full || needs_full ||
+			(vc->log_rels && vc->log_rels[0] &&
+			 ivm_count(psprintf("SELECT pg_catalog.count(*) FROM %s", vc->log_rels[0])) > 0))
+			ep_ivm_full_recompute(vc, vc->recompute && IsolationUsesXactSnapshot());
 		if (vc->nbase > 0 && vc->log_rels && vc->log_rels[0])
 			SPI_execute(psprintf("DELETE FROM %s", vc->log_rels[0]), false, 0);
 	}
