@@ -34,6 +34,7 @@ INSERT INTO shapes VALUES
  ('exists', 'SELECT i, j FROM r WHERE EXISTS (SELECT 1 FROM s WHERE s.i = r.i) AND j > 1'),
  ('not_exists', 'SELECT i, v FROM r WHERE NOT EXISTS (SELECT 1 FROM s WHERE s.j = r.j)'),
  ('in_subquery', 'SELECT i, j FROM r WHERE i IN (SELECT j FROM t WHERE k > 2)'),
+ ('not_in', 'SELECT i, j FROM r WHERE j NOT IN (SELECT j FROM s WHERE j IS NOT NULL) AND i > 0'),
  ('outer_tree', 'SELECT r.i, s.j, t.k FROM r LEFT JOIN s ON r.i = s.i LEFT JOIN t ON s.j = t.j'),
  ('outer_mixed', 'SELECT r.i, s.i AS si, t.k FROM r FULL JOIN s ON r.j = s.j RIGHT JOIN t ON s.i = t.j'),
  ('srf', 'SELECT r.i, g FROM r CROSS JOIN LATERAL generate_series(1, least(r.j, 3)) g'),

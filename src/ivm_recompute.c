@@ -5,7 +5,7 @@
  *	  deferred views whose query the delta machinery (ivm_sql.c,
  *	  ivm_outer.c) cannot decompose, but whose shape is one of a fixed list
  *	  (ep_ivm_recompute_check): non-recursive WITH, simple subqueries in
- *	  FROM, EXISTS / NOT EXISTS / IN (subquery) ANDed in WHERE, any tree of
+ *	  FROM, EXISTS / NOT EXISTS / [NOT] IN (subquery) ANDed in WHERE, any tree of
  *	  inner and outer joins, functions in FROM, no FROM at all, UNION ALL,
  *	  columns of any type (json, user-defined types), aggregates with FILTER,
  *	  DISTINCT or ORDER BY, string_agg, array_agg, bool_and, bool_or,
@@ -88,8 +88,10 @@ rc_expr_walker(Node *node, RcWalk *w)
 	{
 		SubLink    *sl = (SubLink *) node;
 
-		if (sl->subLinkType != EXISTS_SUBLINK && sl->subLinkType != ANY_SUBLINK)
-			ep_ivm_unsupported("a scalar, ALL or ARRAY subquery (EXISTS, NOT EXISTS and IN are maintained)");
+		/* x NOT IN (subquery) is x <> ALL (subquery) */
+		if (sl->subLinkType != EXISTS_SUBLINK && sl->subLinkType != ANY_SUBLINK &&
+			sl->subLinkType != ALL_SUBLINK)
+			ep_ivm_unsupported("a scalar or ARRAY subquery (EXISTS, NOT EXISTS, IN and NOT IN are maintained)");
 		if (!w->sublinks_ok)
 			ep_ivm_unsupported("a subquery outside the ANDed conditions of WHERE");
 		rc_check_query((Query *) sl->subselect, false);
