@@ -157,7 +157,7 @@ SELECT ep.create_incremental_view('ivm_agg.bad', 'SELECT grp, count(DISTINCT sub
 SELECT strategy FROM ep.incremental_views WHERE name = 'ivm_agg.bad';
 SELECT ep.drop_incremental_view('ivm_agg.bad');
 SELECT ep.create_incremental_view('ivm_agg.bad', 'SELECT grp, sum(amount) FILTER (WHERE qty > 1) AS s FROM facts GROUP BY grp', 'deferred');
--- no deltas for this shape: maintained by recompute-and-diff (sql/ivm_shapes)
+-- FILTER on count/sum/avg: deltas of agg(CASE WHEN condition THEN x END)
 SELECT strategy FROM ep.incremental_views WHERE name = 'ivm_agg.bad';
 SELECT ep.drop_incremental_view('ivm_agg.bad');
 SELECT ep.create_incremental_view('ivm_agg.bad', 'SELECT grp FROM facts GROUP BY ROLLUP (grp)');

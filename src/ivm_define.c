@@ -140,6 +140,35 @@ ivm_check_key_type(Oid type)
  * ----------------------------------------------------------------
  */
 
+/*
+ * agg(x) FILTER (WHERE c) is agg(CASE WHEN c THEN x END) for count, sum and
+ * avg, which ignore NULLs (and give NULL, or 0 for count, over no rows);
+ * count(*) FILTER (WHERE c) is count(CASE WHEN c THEN 1 END).
+ */
+static void
+ivm_filter_arg(IvmAgg *agg, Expr *filter)
+{
+	CaseExpr   *c = makeNode(CaseExpr);
+	CaseWhen   *w = makeNode(CaseWhen);
+	Expr	   *val = agg->arg;
+
+	if (agg->kind == AGG_COUNT_STAR)
+	{
+		val = (Expr *) makeConst(INT4OID, -1, InvalidOid, sizeof(int32),
+								 Int32GetDatum(1), false, true);
+		agg->kind = AGG_COUNT;
+	}
+	w->expr = filter;
+	w->result = val;
+	w->location = -1;
+	c->casetype = exprType((Node *) val);
+	c->casecollid = exprCollation((Node *) val);
+	c->args = list_make1(w);
+	c->defresult = (Expr *) makeNullConst(c->casetype, exprTypmod((Node *) val), c->casecollid);
+	c->location = -1;
+	agg->arg = (Expr *) c;
+}
+
 static IvmAgg *
 ivm_make_agg(Aggref *aggref, int idx)
 {
@@ -153,8 +182,9 @@ ivm_make_agg(Aggref *aggref, int idx)
 		ep_ivm_unsupported("DISTINCT inside an aggregate");
 	if (aggref->aggorder != NIL)
 		ep_ivm_unsupported("ORDER BY inside an aggregate");
-	if (aggref->aggfilter != NULL)
-		ep_ivm_unsupported("FILTER on an aggregate");
+	if (aggref->aggfilter != NULL && strcmp(fname, "count") != 0 &&
+		strcmp(fname, "sum") != 0 && strcmp(fname, "avg") != 0)
+		ep_ivm_unsupported("FILTER on an aggregate other than count, sum or avg");
 	if (aggref->aggkind != AGGKIND_NORMAL || aggref->agglevelsup != 0)
 		ep_ivm_unsupported(psprintf("aggregate %s", fname));
 
@@ -210,6 +240,8 @@ ivm_make_agg(Aggref *aggref, int idx)
 		ep_ivm_unsupported(psprintf("aggregate %s", fname));
 	if (agg->kind != AGG_COUNT_STAR && agg->arg == NULL)
 		ep_ivm_unsupported(psprintf("aggregate %s without argument", fname));
+	if (aggref->aggfilter != NULL)
+		ivm_filter_arg(agg, (Expr *) aggref->aggfilter);
 	return agg;
 }
 
