@@ -63,9 +63,7 @@ SELECT name, m, err
   FROM shapes, unnest(ARRAY['immediate', 'deferred', 'full']) m,
        try_create(name || '_' || left(m, 1), query, m) err
  WHERE err IS NOT NULL ORDER BY name, m;
-SELECT count(*) AS views,
-       count(*) FILTER (WHERE strategy = 'recompute') AS recompute
-  FROM ep.incremental_views;
+SELECT refresh, strategy, count(*) FROM ep.ivm_views GROUP BY 1, 2 ORDER BY 1, 2;
 
 CREATE FUNCTION ivm_diff(v text, q text) RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE a bigint; b bigint;
@@ -230,7 +228,7 @@ SELECT * FROM wrong(ARRAY['immediate']);
 
 -- the strategy is shown; shapes with deltas keep them
 SELECT ep.create_incremental_view('plain_i', 'SELECT i, count(*) FROM r GROUP BY i');
-SELECT name, refresh, strategy FROM ep.incremental_views
+SELECT name, refresh, strategy FROM ep.ivm_views
  WHERE name IN ('plain_i', 'exists_i', 'exists_d', 'exists_f', 'filter_i', 'filter_d', 'filter_max_i') ORDER BY name;
 
 -- what stays refused: 0A000, naming the construct, hint 'full'

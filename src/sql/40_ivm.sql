@@ -44,9 +44,12 @@ CREATE TABLE ep.ivm_views (
     last_refresh_ms   double precision,
     created_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
     search_path       text        NOT NULL DEFAULT 'pg_catalog, pg_temp',
-    handler_timeout   interval
+    handler_timeout   interval,
+    strategy          text        GENERATED ALWAYS AS
+                      (CASE WHEN kind OPERATOR(pg_catalog.=) 'full' THEN 'recompute' ELSE 'incremental' END) STORED
 );
 COMMENT ON COLUMN ep.ivm_views.search_path IS 'search_path of the creator, recorded at creation: the view''s query, maintenance and refreshes run with it (pg_temp last)';
+COMMENT ON COLUMN ep.ivm_views.strategy IS 'incremental: changes applied as deltas; recompute: the query is run again and only the difference written (full views, and immediate/deferred views of shapes without deltas)';
 COMMENT ON COLUMN ep.ivm_views.handler_timeout IS 'Time limit of each maintenance or refresh call of the view; NULL: event_patterns.handler_timeout';
 COMMENT ON TABLE ep.ivm_views IS 'Catalog of incremental materialized views and their generated maintenance SQL (read it through ep.incremental_views)';
 SELECT pg_catalog.pg_extension_config_dump('ep.ivm_views', '');
@@ -164,15 +167,14 @@ CREATE VIEW ep.incremental_views WITH (security_invoker = true) AS
            p.pending AS pending_changes,
            (p.pending OPERATOR(pg_catalog.>) 0) AS is_stale,
            v.last_refresh_ms,
-           j.last_error,
-           CASE WHEN v.kind OPERATOR(pg_catalog.=) 'full' THEN 'recompute' ELSE 'incremental' END AS strategy
+           j.last_error
       FROM ep.ivm_views v
       LEFT JOIN ep.job_registry j
              ON j.kind OPERATOR(pg_catalog.=) 'view_refresh'
             AND j.target OPERATOR(pg_catalog.=) v.name
      CROSS JOIN LATERAL (SELECT ep._ivm_pending(v.view_id) AS pending) p;
 COMMENT ON VIEW ep.incremental_views IS
-    'Incremental materialized views: refresh mode, schedule, freshness (pending changes, staleness), the last scheduled refresh error and the strategy (incremental: deltas; recompute: the query rerun, only the difference written)';
+    'Incremental materialized views: refresh mode, schedule, freshness (pending changes, staleness) and the last scheduled refresh error';
 GRANT SELECT ON ep.incremental_views TO PUBLIC;
 
 -- Triggers on ep.events were created as the extension owner; they can be

@@ -575,8 +575,8 @@ COMMENT ON FUNCTION ep.drop_subscription(text) IS 'Drop a persistent subscriptio
 
 -- ---------------------------------------------------------------------------
 -- Shapes maintained by recompute-and-diff (issue 13): immediate and deferred
--- views of kind 'full'; a deferred one counts its changes like a full view,
--- and ep.incremental_views shows the strategy.
+-- views of kind 'full'; a deferred one counts its changes like a full view;
+-- ep.ivm_views.strategy tells which.
 -- ---------------------------------------------------------------------------
 CREATE OR REPLACE FUNCTION ep._ivm_pending(view_id bigint) RETURNS bigint
     LANGUAGE plpgsql STABLE
@@ -615,19 +615,8 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION ep._ivm_pending(bigint) IS 'Internal: exact count of change records not yet applied to an incremental view (NULL when a full view cannot count them)';
-CREATE OR REPLACE VIEW ep.incremental_views WITH (security_invoker = true) AS
-    SELECT v.name, v.query, v.refresh, j.schedule, v.last_refreshed_at,
-           p.pending AS pending_changes,
-           (p.pending OPERATOR(pg_catalog.>) 0) AS is_stale,
-           v.last_refresh_ms,
-           j.last_error,
-           CASE WHEN v.kind OPERATOR(pg_catalog.=) 'full' THEN 'recompute' ELSE 'incremental' END AS strategy
-      FROM ep.ivm_views v
-      LEFT JOIN ep.job_registry j
-             ON j.kind OPERATOR(pg_catalog.=) 'view_refresh'
-            AND j.target OPERATOR(pg_catalog.=) v.name
-     CROSS JOIN LATERAL (SELECT ep._ivm_pending(v.view_id) AS pending) p;
-COMMENT ON VIEW ep.incremental_views IS
-    'Incremental materialized views: refresh mode, schedule, freshness (pending changes, staleness), the last scheduled refresh error and the strategy (incremental: deltas; recompute: the query rerun, only the difference written)';
+ALTER TABLE ep.ivm_views ADD COLUMN strategy text GENERATED ALWAYS AS
+    (CASE WHEN kind OPERATOR(pg_catalog.=) 'full' THEN 'recompute' ELSE 'incremental' END) STORED;
+COMMENT ON COLUMN ep.ivm_views.strategy IS 'incremental: changes applied as deltas; recompute: the query is run again and only the difference written (full views, and immediate/deferred views of shapes without deltas)';
 
 SELECT ep._objects_changed();
