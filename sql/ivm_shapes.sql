@@ -215,6 +215,19 @@ SELECT ctid AS before FROM union_all_d__ivm_data ORDER BY ctid LIMIT 1 \gset
 SELECT ep.refresh_view('union_all_d');
 SELECT ctid = :'before' AS untouched FROM union_all_d__ivm_data ORDER BY ctid LIMIT 1;
 
+-- immediate views grouping one table by visible columns recompute only the
+-- groups a statement touched (those listed); key changes and NULL keys stay
+-- exact, and other groups' rows stay where they are
+SELECT name FROM ep.ivm_views WHERE kind = 'full' AND sql_recompute IS NOT NULL ORDER BY name;
+INSERT INTO r VALUES (5, 1, 'p', NULL, NULL, NULL), (5, NULL, NULL, NULL, NULL, NULL);
+SELECT ctid AS before FROM string_agg_i__ivm_data WHERE i = 7 \gset
+UPDATE r SET v = 'x' || v WHERE i = 5;
+UPDATE r SET i = NULL WHERE i = 5;
+SELECT ctid = :'before' AS untouched FROM string_agg_i__ivm_data WHERE i = 7;
+SELECT * FROM wrong(ARRAY['immediate']);
+UPDATE r SET i = 5 WHERE i IS NULL;
+SELECT * FROM wrong(ARRAY['immediate']);
+
 -- a writer without rights on the storage maintains the view as its owner
 RESET ROLE;
 CREATE ROLE regress_ivsh_writer;

@@ -924,6 +924,9 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 		/* one statement writes the difference (ivm_recompute.c) */
 		sql_full_insert = ep_ivm_rediff_sql(d);
 		sql_full_delete = sql_full_insert;
+		/* immediate: only the groups a statement touched, if possible */
+		if (d->refresh == IVM_IMMEDIATE)
+			sql_recompute = ep_ivm_rediff_groups_sql(d, &sql_remove);
 	}
 	else if (strcmp(d->kind, "full") == 0 && !d->groupable)
 	{

@@ -52,6 +52,8 @@
 #include "nodes/makefuncs.h"
 #include "nodes/nodeFuncs.h"
 #include "optimizer/optimizer.h"
+#include "storage/lmgr.h"
+#include "utils/snapmgr.h"
 #include "parser/parsetree.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -396,8 +398,8 @@ ep_ivm_recompute_check(Query *q)
  * statement, which is right: a storage row that matches is kept, and its
  * image is then not inserted again. Populates an empty storage as well.
  */
-char *
-ep_ivm_rediff_sql(IvmDef *d)
+static char *
+rc_rediff(IvmDef *d, const char *source, const char *storage_filter)
 {
 	StringInfoData buf;
 	StringInfoData outcols;		/* __ep_o1, ... */
@@ -434,12 +436,13 @@ ep_ivm_rediff_sql(IvmDef *d)
 					 " WINDOW __ep_g AS (PARTITION BY __ep_q.__ep_i)) __ep_w"
 					 " WHERE __ep_w.__ep_rn OPERATOR(pg_catalog.=) 1), ",
 					 vcols.data,
-					 d->ptext, n > 0 ? "(" : "", outcols.data, n > 0 ? ")" : "");
+					 source, n > 0 ? "(" : "", outcols.data, n > 0 ? ")" : "");
 	appendStringInfo(&buf,
-					 "__ep_d AS (DELETE FROM %s __ep_s WHERE NOT EXISTS (SELECT FROM __ep_n"
+					 "__ep_d AS (DELETE FROM %s __ep_s WHERE %s%sNOT EXISTS (SELECT FROM __ep_n"
 					 " WHERE __ep_n.__ep_i OPERATOR(pg_catalog.=) (ROW(%s)::pg_catalog.text) COLLATE pg_catalog.\"C\""
 					 " AND __ep_n.__ep_c OPERATOR(pg_catalog.=) __ep_s.__ep_count)) ",
-					 d->storage, simg.data);
+					 d->storage, storage_filter ? storage_filter : "", storage_filter ? " AND " : "",
+					 simg.data);
 	appendStringInfo(&buf,
 					 "INSERT INTO %s (%s%s__ep_count) SELECT %s__ep_n.__ep_c FROM __ep_n"
 					 " WHERE NOT EXISTS (SELECT FROM %s __ep_s"
@@ -448,6 +451,147 @@ ep_ivm_rediff_sql(IvmDef *d)
 					 d->storage, stcols.data, n > 0 ? ", " : "",
 					 ncols.data, d->storage, simg.data);
 	return buf.data;
+}
+
+char *
+ep_ivm_rediff_sql(IvmDef *d)
+{
+	return rc_rediff(d, d->ptext, NULL);
+}
+
+/*
+ * Groups only: for a query that groups one table by plain columns that are
+ * all visible, a statement can change only the groups of the keys its old
+ * and new rows carry. Returns the difference statement restricted to a set
+ * of groups, and in *keys_sql the select list that computes that set from a
+ * transition table (per key: the distinct non-null values, an array, and
+ * whether NULL occurs); parameters $2i-1, $2i of the statement are those of
+ * key i. The same restriction applies to the query (pushed down by the
+ * planner below the GROUP BY) and to the storage rows compared, so the
+ * difference of those groups is exact. NULL when the query has another
+ * shape.
+ */
+char *
+ep_ivm_rediff_groups_sql(IvmDef *d, char **keys_sql)
+{
+	Query	   *q = d->query;
+	RangeTblEntry *rte;
+	StringInfoData keys;
+	StringInfoData qf;			/* restriction over __ep_f.__ep_o<p> */
+	StringInfoData sf;			/* restriction over the storage __ep_s */
+	StringInfoData outcols;
+	ListCell   *lc;
+	int			k = 0;
+	int			n;
+
+	*keys_sql = NULL;
+	if (q->groupClause == NIL || q->groupingSets != NIL || q->cteList != NIL ||
+		q->setOperations != NULL || q->hasSubLinks || list_length(q->rtable) != 1)
+		return NULL;
+	rte = linitial_node(RangeTblEntry, q->rtable);
+	if (rte->rtekind != RTE_RELATION)
+		return NULL;
+	initStringInfo(&keys);
+	initStringInfo(&qf);
+	initStringInfo(&sf);
+	foreach(lc, q->groupClause)
+	{
+		SortGroupClause *sgc = lfirst_node(SortGroupClause, lc);
+		TargetEntry *tle = get_sortgroupclause_tle(sgc, q->targetList);
+		Var		   *v = (Var *) tle->expr;
+		int			pos = 0;
+		ListCell   *lt;
+		const char *col;
+		const char *out;
+
+		if (tle->resjunk || !IsA(v, Var) || v->varattno <= 0 || v->varlevelsup != 0 ||
+			!ep_ivm_type_comparable(v->vartype) || !OidIsValid(get_array_type(v->vartype)))
+			return NULL;
+		/* position among the visible columns */
+		foreach(lt, q->targetList)
+		{
+			TargetEntry *t = lfirst_node(TargetEntry, lt);
+
+			if (t->resjunk)
+				continue;
+			pos++;
+			if (t == tle)
+				break;
+		}
+		k++;
+		col = quote_identifier(get_attname(rte->relid, v->varattno, false));
+		out = quote_identifier(list_nth(d->outcols, pos - 1));
+		appendStringInfo(&keys, "%spg_catalog.array_agg(DISTINCT __ep_t.%s) FILTER (WHERE __ep_t.%s IS NOT NULL),"
+						 " pg_catalog.bool_or(__ep_t.%s IS NULL)",
+						 k > 1 ? ", " : "", col, col, col);
+		appendStringInfo(&qf, "%s(__ep_f.__ep_o%d OPERATOR(pg_catalog.=) ANY ($%d) OR (__ep_f.__ep_o%d IS NULL AND $%d))",
+						 k > 1 ? " AND " : "", pos, 2 * k - 1, pos, 2 * k);
+		appendStringInfo(&sf, "%s(__ep_s.%s OPERATOR(pg_catalog.=) ANY ($%d) OR (__ep_s.%s IS NULL AND $%d))",
+						 k > 1 ? " AND " : "", out, 2 * k - 1, out, 2 * k);
+	}
+	initStringInfo(&outcols);
+	for (n = 1; n <= list_length(d->outcols); n++)
+		appendStringInfo(&outcols, "%s__ep_o%d", n > 1 ? ", " : "", n);
+	*keys_sql = psprintf("SELECT %s", keys.data);
+	return rc_rediff(d, psprintf("SELECT __ep_f.* FROM (%s) __ep_f(%s) WHERE %s",
+								 d->ptext, outcols.data, qf.data),
+					 sf.data);
+}
+
+/*
+ * Immediate maintenance of the groups a statement touched (see
+ * ep_ivm_rediff_groups_sql): SPI connected with the trigger's transition
+ * tables, inside the owner's context. Same lock and snapshot as
+ * ep_ivm_full_recompute.
+ */
+static void
+rc_recompute_groups(IvmViewCache *vc, TriggerEvent ev)
+{
+	const char *src;
+	Snapshot	snap = InvalidSnapshot;
+	SPIPlanPtr	plan;
+	Oid		   *types;
+	Datum	   *values;
+	char	   *nulls;
+	int			nargs;
+	int			rc;
+
+	LockRelationOid(vc->storage, ExclusiveLock);
+	ep_ivm_recompute_settings();
+	if (TRIGGER_FIRED_BY_INSERT(ev))
+		src = IVM_NEW_TABLE;
+	else if (TRIGGER_FIRED_BY_DELETE(ev))
+		src = IVM_OLD_TABLE;
+	else
+		src = "(SELECT * FROM " IVM_NEW_TABLE " UNION ALL SELECT * FROM " IVM_OLD_TABLE ")";
+	if (SPI_execute(psprintf("%s FROM %s __ep_t", vc->sql_remove, src), true, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "could not collect the changed groups of an incremental view");
+	nargs = SPI_tuptable->tupdesc->natts;
+	types = palloc(sizeof(Oid) * nargs);
+	values = palloc(sizeof(Datum) * nargs);
+	nulls = palloc(sizeof(char) * nargs);
+	for (int i = 0; i < nargs; i++)
+	{
+		bool		isnull;
+
+		types[i] = SPI_gettypeid(SPI_tuptable->tupdesc, i + 1);
+		values[i] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, i + 1, &isnull);
+		nulls[i] = isnull ? 'n' : ' ';
+	}
+	/* the latest snapshot, taken after the lock (REPEATABLE READ) */
+	if (IsolationUsesXactSnapshot())
+		snap = RegisterSnapshot(GetLatestSnapshot());
+	plan = SPI_prepare(vc->sql_recompute, nargs, types);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	rc = SPI_execute_snapshot(plan, values, nulls, snap, InvalidSnapshot, false, true, 0);
+	SPI_freeplan(plan);
+	if (snap != InvalidSnapshot)
+		UnregisterSnapshot(snap);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "recompute of the changed groups of an incremental view failed (%s)",
+			 SPI_result_code_string(rc));
 }
 
 /*
@@ -472,8 +616,13 @@ ep_ivm_recompute_statement(IvmViewCache *vc, int b, TriggerEvent ev, int64 nold,
 {
 	if (vc->refresh == IVM_IMMEDIATE)
 	{
-		/* under REPEATABLE READ the latest snapshot, taken after the lock */
-		ep_ivm_full_recompute(vc, IsolationUsesXactSnapshot());
+		/* only the groups the statement touched, when the shape allows */
+		if (vc->sql_remove != NULL && vc->sql_recompute != NULL &&
+			!TRIGGER_FIRED_BY_TRUNCATE(ev))
+			rc_recompute_groups(vc, ev);
+		else
+			/* under REPEATABLE READ the latest snapshot, taken after the lock */
+			ep_ivm_full_recompute(vc, IsolationUsesXactSnapshot());
 		return;
 	}
 	else
