@@ -68,8 +68,10 @@ typedef struct IvmViewCache
 	char	  **sql_log_insert;	/* deferred/full: log the transition rows */
 	char	  **sql_log_delete;
 	char	  **sql_log_update;
-	char	   *sql_remove;		/* delete storage rows by tid whose count is 0 */
-	char	   *sql_recompute;	/* recompute min/max of rows by tid */
+	char	   *sql_remove;		/* delete storage rows by tid whose count is 0
+								 * (recompute: select list of changed keys) */
+	char	   *sql_recompute;	/* recompute min/max of rows by tid
+								 * (recompute: difference of those groups) */
 	char	   *sql_full_delete;
 	char	   *sql_full_insert;
 	char	   *sql_deferred;

@@ -21,6 +21,13 @@
  * types) compare exactly, and a row that occurs n times is one storage row
  * of count n. Rows whose (image, count) is unchanged are not touched.
  *
+ * Groups only: an immediate view that groups one table by plain columns,
+ * all visible, recomputes only the groups whose keys the statement's old
+ * and new rows carry (ep_ivm_rediff_groups_sql). Its catalog row keeps that
+ * statement in sql_recompute and the select list collecting the keys from a
+ * transition table in sql_remove (both unused otherwise by views of kind
+ * 'full'); TRUNCATE recomputes the whole view.
+ *
  * Locking: every maintenance takes an EXCLUSIVE lock on the storage
  * (ep_ivm_full_recompute) and holds it to the end of the transaction:
  * writers of a recompute view serialize their maintenance, and the next
