@@ -136,8 +136,12 @@ BEGIN;
 SELECT ep.refresh_view('ivm_agg.by_grp', true);
 SELECT count(*) AS rewritten FROM by_grp__ivm_data WHERE xmin::text = txid_current()::text;
 COMMIT;
--- ... and repairs exactly the rows that differ (the check does see them)
+-- ... and repairs exactly the rows that differ (the check does see them;
+-- the storage refuses writes other than maintenance, so switch its guard
+-- off to damage it)
+ALTER TABLE by_grp__ivm_data DISABLE TRIGGER USER;
 UPDATE by_grp__ivm_data SET n = n + 1 WHERE grp = (SELECT min(grp) FROM by_grp__ivm_data);
+ALTER TABLE by_grp__ivm_data ENABLE TRIGGER USER;
 SELECT * FROM check_all() WHERE differing > 0;
 BEGIN;
 SELECT ep.refresh_view('ivm_agg.by_grp', true);

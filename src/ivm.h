@@ -90,6 +90,7 @@ typedef struct IvmViewCache
 } IvmViewCache;
 
 /* ivm_delta.c */
+extern int	ep_ivm_writing;		/* > 0: maintenance may write storage */
 extern IvmViewCache *ep_ivm_view_cache(int64 view_id, bool missing_ok);
 extern void ep_ivm_apply_result(IvmViewCache *vc, SPITupleTable *tuptable,
 								uint64 ntuples, Snapshot snap);

@@ -16,10 +16,17 @@
  *	 name__ivm_log		full: count of changed rows since the last refresh;
  *	 triggers __ep_ivm_<id>_{i,u,d,t} on each base table (__ep_ivj_... for
  *	 views over several table references, so that they fire first);
- *	 immediate views over several table references also get
- *	 __ep_ivj_<id>_b, a BEFORE STATEMENT trigger that takes the view's
- *	 writer lock before the statement locks any row and notes the statement
- *	 as in flight (see ivm_delta.c on locking and overlapping statements).
+ *	 immediate views also get __ep_iv{m,j}_<id>_b, a BEFORE STATEMENT
+ *	 trigger that notes the statement as in flight and, for views over
+ *	 several table references, takes the view's writer lock before the
+ *	 statement locks any row (see ivm_delta.c on locking and overlapping
+ *	 statements);
+ *	 __ep_ivm_<id>_w on the storage: refuses writes other than maintenance.
+ *
+ * Creation of an immediate or deferred view is refused in a REPEATABLE
+ * READ or SERIALIZABLE transaction: creating the triggers waits for the
+ * writers in progress, and the fill must see what they commit, which only
+ * a snapshot taken afterwards does (READ COMMITTED: the fill's own).
  *
  * Maintenance model. P is the "pre-aggregation" query: the view's FROM and
  * WHERE with a select list of the key expressions (__ep_k<i>) and the
@@ -258,6 +265,38 @@ ivm_collect_aggrefs(Node *node, List **aggs)
 	return expression_tree_walker(node, ivm_collect_aggrefs, (void *) aggs);
 }
 
+/*
+ * System columns (xmin, ctid, tableoid, ...) are not in the transition
+ * tables and change without the triggers firing (VACUUM FULL, CLUSTER):
+ * refused by name.
+ */
+static bool
+ivm_find_system_column(Node *node, Query *q)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Var))
+	{
+		Var		   *var = (Var *) node;
+
+		if (var->varattno < 0 && var->varlevelsup == 0)
+		{
+			RangeTblEntry *rte = rt_fetch(var->varno, q->rtable);
+			char	   *attname = rte->rtekind == RTE_RELATION ?
+				get_attname(rte->relid, var->varattno, true) : NULL;
+
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("query cannot be maintained incrementally"),
+					 errdetail("The query uses system column \"%s\", which incremental maintenance does not support.",
+							   attname ? attname : "?"),
+					 errhint("Create the view with refresh => 'full' to recompute it on refresh.")));
+		}
+		return false;
+	}
+	return expression_tree_walker(node, ivm_find_system_column, (void *) q);
+}
+
 static void
 ivm_classify(IvmDef *d)
 {
@@ -294,6 +333,10 @@ ivm_classify(IvmDef *d)
 		contain_mutable_functions((Node *) q->jointree) ||
 		contain_mutable_functions(q->havingQual))
 		ep_ivm_unsupported("a function that is not immutable");
+
+	(void) ivm_find_system_column((Node *) q->targetList, q);
+	(void) ivm_find_system_column((Node *) q->jointree, q);
+	(void) ivm_find_system_column(q->havingQual, q);
 
 	foreach(lc, q->rtable)
 	{
@@ -819,6 +862,20 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 				 errmsg("invalid refresh mode \"%s\"", refresh),
 				 errhint("Use 'immediate', 'deferred' or 'full'.")));
 
+	/*
+	 * The initial fill must see every change committed before the triggers
+	 * exist (creating them waits for the writers in progress). A
+	 * transaction snapshot taken earlier would miss what those writers
+	 * commit meanwhile, and nothing would ever bring it into the view.
+	 */
+	if (d->refresh != IVM_FULL && IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("incremental view with refresh \"%s\" cannot be created in a %s transaction",
+						refresh, IsolationIsSerializable() ? "SERIALIZABLE" : "REPEATABLE READ"),
+				 errdetail("The view would be filled from the transaction's snapshot, which misses changes committed after it was taken."),
+				 errhint("Create the view in a READ COMMITTED transaction, or with refresh => 'full'.")));
+
 	rv = makeRangeVarFromNameList(stringToQualifiedNameList(name));
 	if (rv->relpersistence == RELPERSISTENCE_TEMP ||
 		(rv->schemaname && strcmp(rv->schemaname, "pg_temp") == 0))
@@ -872,6 +929,13 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 		ivm_classify_full(d);
 	}
 	rediff = d->refresh != IVM_FULL && strcmp(d->kind, "full") == 0;
+
+	if (d->outcols == NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("query of an incremental view must select at least one column"),
+				 errdetail("A view without columns has nothing to store."),
+				 errhint("Select a column, for example SELECT count(*) AS n FROM ...")));
 
 	ivm_check_bases(d);
 	counted = list_length(d->bases) > 0 &&
@@ -1135,7 +1199,8 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 						  prefix, view_id, rel, IVM_OLD_TABLE, view_id, b), SPI_OK_UTILITY);
 		ivm_exec(psprintf("CREATE TRIGGER __ep_%s_" INT64_FORMAT "_t AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION ep._ivm_maintain('" INT64_FORMAT "', '%d')",
 						  prefix, view_id, rel, view_id, b), SPI_OK_UTILITY);
-		if (multi && d->refresh == IVM_IMMEDIATE)
+		/* (recompute views need none: each maintenance reads the current state) */
+		if (d->refresh == IVM_IMMEDIATE && !rediff)
 			ivm_exec(psprintf("CREATE TRIGGER __ep_%s_" INT64_FORMAT "_b BEFORE INSERT OR UPDATE OR DELETE ON %s FOR EACH STATEMENT EXECUTE FUNCTION ep._ivm_before('" INT64_FORMAT "', '%d', '%d')",
 							  prefix, view_id, rel, view_id, b, nocc), SPI_OK_UTILITY);
 		if (as_owner)
@@ -1227,6 +1292,14 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 		ep_ivm_recompute_settings();
 	ivm_exec(sql_full_insert, SPI_OK_INSERT);
 	ep_owner_leave(&call);
+
+	/*
+	 * From now on only maintenance writes the storage (not before ALTER
+	 * EXTENSION ... UPDATE of a 0.1 installation: no ep._ivm_guard yet).
+	 */
+	if (ep_catalog()->version >= EP_VERSION_0_2)
+		ivm_exec(psprintf("CREATE TRIGGER __ep_ivm_" INT64_FORMAT "_w BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION ep._ivm_guard('" INT64_FORMAT "')",
+						  view_id, d->storage, view_id), SPI_OK_UTILITY);
 	SPI_finish();
 	/* roll back every setting made since the nest level, SET included */
 	AtEOXact_GUC(false, save_nestlevel);

@@ -40,15 +40,31 @@
  * statement changing a base table of the same view is still in flight. A
  * writable CTE writing two base tables, a user trigger on one base table
  * writing another, or a cascading foreign key all fire the AFTER STATEMENT
- * triggers of the view's tables with several changes outstanding. So the
- * base tables of immediate join views also carry a BEFORE STATEMENT trigger
- * (ep._ivm_before) that records each statement in flight (backend-local,
- * per subtransaction). An AFTER trigger that finds another statement of the
- * same view still in flight (on another table, or on the same table when it
- * occurs twice in the query) skips its delta and marks the view; the last
- * statement of the view to finish recomputes it, writing only the
- * difference. Entries and marks made in an aborted subtransaction vanish
- * with it; everything is forgotten at the end of the transaction.
+ * triggers of the view's tables with several changes outstanding. Even on
+ * one table, a statement nested in another (a row trigger on t updating
+ * t) finishes first, and its old rows may be rows whose insertion the outer
+ * statement's delta has not applied yet: counts go negative and are
+ * dropped, a min/max keeps a value that is gone. So the base tables of
+ * every immediate view also carry a BEFORE STATEMENT trigger
+ * (ep._ivm_before) that records each statement in flight with its command
+ * id (backend-local, per subtransaction). An AFTER trigger that finds
+ * another statement of the same view still in flight (on another table, on
+ * the same table when it occurs twice in the query, or another statement -
+ * another command id - on the same table) skips its delta and marks the
+ * view; the last statement of the view to finish recomputes it, writing
+ * only the difference. The events of one statement (INSERT ... ON CONFLICT,
+ * MERGE) share a command id and do not overlap. Entries and marks made in
+ * an aborted subtransaction vanish with it; everything is forgotten at the
+ * end of the transaction.
+ *
+ * Storage guard: a BEFORE STATEMENT trigger on each view's storage
+ * (ep._ivm_guard) refuses every write unless ep_ivm_writing is set, which
+ * only maintenance and refreshes do (reset on error by PG_FINALLY, and at
+ * the end of the transaction).
+ *
+ * Catalog reads: a view's catalog row is read with the latest snapshot, so
+ * a REPEATABLE READ transaction older than the view (which already sees
+ * its triggers: the relcache is always current) finds it.
  *
  * Trust: all generated SQL runs through the owner primitive (owner.h,
  * ep_ivm_owner_enter): as the view's owner, in a security-restricted
@@ -98,6 +114,7 @@ typedef struct IvmInFlight
 	int			base;			/* trigger argument: index into base_oids */
 	bool		repeated;		/* the table occurs more than once in the query */
 	TriggerEvent event;			/* TRIGGER_EVENT_INSERT/UPDATE/DELETE */
+	CommandId	cid;			/* the statement's command (see below) */
 	SubTransactionId subid;
 } IvmInFlight;
 
@@ -110,6 +127,9 @@ typedef struct IvmSkipped
 static List *ivm_in_flight = NIL;
 static List *ivm_skipped = NIL;
 static bool ivm_callbacks_registered = false;
+
+/* > 0 while maintenance or a refresh writes storage (ep_ivm_guard) */
+int			ep_ivm_writing = 0;
 
 static void
 ivm_xact_callback(XactEvent event, void *arg)
@@ -134,6 +154,7 @@ ivm_xact_callback(XactEvent event, void *arg)
 	/* the lists live in TopTransactionContext, which goes away now */
 	ivm_in_flight = NIL;
 	ivm_skipped = NIL;
+	ep_ivm_writing = 0;
 
 	/* nothing is pinned between transactions */
 	if (view_cache != NULL)
@@ -247,7 +268,7 @@ ep_ivm_before(PG_FUNCTION_ARGS)
 	vc = ep_ivm_view_cache(view_id, true);
 	if (vc == NULL)
 		return PointerGetDatum(NULL);
-	if (vc->refresh != IVM_IMMEDIATE || !vc->multi_occurrence ||
+	if (vc->refresh != IVM_IMMEDIATE ||
 		base < 0 || base >= vc->nbase ||
 		vc->base_oids[base] != RelationGetRelid(trigdata->tg_relation))
 		ereport(ERROR,
@@ -259,9 +280,11 @@ ep_ivm_before(PG_FUNCTION_ARGS)
 	 * Take the view's writer lock now, before the statement locks any row
 	 * of the view's storage (the AFTER trigger would take it only after the
 	 * triggers of other views on the table ran): a writer waiting for it
-	 * then holds no storage row another writer needs.
+	 * then holds no storage row another writer needs. (Views over one table
+	 * reference take no lock: see "Locking".)
 	 */
-	ivm_lock_writers(vc);
+	if (vc->multi_occurrence)
+		ivm_lock_writers(vc);
 
 	ivm_register_callbacks();
 	oldcxt = MemoryContextSwitchTo(TopTransactionContext);
@@ -270,10 +293,47 @@ ep_ivm_before(PG_FUNCTION_ARGS)
 	f->base = base;
 	f->repeated = strcmp(trigger->tgargs[2], "1") != 0;
 	f->event = trigdata->tg_event & TRIGGER_EVENT_OPMASK;
+	f->cid = GetCurrentCommandId(false);
 	f->subid = GetCurrentSubTransactionId();
 	ivm_in_flight = lappend(ivm_in_flight, f);
 	MemoryContextSwitchTo(oldcxt);
 	return PointerGetDatum(NULL);
+}
+
+/*
+ * BEFORE INSERT, UPDATE, DELETE or TRUNCATE ... FOR EACH STATEMENT trigger
+ * on the storage of a view (argument: view id): only maintenance and
+ * refreshes (ep_ivm_writing) write there. A write through the view itself
+ * (a DISTINCT or aggregate view is a simple, auto-updatable view over its
+ * storage) lands here too, whatever the number of rows.
+ */
+PG_FUNCTION_INFO_V1(ep_ivm_guard);
+Datum
+ep_ivm_guard(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	IvmViewCache *vc = NULL;
+	const char *storage;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) ||
+		!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("ep._ivm_guard must be fired BEFORE ... FOR EACH STATEMENT")));
+	if (ep_ivm_writing > 0)
+		return PointerGetDatum(NULL);
+	storage = RelationGetRelationName(trigdata->tg_relation);
+	if (trigdata->tg_trigger->tgnargs == 1)
+		vc = ep_ivm_view_cache(pg_strtoint64(trigdata->tg_trigger->tgargs[0]), true);
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("incremental view \"%s\" cannot be written directly",
+					vc ? vc->name : storage),
+			 errdetail("Table \"%s\" holds the view's rows; only the view's maintenance writes it.",
+					   storage),
+			 errhint("Write to the view's base tables instead; ep.refresh_view(name, full => true) recomputes the view.")));
+	return PointerGetDatum(NULL);	/* keep compiler quiet */
 }
 
 /*
@@ -343,20 +403,29 @@ ivm_statement_done(int64 view_id, int base, TriggerEvent event, bool *overlap, b
 		if (f->view_id == view_id && f->base == base && f->event == event)
 			mine = f;
 	}
-	if (mine != NULL)
-	{
-		ivm_in_flight = list_delete_ptr(ivm_in_flight, mine);
-		pfree(mine);
-	}
 	foreach(lc, ivm_in_flight)
 	{
 		IvmInFlight *f = lfirst(lc);
 
-		if (f->view_id != view_id)
+		if (f->view_id != view_id || f == mine)
 			continue;
 		*last = false;
-		if (f->base != base || f->repeated)
+
+		/*
+		 * Another table, a table that occurs twice, or another statement
+		 * on the same table (one nested in the other by a trigger or a
+		 * function: the nested one finishes first, though its old rows may
+		 * be rows the outer one's delta has not added yet). The events of
+		 * one statement (INSERT ... ON CONFLICT, MERGE) share its command
+		 * id and do not overlap.
+		 */
+		if (f->base != base || f->repeated || mine == NULL || f->cid != mine->cid)
 			*overlap = true;
+	}
+	if (mine != NULL)
+	{
+		ivm_in_flight = list_delete_ptr(ivm_in_flight, mine);
+		pfree(mine);
 	}
 }
 
@@ -527,6 +596,9 @@ ep_ivm_view_cache(int64 view_id, bool missing_ok)
 	int			n;
 	char	   *refresh;
 	int			busy;
+	Snapshot	latest;
+	SPIPlanPtr	plan;
+	int			rc;
 
 	if (view_cache == NULL)
 	{
@@ -560,7 +632,14 @@ ep_ivm_view_cache(int64 view_id, bool missing_ok)
 	args[0] = Int64GetDatum(view_id);
 	ep_become_owner(&saved);
 	SPI_connect();
-	if (SPI_execute_with_args(psprintf("SELECT refresh, v.owner::pg_catalog.oid,"
+
+	/*
+	 * Read the row with the latest snapshot: a REPEATABLE READ transaction
+	 * that began before the view was created sees its triggers (the
+	 * relcache is always current) but not its catalog row.
+	 */
+	latest = RegisterSnapshot(GetLatestSnapshot());
+	plan = SPI_prepare(psprintf("SELECT refresh, v.owner::pg_catalog.oid,"
 							  " storage_rel::pg_catalog.oid, multi_occurrence, keep_empty_group,"
 							  " sql_insert, sql_delete, sql_update, sql_log_insert, sql_log_delete, sql_remove,"
 							  " sql_recompute, sql_full_delete, sql_full_insert, sql_deferred,"
@@ -575,7 +654,12 @@ ep_ivm_view_cache(int64 view_id, bool missing_ok)
 							  "search_path, pg_catalog.date_part('epoch', handler_timeout)"
 							  " OPERATOR(pg_catalog.*) 1000::pg_catalog.float8" :
 							  "'pg_catalog, pg_temp'::pg_catalog.text, NULL::pg_catalog.float8"),
-							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
+					   1, argtypes);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	rc = SPI_execute_snapshot(plan, args, NULL, latest, InvalidSnapshot, true, false, 1);
+	UnregisterSnapshot(latest);
+	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not read incremental view " INT64_FORMAT, view_id);
 	if (SPI_processed != 1 && missing_ok)
 	{
@@ -872,6 +956,7 @@ ep_ivm_maintain(PG_FUNCTION_ARGS)
 						trigger->tgname, view_id)));
 
 	ep_ivm_view_pin(vc);
+	ep_ivm_writing++;
 	PG_TRY();
 	{
 		ivm_maintain_view(trigdata, vc, view_id, b, ev, nold, nnew, recompute);
@@ -879,6 +964,7 @@ ep_ivm_maintain(PG_FUNCTION_ARGS)
 	PG_FINALLY();
 	{
 		/* also when an error is caught by a savepoint further up */
+		ep_ivm_writing--;
 		ep_ivm_view_unpin(vc);
 	}
 	PG_END_TRY();
@@ -901,12 +987,17 @@ ivm_maintain_view(TriggerData *trigdata, IvmViewCache *vc, int64 view_id, int b,
 	if (vc->multi_occurrence && vc->refresh == IVM_IMMEDIATE)
 		ivm_lock_writers(vc);
 	snap = ivm_snapshot(vc);
-	if (vc->recompute)
+	/* (a recompute view whose statements overlapped recomputes fully) */
+	if (vc->recompute && !recompute)
 		ep_ivm_recompute_statement(vc, b, ev, nold, nnew);
 	else if (recompute)
 	{
-		/* statements overlapped: their deltas were skipped */
-		ep_ivm_full_recompute(vc, snap != InvalidSnapshot);
+		/*
+		 * Statements overlapped: their deltas were skipped. (Under
+		 * REPEATABLE READ the recompute reads the latest state, like the
+		 * deltas of views over several tables.)
+		 */
+		ep_ivm_full_recompute(vc, snap != InvalidSnapshot || IsolationUsesXactSnapshot());
 		ivm_set_skipped(view_id, false);
 	}
 	else if (TRIGGER_FIRED_BY_TRUNCATE(ev))

@@ -141,7 +141,14 @@ rc_expr_walker(Node *node, RcWalk *w)
 	if (IsA(node, WindowFunc))
 		ep_ivm_unsupported("window functions");
 	if (IsA(node, Var) && ((Var *) node)->varattno < 0)
-		ep_ivm_unsupported("a system column");
+	{
+		/* named as the delta check names them (ivm_define.c) */
+		static const char *const sysnames[] = {"ctid", "xmin", "cmin", "xmax", "cmax", "tableoid"};
+		int			attno = -((Var *) node)->varattno;
+
+		ep_ivm_unsupported(psprintf("system column \"%s\"",
+									attno <= lengthof(sysnames) ? sysnames[attno - 1] : "?"));
+	}
 	if (IsA(node, Query))
 		return false;
 	if (IsA(node, BoolExpr) && ((BoolExpr *) node)->boolop == NOT_EXPR && w->sublinks_ok)

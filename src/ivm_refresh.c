@@ -94,6 +94,8 @@ ivm_count(const char *sql)
 	return isnull ? 0 : DatumGetInt64(d);
 }
 
+static void ivm_refresh_body(IvmViewCache *vc, const char *name, int64 view_id, bool full);
+
 PG_FUNCTION_INFO_V1(ep_refresh_view);
 Datum
 ep_refresh_view(PG_FUNCTION_ARGS)
@@ -103,11 +105,8 @@ ep_refresh_view(PG_FUNCTION_ARGS)
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		args[1];
 	int64		view_id;
-	bool		needs_full;
 	bool		isnull;
 	IvmViewCache *vc;
-	TimestampTz start = GetCurrentTimestamp();
-	int			i;
 	EpOwnerCall call;
 
 	if (PG_ARGISNULL(0))
@@ -140,6 +139,30 @@ ep_refresh_view(PG_FUNCTION_ARGS)
 	 * GUC nest level that is rolled back afterwards, under the time limit.
 	 */
 	ep_ivm_owner_enter(vc, &call);
+	ep_ivm_writing++;
+	PG_TRY();
+	{
+		ivm_refresh_body(vc, name, view_id, full);
+	}
+	PG_FINALLY();
+	{
+		ep_ivm_writing--;
+	}
+	PG_END_TRY();
+	ep_owner_leave(&call);
+	ep_ivm_view_unpin(vc);
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/* The body of ep_refresh_view, in the owner's context. */
+static void
+ivm_refresh_body(IvmViewCache *vc, const char *name, int64 view_id, bool full)
+{
+	bool		needs_full;
+	bool		isnull;
+	TimestampTz start = GetCurrentTimestamp();
+	int			i;
 
 	/* lock the logs, then re-read needs_full under the lock */
 	for (i = 0; vc->log_rels && i < (vc->recompute ? (vc->refresh == IVM_DEFERRED ? 1 : 0) :
@@ -239,8 +262,4 @@ ep_refresh_view(PG_FUNCTION_ARGS)
 			elog(ERROR, "could not record the refresh of \"%s\"", name);
 		ep_restore_user(&saved);
 	}
-	ep_owner_leave(&call);
-	ep_ivm_view_unpin(vc);
-	SPI_finish();
-	PG_RETURN_VOID();
 }

@@ -449,13 +449,23 @@ ep_ivm_apply_sql(IvmDef *d, const char *branches)
 				{
 					const char *op = agg->kind == AGG_MIN ? "<=" : ">=";
 
+					/*
+					 * A deleted value at or beyond the stored extreme makes
+					 * the group recompute it. A NULL stored extreme (no
+					 * non-NULL value was seen, e.g. a deferred batch that
+					 * inserted and deleted values of an empty group) is
+					 * beaten by any deleted value: the batch's inserted
+					 * extreme may be one of the deleted rows.
+					 */
+					char	   *lost = psprintf("COALESCE(excluded.__ep_d%d OPERATOR(pg_catalog.%s) __ep_s.%s, excluded.__ep_d%d IS NOT NULL)",
+												j, op, c, j);
+
 					appendStringInfo(&cols, ", %s, __ep_d%d", c, j);
 					appendStringInfo(&vals, ", __ep_i%d, __ep_d%d", j, j);
-					appendStringInfo(&sets, ", %s = CASE WHEN COALESCE(excluded.__ep_d%d OPERATOR(pg_catalog.%s) __ep_s.%s, false) THEN __ep_s.%s ELSE %s(__ep_s.%s, excluded.%s) END, __ep_d%d = NULL",
-									 c, j, op, c, c, agg->kind == AGG_MIN ? "LEAST" : "GREATEST", c, c, j);
+					appendStringInfo(&sets, ", %s = CASE WHEN %s THEN __ep_s.%s ELSE %s(__ep_s.%s, excluded.%s) END, __ep_d%d = NULL",
+									 c, lost, c, agg->kind == AGG_MIN ? "LEAST" : "GREATEST", c, c, j);
 					appendStringInfo(&dirty_ins, " OR __ep_d%d IS NOT NULL", j);
-					appendStringInfo(&dirty_upd, " OR COALESCE(excluded.__ep_d%d OPERATOR(pg_catalog.%s) __ep_s.%s, false)",
-									 j, op, c);
+					appendStringInfo(&dirty_upd, " OR %s", lost);
 				}
 				break;
 		}

@@ -126,6 +126,7 @@
 #include "worker.h"
 
 #define EP_CHUNK			1000	/* events per subtransaction */
+#define EP_TABLE_TURN_MS	250		/* longest turn of a table projection in a round */
 #define EP_TABLE_BATCH		1000	/* rows per read of ep.events */
 #define EP_MAX_DB			64
 #define EP_CONFIRM_WRITE_LAG	(16 * 1024 * 1024)
@@ -204,6 +205,9 @@ typedef struct EpProj
 	bool		skip;			/* waiting for a retry: not this round */
 	bool		patience;		/* calls limited by projection_slow_call */
 	bool		slow;			/* a call ran out of patience: give it a runner */
+	TimestampTz turn_ends;		/* table changes in the worker: yield after this */
+	bool		yielded;		/* its turn ended: the rest waits for the next round */
+	XLogRecPtr	yield_lsn;		/* the last transaction applied before yielding */
 } EpProj;
 
 typedef struct EpItem
@@ -476,9 +480,24 @@ ep_projection_call(EpOwnerCall *call, EpProj *p)
 	ep_owner_enter(call);
 }
 
-/* Run items in one subtransaction; on error return false with *err set. */
+/*
+ * A table projection applied by the worker has a turn of at most 250 ms
+ * (less when event_patterns.projection_slow_call is lower): once it is over, the projection
+ * yields at the next source transaction's boundary and the rest of its
+ * changes wait for the next round, after the other projections had theirs.
+ */
 static bool
-ep_try_items(EpProj *p, EpItem *items, int n, char **err, int *code)
+ep_turn_over(EpProj *p)
+{
+	return p->turn_ends != 0 && GetCurrentTimestamp() >= p->turn_ends;
+}
+
+/*
+ * Run items in one subtransaction; on error return false with *err set.
+ * *done: how many ran (fewer than n when a table projection's turn ended).
+ */
+static bool
+ep_try_items(EpProj *p, EpItem *items, int n, char **err, int *code, int *done)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
@@ -494,8 +513,17 @@ ep_try_items(EpProj *p, EpItem *items, int n, char **err, int *code)
 		ep_projection_call(&call, p);
 		/* the handler's writes are tagged, so table projections skip them */
 		replorigin_session_origin = DoNotReplicateId;
+		*done = n;
 		for (k = 0; k < n; k++)
+		{
 			ep_call_handler(&p->flinfo, items[k].nargs, items[k].args, items[k].nulls);
+			if (p->turn_ends != 0 && k + 1 < n && items[k + 1].lsn != items[k].lsn &&
+				ep_turn_over(p))
+			{
+				*done = k + 1;
+				break;
+			}
+		}
 		replorigin_session_origin = InvalidRepOriginId;
 		ep_owner_leave(&call);
 		ReleaseCurrentSubTransaction();
@@ -631,10 +659,11 @@ ep_apply_one(EpProj *p, EpItem *item, bool defer, char **err_out, int *attempts_
 	int			attempt;
 	char	   *err = NULL;
 	int			code = 0;
+	int			done;
 
 	for (attempt = 1;; attempt++)
 	{
-		if (ep_try_items(p, item, 1, &err, &code))
+		if (ep_try_items(p, item, 1, &err, &code, &done))
 		{
 			if (attempts_out)
 				*attempts_out = attempt;
@@ -727,14 +756,28 @@ ep_apply_items(EpProj *p, EpItem *items, int n)
 		int			m = Min(n - i, EP_CHUNK);
 		char	   *err = NULL;
 		int			code;
+		int			done;
 		int			j;
 
-		if (ep_try_items(p, items + i, m, &err, &code))
+		if (p->turn_ends != 0 && i > 0 && items[i].lsn != items[i - 1].lsn &&
+			ep_turn_over(p))
 		{
-			p->applied += m;
+			p->yielded = true;
+			p->yield_lsn = items[i - 1].lsn;
+			return;
+		}
+		if (ep_try_items(p, items + i, m, &err, &code, &done))
+		{
+			p->applied += done;
 			p->failures = 0;
 			ep_backoff_clear(p->id);
-			i += m;
+			i += done;
+			if (done < m)
+			{
+				p->yielded = true;
+				p->yield_lsn = items[i - 1].lsn;
+				return;
+			}
 			continue;
 		}
 		if (p->slow)
@@ -743,6 +786,15 @@ ep_apply_items(EpProj *p, EpItem *items, int n)
 		{
 			EpItem	   *it = &items[i + j];
 			int			attempts;
+
+			/* failing table changes take turns too */
+			if (p->turn_ends != 0 && i + j > 0 && it->lsn != it[-1].lsn &&
+				ep_turn_over(p))
+			{
+				p->yielded = true;
+				p->yield_lsn = it[-1].lsn;
+				return;
+			}
 
 			if (EP_TOO_MANY_FAILURES(p) && p->is_table &&
 				!p->rebuilding && it->lsn != p->stop_lsn)
@@ -1092,13 +1144,21 @@ ep_apply_decoded_rows(EpProj *p, EpDecodeRound *round, int64 *budget)
 		ep_row_item(&items[n++], c->op, c->old_row, c->new_row);
 		p->new_lsn = Max(p->new_lsn, c->lsn);
 	}
+	/* in the worker, a turn (see ep_turn_over) */
+	if (round_in_worker && !in_runner && ep_guc_projection_slow_call_ms > 0)
+		p->turn_ends = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+												   Min(ep_guc_projection_slow_call_ms,
+													   EP_TABLE_TURN_MS));
 	ep_apply_items(p, items, n);
+	p->turn_ends = 0;
 	p->decoded += n;
 	*budget -= n;
 	pfree(items);
 	if (p->stopped)
 		p->new_lsn = p->stop_lsn;
-	p->caught_up = !p->stopped;
+	else if (p->yielded)
+		p->new_lsn = p->yield_lsn;
+	p->caught_up = !p->stopped && !p->yielded;
 }
 
 /* Parked events handed back by ep.retry_parked */
@@ -1386,7 +1446,7 @@ ep_apply_projection(EpProj *p, EpDecodeRound *round, int64 horizon, int64 *left,
 			ep_table_snapshot(p);
 		if (!p->retry_later && !p->stopped)
 			ep_apply_decoded_rows(p, round, left);
-		if (!round->complete)
+		if (!round->complete || p->yielded)
 			*more = true;
 	}
 	else
@@ -1544,6 +1604,7 @@ ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *
 	bool		state_dirty = false;
 	bool		table_watch = false;
 	XLogRecPtr	hold_lsn = InvalidXLogRecPtr;
+	XLogRecPtr	yield_lsn = InvalidXLogRecPtr;
 	TimestampTz now = GetCurrentTimestamp();
 	MemoryContext round_cxt;
 	MemoryContext oldcxt = CurrentMemoryContext;
@@ -1691,6 +1752,12 @@ ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *
 			{
 				applied += p->applied;
 				state_dirty = true;
+				/* its turn ended: the slot keeps the changes it has not seen */
+				if (p->yielded)
+				{
+					hold_lsn = hold_lsn == InvalidXLogRecPtr ? p->new_lsn : Min(hold_lsn, p->new_lsn);
+					yield_lsn = yield_lsn == InvalidXLogRecPtr ? p->new_lsn : Min(yield_lsn, p->new_lsn);
+				}
 			}
 			else if (busy)
 				continue;
@@ -1782,7 +1849,9 @@ ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *
 		/* table projections are decoded through here once this commits */
 		pending_publish = true;
 		if (round.complete || !table_watch)
-			pending_decoded_to = Max(pending_decoded_to, round.decoded_to);
+			pending_decoded_to = Max(pending_decoded_to,
+									 yield_lsn != InvalidXLogRecPtr ?
+									 Min(round.decoded_to, yield_lsn) : round.decoded_to);
 
 		/*
 		 * Nothing was written: whatever was decoded needs nothing, so the

@@ -100,6 +100,11 @@ CREATE FUNCTION ep._ivm_before() RETURNS trigger
 COMMENT ON FUNCTION ep._ivm_before() IS
     'Internal trigger on base tables of immediate join views: notes a statement about to change a base table, so overlapping statements recompute the view';
 
+CREATE FUNCTION ep._ivm_guard() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'ep_ivm_guard';
+COMMENT ON FUNCTION ep._ivm_guard() IS
+    'Internal trigger on the storage of incremental views: refuses writes other than the view''s maintenance and refreshes (SQLSTATE 55000)';
+
 -- Find the catalog row of a view by the name given to any of the functions.
 CREATE FUNCTION ep._ivm_lookup(name text) RETURNS ep.ivm_views
     LANGUAGE plpgsql STABLE

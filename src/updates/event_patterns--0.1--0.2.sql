@@ -572,6 +572,52 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION ep.drop_subscription(text) IS 'Drop a persistent subscription and its checkpoints';
+CREATE FUNCTION ep._ivm_guard() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'ep_ivm_guard';
+COMMENT ON FUNCTION ep._ivm_guard() IS
+    'Internal trigger on the storage of incremental views: refuses writes other than the view''s maintenance and refreshes (SQLSTATE 55000)';
+
+-- Views created at 0.1: their storage is guarded like a new view's, and
+-- immediate views over one table reference note their statements in
+-- flight (ep._ivm_before) like those over several, so that a statement
+-- nested in another one on the same table (a trigger writing its own
+-- table) is detected and the view recomputed.
+DO $$
+DECLARE
+    v record;
+    b regclass;
+    k int;
+BEGIN
+    FOR v IN SELECT i.view_id, i.storage_rel, i.refresh, i.kind, i.multi_occurrence, i.base_rels
+               FROM ep.ivm_views i ORDER BY i.view_id LOOP
+        IF pg_catalog.to_regclass(v.storage_rel::text) IS NULL THEN
+            CONTINUE;
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                        WHERE t.tgrelid OPERATOR(pg_catalog.=) v.storage_rel::pg_catalog.oid
+                          AND t.tgname OPERATOR(pg_catalog.=) ('__ep_ivm_' OPERATOR(pg_catalog.||) v.view_id OPERATOR(pg_catalog.||) '_w')) THEN
+            EXECUTE pg_catalog.format('CREATE TRIGGER %I BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s'
+                                      ' FOR EACH STATEMENT EXECUTE FUNCTION ep._ivm_guard(%L)',
+                                      '__ep_ivm_' OPERATOR(pg_catalog.||) v.view_id OPERATOR(pg_catalog.||) '_w',
+                                      v.storage_rel, v.view_id);
+        END IF;
+        IF v.refresh OPERATOR(pg_catalog.=) 'immediate' AND NOT v.multi_occurrence THEN
+            k := -1;
+            FOREACH b IN ARRAY v.base_rels LOOP
+                k := k OPERATOR(pg_catalog.+) 1;
+                -- (views created by the 0.2 library before the update have it)
+                CONTINUE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                                       WHERE t.tgrelid OPERATOR(pg_catalog.=) b::pg_catalog.oid
+                                         AND t.tgname OPERATOR(pg_catalog.=) ('__ep_ivm_' OPERATOR(pg_catalog.||) v.view_id OPERATOR(pg_catalog.||) '_b'));
+                EXECUTE pg_catalog.format('CREATE TRIGGER %I BEFORE INSERT OR UPDATE OR DELETE ON %s'
+                                          ' FOR EACH STATEMENT EXECUTE FUNCTION ep._ivm_before(%L, %L, %L)',
+                                          '__ep_ivm_' OPERATOR(pg_catalog.||) v.view_id OPERATOR(pg_catalog.||) '_b',
+                                          b, v.view_id, k, 1);
+            END LOOP;
+        END IF;
+    END LOOP;
+END
+$$;
 
 -- ---------------------------------------------------------------------------
 -- Shapes maintained by recompute-and-diff (issue 13): immediate and deferred

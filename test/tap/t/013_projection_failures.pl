@@ -172,5 +172,33 @@ is($node->safe_psql('postgres', 'SELECT count(*) FROM slow_seen'), '4', 'each sl
 like(slurp_file($node->logfile, $log_offset), qr/projection "slowpoke" is slow; a runner of its own applies it/,
      'the server log says why');
 
+# 6. a slow table projection takes turns with the others: after its turn
+#    (projection_slow_call) it yields at a source transaction's boundary
+$node->safe_psql('postgres', q{
+SET ROLE app;
+CREATE TABLE orders_src (id int PRIMARY KEY);
+CREATE TABLE orders_seen (id int PRIMARY KEY);
+CREATE FUNCTION slow_rows(op text, old_row jsonb, new_row jsonb) RETURNS void LANGUAGE plpgsql AS
+  $$ BEGIN
+       IF op = 'INSERT' THEN
+         PERFORM pg_sleep(0.2); INSERT INTO orders_seen VALUES ((new_row->>'id')::int);
+       END IF;
+     END $$;
+SELECT ep.create_table_projection('slow_rows', 'orders_src', 'slow_rows(text, jsonb, jsonb)');
+});
+# twenty source transactions: four seconds of handler work
+$node->safe_psql('postgres', join("\n", map { "INSERT INTO orders_src VALUES ($_);" } 1 .. 20));
+for my $i (1 .. 3)
+{
+	$node->safe_psql('postgres', "SELECT ep.append('tick-t$i', 'Tick', '{}')");
+	($ok, $secs) = $psql_timed->("SELECT ep.wait_for_projection('healthy', '10 s')");
+	is($ok, 't', "healthy projection applies tick $i next to the slow table projection");
+	cmp_ok($secs, '<', 1.5, 'within about a second');
+}
+is($node->safe_psql('postgres', "SELECT ep.wait_for_projection('slow_rows', '60 s')"), 't',
+	'the slow table projection catches up');
+is($node->safe_psql('postgres', 'SELECT count(*), count(DISTINCT id) FROM orders_seen'), '20|20',
+	'each source row applied exactly once across its turns');
+
 $node->stop;
 done_testing();
