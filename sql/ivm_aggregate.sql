@@ -153,8 +153,17 @@ SELECT * FROM check_all();
 \set VERBOSITY default
 SELECT ep.create_incremental_view('ivm_agg.bad', 'SELECT grp, sum(amount) / 2 AS half FROM facts GROUP BY grp');
 SELECT ep.create_incremental_view('ivm_agg.bad', 'SELECT grp, string_agg(sub, '','') FROM facts GROUP BY grp');
+-- no deltas for this shape: maintained by recompute-and-diff (sql/ivm_shapes)
+SELECT strategy FROM ep.ivm_views WHERE name = 'ivm_agg.bad';
+SELECT ep.drop_incremental_view('ivm_agg.bad');
 SELECT ep.create_incremental_view('ivm_agg.bad', 'SELECT grp, count(DISTINCT sub) AS n FROM facts GROUP BY grp');
+-- no deltas for this shape: maintained by recompute-and-diff (sql/ivm_shapes)
+SELECT strategy FROM ep.ivm_views WHERE name = 'ivm_agg.bad';
+SELECT ep.drop_incremental_view('ivm_agg.bad');
 SELECT ep.create_incremental_view('ivm_agg.bad', 'SELECT grp, sum(amount) FILTER (WHERE qty > 1) AS s FROM facts GROUP BY grp', 'deferred');
+-- FILTER on count/sum/avg: deltas of agg(CASE WHEN condition THEN x END)
+SELECT strategy FROM ep.ivm_views WHERE name = 'ivm_agg.bad';
+SELECT ep.drop_incremental_view('ivm_agg.bad');
 SELECT ep.create_incremental_view('ivm_agg.bad', 'SELECT grp FROM facts GROUP BY ROLLUP (grp)');
 \set VERBOSITY terse
 

@@ -15,6 +15,7 @@
 
 #include "postgres.h"
 
+#include "commands/trigger.h"
 #include "executor/spi.h"
 #include "utils/snapshot.h"
 
@@ -59,6 +60,7 @@ typedef struct IvmViewCache
 	Oid			storage;
 	bool		multi_occurrence;
 	bool		keep_empty_group;
+	bool		recompute;		/* immediate/deferred by recompute-and-diff */
 	int			nbase;
 	char	  **sql_insert;		/* per base table (1 per event) */
 	char	  **sql_delete;
@@ -66,8 +68,10 @@ typedef struct IvmViewCache
 	char	  **sql_log_insert;	/* deferred/full: log the transition rows */
 	char	  **sql_log_delete;
 	char	  **sql_log_update;
-	char	   *sql_remove;		/* delete storage rows by tid whose count is 0 */
-	char	   *sql_recompute;	/* recompute min/max of rows by tid */
+	char	   *sql_remove;		/* delete storage rows by tid whose count is 0
+								 * (recompute: select list of changed keys) */
+	char	   *sql_recompute;	/* recompute min/max of rows by tid
+								 * (recompute: difference of those groups) */
 	char	   *sql_full_delete;
 	char	   *sql_full_insert;
 	char	   *sql_deferred;
@@ -98,5 +102,10 @@ extern bool ep_ivm_catalog_current(void);
 
 /* ivm_refresh.c */
 extern void ep_ivm_full_recompute(IvmViewCache *vc, bool latest);
+
+/* ivm_recompute.c */
+extern void ep_ivm_recompute_statement(IvmViewCache *vc, int b, TriggerEvent ev,
+									   int64 nold, int64 nnew);
+extern void ep_ivm_recompute_settings(void);
 
 #endif							/* EP_IVM_H */

@@ -97,6 +97,11 @@ extern void ep_ivm_outer_check(IvmDef *d);
 extern void ep_ivm_outer_branches(IvmDef *d, const char **oldsrc, const char **newsrc,
 								  StringInfo out);
 
+/* ivm_recompute.c */
+extern void ep_ivm_recompute_check(Query *q);
+extern char *ep_ivm_rediff_sql(IvmDef *d);
+extern char *ep_ivm_rediff_groups_sql(IvmDef *d, char **keys_sql);
+
 extern void ep_ivm_unsupported(const char *construct) pg_attribute_noreturn();
 extern bool ep_ivm_type_comparable(Oid type);
 

@@ -91,6 +91,7 @@
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/regproc.h"
+#include "utils/resowner.h"
 #include "utils/rls.h"
 #include "utils/ruleutils.h"
 #include "utils/acl.h"
@@ -147,6 +148,35 @@ ivm_check_key_type(Oid type)
  * ----------------------------------------------------------------
  */
 
+/*
+ * agg(x) FILTER (WHERE c) is agg(CASE WHEN c THEN x END) for count, sum and
+ * avg, which ignore NULLs (and give NULL, or 0 for count, over no rows);
+ * count(*) FILTER (WHERE c) is count(CASE WHEN c THEN 1 END).
+ */
+static void
+ivm_filter_arg(IvmAgg *agg, Expr *filter)
+{
+	CaseExpr   *c = makeNode(CaseExpr);
+	CaseWhen   *w = makeNode(CaseWhen);
+	Expr	   *val = agg->arg;
+
+	if (agg->kind == AGG_COUNT_STAR)
+	{
+		val = (Expr *) makeConst(INT4OID, -1, InvalidOid, sizeof(int32),
+								 Int32GetDatum(1), false, true);
+		agg->kind = AGG_COUNT;
+	}
+	w->expr = filter;
+	w->result = val;
+	w->location = -1;
+	c->casetype = exprType((Node *) val);
+	c->casecollid = exprCollation((Node *) val);
+	c->args = list_make1(w);
+	c->defresult = (Expr *) makeNullConst(c->casetype, exprTypmod((Node *) val), c->casecollid);
+	c->location = -1;
+	agg->arg = (Expr *) c;
+}
+
 static IvmAgg *
 ivm_make_agg(Aggref *aggref, int idx)
 {
@@ -160,8 +190,9 @@ ivm_make_agg(Aggref *aggref, int idx)
 		ep_ivm_unsupported("DISTINCT inside an aggregate");
 	if (aggref->aggorder != NIL)
 		ep_ivm_unsupported("ORDER BY inside an aggregate");
-	if (aggref->aggfilter != NULL)
-		ep_ivm_unsupported("FILTER on an aggregate");
+	if (aggref->aggfilter != NULL && strcmp(fname, "count") != 0 &&
+		strcmp(fname, "sum") != 0 && strcmp(fname, "avg") != 0)
+		ep_ivm_unsupported("FILTER on an aggregate other than count, sum or avg");
 	if (aggref->aggkind != AGGKIND_NORMAL || aggref->agglevelsup != 0)
 		ep_ivm_unsupported(psprintf("aggregate %s", fname));
 
@@ -217,6 +248,8 @@ ivm_make_agg(Aggref *aggref, int idx)
 		ep_ivm_unsupported(psprintf("aggregate %s", fname));
 	if (agg->kind != AGG_COUNT_STAR && agg->arg == NULL)
 		ep_ivm_unsupported(psprintf("aggregate %s without argument", fname));
+	if (aggref->aggfilter != NULL)
+		ivm_filter_arg(agg, (Expr *) aggref->aggfilter);
 	return agg;
 }
 
@@ -739,6 +772,52 @@ ivm_may_trigger_all(IvmDef *d)
 	return true;
 }
 
+/*
+ * Classify for delta maintenance. False (and d untouched) when the delta
+ * machinery refuses the shape (0A000): the caller then tries
+ * recompute-and-diff (ivm_recompute.c). Other errors propagate. The
+ * analysis runs in a subtransaction, so that its refusal can be caught.
+ */
+static bool
+ivm_try_classify(IvmDef *d)
+{
+	IvmDef	   *t = palloc0(sizeof(IvmDef));
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	bool		ok = true;
+
+	t->refresh = d->refresh;
+	t->query = d->query;
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		ivm_classify(t);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		if (edata->sqlerrcode != ERRCODE_FEATURE_NOT_SUPPORTED)
+			ReThrowError(edata);
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	if (ok)
+		*d = *t;
+	return ok;
+}
+
 PG_FUNCTION_INFO_V1(ep_create_incremental_view);
 Datum
 ep_create_incremental_view(PG_FUNCTION_ARGS)
@@ -777,6 +856,7 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 	StringInfoData buf;
 	bool		multi = false;
 	bool		counted;		/* full: triggers count base changes */
+	bool		rediff;			/* immediate/deferred by recompute-and-diff */
 	EpSavedUser saved;
 	EpOwnerCall call;
 	char	   *creator_path = ep_owner_current_search_path();
@@ -859,8 +939,14 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 			ivm_collect_relations((Node *) lfirst(lc), &d->bases);
 		ivm_classify_full(d);
 	}
-	else
-		ivm_classify(d);
+	else if (!ivm_try_classify(d))
+	{
+		/* no deltas for this shape: recompute-and-diff, if it is listed */
+		ep_ivm_recompute_check(d->query);
+		ivm_collect_relations((Node *) d->query, &d->bases);
+		ivm_classify_full(d);
+	}
+	rediff = d->refresh != IVM_FULL && strcmp(d->kind, "full") == 0;
 
 	if (d->outcols == NIL)
 		ereport(ERROR,
@@ -870,7 +956,9 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 				 errhint("Select a column, for example SELECT count(*) AS n FROM ...")));
 
 	ivm_check_bases(d);
-	counted = d->refresh == IVM_FULL && list_length(d->bases) > 0 && ivm_may_trigger_all(d);
+	counted = list_length(d->bases) > 0 &&
+		((d->refresh == IVM_FULL && ivm_may_trigger_all(d)) ||
+		 (rediff && d->refresh == IVM_DEFERRED));
 
 	foreach(lc, d->outcols)
 	{
@@ -894,7 +982,7 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 	d->storage = quote_qualified_identifier(nspname, storage_name);
 	nbase = list_length(d->bases);
 	d->logs = palloc0(sizeof(char *) * Max(nbase, 1));
-	if (d->refresh == IVM_DEFERRED)
+	if (d->refresh == IVM_DEFERRED && !rediff)
 	{
 		for (b = 0; b < nbase; b++)
 			d->logs[b] = quote_qualified_identifier(nspname,
@@ -903,7 +991,7 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 	else if (counted)
 		d->logs[0] = quote_qualified_identifier(nspname, psprintf("%s__ivm_log", rv->relname));
 
-	if (d->refresh == IVM_FULL)
+	if (strcmp(d->kind, "full") == 0)
 		d->ptext = pg_get_querydef(d->query, false);
 	else
 		ep_ivm_build_p(d);
@@ -913,7 +1001,16 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 	initStringInfo(&ddl);
 	ep_ivm_storage_columns(d, &cols, &ddl);
 	pop = ep_ivm_pop_sql(d);
-	if (strcmp(d->kind, "full") == 0 && !d->groupable)
+	if (rediff)
+	{
+		/* one statement writes the difference (ivm_recompute.c) */
+		sql_full_insert = ep_ivm_rediff_sql(d);
+		sql_full_delete = sql_full_insert;
+		/* immediate: only the groups a statement touched, if possible */
+		if (d->refresh == IVM_IMMEDIATE)
+			sql_recompute = ep_ivm_rediff_groups_sql(d, &sql_remove);
+	}
+	else if (strcmp(d->kind, "full") == 0 && !d->groupable)
 	{
 		sql_full_delete = psprintf("DELETE FROM %s", d->storage);
 		sql_full_insert = psprintf("INSERT INTO %s (%s) %s", d->storage, cols.data, pop);
@@ -946,7 +1043,7 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 	sql_log_ins = palloc0(sizeof(char *) * Max(nbase, 1));
 	sql_log_del = palloc0(sizeof(char *) * Max(nbase, 1));
 	sql_log_upd = palloc0(sizeof(char *) * Max(nbase, 1));
-	if (d->refresh != IVM_FULL)
+	if (strcmp(d->kind, "full") != 0)
 	{
 		int			nocc = list_length(d->occs);
 		int		   *changed = palloc(sizeof(int) * nocc);
@@ -1017,7 +1114,7 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 	}
 
 	/* storage, unique key, view */
-	if (strcmp(d->kind, "full") == 0 && !d->groupable)
+	if (strcmp(d->kind, "full") == 0 && (!d->groupable || rediff))
 		ivm_exec(psprintf("CREATE TABLE %s (%s)", d->storage, ddl.data), SPI_OK_UTILITY);
 	else
 	{
@@ -1055,7 +1152,8 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 	appendStringInfo(&buf, " FROM %s __ep_s", d->storage);
 	if (strcmp(d->kind, "project") == 0 || strcmp(d->kind, "full") == 0)
 		appendStringInfoString(&buf, " CROSS JOIN LATERAL pg_catalog.generate_series(1::pg_catalog.int8, __ep_s.__ep_count) __ep_g");
-	if (d->query->havingQual)
+	/* (full and recompute views store the query's result, HAVING applied) */
+	if (d->query->havingQual && strcmp(d->kind, "full") != 0)
 	{
 		HavingCtx	ctx;
 		Node	   *having;
@@ -1075,7 +1173,7 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 			 SPI_OK_UTILITY);
 
 	/* logs */
-	for (b = 0; b < nbase && d->refresh == IVM_DEFERRED; b++)
+	for (b = 0; b < nbase && d->refresh == IVM_DEFERRED && !rediff; b++)
 		ivm_exec(psprintf("CREATE TABLE %s AS SELECT 1::pg_catalog.int2 AS __ep_sign, %s FROM %s __ep_t WITH NO DATA",
 						  d->logs[b], ep_ivm_column_list(list_nth_oid(d->bases, b)),
 						  ep_ivm_relation_text(list_nth_oid(d->bases, b))),
@@ -1119,7 +1217,8 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 						  prefix, view_id, rel, IVM_OLD_TABLE, view_id, b), SPI_OK_UTILITY);
 		ivm_exec(psprintf("CREATE TRIGGER __ep_%s_" INT64_FORMAT "_t AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION ep._ivm_maintain('" INT64_FORMAT "', '%d')",
 						  prefix, view_id, rel, view_id, b), SPI_OK_UTILITY);
-		if (d->refresh == IVM_IMMEDIATE)
+		/* (recompute views need none: each maintenance reads the current state) */
+		if (d->refresh == IVM_IMMEDIATE && !rediff)
 			ivm_exec(psprintf("CREATE TRIGGER __ep_%s_" INT64_FORMAT "_b BEFORE INSERT OR UPDATE OR DELETE ON %s FOR EACH STATEMENT EXECUTE FUNCTION ep._ivm_before('" INT64_FORMAT "', '%d', '%d')",
 							  prefix, view_id, rel, view_id, b, nocc), SPI_OK_UTILITY);
 		if (as_owner)
@@ -1135,7 +1234,7 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 		Datum		values[24];
 		char		nulls[24];
 		char	  **basenames = palloc0(sizeof(char *) * Max(nbase, 1));
-		int			nlogs = d->refresh == IVM_DEFERRED ? nbase : (counted ? 1 : 0);
+		int			nlogs = d->refresh == IVM_DEFERRED && !rediff ? nbase : (counted ? 1 : 0);
 		int			nlogsql = d->refresh == IVM_DEFERRED || counted ? nbase : 0;
 		bool		current;
 		int			rc;
@@ -1155,9 +1254,9 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 		values[8] = ivm_text_array(d->logs, nlogs);
 		values[9] = BoolGetDatum(multi);
 		values[10] = BoolGetDatum(d->keep_empty_group);
-		values[11] = ivm_text_array(sql_ins, d->refresh == IVM_FULL ? 0 : nbase);
-		values[12] = ivm_text_array(sql_del, d->refresh == IVM_FULL ? 0 : nbase);
-		values[13] = ivm_text_array(sql_upd, d->refresh == IVM_FULL ? 0 : nbase);
+		values[11] = ivm_text_array(sql_ins, strcmp(d->kind, "full") == 0 ? 0 : nbase);
+		values[12] = ivm_text_array(sql_del, strcmp(d->kind, "full") == 0 ? 0 : nbase);
+		values[13] = ivm_text_array(sql_upd, strcmp(d->kind, "full") == 0 ? 0 : nbase);
 		values[14] = ivm_text_array(sql_log_ins, nlogsql);
 		values[15] = ivm_text_array(sql_log_del, nlogsql);
 		values[16] = sql_remove ? CStringGetTextDatum(sql_remove) : (Datum) 0;
@@ -1207,6 +1306,8 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 	call.what = "incremental view";
 	call.name = name;
 	ep_owner_enter(&call);
+	if (rediff)
+		ep_ivm_recompute_settings();
 	ivm_exec(sql_full_insert, SPI_OK_INSERT);
 	ep_owner_leave(&call);
 

@@ -648,7 +648,7 @@ ep_ivm_view_cache(int64 view_id, bool missing_ok)
 							  "  JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) u.r"
 							  "  JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace),"
 							  " pg_catalog.cardinality(base_rels), base_rels::pg_catalog.oid[], sql_log_update,"
-							  " name, %s"
+							  " name, %s, kind OPERATOR(pg_catalog.=) 'full'"
 							  " FROM ep.ivm_views v WHERE view_id OPERATOR(pg_catalog.=) $1",
 							  ep_ivm_catalog_current() ?
 							  "search_path, pg_catalog.date_part('epoch', handler_timeout)"
@@ -690,6 +690,9 @@ ep_ivm_view_cache(int64 view_id, bool missing_ok)
 	vc->multi_occurrence = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
 	vc->keep_empty_group = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
 	vc->nbase = DatumGetInt32(SPI_getbinval(tup, desc, 17, &isnull));
+	/* kind 'full' with another refresh mode: recompute-and-diff */
+	vc->recompute = vc->refresh != IVM_FULL &&
+		DatumGetBool(SPI_getbinval(tup, desc, 23, &isnull));
 #define ARR(field, col) \
 	do { Datum dd = SPI_getbinval(tup, desc, col, &isnull); \
 		vc->field = ivm_text_array_get(dd, isnull, &n, vc->cxt); } while (0)
@@ -984,7 +987,10 @@ ivm_maintain_view(TriggerData *trigdata, IvmViewCache *vc, int64 view_id, int b,
 	if (vc->multi_occurrence && vc->refresh == IVM_IMMEDIATE)
 		ivm_lock_writers(vc);
 	snap = ivm_snapshot(vc);
-	if (recompute)
+	/* (a recompute view whose statements overlapped recomputes fully) */
+	if (vc->recompute && !recompute)
+		ep_ivm_recompute_statement(vc, b, ev, nold, nnew);
+	else if (recompute)
 	{
 		/*
 		 * Statements overlapped: their deltas were skipped. (Under

@@ -23,6 +23,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "utils/snapmgr.h"
@@ -53,9 +54,15 @@ ep_ivm_full_recompute(IvmViewCache *vc, bool latest)
 	/* the latest snapshot, taken after the lock (both statements use it) */
 	if (latest)
 		snap = RegisterSnapshot(GetLatestSnapshot());
+	if (vc->recompute)
+		ep_ivm_recompute_settings();
 	for (int i = 0; i < 2; i++)
 	{
 		int			rc;
+
+		/* recompute views: sql_full_insert writes the whole difference */
+		if (i == 0 && vc->recompute)
+			continue;
 
 		if (snap == InvalidSnapshot)
 			rc = SPI_execute(sql[i], false, 0);
@@ -158,7 +165,8 @@ ivm_refresh_body(IvmViewCache *vc, const char *name, int64 view_id, bool full)
 	int			i;
 
 	/* lock the logs, then re-read needs_full under the lock */
-	for (i = 0; vc->log_rels && i < (vc->refresh == IVM_DEFERRED ? vc->nbase : (vc->refresh == IVM_FULL ? 1 : 0)); i++)
+	for (i = 0; vc->log_rels && i < (vc->recompute ? (vc->refresh == IVM_DEFERRED ? 1 : 0) :
+									 vc->refresh == IVM_DEFERRED ? vc->nbase : (vc->refresh == IVM_FULL ? 1 : 0)); i++)
 	{
 		if (vc->log_rels[i] == NULL)
 			continue;
@@ -180,9 +188,16 @@ ivm_refresh_body(IvmViewCache *vc, const char *name, int64 view_id, bool full)
 		if (full)
 			ep_ivm_full_recompute(vc, false);
 	}
-	else if (vc->refresh == IVM_FULL)
+	else if (vc->refresh == IVM_FULL || vc->recompute)
 	{
-		ep_ivm_full_recompute(vc, false);
+		/*
+		 * A deferred recompute view: nothing to do without counted changes;
+		 * otherwise the latest rows, after the lock.
+		 */
+		if (!vc->recompute || full || needs_full ||
+			(vc->log_rels && vc->log_rels[0] &&
+			 ivm_count(psprintf("SELECT pg_catalog.count(*) FROM %s", vc->log_rels[0])) > 0))
+			ep_ivm_full_recompute(vc, vc->recompute && IsolationUsesXactSnapshot());
 		if (vc->nbase > 0 && vc->log_rels && vc->log_rels[0])
 			SPI_execute(psprintf("DELETE FROM %s", vc->log_rels[0]), false, 0);
 	}

@@ -862,5 +862,50 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION ep._subscription_check_owner(text) IS 'Internal: raises 42501 unless the current user (a member of its owner) may change the subscription';
+-- ---------------------------------------------------------------------------
+-- Shapes maintained by recompute-and-diff (issue 13): immediate and deferred
+-- views of kind 'full'; a deferred one counts its changes like a full view;
+-- ep.ivm_views.strategy tells which.
+-- ---------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION ep._ivm_pending(view_id bigint) RETURNS bigint
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v ep.ivm_views;
+    total bigint := 0;
+    n bigint;
+    lr regclass;
+BEGIN
+    SELECT * INTO v FROM ep.ivm_views i WHERE i.view_id OPERATOR(pg_catalog.=) _ivm_pending.view_id;
+    IF NOT FOUND OR v.refresh OPERATOR(pg_catalog.=) 'immediate' THEN
+        RETURN 0;
+    END IF;
+    -- a full view whose owner may not add triggers to its base tables
+    -- counts no changes: unknown
+    IF v.refresh OPERATOR(pg_catalog.=) 'full'
+       AND pg_catalog.cardinality(v.base_rels) OPERATOR(pg_catalog.>) 0
+       AND pg_catalog.cardinality(v.log_rels) OPERATOR(pg_catalog.=) 0 THEN
+        RETURN NULL;
+    END IF;
+    FOREACH lr IN ARRAY v.log_rels LOOP
+        -- kind full: a counter (full views, and views maintained by recompute)
+        IF v.kind OPERATOR(pg_catalog.=) 'full' THEN
+            EXECUTE format('SELECT coalesce(sum(n), 0)::bigint FROM %s', lr) INTO n;
+        ELSE
+            EXECUTE format('SELECT count(*) FROM %s', lr) INTO n;
+        END IF;
+        total := total OPERATOR(pg_catalog.+) n;
+    END LOOP;
+    IF v.needs_full THEN
+        total := total OPERATOR(pg_catalog.+) 1;
+    END IF;
+    RETURN total;
+END
+$$;
+COMMENT ON FUNCTION ep._ivm_pending(bigint) IS 'Internal: exact count of change records not yet applied to an incremental view (NULL when a full view cannot count them)';
+ALTER TABLE ep.ivm_views ADD COLUMN strategy text GENERATED ALWAYS AS
+    (CASE WHEN kind OPERATOR(pg_catalog.=) 'full' THEN 'recompute' ELSE 'incremental' END) STORED;
+COMMENT ON COLUMN ep.ivm_views.strategy IS 'incremental: changes applied as deltas; recompute: the query is run again and only the difference written (full views, and immediate/deferred views of shapes without deltas)';
 
 SELECT ep._objects_changed();
