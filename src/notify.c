@@ -52,6 +52,7 @@
 #include "storage/ipc.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
+#include "utils/guc.h"
 #include "utils/timestamp.h"
 
 #include "event_patterns.h"
@@ -60,6 +61,7 @@
 
 #define EP_NOTIFY_MAX_DBS		256
 #define EP_NOTIFY_DRAIN_MS		5000	/* longest wait for in-flight commits */
+#define EP_NOTIFY_MIN_GAP_US	1000	/* between two NOTIFYs of the worker */
 
 typedef struct EpNotifyDb
 {
@@ -86,6 +88,7 @@ static bool relying_on_worker = false;	/* counted in inflight */
 /* worker-local state */
 static bool serving = false;
 static uint64 notified_commits = 0;
+static TimestampTz last_sent = 0;
 
 Size
 ep_notify_shmem_size(void)
@@ -216,10 +219,20 @@ ep_notify_xact_end(bool committed)
  * ---------------------------------------------------------------------
  */
 
+/*
+ * One NOTIFY in a transaction of its own. PreCommit_Notify assigns it an
+ * xid, so it writes a commit record: it need not wait for that record to
+ * be flushed (nothing is lost in a crash but a wake-up of listeners whose
+ * connections die with the server), which keeps the worker's
+ * notifications from queueing behind the appenders' WAL flushes.
+ */
 static void
 ep_notify_send(void)
 {
 	StartTransactionCommand();
+	(void) set_config_option("synchronous_commit", "off",
+							 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
+							 true, 0, false);
 	Async_Notify(EP_NOTIFY_CHANNEL, NULL);
 	CommitTransactionCommand();
 }
@@ -264,20 +277,30 @@ ep_notify_worker_start(void)
 /*
  * Called by the worker outside any transaction, first thing after each
  * wake-up and between the steps of a round: one NOTIFY for every commit
- * counted since the last one. Cheap when nothing happened (one atomic read).
+ * counted since the last one. Cheap when nothing happened (one atomic
+ * read). NOTIFYs are at least EP_NOTIFY_MIN_GAP_US apart, so a busy
+ * database costs the worker at most a few hundred small transactions a
+ * second; returns the milliseconds the worker may sleep before it must
+ * call again (-1: nothing pending).
  */
-void
+long
 ep_notify_step(void)
 {
 	uint64		now;
+	TimestampTz ts;
 
 	if (!serving)
-		return;
+		return -1;
 	now = pg_atomic_read_u64(&my_entry->commits);
 	if (now == notified_commits)
-		return;
+		return -1;
+	ts = GetCurrentTimestamp();
+	if (last_sent != 0 && ts - last_sent < EP_NOTIFY_MIN_GAP_US)
+		return (long) ((EP_NOTIFY_MIN_GAP_US - (ts - last_sent) + 999) / 1000);
 	notified_commits = now;
+	last_sent = ts;
 	ep_notify_send();
+	return -1;
 }
 
 /*

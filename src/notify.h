@@ -16,7 +16,7 @@ extern bool ep_notify_xact_end(bool committed);
 
 /* the per-database worker */
 extern void ep_notify_worker_start(void);
-extern void ep_notify_step(void);
+extern long ep_notify_step(void);
 extern void ep_notify_worker_leave(void);
 
 #endif							/* EP_NOTIFY_H */

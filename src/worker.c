@@ -177,6 +177,8 @@ ep_worker_main(Datum main_arg)
 		TimestampTz now;
 		bool		forced;
 		long		timeout;
+		long		notify_ms;
+		long		wait_ms;
 		int			i;
 
 		/*
@@ -198,9 +200,18 @@ ep_worker_main(Datum main_arg)
 				if (gap_ms >= EP_MIN_ROUND_GAP_MS || got_sigterm)
 					break;
 				ResetLatch(MyLatch);
-				ep_notify_step();
-				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-								 EP_MIN_ROUND_GAP_MS - gap_ms, PG_WAIT_EXTENSION);
+				notify_ms = ep_notify_step();
+				wait_ms = EP_MIN_ROUND_GAP_MS - gap_ms;
+				/*
+				 * A deferred notification covers every commit until it is
+				 * sent: no need to wake for them meanwhile.
+				 */
+				if (notify_ms >= 0)
+					(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+									 Min(wait_ms, Max(notify_ms, 1)), PG_WAIT_EXTENSION);
+				else
+					(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+									 wait_ms, PG_WAIT_EXTENSION);
 			}
 		}
 		ResetLatch(MyLatch);
@@ -236,12 +247,12 @@ ep_worker_main(Datum main_arg)
 		{
 			MemoryContextSwitchTo(round_cxt);
 			/* listeners first: before every step, which may take a while */
-			ep_notify_step();
+			(void) ep_notify_step();
 			pgstat_report_activity(STATE_RUNNING, steps[i].name);
 			if (steps[i].step())
 				more = true;
 		}
-		ep_notify_step();
+		notify_ms = ep_notify_step();
 
 		MemoryContextSwitchTo(round_cxt);
 		forced = ep_bgw_take_jobs_dirty(slot) ||
@@ -263,6 +274,8 @@ ep_worker_main(Datum main_arg)
 			continue;
 
 		timeout = ep_guc_naptime_ms;
+		if (notify_ms >= 0)
+			timeout = Min(timeout, notify_ms);
 		now = GetCurrentTimestamp();
 		if (next_due > now)
 		{
