@@ -37,6 +37,16 @@
  * its exit callback without the last NOTIFY; its successor sends one at its
  * first round.
  *
+ * Nobody listening, nothing to send: backends count themselves in
+ * listeners when they run LISTEN ep_events (utility hook, before the LISTEN
+ * commits) and uncount at exit; the worker reads commits, then listeners,
+ * and skips the NOTIFY when there are none, so a database whose events
+ * nobody listens for costs the worker no transactions. A listener counted
+ * after that read commits its LISTEN, and then reads, after those commits
+ * were visible; every later commit finds it counted. (Each NOTIFY of the
+ * worker is a transaction with an xid; with listeners, at most one per
+ * millisecond and never more than the appending transactions themselves.)
+ *
  * Locking: the entry table's keys are set under a spinlock; the values are
  * atomics. With more databases than entries, appenders notify by
  * themselves.
@@ -69,6 +79,7 @@ typedef struct EpNotifyDb
 	pg_atomic_uint32 notifier;	/* pid of the serving worker, 0 = none */
 	pg_atomic_uint32 inflight;	/* committing transactions relying on it */
 	pg_atomic_uint64 commits;	/* appending commits that relied on it */
+	pg_atomic_uint32 listeners; /* backends that ran LISTEN ep_events */
 } EpNotifyDb;
 
 typedef struct EpNotifyShared
@@ -84,6 +95,7 @@ static EpNotifyShared *notify_shared = NULL;
 static EpNotifyDb *my_entry = NULL;
 static bool appended_in_xact = false;	/* worker mode: notify at pre-commit */
 static bool relying_on_worker = false;	/* counted in inflight */
+static bool counted_listener = false;	/* counted in listeners */
 
 /* worker-local state */
 static bool serving = false;
@@ -115,6 +127,7 @@ ep_notify_shmem_init(void)
 			pg_atomic_init_u32(&notify_shared->dbs[i].notifier, 0);
 			pg_atomic_init_u32(&notify_shared->dbs[i].inflight, 0);
 			pg_atomic_init_u64(&notify_shared->dbs[i].commits, 0);
+			pg_atomic_init_u32(&notify_shared->dbs[i].listeners, 0);
 		}
 	}
 }
@@ -215,6 +228,39 @@ ep_notify_xact_end(bool committed)
 }
 
 /* ---------------------------------------------------------------------
+ * Listeners
+ * ---------------------------------------------------------------------
+ */
+static void
+ep_notify_listener_exit(int code, Datum arg)
+{
+	if (counted_listener && my_entry != NULL)
+		pg_atomic_fetch_sub_u32(&my_entry->listeners, 1);
+	counted_listener = false;
+}
+
+/*
+ * LISTEN (from the utility hook, before the statement runs): count this
+ * backend as a listener of ep_events in its database until it exits
+ * (UNLISTEN does not uncount it: counting too many only costs a NOTIFY).
+ */
+void
+ep_notify_listen(const char *channel)
+{
+	EpNotifyDb *e;
+
+	if (counted_listener || channel == NULL ||
+		strcmp(channel, EP_NOTIFY_CHANNEL) != 0)
+		return;
+	e = ep_notify_entry();
+	if (e == NULL)
+		return;
+	before_shmem_exit(ep_notify_listener_exit, (Datum) 0);
+	pg_atomic_fetch_add_u32(&e->listeners, 1);	/* a full barrier */
+	counted_listener = true;
+}
+
+/* ---------------------------------------------------------------------
  * The worker
  * ---------------------------------------------------------------------
  */
@@ -294,6 +340,13 @@ ep_notify_step(void)
 	now = pg_atomic_read_u64(&my_entry->commits);
 	if (now == notified_commits)
 		return -1;
+	/* nobody listens: nobody to wake (see the header comment) */
+	pg_memory_barrier();
+	if (pg_atomic_read_u32(&my_entry->listeners) == 0)
+	{
+		notified_commits = now;
+		return -1;
+	}
 	ts = GetCurrentTimestamp();
 	if (last_sent != 0 && ts - last_sent < EP_NOTIFY_MIN_GAP_US)
 		return (long) ((EP_NOTIFY_MIN_GAP_US - (ts - last_sent) + 999) / 1000);
@@ -301,6 +354,17 @@ ep_notify_step(void)
 	last_sent = ts;
 	ep_notify_send();
 	return -1;
+}
+
+/*
+ * Does the worker need to be woken by each commit for the notifications?
+ * Only while it serves and somebody listens; otherwise its rounds may
+ * coalesce commits as they always did.
+ */
+bool
+ep_notify_wants_wakeups(void)
+{
+	return serving && pg_atomic_read_u32(&my_entry->listeners) != 0;
 }
 
 /*
@@ -321,7 +385,8 @@ ep_notify_worker_leave(void)
 		   !TimestampDifferenceExceeds(start, GetCurrentTimestamp(), EP_NOTIFY_DRAIN_MS))
 		pg_usleep(1000L);
 	pg_memory_barrier();
-	if (pg_atomic_read_u64(&my_entry->commits) != notified_commits)
+	if (pg_atomic_read_u64(&my_entry->commits) != notified_commits &&
+		pg_atomic_read_u32(&my_entry->listeners) != 0)
 	{
 		notified_commits = pg_atomic_read_u64(&my_entry->commits);
 		ep_notify_send();

@@ -209,6 +209,9 @@ ep_worker_main(Datum main_arg)
 				if (notify_ms >= 0)
 					(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 									 Min(wait_ms, Max(notify_ms, 1)), PG_WAIT_EXTENSION);
+				else if (!ep_notify_wants_wakeups())
+					(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+									 wait_ms, PG_WAIT_EXTENSION);
 				else
 					(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 									 wait_ms, PG_WAIT_EXTENSION);

@@ -3,7 +3,8 @@
 # baselines, measured in the same run:
 #   1. single-event ep.append, 4 clients, vs a plain INSERT of the same row
 #      into a table with the same keys: with default settings (target ratio
-#      >= 0.85), then with notify=commit and notify=off
+#      >= 0.85), the same with a listener on ep_events, then with
+#      notify=commit and notify=off
 #   2. 100-event ep.append_events, 4 clients, vs a plain 100-row INSERT
 #      (events/s ratio, target >= 0.80)
 #   3. ep.read_stream of a 1,000-event stream vs the bare index scan
@@ -50,6 +51,15 @@ tps "$BENCH_DIR/insert1.sql" 4 2 >/dev/null
 tps "$BENCH_DIR/append1.sql" 4 2 >/dev/null
 set -- $(paired "$BENCH_DIR/append1.sql" "$BENCH_DIR/insert1.sql" 4 "$T")
 echo "append (1 event, 4 clients, default settings: notify=$(sql "SHOW event_patterns.notify")): ep.append $1 tps, plain INSERT $2 tps, ratio $3 (target >= 0.85)"
+# the same with a session listening on ep_events all along (the worker
+# then sends its coalesced NOTIFYs; without listeners it has nobody to wake)
+PGAPPNAME=bench_listener $PSQL -c "LISTEN ep_events" -c "SELECT pg_sleep($T * 6 + 20)" >/dev/null 2>&1 &
+listener=$!
+sleep 1
+set -- $(paired "$BENCH_DIR/append1.sql" "$BENCH_DIR/insert1.sql" 4 "$T")
+sql "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'bench_listener'" >/dev/null
+wait "$listener" 2>/dev/null
+echo "append (1 event, 4 clients, default settings, a session listening on ep_events): ep.append $1 tps, plain INSERT $2 tps, ratio $3 (target >= 0.85)"
 # notify=commit: each transaction sends NOTIFY itself, and PostgreSQL
 # serializes the commits of notifying transactions (a database-wide lock
 # taken in PreCommit_Notify); notify=off: nobody is told
