@@ -28,6 +28,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "replication/origin.h"
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
@@ -164,13 +165,21 @@ ep_spi_keep_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes)
  * Run a prepared statement that writes ep.events (append, hard delete,
  * scavenge, redaction), with the immutability trigger standing aside for
  * its duration only, also when it fails.
+ *
+ * Writes to ep.events never carry the origin DoNotReplicateId that
+ * projection handlers' writes carry (projection.c): decoding filters those
+ * out before they reach the reorder buffer (decoder.c), but events a
+ * handler appends must be decoded like any other.
  */
 int
 ep_spi_execute_internal(SPIPlanPtr plan, Datum *args, const char *nulls)
 {
 	int			ret = 0;
+	RepOriginId saved_origin = replorigin_session_origin;
 
 	ep_internal_writes++;
+	if (saved_origin == DoNotReplicateId)
+		replorigin_session_origin = InvalidRepOriginId;
 	PG_TRY();
 	{
 		ret = SPI_execute_plan(plan, args, nulls, false, 0);
@@ -178,6 +187,7 @@ ep_spi_execute_internal(SPIPlanPtr plan, Datum *args, const char *nulls)
 	PG_FINALLY();
 	{
 		ep_internal_writes--;
+		replorigin_session_origin = saved_origin;
 	}
 	PG_END_TRY();
 	return ret;
