@@ -17,6 +17,7 @@ OBJS = \
 	src/guc.o \
 	src/shmem.o \
 	src/position.o \
+	src/notify.o \
 	src/event_store.o \
 	src/stream_read.o \
 	src/subscription.o \

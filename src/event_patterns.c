@@ -3,7 +3,8 @@
  * event_patterns.c
  *	  Entry point of the event_patterns library: _PG_init, the per-backend
  *	  cache of the extension's catalog objects, the transaction callback
- *	  that ends per-transaction state, and the immutability trigger of
+ *	  that ends per-transaction state (and hands appending commits to the
+ *	  notifier, notify.c), and the immutability trigger of
  *	  ep.events.
  *
  * _PG_init always defines the GUCs (so they can be SET in any session);
@@ -27,6 +28,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "replication/origin.h"
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
@@ -37,6 +39,7 @@
 #include "utils/rel.h"
 
 #include "event_patterns.h"
+#include "notify.h"
 #include "position.h"
 #include "launcher.h"
 #include "worker.h"
@@ -162,13 +165,21 @@ ep_spi_keep_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes)
  * Run a prepared statement that writes ep.events (append, hard delete,
  * scavenge, redaction), with the immutability trigger standing aside for
  * its duration only, also when it fails.
+ *
+ * Writes to ep.events never carry the origin DoNotReplicateId that
+ * projection handlers' writes carry (projection.c): decoding filters those
+ * out before they reach the reorder buffer (decoder.c), but events a
+ * handler appends must be decoded like any other.
  */
 int
 ep_spi_execute_internal(SPIPlanPtr plan, Datum *args, const char *nulls)
 {
 	int			ret = 0;
+	RepOriginId saved_origin = replorigin_session_origin;
 
 	ep_internal_writes++;
+	if (saved_origin == DoNotReplicateId)
+		replorigin_session_origin = InvalidRepOriginId;
 	PG_TRY();
 	{
 		ret = SPI_execute_plan(plan, args, nulls, false, 0);
@@ -176,6 +187,7 @@ ep_spi_execute_internal(SPIPlanPtr plan, Datum *args, const char *nulls)
 	PG_FINALLY();
 	{
 		ep_internal_writes--;
+		replorigin_session_origin = saved_origin;
 	}
 	PG_END_TRY();
 	return ret;
@@ -194,15 +206,22 @@ ep_xact_callback(XactEvent event, void *arg)
 						 errdetail("Global positions of an appending transaction are tracked by its backend until commit."),
 						 errhint("Commit the transaction instead of using two-phase commit.")));
 			break;
+		case XACT_EVENT_PRE_COMMIT:
+			ep_notify_pre_commit();
+			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
-			ep_bgw_at_xact_end(event, ep_position_reserved_in_xact());
-			ep_position_xact_end();
-			ep_store_xact_reset(event == XACT_EVENT_COMMIT);
-			ep_internal_writes = 0;
+			{
+				/* count the commit for the notifier before waking it */
+				bool		notify_wake = ep_notify_xact_end(event == XACT_EVENT_COMMIT);
+
+				ep_bgw_at_xact_end(event, ep_position_reserved_in_xact() || notify_wake);
+				ep_position_xact_end();
+				ep_internal_writes = 0;
+			}
 			break;
 		default:
 			break;
@@ -222,7 +241,6 @@ _PG_init(void)
 
 	ep_shmem_install_hooks();
 	ep_launcher_init();
-	ep_worker_register_step("notify", ep_store_notify_step);
 }
 
 /*

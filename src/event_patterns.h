@@ -35,7 +35,9 @@ extern int	ep_guc_notify;
 typedef enum EpNotifyMode
 {
 	EP_NOTIFY_COMMIT,			/* NOTIFY ep_events from the appending transaction */
-	EP_NOTIFY_WORKER,			/* the database's worker notifies after commit */
+	EP_NOTIFY_WORKER,			/* the database's worker notifies right after
+								 * commit (the transaction itself when no
+								 * worker serves) */
 	EP_NOTIFY_OFF
 } EpNotifyMode;
 extern int	ep_guc_max_job_workers;
@@ -82,10 +84,6 @@ extern int	ep_internal_writes;
 /* SPI helpers shared by the modules (event_patterns.c) */
 extern SPIPlanPtr ep_spi_keep_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes);
 extern int	ep_spi_execute_internal(SPIPlanPtr plan, Datum *args, const char *nulls);
-
-/* event_store.c */
-extern void ep_store_xact_reset(bool committed);
-extern bool ep_store_notify_step(void);
 
 /* stream_read.c: category of a stream id (part before the first '-') */
 extern text *ep_category_of(const char *stream_id, int len);

@@ -23,7 +23,7 @@
  *	   from arrays. Events carrying caller-supplied ids use ON CONFLICT
  *	   (event_id) DO NOTHING: a row that was not inserted is an id conflict
  *	   (EP003).
- *	4. the first append of a transaction queues NOTIFY ep_events.
+ *	4. the notification on channel ep_events (notify.c).
  *
  * The statements are prepared once per backend (SPI_keepplan), name every
  * object and operator with its schema, and run as the extension owner
@@ -37,7 +37,6 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
-#include "commands/async.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -52,6 +51,7 @@
 
 #include "event_patterns.h"
 #include "category.h"
+#include "notify.h"
 #include "owner.h"
 #include "position.h"
 
@@ -76,37 +76,6 @@ static SPIPlanPtr plan_stream_ids = NULL;
 static SPIPlanPtr plan_stream_row = NULL;
 static SPIPlanPtr plan_lock_stream = NULL;
 static SPIPlanPtr plan_hard_delete = NULL;
-
-static bool notified_in_xact = false;
-
-void
-ep_store_xact_reset(bool committed)
-{
-	if (committed && notified_in_xact && ep_guc_notify == EP_NOTIFY_WORKER)
-		ep_position_note_commit();
-	notified_in_xact = false;
-}
-
-/*
- * Worker step (event_patterns.notify = worker): when appending transactions
- * of this database committed since the last round, send one NOTIFY
- * ep_events for all of them. The commit callback wakes the worker, so the
- * notification follows the commits closely without serializing them.
- */
-bool
-ep_store_notify_step(void)
-{
-	static uint64 seen = 0;
-	uint64		now = ep_position_commits();
-
-	if (now == seen)
-		return false;
-	seen = now;
-	StartTransactionCommand();
-	Async_Notify("ep_events", NULL);
-	CommitTransactionCommand();
-	return false;
-}
 
 /* ----------------------------------------------------------------
  * input validation
@@ -753,15 +722,8 @@ ep_do_append(text *stream, bool has_expected, int64 expected, EpNewEvent *evs, i
 		result = new_version;
 	}
 
-	/*
-	 * 4. one NOTIFY per appending transaction (or one by the worker).
-	 * Async_Notify is called on every append: it folds duplicates itself,
-	 * and a rolled-back subtransaction takes its queued notification with it.
-	 */
-	if (ep_guc_notify == EP_NOTIFY_COMMIT)
-		Async_Notify("ep_events", NULL);
-	if (ep_guc_notify != EP_NOTIFY_OFF)
-		notified_in_xact = true;
+	/* 4. listeners of ep_events are woken right after commit */
+	ep_notify_appended();
 
 done:
 	SPI_finish();

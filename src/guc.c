@@ -20,7 +20,7 @@
 bool		ep_guc_enabled = true;
 int			ep_guc_max_workers = 8;
 int			ep_guc_naptime_ms = 1000;
-int			ep_guc_notify = EP_NOTIFY_COMMIT;
+int			ep_guc_notify = EP_NOTIFY_WORKER;
 
 static const struct config_enum_entry ep_notify_options[] = {
 	{"commit", EP_NOTIFY_COMMIT, false},
@@ -85,13 +85,14 @@ ep_guc_define(void)
 
 	DefineCustomEnumVariable("event_patterns.notify",
 							 "How appending transactions announce new events on channel ep_events.",
-							 "commit: each appending transaction sends NOTIFY ep_events at commit. "
-							 "PostgreSQL serializes the commits of notifying transactions, so this "
-							 "costs append throughput under concurrency. worker: the database's "
-							 "background worker sends one NOTIFY ep_events right after appending "
-							 "transactions commit, coalescing them. off: no notification.",
+							 "worker: right after appending transactions commit, the database's "
+							 "background worker sends one NOTIFY ep_events for all of them (a "
+							 "transaction notifies by itself when no worker runs). commit: each "
+							 "appending transaction sends NOTIFY ep_events at commit; PostgreSQL "
+							 "serializes the commits of notifying transactions, so this costs "
+							 "append throughput under concurrency. off: no notification.",
 							 &ep_guc_notify,
-							 EP_NOTIFY_COMMIT,
+							 EP_NOTIFY_WORKER,
 							 ep_notify_options,
 							 PGC_USERSET,
 							 0,

@@ -78,6 +78,7 @@
 
 #include "event_patterns.h"
 #include "launcher.h"
+#include "notify.h"
 #include "shmem.h"
 
 #define EP_MAX_PAUSES			64
@@ -672,6 +673,10 @@ ep_bgw_process_utility(PlannedStmt *pstmt, const char *queryString,
 		case T_CreateExtensionStmt:
 			if (strcmp(((CreateExtensionStmt *) parsetree)->extname, "event_patterns") == 0)
 				creates_extension = true;
+			break;
+		case T_ListenStmt:
+			/* the worker's notifications need to know someone listens */
+			ep_notify_listen(((ListenStmt *) parsetree)->conditionname);
 			break;
 		default:
 			break;

@@ -84,7 +84,6 @@ typedef struct EpHighWater
 	Oid			dbid;
 	Oid			seqid;
 	pg_atomic_uint64 max_issued;	/* 0 = not yet known */
-	pg_atomic_uint64 commits;	/* appending commits (notify = worker) */
 } EpHighWater;
 
 typedef struct EpPositionShared
@@ -133,7 +132,6 @@ ep_position_shmem_init(void)
 		for (i = 0; i < EP_MAX_HIGHWATER; i++)
 		{
 			pg_atomic_init_u64(&pos_shared->highwater[i].max_issued, 0);
-			pg_atomic_init_u64(&pos_shared->highwater[i].commits, 0);
 		}
 		for (i = 0; i < pos_shared->nslots; i++)
 		{
@@ -336,35 +334,4 @@ ep_position_xact_end(void)
 		pg_atomic_write_u64(&my_slot()->reserved, 0);
 	}
 	reserved_in_xact = false;
-}
-
-/*
- * Count a commit of this database that appended events, for the worker's
- * coalesced notification (event_patterns.notify = worker). Called from the
- * transaction callback after commit, before the slot is cleared.
- */
-void
-ep_position_note_commit(void)
-{
-	if (pos_shared == NULL || my_highwater == NULL ||
-		my_highwater->dbid != MyDatabaseId)
-		return;
-	pg_atomic_fetch_add_u64(&my_highwater->commits, 1);
-}
-
-/* Appending commits of this database so far (0 when unknown). */
-uint64
-ep_position_commits(void)
-{
-	int			i;
-	uint64		n = 0;
-
-	if (pos_shared == NULL)
-		return 0;
-	SpinLockAcquire(&pos_shared->mutex);
-	for (i = 0; i < pos_shared->nhighwater; i++)
-		if (pos_shared->highwater[i].dbid == MyDatabaseId)
-			n = pg_atomic_read_u64(&pos_shared->highwater[i].commits);
-	SpinLockRelease(&pos_shared->mutex);
-	return n;
 }

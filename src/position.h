@@ -12,7 +12,5 @@ extern int64 ep_position_next(Oid seqid);
 extern int64 ep_position_horizon(Oid seqid);
 extern bool ep_position_reserved_in_xact(void);
 extern void ep_position_xact_end(void);
-extern void ep_position_note_commit(void);
-extern uint64 ep_position_commits(void);
 
 #endif							/* EP_POSITION_H */

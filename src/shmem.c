@@ -35,6 +35,7 @@ ep_shmem_total_size(void)
 	Size		size = 0;
 
 	size = add_size(size, ep_position_shmem_size());
+	size = add_size(size, ep_notify_shmem_size());
 	size = add_size(size, ep_bgw_shmem_size());
 	size = add_size(size, ep_projection_shmem_size());
 	return size;
@@ -56,6 +57,7 @@ ep_shmem_startup(void)
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	ep_position_shmem_init();
+	ep_notify_shmem_init();
 	ep_bgw_shmem_init();
 	ep_projection_shmem_init();
 	LWLockRelease(AddinShmemInitLock);

@@ -15,6 +15,10 @@
 extern Size ep_position_shmem_size(void);
 extern void ep_position_shmem_init(void);
 
+/* notify.c */
+extern Size ep_notify_shmem_size(void);
+extern void ep_notify_shmem_init(void);
+
 /* launcher.c: registry of the background workers */
 extern Size ep_bgw_shmem_size(void);
 extern void ep_bgw_shmem_init(void);

@@ -12,6 +12,9 @@
  * jobs set (ep_worker_wake), for at most event_patterns.naptime, or less
  * when a job falls due sooner. Rounds that no step asked for start at
  * least 5 ms apart, so a burst of commits costs one round, not one each.
+ * The worker is also the database's notifier (notify.c): the first thing
+ * after every wake-up, and before every step, it sends one NOTIFY ep_events
+ * for the appending commits counted since the last one.
  *
  * Signals: SIGHUP reloads the configuration between rounds. SIGTERM asks
  * the worker to leave: between rounds it exits at once (exit code 0);
@@ -53,6 +56,7 @@
 
 #include "event_patterns.h"
 #include "launcher.h"
+#include "notify.h"
 #include "worker.h"
 
 #define EP_MAX_STEPS				16
@@ -112,6 +116,7 @@ ep_worker_sigterm(SIGNAL_ARGS)
 static void
 worker_leave(EpWorkerSlot *slot, EpExitReason reason)
 {
+	ep_notify_worker_leave();
 	ep_bgw_set_exit_reason(slot, reason);
 	if (reason == EP_EXIT_NO_EXTENSION)
 		ereport(DEBUG1,
@@ -161,6 +166,7 @@ ep_worker_main(Datum main_arg)
 	if (!extension_installed())
 		worker_leave(slot, EP_EXIT_NO_EXTENSION);
 	last_check = GetCurrentTimestamp();
+	ep_notify_worker_start();
 
 	round_cxt = AllocSetContextCreate(TopMemoryContext,
 									  "event_patterns worker round",
@@ -171,6 +177,8 @@ ep_worker_main(Datum main_arg)
 		TimestampTz now;
 		bool		forced;
 		long		timeout;
+		long		notify_ms;
+		long		wait_ms;
 		int			i;
 
 		/*
@@ -184,11 +192,30 @@ ep_worker_main(Datum main_arg)
 			int			usecs;
 			long		gap_ms;
 
-			TimestampDifference(last_round, GetCurrentTimestamp(), &secs, &usecs);
-			gap_ms = secs * 1000 + usecs / 1000;
-			if (gap_ms < EP_MIN_ROUND_GAP_MS)
-				(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-								 EP_MIN_ROUND_GAP_MS - gap_ms, PG_WAIT_EXTENSION);
+			/* commits still get their notification at once (notify.c) */
+			for (;;)
+			{
+				TimestampDifference(last_round, GetCurrentTimestamp(), &secs, &usecs);
+				gap_ms = secs * 1000 + usecs / 1000;
+				if (gap_ms >= EP_MIN_ROUND_GAP_MS || got_sigterm)
+					break;
+				ResetLatch(MyLatch);
+				notify_ms = ep_notify_step();
+				wait_ms = EP_MIN_ROUND_GAP_MS - gap_ms;
+				/*
+				 * A deferred notification covers every commit until it is
+				 * sent: no need to wake for them meanwhile.
+				 */
+				if (notify_ms >= 0)
+					(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+									 Min(wait_ms, Max(notify_ms, 1)), PG_WAIT_EXTENSION);
+				else if (!ep_notify_wants_wakeups())
+					(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+									 wait_ms, PG_WAIT_EXTENSION);
+				else
+					(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+									 wait_ms, PG_WAIT_EXTENSION);
+			}
 		}
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
@@ -222,10 +249,13 @@ ep_worker_main(Datum main_arg)
 		for (i = 0; i < nsteps; i++)
 		{
 			MemoryContextSwitchTo(round_cxt);
+			/* listeners first: before every step, which may take a while */
+			(void) ep_notify_step();
 			pgstat_report_activity(STATE_RUNNING, steps[i].name);
 			if (steps[i].step())
 				more = true;
 		}
+		notify_ms = ep_notify_step();
 
 		MemoryContextSwitchTo(round_cxt);
 		forced = ep_bgw_take_jobs_dirty(slot) ||
@@ -247,6 +277,8 @@ ep_worker_main(Datum main_arg)
 			continue;
 
 		timeout = ep_guc_naptime_ms;
+		if (notify_ms >= 0)
+			timeout = Min(timeout, notify_ms);
 		now = GetCurrentTimestamp();
 		if (next_due > now)
 		{

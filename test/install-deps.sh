@@ -1,8 +1,9 @@
 #!/bin/sh
-# install-deps.sh: install the Debian packages the build, the tests and the
-# demo need. Idempotent: does nothing when everything is present.
+# install-deps.sh: install the Debian packages the build, the tests, the demo
+# and the benchmarks need (libdbd-pg-perl: test/bench/notify_latency.pl).
+# Idempotent: does nothing when everything is present.
 set -e
-PKGS="postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl libipc-run-perl make gcc"
+PKGS="postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl libipc-run-perl libdbd-pg-perl make gcc"
 missing=""
 for p in $PKGS; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
