@@ -216,6 +216,30 @@ SELECT name, status, handler_timeout FROM ep.projections WHERE name = 'slow';
 SELECT ep.drop_projection('slow');
 RESET event_patterns.projection_max_retries;
 
+------------------------------------------------------------------------
+-- Decoded rows are turned into JSON without user code: a cast to json of a
+-- user-defined type is never called (it ran as the worker's superuser).
+------------------------------------------------------------------------
+SET ROLE regress_sec_eve;
+CREATE TYPE eve_schema.mood AS ENUM ('happy', 'sad');
+CREATE FUNCTION eve_schema.mood_json(m eve_schema.mood) RETURNS json LANGUAGE plpgsql AS
+    $$ BEGIN RAISE EXCEPTION 'cast called as %', current_user; END $$;
+CREATE CAST (eve_schema.mood AS json) WITH FUNCTION eve_schema.mood_json(eve_schema.mood);
+CREATE TABLE eve_schema.moods (id int PRIMARY KEY, m eve_schema.mood, ms eve_schema.mood[]);
+CREATE TABLE eve_schema.mood_seen (op text, n jsonb);
+CREATE FUNCTION eve_schema.mood_h(op text, o jsonb, n jsonb) RETURNS void LANGUAGE sql AS
+    $$ INSERT INTO eve_schema.mood_seen VALUES (op, n) $$;
+SELECT ep.create_table_projection('moods', 'eve_schema.moods', 'eve_schema.mood_h(text, jsonb, jsonb)');
+RESET ROLE;
+SELECT ep.apply_projections() >= 0 AS loaded;
+SET ROLE regress_sec_eve;
+INSERT INTO eve_schema.moods VALUES (1, 'happy', '{sad,happy}');
+RESET ROLE;
+SELECT ep.apply_projections() >= 0 AS applied;
+SELECT op, n FROM eve_schema.mood_seen WHERE op = 'INSERT';
+SELECT name, status, last_error FROM ep.projections WHERE name = 'moods';
+SELECT ep.drop_projection('moods');
+
 -- clean up
 DROP TABLE public.secret, public.loop_src, public.loop_calls, public.eve_log;
 DROP FUNCTION public.up_by(jsonb), public.up_mine(jsonb), public.paid_1(jsonb), public.paid_2(jsonb), public.slow(ep.events),

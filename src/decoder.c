@@ -34,6 +34,14 @@
  */
 #include "postgres.h"
 
+#include "funcapi.h"
+
+#include "catalog/pg_type.h"
+
+#include "access/transam.h"
+
+#include "utils/lsyscache.h"
+
 #include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/xact.h"
@@ -159,6 +167,7 @@ ep_row_jsonb(Relation rel, HeapTuple tup, HeapTuple oldtup, bool key_only)
 	bool	   *omit = palloc0(natts * sizeof(bool));
 	Bitmapset  *key = NULL;
 	HeapTuple	flat;
+	TupleDesc	jdesc = NULL;
 	Datum		json;
 	Datum		jb;
 	int			i;
@@ -200,9 +209,45 @@ ep_row_jsonb(Relation rel, HeapTuple tup, HeapTuple oldtup, bool key_only)
 		}
 	}
 
-	flat = heap_form_tuple(desc, values, nulls);
+	/*
+	 * row_to_json calls a cast to json when a column's type (after domains)
+	 * is not built in and has one: user code, which must never run here (in
+	 * the worker, as the bootstrap superuser, outside the owner primitive).
+	 * Such columns are handed over as their text form (the type's output
+	 * function: built-in for enums, composites and arrays, C for base
+	 * types, which only a superuser can create), so they become JSON
+	 * strings; built-in types keep row_to_json's representation.
+	 */
+	for (i = 0; i < natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped || getBaseType(att->atttypid) < FirstNormalObjectId)
+			continue;
+		if (jdesc == NULL)
+			jdesc = CreateTupleDescCopy(desc);
+		if (!nulls[i])
+		{
+			Oid			out;
+			bool		varlena;
+
+			getTypeOutputInfo(att->atttypid, &out, &varlena);
+			values[i] = CStringGetTextDatum(OidOutputFunctionCall(out, values[i]));
+		}
+		TupleDescInitEntry(jdesc, (AttrNumber) (i + 1), NameStr(att->attname), TEXTOID, -1, 0);
+	}
+	if (jdesc == NULL)
+		jdesc = desc;
+	else
+	{
+		/* an anonymous record type, so row_to_json reads the text columns as text */
+		jdesc->tdtypeid = RECORDOID;
+		jdesc->tdtypmod = -1;
+		jdesc = BlessTupleDesc(jdesc);
+	}
+	flat = heap_form_tuple(jdesc, values, nulls);
 	json = DirectFunctionCall1(row_to_json,
-							   heap_copy_tuple_as_datum(flat, desc));
+							   heap_copy_tuple_as_datum(flat, jdesc));
 	jb = DirectFunctionCall1(jsonb_in, CStringGetDatum(text_to_cstring(DatumGetTextPP(json))));
 	for (i = 0; i < natts; i++)
 	{
