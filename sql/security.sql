@@ -240,6 +240,34 @@ SELECT op, n FROM eve_schema.mood_seen WHERE op = 'INSERT';
 SELECT name, status, last_error FROM ep.projections WHERE name = 'moods';
 SELECT ep.drop_projection('moods');
 
+------------------------------------------------------------------------
+-- Owner code runs with standard values of the settings that change what
+-- SQL means, whatever the caller set (review finding F3).
+------------------------------------------------------------------------
+CREATE FUNCTION public.up_settings(d jsonb) RETURNS jsonb LANGUAGE plpgsql AS
+    $$ BEGIN RETURN d || jsonb_build_object(
+         'efd', current_setting('extra_float_digits'),
+         'scs', current_setting('standard_conforming_strings'),
+         'ds', current_setting('DateStyle'),
+         'f', (1123.96::float8)::text); END $$;
+ALTER FUNCTION public.up_settings(jsonb) OWNER TO regress_sec_upc;
+SELECT ep.append('sec-set-1', 'SecSettings', '{}') > 0 AS appended;
+SELECT ep.register_upcaster('SecSettings', 1, 'public.up_settings(jsonb)');
+SET ROLE regress_sec_eve;
+SET extra_float_digits = -15;
+SET standard_conforming_strings = off;
+SET DateStyle = 'German';
+SELECT data->>'efd' AS efd, data->>'scs' AS scs, data->>'ds' AS ds, data->>'f' AS f
+  FROM ep.read_stream('sec-set-1');
+SELECT current_setting('extra_float_digits') AS efd, current_setting('standard_conforming_strings') AS scs,
+       current_setting('DateStyle') AS ds;
+RESET extra_float_digits;
+RESET standard_conforming_strings;
+RESET DateStyle;
+RESET ROLE;
+SELECT ep.unregister_upcaster('SecSettings', 1);
+DROP FUNCTION public.up_settings(jsonb);
+
 -- clean up
 DROP TABLE public.secret, public.loop_src, public.loop_calls, public.eve_log;
 DROP FUNCTION public.up_by(jsonb), public.up_mine(jsonb), public.paid_1(jsonb), public.paid_2(jsonb), public.slow(ep.events),

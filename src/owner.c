@@ -223,6 +223,47 @@ ep_owner_current_search_path(void)
 	return pstrdup(p ? p : "");
 }
 
+/*
+ * Settings that change what SQL means or how values are read and written,
+ * and that any session may set: owner code runs with their standard values,
+ * never with the caller's (a caller's extra_float_digits = -15 would round
+ * what a shared snapshot stores; standard_conforming_strings = off would
+ * change the literals of a view's maintenance). Only those that differ are
+ * set, inside the call's own nest level, so they are rolled back with it.
+ */
+static const struct
+{
+	const char *name;
+	const char *value;
+}			ep_pinned_settings[] =
+{
+	{"DateStyle", "ISO, MDY"},
+	{"IntervalStyle", "postgres"},
+	{"extra_float_digits", "1"},
+	{"standard_conforming_strings", "on"},
+	{"backslash_quote", "safe_encoding"},
+	{"bytea_output", "hex"},
+	{"xmloption", "content"},
+	{"array_nulls", "on"},
+	{"transform_null_equals", "off"},
+};
+
+static void
+ep_owner_pin_settings(void)
+{
+	int			i;
+
+	for (i = 0; i < lengthof(ep_pinned_settings); i++)
+	{
+		const char *cur = GetConfigOption(ep_pinned_settings[i].name, true, false);
+
+		if (cur == NULL || strcmp(cur, ep_pinned_settings[i].value) == 0)
+			continue;
+		(void) set_config_option(ep_pinned_settings[i].name, ep_pinned_settings[i].value,
+								 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	}
+}
+
 void
 ep_owner_enter(EpOwnerCall *call)
 {
@@ -234,6 +275,7 @@ ep_owner_enter(EpOwnerCall *call)
 	call->guc_nestlevel = NewGUCNestLevel();
 	(void) set_config_option("search_path", ep_owner_sanitize_path(call->search_path),
 							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	ep_owner_pin_settings();
 
 	/*
 	 * Timeouts are registered per process once it is set up (not while the
