@@ -46,6 +46,7 @@
 int			ep_guc_handler_timeout_ms = 30000;
 
 static TimeoutId timeout_id = MAX_TIMEOUTS;
+static TimeoutId escalate_id = MAX_TIMEOUTS;
 static bool timeout_registered = false;
 static volatile sig_atomic_t timeout_fired = false;
 static bool timed_out = false;	/* the last cancel came from our limit */
@@ -89,12 +90,34 @@ ep_owner_timeout_handler(void)
 	SetLatch(MyLatch);
 }
 
+/*
+ * Owner code that catches the cancel (an EXCEPTION WHEN query_canceled
+ * block in a loop) would run on for ever: EP_OWNER_GRACE_MS after its time
+ * limit, the process is terminated as by pg_terminate_backend. In the
+ * worker that costs a restart; in a session, its connection.
+ */
+#define EP_OWNER_GRACE_MS	2000
+
+static void
+ep_owner_escalate_handler(void)
+{
+	ProcDiePending = true;
+	InterruptPending = true;
+	SetLatch(MyLatch);
+}
+
 static void
 ep_owner_disarm(void)
 {
 	if (timer_armed)
 	{
-		disable_timeout(timeout_id, false);
+		DisableTimeoutParams p[2];
+
+		p[0].id = timeout_id;
+		p[0].keep_indicator = false;
+		p[1].id = escalate_id;
+		p[1].keep_indicator = false;
+		disable_timeouts(p, 2);
 		timer_armed = false;
 		armed_subxid = InvalidSubTransactionId;
 	}
@@ -284,6 +307,7 @@ ep_owner_enter(EpOwnerCall *call)
 	if (!timeout_registered)
 	{
 		timeout_id = RegisterTimeout(USER_TIMEOUT, ep_owner_timeout_handler);
+		escalate_id = RegisterTimeout(USER_TIMEOUT, ep_owner_escalate_handler);
 		timeout_registered = true;
 	}
 	call->armed = false;
@@ -294,6 +318,7 @@ ep_owner_enter(EpOwnerCall *call)
 		armed_ms = ms;
 		armed_subxid = GetCurrentSubTransactionId();
 		enable_timeout_after(timeout_id, ms);
+		enable_timeout_after(escalate_id, ms > INT_MAX - EP_OWNER_GRACE_MS ? INT_MAX : ms + EP_OWNER_GRACE_MS);
 		timer_armed = true;
 		call->armed = true;
 	}

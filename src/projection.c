@@ -594,6 +594,7 @@ typedef struct EpBackoff
 } EpBackoff;
 
 static HTAB *backoffs = NULL;
+static void ep_round_locktag(LOCKTAG *tag);
 static void ep_delegate_projection(EpProj *p);
 static bool round_in_worker = false;	/* this round commits per projection */
 
@@ -1629,12 +1630,19 @@ ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *
 	{
 		if (try_lock)
 		{
-			if (!DatumGetBool(DirectFunctionCall1(pg_try_advisory_xact_lock_int8,
-												  Int64GetDatum(EP_PROJECTION_LOCK_KEY))))
+			LOCKTAG		rtag;
+
+			ep_round_locktag(&rtag);
+			if (LockAcquire(&rtag, ExclusiveLock, false, true) == LOCKACQUIRE_NOT_AVAIL)
 				return 0;
 		}
 		else
-			DirectFunctionCall1(pg_advisory_xact_lock_int8, Int64GetDatum(EP_PROJECTION_LOCK_KEY));
+		{
+			LOCKTAG		rtag;
+
+			ep_round_locktag(&rtag);
+			(void) LockAcquire(&rtag, ExclusiveLock, false, false);
+		}
 		round_in_xact = true;
 	}
 
@@ -1916,8 +1924,12 @@ ep_any_async_projection(void)
 static void
 ep_round_locktag(LOCKTAG *tag)
 {
+	/*
+	 * field4 0x4552 ("ER"): not 1 or 2, so no SQL advisory-lock call can
+	 * take or hold this lock (a role holding it would stop every round).
+	 */
 	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, (uint32) (EP_PROJECTION_LOCK_KEY >> 32),
-						 (uint32) EP_PROJECTION_LOCK_KEY, 1);
+						 (uint32) EP_PROJECTION_LOCK_KEY, 0x4552);
 }
 
 /* ---------------------------------------------------------------------
@@ -2316,7 +2328,12 @@ ep_apply_projections(PG_FUNCTION_ARGS)
 		PG_RETURN_INT64(0);
 
 	/* serialized with the worker's rounds before the slot is looked at */
-	DirectFunctionCall1(pg_advisory_xact_lock_int8, Int64GetDatum(EP_PROJECTION_LOCK_KEY));
+	{
+		LOCKTAG		rtag;
+
+		ep_round_locktag(&rtag);
+		(void) LockAcquire(&rtag, ExclusiveLock, false, false);
+	}
 	created = ep_decoder_ensure_slot();
 
 	/*

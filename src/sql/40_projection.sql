@@ -5,8 +5,8 @@
 -- ep.apply_projections()) from the database's logical replication slot
 -- ep_<database oid>, decoded by the extension's own output plugin; inline
 -- projections run in the appending transaction.
--- Apply rounds are serialized by the advisory lock key 4559461716873445458
--- ('EPPROJEC' in ASCII). The API never waits for a round: a round stores a
+-- Apply rounds are serialized by a lock of the extension (not reachable from SQL)
+-- The API never waits for a round: a round stores a
 -- projection's progress only if the projection is still the one it loaded
 -- (same generation, still running), else it undoes that projection's work.
 -- ---------------------------------------------------------------------------

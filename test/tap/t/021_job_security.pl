@@ -144,6 +144,15 @@ as_role('eve', "SELECT ep.unschedule_job('slow')");
 	"SELECT ep.schedule_job('bad', '1 second', 'SELECT 1', '-1 second')");
 like($err, qr/time_limit must be a positive interval/, 'a negative time limit is refused');
 
+# a job that catches the cancel is terminated after a grace period
+as_role('eve', q{SELECT ep.schedule_job('stubborn', '1 second', $j$DO $$ BEGIN LOOP BEGIN PERFORM pg_sleep(0.1); EXCEPTION WHEN query_canceled THEN NULL; END; END LOOP; END $$$j$, '1 second')});
+ok(wait_runs('stubborn', 1), 'the job that swallows the cancel was stopped');
+cmp_ok($node->safe_psql('postgres', q{
+	SELECT extract(epoch FROM finished_at - started_at) FROM ep.job_runs r JOIN ep.job_registry j USING (job_id)
+	 WHERE j.target = 'stubborn' ORDER BY run_id LIMIT 1}), '<', 10,
+	'within its time limit and the grace period');
+as_role('eve', "SELECT ep.unschedule_job('stubborn')");
+
 # --- one role cannot take every job worker ---------------------------------
 as_role('eve', q{
 	SELECT ep.schedule_job('hog' || i, '1 second', 'SELECT pg_sleep(30)', '1 minute')
