@@ -159,6 +159,8 @@ CREATE OPERATOR eve_schema.+ (LEFTARG = numeric, RIGHTARG = numeric, FUNCTION = 
 CREATE DOMAIN pg_temp.text AS pg_catalog.text CHECK (pg_temp.evil(VALUE));
 SET search_path = eve_schema, pg_catalog;
 SELECT 1::numeric + 1::numeric AS eve_sees;
+-- eve lacks the reducer owner's privileges: she folds as herself (her own
+-- operator gives her her own answer) and neither reads nor writes snapshots
 SELECT ep.aggregate('secsum-1', 'public.total(jsonb, ep.events)') AS eve_fold;
 RESET search_path;
 DROP DOMAIN pg_temp.text;
@@ -267,6 +269,32 @@ RESET DateStyle;
 RESET ROLE;
 SELECT ep.unregister_upcaster('SecSettings', 1);
 DROP FUNCTION public.up_settings(jsonb);
+
+------------------------------------------------------------------------
+-- A reducer with a snapshot policy runs as its owner only for callers with
+-- the owner's privileges; others fold as themselves and see no snapshot
+-- (review finding F2).
+------------------------------------------------------------------------
+CREATE TABLE public.owner_prices (sku text, cost numeric);
+INSERT INTO public.owner_prices VALUES ('A', 3.10);
+CREATE FUNCTION public.priced(s jsonb, e ep.events) RETURNS jsonb LANGUAGE sql AS
+    $$ SELECT s || jsonb_build_object('cost', (SELECT max(cost) FROM public.owner_prices)) $$;
+ALTER TABLE public.owner_prices OWNER TO regress_sec_owner;
+REVOKE ALL ON public.owner_prices FROM PUBLIC;
+ALTER FUNCTION public.priced(jsonb, ep.events) OWNER TO regress_sec_owner;
+SELECT ep.set_snapshot_policy('public.priced(jsonb, ep.events)', 1);
+SELECT count(*) FROM (SELECT ep.append('secagg-1', 'Added', '{}') FROM generate_series(1, 3)) s;
+SET ROLE regress_sec_owner;
+SELECT ep.aggregate('secagg-1', 'public.priced(jsonb, ep.events)') AS owner_fold;
+RESET ROLE;
+SELECT count(*) > 0 AS snapshot_written FROM ep.snapshots WHERE stream_id = 'secagg-1';
+SET ROLE regress_sec_eve;
+SELECT ep.aggregate('secagg-1', 'public.priced(jsonb, ep.events)') AS eve_fold;
+SELECT count(*) AS snapshots_eve_sees FROM ep.snapshots WHERE stream_id = 'secagg-1';
+RESET ROLE;
+SELECT ep.set_snapshot_policy('public.priced(jsonb, ep.events)', 0);
+DROP FUNCTION public.priced(jsonb, ep.events);
+DROP TABLE public.owner_prices;
 
 -- clean up
 DROP TABLE public.secret, public.loop_src, public.loop_calls, public.eve_log;

@@ -617,6 +617,15 @@ ep_aggregate(PG_FUNCTION_ARGS)
 		elog(ERROR, "SPI_connect failed");
 	ep_read_stream_limits(stream, &limits);
 	use_snapshots = limits.exists && !limits.limited && !limits.tombstoned;
+
+	/*
+	 * Shared snapshots hold what the reducer computed as its owner, which
+	 * may read what the caller cannot: only a caller with the owner's
+	 * privileges uses them (and has the reducer run as the owner); anyone
+	 * else folds as itself, from the start, and writes no snapshot.
+	 */
+	if (use_snapshots && !has_privs_of_role(GetUserId(), ep_agg_reducer_owner(fn)))
+		use_snapshots = false;
 	if (use_snapshots)
 	{
 		every = ep_agg_policy(fn, fold_cxt, &policy_path);

@@ -54,9 +54,15 @@ COMMENT ON COLUMN ep.snapshots.max_recorded_at IS 'Latest recorded_at of the eve
 GRANT SELECT ON ep.snapshots TO PUBLIC;
 -- Snapshots hold folds of events: hidden like the events (15_category.sql).
 ALTER TABLE ep.snapshots ENABLE ROW LEVEL SECURITY;
+-- and a fold's state is the reducer owner's: only roles with that owner's
+-- privileges see it (the reducer may read what others cannot).
 CREATE POLICY snapshots_category_read ON ep.snapshots FOR SELECT
     USING (pg_catalog.split_part(stream_id, '-', 1)
-           OPERATOR(pg_catalog.<>) ALL ((SELECT ep._unreadable_categories())::pg_catalog.text[]));
+           OPERATOR(pg_catalog.<>) ALL ((SELECT ep._unreadable_categories())::pg_catalog.text[])
+           AND pg_catalog.pg_has_role(CURRENT_USER,
+                                      (SELECT p.proowner FROM pg_catalog.pg_proc p
+                                        WHERE p.oid OPERATOR(pg_catalog.=) reducer::pg_catalog.oid),
+                                      'USAGE'));
 
 CREATE TABLE ep.snapshot_policies (
     reducer    regprocedure NOT NULL PRIMARY KEY,

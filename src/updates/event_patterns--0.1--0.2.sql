@@ -908,4 +908,14 @@ ALTER TABLE ep.ivm_views ADD COLUMN strategy text GENERATED ALWAYS AS
     (CASE WHEN kind OPERATOR(pg_catalog.=) 'full' THEN 'recompute' ELSE 'incremental' END) STORED;
 COMMENT ON COLUMN ep.ivm_views.strategy IS 'incremental: changes applied as deltas; recompute: the query is run again and only the difference written (full views, and immediate/deferred views of shapes without deltas)';
 
+-- Snapshots: only roles with the privileges of the reducer's owner see them
+-- (review finding F2)
+ALTER POLICY snapshots_category_read ON ep.snapshots
+    USING (pg_catalog.split_part(stream_id, '-', 1)
+           OPERATOR(pg_catalog.<>) ALL ((SELECT ep._unreadable_categories())::pg_catalog.text[])
+           AND pg_catalog.pg_has_role(CURRENT_USER,
+                                      (SELECT p.proowner FROM pg_catalog.pg_proc p
+                                        WHERE p.oid OPERATOR(pg_catalog.=) reducer::pg_catalog.oid),
+                                      'USAGE'));
+
 SELECT ep._objects_changed();

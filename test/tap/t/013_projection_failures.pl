@@ -186,6 +186,10 @@ CREATE FUNCTION slow_rows(op text, old_row jsonb, new_row jsonb) RETURNS void LA
      END $$;
 SELECT ep.create_table_projection('slow_rows', 'orders_src', 'slow_rows(text, jsonb, jsonb)');
 });
+# (its initial copy of the table is one piece of work, not taken in turns:
+# let it finish first)
+is($node->safe_psql('postgres', "SELECT ep.wait_for_projection('slow_rows', '30 s')"), 't',
+	'the table projection has its initial copy');
 # twenty source transactions: four seconds of handler work
 $node->safe_psql('postgres', join("\n", map { "INSERT INTO orders_src VALUES ($_);" } 1 .. 20));
 for my $i (1 .. 3)
