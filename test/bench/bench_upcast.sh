@@ -15,9 +15,9 @@ BEGIN
     RETURN d || jsonb_build_object('currency', 'EUR');
 END $$;
 SELECT ep.register_upcaster('Paid', 1, 'paid_v1_to_v2(jsonb)');
-SELECT ep.append_events('order-' || (i / 10), jsonb_build_array(jsonb_build_object(
+SELECT count(*) FROM (SELECT ep.append_events('order-' || (i / 10), jsonb_build_array(jsonb_build_object(
            'type', 'Paid', 'data', jsonb_build_object('amount', i), 'schema_version', 1)))
-  FROM generate_series(1, 20000) i;
+  FROM generate_series(1, 20000) i) s;
 SQL
 lo=$(sql "SELECT min(global_position) FROM ep.events")
 cat > "$BENCH_DIR/upcast_ep.sql" <<EOF2
