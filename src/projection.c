@@ -1997,7 +1997,8 @@ ep_delegate_projection(EpProj *p)
 		if (((EpProjRunner *) lfirst(lc))->id == p->id)
 			return;				/* one is starting or running */
 
-	slot = ep_bgw_alloc_slot(EP_SLOT_RUNNER, MyDatabaseId, -(int64) p->id, InvalidOid,
+	/* a runner counts against its owner's share (max_job_workers_per_role) */
+	slot = ep_bgw_alloc_slot(EP_SLOT_RUNNER, MyDatabaseId, -(int64) p->id, p->owner,
 							 &generation);
 	if (slot >= 0)
 	{
@@ -2030,12 +2031,17 @@ ep_delegate_projection(EpProj *p)
 		MemoryContextSwitchTo(oldcxt);
 		ep_bgw_release_unstarted(slot, generation);
 	}
-	/* no runner to be had: the worker applies it with its full limit for now */
-	b->no_runner_until = TimestampTzPlusMilliseconds(now, 10000);
+	/*
+	 * No runner to be had (all taken, or its owner's share is): the
+	 * projection waits and tries again in a second; the worker never
+	 * applies a slow projection with its full limit, which would hold the
+	 * others back.
+	 */
+	b->retry_at = TimestampTzPlusMilliseconds(now, 1000);
 	ereport(LOG,
-			(errmsg("event_patterns: no runner free for slow projection \"%s\"; the worker applies it",
+			(errmsg("event_patterns: no runner free for slow projection \"%s\"; it waits for one",
 					p->name),
-			 errhint("Raise event_patterns.max_job_workers (and max_worker_processes).")));
+			 errhint("Raise event_patterns.max_job_workers or event_patterns.max_job_workers_per_role (and max_worker_processes).")));
 }
 
 /* One round of a runner: true while the projection still exists and runs. */
