@@ -249,3 +249,41 @@ SELECT * FROM top_days ORDER BY revenue DESC;
 SELECT ep.create_incremental_view('not_incremental',
     'SELECT day, sum(amount) AS revenue FROM public.sales GROUP BY day ORDER BY 2 DESC LIMIT 3', 'immediate');
 \set ON_ERROR_STOP 1
+\echo '-- shapes beyond deltas are kept exact by recompute-and-diff: a CTE with NOT EXISTS'
+SELECT ep.create_incremental_view('idle_regions',
+    'WITH big AS (SELECT region FROM public.sales WHERE amount > 50)
+     SELECT r.region, r.manager FROM public.regions r
+      WHERE NOT EXISTS (SELECT 1 FROM big b WHERE b.region = r.region)');
+SELECT * FROM idle_regions ORDER BY region;
+INSERT INTO public.regions VALUES ('west', 'Ken');
+SELECT * FROM idle_regions ORDER BY region;
+SELECT name, strategy FROM ep.ivm_views WHERE name IN ('idle_regions', 'region_totals') ORDER BY 1;
+
+\echo '-- services sharing one database: category ownership'
+CREATE ROLE shipping_svc LOGIN;
+CREATE ROLE billing_svc LOGIN;
+SELECT ep.set_category_owner('parcel', 'shipping_svc');
+SET ROLE shipping_svc;
+SELECT ep.append('parcel-1', 'Packed', '{"weight": 2}');
+RESET ROLE;
+SET ROLE billing_svc;
+\set ON_ERROR_STOP 0
+SELECT ep.append('parcel-1', 'Tampered', '{}');            -- 42501: not billing's category
+\set ON_ERROR_STOP 1
+SELECT count(*) AS parcel_events_billing_sees FROM ep.events WHERE category = 'parcel';
+RESET ROLE;
+SELECT ep.grant_category('parcel', 'billing_svc', ARRAY['read']);
+SET ROLE billing_svc;
+SELECT count(*) AS after_grant FROM ep.read_category('parcel');
+RESET ROLE;
+SELECT category, owner, grants FROM ep.categories;
+
+\echo '-- jobs run in a session of their owner, with a time limit'
+SET ROLE shipping_svc;
+SELECT ep.schedule_job('shipping_tick', '1 second', 'SELECT session_user, current_user', '10 seconds');
+RESET ROLE;
+SELECT pg_sleep(2.5);
+SELECT target, owner, last_status, time_limit FROM ep.jobs WHERE target = 'shipping_tick';
+SET ROLE shipping_svc;
+SELECT ep.unschedule_job('shipping_tick');
+RESET ROLE;
