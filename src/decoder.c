@@ -222,7 +222,9 @@ ep_row_jsonb(Relation rel, HeapTuple tup, HeapTuple oldtup, bool key_only)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
 
-		if (att->attisdropped || getBaseType(att->atttypid) < FirstNormalObjectId)
+		/* built-in types (the common case) need no catalog lookup per row */
+		if (att->attisdropped || att->atttypid < FirstNormalObjectId ||
+			getBaseType(att->atttypid) < FirstNormalObjectId)
 			continue;
 		if (jdesc == NULL)
 			jdesc = CreateTupleDescCopy(desc);

@@ -103,6 +103,7 @@ extern char *ep_ivm_rediff_sql(IvmDef *d);
 extern char *ep_ivm_rediff_groups_sql(IvmDef *d, char **keys_sql);
 
 extern void ep_ivm_unsupported(const char *construct) pg_attribute_noreturn();
+extern void ep_ivm_check_clauses(Query *q);
 extern bool ep_ivm_type_comparable(Oid type);
 
 #endif							/* EP_IVM_DEF_H */

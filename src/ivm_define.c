@@ -298,22 +298,13 @@ ivm_find_system_column(Node *node, Query *q)
 	return expression_tree_walker(node, ivm_find_system_column, (void *) q);
 }
 
-static void
-ivm_classify(IvmDef *d)
+/*
+ * Clauses no maintenance strategy handles (neither deltas nor
+ * recompute-and-diff): refused with 0A000 naming the construct.
+ */
+void
+ep_ivm_check_clauses(Query *q)
 {
-	Query	   *q = d->query;
-	ListCell   *lc;
-	Index		rti = 0;
-	int			nocc = 0;
-
-	if (q->cteList != NIL)
-		ep_ivm_unsupported("a WITH clause");
-	if (q->setOperations != NULL)
-		ep_ivm_unsupported("UNION, INTERSECT or EXCEPT");
-	if (q->hasWindowFuncs)
-		ep_ivm_unsupported("window functions");
-	if (q->hasSubLinks)
-		ep_ivm_unsupported("a subquery in an expression");
 	if (q->hasTargetSRFs)
 		ep_ivm_unsupported("a set-returning function in the select list");
 	if (q->sortClause != NIL)
@@ -330,6 +321,26 @@ ivm_classify(IvmDef *d)
 		ep_ivm_unsupported("WITH RECURSIVE");
 	if (q->groupDistinct)
 		ep_ivm_unsupported("GROUP BY DISTINCT");
+}
+
+
+static void
+ivm_classify(IvmDef *d)
+{
+	Query	   *q = d->query;
+	ListCell   *lc;
+	Index		rti = 0;
+	int			nocc = 0;
+
+	if (q->cteList != NIL)
+		ep_ivm_unsupported("a WITH clause");
+	if (q->setOperations != NULL)
+		ep_ivm_unsupported("UNION, INTERSECT or EXCEPT");
+	if (q->hasWindowFuncs)
+		ep_ivm_unsupported("window functions");
+	if (q->hasSubLinks)
+		ep_ivm_unsupported("a subquery in an expression");
+	ep_ivm_check_clauses(q);
 	if (contain_mutable_functions((Node *) q->targetList) ||
 		contain_mutable_functions((Node *) q->jointree) ||
 		contain_mutable_functions(q->havingQual))

@@ -264,20 +264,7 @@ rc_check_query(Query *q, bool top)
 		ep_ivm_unsupported("WITH RECURSIVE");
 	if (q->hasWindowFuncs)
 		ep_ivm_unsupported("window functions");
-	if (q->hasTargetSRFs)
-		ep_ivm_unsupported("a set-returning function in the select list");
-	if (q->sortClause != NIL)
-		ep_ivm_unsupported("ORDER BY");
-	if (q->limitCount != NULL || q->limitOffset != NULL)
-		ep_ivm_unsupported("LIMIT or OFFSET");
-	if (q->hasDistinctOn)
-		ep_ivm_unsupported("DISTINCT ON");
-	if (q->groupingSets != NIL)
-		ep_ivm_unsupported("GROUPING SETS, ROLLUP or CUBE");
-	if (q->rowMarks != NIL || q->hasForUpdate)
-		ep_ivm_unsupported("FOR UPDATE or FOR SHARE");
-	if (q->groupDistinct)
-		ep_ivm_unsupported("GROUP BY DISTINCT");
+	ep_ivm_check_clauses(q);
 	if (!top && (aggregates || q->distinctClause != NIL))
 		ep_ivm_unsupported("aggregates, GROUP BY or DISTINCT inside a subquery or WITH query");
 	if (aggregates && q->distinctClause != NIL)

@@ -590,7 +590,6 @@ typedef struct EpBackoff
 	int			attempts;
 	TimestampTz retry_at;
 	TimestampTz delegated_at;	/* a runner was started for it */
-	TimestampTz no_runner_until;	/* no runner could be had: full limit here */
 } EpBackoff;
 
 static HTAB *backoffs = NULL;
@@ -622,7 +621,6 @@ ep_backoff(int32 id, bool create)
 		b->attempts = 0;
 		b->retry_at = 0;
 		b->delegated_at = 0;
-		b->no_runner_until = 0;
 	}
 	return b;
 }
@@ -1723,8 +1721,7 @@ ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *
 				table_watch = true;
 			}
 			/* in the worker, event projections run with patience (see ep_projection_call) */
-			p->patience = round_in_worker && !in_runner && !p->is_table &&
-				(b == NULL || b->no_runner_until <= now);
+			p->patience = round_in_worker && !in_runner && !p->is_table;
 			/* a failure waiting for its retry: leave the projection alone */
 			if (b != NULL && b->retry_at > now)
 			{

@@ -482,21 +482,7 @@ CREATE POLICY subscription_checkpoints_move ON ep.subscription_checkpoints FOR U
                       AND pg_catalog.pg_has_role(CURRENT_USER, s.owner::pg_catalog.oid, 'MEMBER')));
 GRANT INSERT, UPDATE ON ep.subscription_checkpoints TO PUBLIC;
 
-CREATE OR REPLACE FUNCTION ep._subscription_check_owner(name text)
-    RETURNS void LANGUAGE plpgsql STABLE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    o regrole;
-BEGIN
-    SELECT s.owner INTO o FROM ep.subscriptions s WHERE s.name = _subscription_check_owner.name;
-    IF o IS NOT NULL AND NOT pg_has_role(current_user, o, 'MEMBER') THEN
-        RAISE EXCEPTION 'must be a member of role "%" to change subscription "%"', o, name
-            USING ERRCODE = 'insufficient_privilege';
-    END IF;
-END
-$$;
-COMMENT ON FUNCTION ep._subscription_check_owner(text) IS 'Internal: raises 42501 unless the current user (a member of its owner) may change the subscription';
+-- ---------------------------------------------------------------------------
 -- Category ownership (issue 11): owned categories, grants, row-level
 -- security on the store's tables, destructive functions not PUBLIC
 -- (src/sql/15_category.sql, 20_subscription.sql, 40_event_store_history.sql,
@@ -612,80 +598,8 @@ CREATE POLICY snapshots_category_read ON ep.snapshots FOR SELECT
 REVOKE ALL ON FUNCTION ep.register_upcaster(text, integer, regprocedure) FROM PUBLIC;
 REVOKE ALL ON FUNCTION ep.unregister_upcaster(text, integer) FROM PUBLIC;
 
-CREATE OR REPLACE FUNCTION ep.create_subscription(name text, category text DEFAULT NULL,
-                                       event_types text[] DEFAULT NULL,
-                                       from_position bigint DEFAULT 0)
-    RETURNS void LANGUAGE plpgsql VOLATILE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF name IS NULL OR name = '' THEN
-        RAISE EXCEPTION 'subscription name must be a non-empty string'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF from_position IS NULL OR from_position < 0 THEN
-        RAISE EXCEPTION 'from_position must be a non-negative position'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF category = '' THEN
-        RAISE EXCEPTION 'category must not be empty'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    INSERT INTO ep.subscriptions (name, category, event_types, from_position, owner)
-    VALUES (create_subscription.name, create_subscription.category,
-            create_subscription.event_types, create_subscription.from_position, ep._role(current_user))
-    ON CONFLICT DO NOTHING;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'subscription "%" already exists', name
-            USING ERRCODE = 'duplicate_object';
-    END IF;
-END
-$$;
-COMMENT ON FUNCTION ep.create_subscription(text, text, text[], bigint) IS
-    'Create a persistent subscription with a server-side checkpoint';
 
-CREATE OR REPLACE FUNCTION ep.ack(subscription text, "position" bigint, consumer_member integer DEFAULT NULL)
-    RETURNS void LANGUAGE plpgsql VOLATILE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF ack."position" IS NULL OR ack."position" < 0 THEN
-        RAISE EXCEPTION 'position must be a non-negative position'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF consumer_member < 0 THEN
-        RAISE EXCEPTION 'consumer_member must not be negative'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    PERFORM 1 FROM ep.subscriptions s WHERE s.name = ack.subscription;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'subscription "%" does not exist', subscription
-            USING ERRCODE = 'undefined_object';
-    END IF;
-    PERFORM ep._subscription_check_owner(ack.subscription);
-    INSERT INTO ep.subscription_checkpoints AS c (subscription, consumer_member, position)
-    VALUES (ack.subscription, coalesce(ack.consumer_member, -1), ack."position")
-    ON CONFLICT ON CONSTRAINT subscription_checkpoints_pkey
-    DO UPDATE SET position = excluded.position, updated_at = now();
-END
-$$;
-COMMENT ON FUNCTION ep.ack(text, bigint, integer) IS
-    'Move a subscription''s checkpoint (of a consumer member) to a position';
 
-CREATE OR REPLACE FUNCTION ep.drop_subscription(name text)
-    RETURNS void LANGUAGE plpgsql VOLATILE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    PERFORM ep._subscription_check_owner(drop_subscription.name);
-    DELETE FROM ep.subscriptions s WHERE s.name = drop_subscription.name;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'subscription "%" does not exist', name
-            USING ERRCODE = 'undefined_object';
-    END IF;
-END
-$$;
-COMMENT ON FUNCTION ep.drop_subscription(text) IS 'Drop a persistent subscription and its checkpoints';
 CREATE FUNCTION ep._ivm_guard() RETURNS trigger
     LANGUAGE c AS 'MODULE_PATHNAME', 'ep_ivm_guard';
 COMMENT ON FUNCTION ep._ivm_guard() IS
