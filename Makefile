@@ -38,6 +38,7 @@ OBJS = \
 	src/ivm_recompute.o \
 	src/projection_wait.o \
 	src/owner.o \
+	src/catalog_acl.o \
 	src/category.o
 
 # The install script is assembled from one SQL file per concern.
@@ -60,7 +61,7 @@ REGRESS = setup upgrade event_store stream_read subscription jobs aggregate upca
           ivm_aggregate ivm_project ivm_outer ivm_deferred ivm_security ivm_correctness ivm_shapes security categories
 REGRESS_OPTS = --temp-instance=tmp_check/regress --temp-config=test/tmp/test.conf --temp-config=test/regress.conf \
                --load-extension=$(EXTENSION)
-ISOLATION = no_skip append_same_stream scavenge_append snapshot_redact upcast_cache inline_projection ivm_concurrency ivm_snapshot category_cache ivm_recompute
+ISOLATION = no_skip append_same_stream scavenge_append snapshot_redact upcast_cache inline_projection ivm_concurrency ivm_snapshot category_cache ivm_recompute catalog_locks
 ISOLATION_OPTS = --temp-instance=tmp_check/isolation --temp-config=test/tmp/test.conf --temp-config=test/regress.conf \
                  --inputdir=test/isolation --outputdir=output_iso \
                  --load-extension=$(EXTENSION)

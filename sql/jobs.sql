@@ -110,6 +110,18 @@ DELETE FROM ep.job_registry WHERE target = 'alice-job';
 INSERT INTO ep.job_registry (kind, target, schedule, command, owner)
 VALUES ('custom', 'forged', '1 day', 'SELECT 1', 'regress_ep_alice');
 SELECT ep.unschedule_job('alice-job') AS bob_removed_alice_job;
+-- job names belong to their owner (review F6): bob's job of the same name
+-- neither blocks alice's nor replaces it, and removing his leaves hers
+SELECT ep.schedule_job('alice-job', '2 days', 'SELECT 2') IS NOT NULL AS bob_same_name;
+SET ROLE regress_ep_alice;
+SELECT ep.schedule_job('alice-job', '3 days', 'SELECT 3') IS NOT NULL AS alice_rescheduled;
+SELECT target, schedule, command FROM ep.jobs ORDER BY target;
+SET ROLE regress_ep_bob;
+SELECT ep.unschedule_job('alice-job') AS bob_removed_his;
+-- no role may lock the registry (it would stop the scheduler for all)
+BEGIN;
+LOCK TABLE ep.job_registry IN EXCLUSIVE MODE;
+ROLLBACK;
 -- a non-superuser cannot write the run history or prune it
 INSERT INTO ep.job_run_log (job_id, started_at, status) VALUES (1, now(), 'succeeded');
 SELECT ep._prune_job_runs();

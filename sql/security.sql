@@ -216,6 +216,23 @@ SELECT ep.apply_projections();
 SELECT projection, error FROM ep.parked_events WHERE projection = 'slow';
 SELECT name, status, handler_timeout FROM ep.projections WHERE name = 'slow';
 SELECT ep.drop_projection('slow');
+
+-- no time limit, or one above event_patterns.handler_timeout, is a
+-- superuser's choice: another owner's handler is stopped at the setting
+SET event_patterns.handler_timeout = '300 ms';
+SET ROLE regress_sec_eve;
+CREATE FUNCTION eve_schema.slow(e ep.events) RETURNS void LANGUAGE sql AS $$ SELECT pg_sleep(5) $$;
+SELECT ep.create_projection('eve_slow', 'eve_schema.slow(ep.events)', event_types => ARRAY['SecSlow2'],
+                            category => NULL, mode => 'async',
+                            search_path => 'eve_schema', handler_timeout => '0');
+RESET ROLE;
+SELECT ep.append('sec-slow-2', 'SecSlow2', '{}') > 0 AS appended;
+SELECT ep.apply_projections();
+SELECT projection, error FROM ep.parked_events WHERE projection = 'eve_slow';
+SET ROLE regress_sec_eve;
+SELECT ep.drop_projection('eve_slow');
+RESET ROLE;
+RESET event_patterns.handler_timeout;
 RESET event_patterns.projection_max_retries;
 
 ------------------------------------------------------------------------

@@ -773,7 +773,7 @@ ep_ivm_owner_enter(IvmViewCache *vc, EpOwnerCall *call)
 	memset(call, 0, sizeof(*call));
 	call->owner = vc->owner;
 	call->search_path = vc->search_path;
-	call->timeout_ms = vc->timeout_ms;
+	call->timeout_ms = ep_owner_capped_timeout(vc->owner, vc->timeout_ms);
 	call->what = "incremental view";
 	call->name = vc->name;
 	ep_owner_enter(call);

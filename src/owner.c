@@ -238,6 +238,16 @@ ep_owner_sanitize_path(const char *path)
 	return last_out;
 }
 
+int
+ep_owner_capped_timeout(Oid owner, int ms)
+{
+	if (ms < 0 || ep_guc_handler_timeout_ms <= 0)
+		return ms;
+	if ((ms == 0 || ms > ep_guc_handler_timeout_ms) && !superuser_arg(owner))
+		return ep_guc_handler_timeout_ms;
+	return ms;
+}
+
 char *
 ep_owner_current_search_path(void)
 {

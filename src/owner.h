@@ -52,6 +52,14 @@ extern int	ep_guc_handler_timeout_ms;
 extern void ep_owner_enter(EpOwnerCall *call);
 extern void ep_owner_leave(EpOwnerCall *call);
 
+/*
+ * The time limit a stored per-object setting (a projection's or a view's
+ * handler_timeout) gives a call of owner's code: "none" (0) and values above
+ * event_patterns.handler_timeout are a superuser's to choose; for any other
+ * owner they are capped at the setting. ms < 0 stands for the setting.
+ */
+extern int	ep_owner_capped_timeout(Oid owner, int ms);
+
 /* True (once) when the last error came from the time limit. */
 extern bool ep_owner_timed_out(void);
 

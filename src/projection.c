@@ -475,7 +475,8 @@ ep_projection_call(EpOwnerCall *call, EpProj *p)
 	memset(call, 0, sizeof(*call));
 	call->owner = p->owner;
 	call->search_path = p->search_path;
-	call->timeout_ms = ep_patience_binds(p) ? ep_guc_projection_slow_call_ms : p->timeout_ms;
+	call->timeout_ms = ep_patience_binds(p) ? ep_guc_projection_slow_call_ms :
+		ep_owner_capped_timeout(p->owner, p->timeout_ms);
 	call->what = "projection handler of";
 	call->name = p->name;
 	ep_owner_enter(call);
@@ -552,8 +553,12 @@ ep_try_items(EpProj *p, EpItem *items, int n, char **err, int *code, int *done)
 			p->retry_later = true;
 		}
 		if (timed_out)
+		{
+			int			limit = ep_owner_capped_timeout(p->owner, p->timeout_ms);
+
 			*err = psprintf("the handler exceeded its time limit of %d ms (event_patterns.handler_timeout)",
-							p->timeout_ms >= 0 ? p->timeout_ms : ep_guc_handler_timeout_ms);
+							limit >= 0 ? limit : ep_guc_handler_timeout_ms);
+		}
 		else
 			*err = ed->message ? ed->message : pstrdup("unknown error");
 		*code = timed_out ? ERRCODE_QUERY_CANCELED : ed->sqlerrcode;
@@ -1186,7 +1191,7 @@ ep_retry_parked(EpProj *p)
 							  "       (SELECT e FROM ep.events e"
 							  "         WHERE e.global_position OPERATOR(pg_catalog.=) p.global_position)"
 							  "  FROM ep.parked p WHERE p.projection_id OPERATOR(pg_catalog.=) $1 AND p.retry"
-							  " ORDER BY p.parked_id LIMIT 1000",
+							  " ORDER BY p.parked_id LIMIT 1000 FOR UPDATE OF p SKIP LOCKED",
 							  1, types, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read ep.parked");
 	n = SPI_processed;
@@ -1501,6 +1506,21 @@ ep_projection_locktag(LOCKTAG *tag, int32 id)
  * subtransaction (ep.apply_projections). Returns whether it committed;
  * *busy when another process is applying the projection (nothing done).
  */
+/* Lock the projection's catalog row for this round, unless somebody holds it. */
+static bool
+ep_projection_row_free(EpProj *p)
+{
+	Oid			types[1] = {INT4OID};
+	Datum		args[1] = {Int32GetDatum(p->id)};
+
+	if (SPI_execute_with_args("SELECT 1 FROM ep.projection_defs"
+							  " WHERE projection_id OPERATOR(pg_catalog.=) $1"
+							  " FOR NO KEY UPDATE SKIP LOCKED",
+							  1, types, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not lock projection \"%s\"", p->name);
+	return SPI_processed == 1;
+}
+
 static bool
 ep_run_projection(EpProj *p, EpDecodeRound *round, int64 horizon, int64 *left, bool *more,
 				  MemoryContext keep_cxt, bool *busy)
@@ -1535,7 +1555,13 @@ ep_run_projection(EpProj *p, EpDecodeRound *round, int64 horizon, int64 *left, b
 
 	PG_TRY();
 	{
-		ok = ep_apply_projection(p, round, horizon, left, more);
+		/*
+		 * Its owner may hold a lock on its catalog row (any UPDATE of the
+		 * columns the API changes, or SELECT ... FOR UPDATE): then it waits
+		 * for a later round, undone, instead of stopping the worker.
+		 */
+		if (ep_projection_row_free(p))
+			ok = ep_apply_projection(p, round, horizon, left, more);
 	}
 	PG_CATCH();
 	{

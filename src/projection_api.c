@@ -42,7 +42,6 @@
 #include "event_patterns.h"
 #include "category.h"
 #include "owner.h"
-#include "owner.h"
 #include "projection.h"
 #include "upcast.h"
 #include "stream_read.h"
@@ -325,7 +324,8 @@ ep_inline_projection_trigger(PG_FUNCTION_ARGS)
 		calls[i].name = MemoryContextStrdup(outer, SPI_getvalue(t, d, 3));
 		calls[i].search_path = MemoryContextStrdup(outer, SPI_getvalue(t, d, 4));
 		v = SPI_getbinval(t, d, 5, &isnull);
-		calls[i].timeout_ms = isnull ? -1 : (int) Min(DatumGetFloat8(v) * 1000.0, (double) INT_MAX);
+		calls[i].timeout_ms = ep_owner_capped_timeout(calls[i].owner, isnull ? -1 :
+													  (int) Min(DatumGetFloat8(v) * 1000.0, (double) INT_MAX));
 		calls[i].what = "inline projection handler of";
 	}
 	SPI_finish();

@@ -331,15 +331,27 @@ ep_scheduler_round(TimestampTz *next_due, bool forced)
 		 * runners waits (it stays due), and so does everything after it of
 		 * that owner. The rows skipped stay unlocked for other workers.
 		 */
-		if (SPI_execute("SELECT j.job_id, j.owner::pg_catalog.oid,"
-						"       r.oid IS NOT NULL, COALESCE(r.rolcanlogin, false)"
-						"  FROM ep.job_registry j"
-						"  LEFT JOIN pg_catalog.pg_roles r"
-						"    ON r.oid OPERATOR(pg_catalog.=) j.owner::pg_catalog.oid"
-						" WHERE j.next_run_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
-						"   AND j.last_status IS DISTINCT FROM 'running'"
-						" ORDER BY j.next_run_at, j.job_id LIMIT 1000",
-						true, 0) != SPI_OK_SELECT)
+		Oid			perrole_type[1] = {INT4OID};
+		Datum		perrole[1] = {Int32GetDatum(ep_guc_max_job_workers_per_role)};
+
+		/*
+		 * At most a role's share of its oldest due jobs: a role with
+		 * thousands of due jobs cannot push the others' out of the window.
+		 */
+		if (SPI_execute_with_args("SELECT d.job_id, d.owner, d.role_exists, d.login FROM ("
+								  "SELECT j.job_id, j.next_run_at, j.owner::pg_catalog.oid AS owner,"
+								  "       r.oid IS NOT NULL AS role_exists,"
+								  "       COALESCE(r.rolcanlogin, false) AS login,"
+								  "       pg_catalog.row_number() OVER (PARTITION BY j.owner"
+								  "           ORDER BY j.next_run_at, j.job_id) AS n"
+								  "  FROM ep.job_registry j"
+								  "  LEFT JOIN pg_catalog.pg_roles r"
+								  "    ON r.oid OPERATOR(pg_catalog.=) j.owner::pg_catalog.oid"
+								  " WHERE j.next_run_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
+								  "   AND j.last_status IS DISTINCT FROM 'running') d"
+								  " WHERE d.n OPERATOR(pg_catalog.<=) $1"
+								  " ORDER BY d.next_run_at, d.job_id LIMIT 1000",
+								  1, perrole_type, perrole, NULL, true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not read the due jobs");
 		nrows = SPI_processed;
 		for (row = 0; row < nrows && ndue < capacity; row++)
@@ -380,11 +392,18 @@ ep_scheduler_round(TimestampTz *next_due, bool forced)
 			Oid			t[1] = {INT8OID};
 			Datum		v[1] = {Int64GetDatum(jobs[i])};
 
-			/* another worker of this database may have taken it meanwhile */
-			if (SPI_execute_with_args("UPDATE ep.job_registry"
+			/*
+			 * Another worker of this database may have taken it meanwhile,
+			 * and its owner may hold a lock on the row: skip it then (it
+			 * stays due) rather than wait.
+			 */
+			if (SPI_execute_with_args("UPDATE ep.job_registry j"
 									  "   SET last_status = 'running', last_run_at = pg_catalog.now()"
-									  " WHERE job_id OPERATOR(pg_catalog.=) $1"
-									  "   AND last_status IS DISTINCT FROM 'running'",
+									  "  FROM (SELECT job_id FROM ep.job_registry"
+									  "         WHERE job_id OPERATOR(pg_catalog.=) $1"
+									  "           AND last_status IS DISTINCT FROM 'running'"
+									  "           FOR NO KEY UPDATE SKIP LOCKED) free"
+									  " WHERE j.job_id OPERATOR(pg_catalog.=) free.job_id",
 									  1, t, v, NULL, false, 0) != SPI_OK_UPDATE)
 				elog(ERROR, "could not mark job " INT64_FORMAT " running", jobs[i]);
 			if (SPI_processed != 1)

@@ -24,3 +24,13 @@ CREATE FUNCTION ep._objects_changed() RETURNS void
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'ep_objects_changed';
 COMMENT ON FUNCTION ep._objects_changed() IS 'Internal: make every backend reload its cache of the extension''s objects (after an update)';
 REVOKE ALL ON FUNCTION ep._objects_changed() FROM PUBLIC;
+
+-- Nobody but the extension owner holds DELETE (or a table-wide UPDATE) on
+-- the extension's catalog tables: either would let any role LOCK them and
+-- stop the background worker. The API removes rows through this function,
+-- which checks the current user against the row's owner (catalog_acl.c).
+CREATE FUNCTION ep._catalog_delete(kind text, key text) RETURNS boolean
+    LANGUAGE C VOLATILE
+    AS 'MODULE_PATHNAME', 'ep_catalog_delete';
+COMMENT ON FUNCTION ep._catalog_delete(text, text) IS
+    'Internal: remove the catalog rows of a projection, its parked events, a job, an incremental view or a subscription, if the current user has the privileges of its owner';

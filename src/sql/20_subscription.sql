@@ -33,9 +33,8 @@ ALTER TABLE ep.subscriptions ENABLE ROW LEVEL SECURITY;
 CREATE POLICY subscriptions_read ON ep.subscriptions FOR SELECT USING (true);
 CREATE POLICY subscriptions_create ON ep.subscriptions FOR INSERT
     WITH CHECK (owner OPERATOR(pg_catalog.=) (SELECT ep._role(CURRENT_USER)));
-CREATE POLICY subscriptions_drop ON ep.subscriptions FOR DELETE
-    USING (pg_catalog.pg_has_role(CURRENT_USER, owner::pg_catalog.oid, 'MEMBER'));
-GRANT INSERT, DELETE ON ep.subscriptions TO PUBLIC;
+-- dropping goes through ep._catalog_delete() (no DELETE privilege: it would allow LOCK TABLE)
+GRANT INSERT ON ep.subscriptions TO PUBLIC;
 
 ALTER TABLE ep.subscription_checkpoints ENABLE ROW LEVEL SECURITY;
 CREATE POLICY subscription_checkpoints_read ON ep.subscription_checkpoints FOR SELECT USING (true);
@@ -47,7 +46,7 @@ CREATE POLICY subscription_checkpoints_move ON ep.subscription_checkpoints FOR U
     USING (EXISTS (SELECT 1 FROM ep.subscriptions s
                     WHERE s.name OPERATOR(pg_catalog.=) subscription
                       AND pg_catalog.pg_has_role(CURRENT_USER, s.owner::pg_catalog.oid, 'MEMBER')));
-GRANT INSERT, UPDATE ON ep.subscription_checkpoints TO PUBLIC;
+GRANT INSERT, UPDATE (position, updated_at) ON ep.subscription_checkpoints TO PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('ep.subscriptions', '');
 SELECT pg_catalog.pg_extension_config_dump('ep.subscription_checkpoints', '');
 
@@ -145,8 +144,7 @@ CREATE FUNCTION ep.drop_subscription(name text)
 AS $$
 BEGIN
     PERFORM ep._subscription_check_owner(drop_subscription.name);
-    DELETE FROM ep.subscriptions s WHERE s.name = drop_subscription.name;
-    IF NOT FOUND THEN
+    IF NOT ep._catalog_delete('subscription', drop_subscription.name) THEN
         RAISE EXCEPTION 'subscription "%" does not exist', name
             USING ERRCODE = 'undefined_object';
     END IF;

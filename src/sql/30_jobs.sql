@@ -20,7 +20,7 @@ CREATE TABLE ep.job_registry (
     created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
     search_path text,
     time_limit  interval CHECK (time_limit > '0'),
-    UNIQUE (kind, target)
+    CONSTRAINT job_registry_owner_kind_target_key UNIQUE (owner, kind, target)
 );
 COMMENT ON TABLE ep.job_registry IS 'Scheduled background jobs (read them through ep.jobs)';
 COMMENT ON COLUMN ep.job_registry.search_path IS
@@ -64,7 +64,10 @@ ALTER TABLE ep.job_registry ENABLE ROW LEVEL SECURITY;
 CREATE POLICY job_registry_owner ON ep.job_registry
     USING (owner OPERATOR(pg_catalog.=) (SELECT ep._role(CURRENT_USER)))
     WITH CHECK (owner OPERATOR(pg_catalog.=) (SELECT ep._role(CURRENT_USER)));
-GRANT SELECT, INSERT, UPDATE, DELETE ON ep.job_registry TO PUBLIC;
+-- No DELETE and no table-wide UPDATE (see ep._catalog_delete()).
+GRANT SELECT, INSERT ON ep.job_registry TO PUBLIC;
+GRANT UPDATE (schedule, command, owner, next_run_at, failures, search_path, time_limit)
+    ON ep.job_registry TO PUBLIC;
 
 -- Runs are visible for the jobs one can see; only the worker writes them.
 ALTER TABLE ep.job_run_log ENABLE ROW LEVEL SECURITY;
@@ -125,7 +128,7 @@ BEGIN
                                       search_path, time_limit)
     VALUES (kind, target, every, command, ep._role(current_user), now() + every,
             _schedule_job.search_path, _schedule_job.time_limit)
-    ON CONFLICT ON CONSTRAINT job_registry_kind_target_key DO UPDATE
+    ON CONFLICT ON CONSTRAINT job_registry_owner_kind_target_key DO UPDATE
         SET schedule = excluded.schedule, command = excluded.command,
             owner = excluded.owner, next_run_at = excluded.next_run_at, failures = 0,
             search_path = excluded.search_path, time_limit = excluded.time_limit
@@ -152,9 +155,25 @@ CREATE FUNCTION ep._unschedule_job(kind text, target text)
     RETURNS boolean LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    id bigint;
+    found_one boolean := false;
 BEGIN
-    DELETE FROM ep.job_registry j WHERE j.kind = _unschedule_job.kind AND j.target = _unschedule_job.target;
-    RETURN FOUND;
+    -- the caller's own job of that name; a superuser's call, when it has
+    -- none, removes the jobs of that name it sees (row-level security shows
+    -- other roles nothing else)
+    FOR id IN SELECT j.job_id FROM ep.job_registry j
+               WHERE j.kind OPERATOR(pg_catalog.=) _unschedule_job.kind
+                 AND j.target OPERATOR(pg_catalog.=) _unschedule_job.target
+                 AND (j.owner OPERATOR(pg_catalog.=) ep._role(CURRENT_USER)
+                      OR NOT EXISTS (SELECT 1 FROM ep.job_registry o
+                                      WHERE o.kind OPERATOR(pg_catalog.=) _unschedule_job.kind
+                                        AND o.target OPERATOR(pg_catalog.=) _unschedule_job.target
+                                        AND o.owner OPERATOR(pg_catalog.=) ep._role(CURRENT_USER)))
+    LOOP
+        found_one := ep._catalog_delete('job', id::pg_catalog.text) OR found_one;
+    END LOOP;
+    RETURN found_one;
 END
 $$;
 COMMENT ON FUNCTION ep._unschedule_job(text, text) IS 'Internal: remove the (kind, target) job';

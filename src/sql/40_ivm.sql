@@ -64,7 +64,7 @@ ALTER TABLE ep.ivm_views ENABLE ROW LEVEL SECURITY;
 CREATE POLICY ivm_views_owner ON ep.ivm_views
     USING (owner OPERATOR(pg_catalog.=) (SELECT ep._role(CURRENT_USER)))
     WITH CHECK (owner OPERATOR(pg_catalog.=) (SELECT ep._role(CURRENT_USER)));
-GRANT SELECT, DELETE ON ep.ivm_views TO PUBLIC;
+GRANT SELECT ON ep.ivm_views TO PUBLIC;  -- rows are removed through ep._catalog_delete()
 GRANT USAGE ON SEQUENCE ep.ivm_views_seq TO PUBLIC;
 
 -- One row per view with several table references: a deferred refresh of
@@ -220,9 +220,9 @@ DECLARE
     r regclass;
     tg name;
 BEGIN
-    DELETE FROM ep.ivm_views i WHERE i.view_id OPERATOR(pg_catalog.=) v.view_id;
-    DELETE FROM ep.job_registry j
-     WHERE j.kind OPERATOR(pg_catalog.=) 'view_refresh' AND j.target OPERATOR(pg_catalog.=) v.name;
+    -- the row and the refresh schedule of the same owner (never another
+    -- role's job that happens to bear the view's name)
+    PERFORM ep._catalog_delete('view', v.view_id::pg_catalog.text);
     IF EXISTS (SELECT 1 FROM pg_class c WHERE c.oid OPERATOR(pg_catalog.=) v.view_rel::oid) THEN
         EXECUTE format('DROP VIEW %s', v.view_rel);
     END IF;

@@ -82,7 +82,14 @@ ALTER TABLE ep.parked ENABLE ROW LEVEL SECURITY;
 CREATE POLICY parked_owner ON ep.parked
     USING (EXISTS (SELECT 1 FROM ep.projection_defs d
                     WHERE d.projection_id OPERATOR(pg_catalog.=) parked.projection_id));
-GRANT SELECT, INSERT, UPDATE, DELETE ON ep.projection_defs, ep.parked TO PUBLIC;
+-- No DELETE and no table-wide UPDATE (both allow LOCK TABLE ... ACCESS
+-- EXCLUSIVE, which would stop the worker): the columns the API changes, and
+-- ep._catalog_delete() to remove rows.
+GRANT SELECT, INSERT ON ep.projection_defs TO PUBLIC;
+GRANT UPDATE (status, consecutive_failures, last_position, last_lsn, last_error, generation)
+    ON ep.projection_defs TO PUBLIC;
+GRANT SELECT ON ep.parked TO PUBLIC;
+GRANT UPDATE (retry) ON ep.parked TO PUBLIC;
 
 -- Owners may change their rows directly (row-level security keeps them to
 -- their own), so every row is validated as the API would: a handler of the
@@ -409,7 +416,7 @@ BEGIN
             USING ERRCODE = 'feature_not_supported',
                   HINT = 'Replay the events yourself with ep.read_all(), or recreate the projection as async.';
     END IF;
-    DELETE FROM ep.parked p WHERE p.projection_id OPERATOR(pg_catalog.=) r.projection_id;
+    PERFORM ep._catalog_delete('parked', r.projection_id::pg_catalog.text);
     -- a round still applying the old run gives way (its work is undone)
     UPDATE ep.projection_defs d
        SET status = 'rebuilding', last_position = 0, last_lsn = NULL, last_error = NULL,
@@ -428,8 +435,7 @@ DECLARE
     r ep.projection_defs;
 BEGIN
     r := ep._projection_row(name);
-    DELETE FROM ep.projection_defs d WHERE d.projection_id OPERATOR(pg_catalog.=) r.projection_id;
-    DELETE FROM ep.parked p WHERE p.projection_id OPERATOR(pg_catalog.=) r.projection_id;
+    PERFORM ep._catalog_delete('projection', r.projection_id::pg_catalog.text);
     PERFORM ep._projection_changed();
 END
 $$;

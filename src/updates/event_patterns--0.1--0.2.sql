@@ -832,4 +832,199 @@ ALTER POLICY snapshots_category_read ON ep.snapshots
                                         WHERE p.oid OPERATOR(pg_catalog.=) reducer::pg_catalog.oid),
                                       'USAGE'));
 
+-- ---------------------------------------------------------------------------
+-- Catalog tables: no DELETE or table-wide UPDATE for PUBLIC (review F4b2:
+-- either allows LOCK TABLE ... ACCESS EXCLUSIVE and stops the worker); job
+-- names are per owner (review F6)
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION ep._catalog_delete(kind text, key text) RETURNS boolean
+    LANGUAGE C VOLATILE
+    AS 'MODULE_PATHNAME', 'ep_catalog_delete';
+COMMENT ON FUNCTION ep._catalog_delete(text, text) IS
+    'Internal: remove the catalog rows of a projection, its parked events, a job, an incremental view or a subscription, if the current user has the privileges of its owner';
+
+REVOKE UPDATE, DELETE ON ep.projection_defs, ep.parked FROM PUBLIC;
+REVOKE INSERT ON ep.parked FROM PUBLIC;
+GRANT UPDATE (status, consecutive_failures, last_position, last_lsn, last_error, generation)
+    ON ep.projection_defs TO PUBLIC;
+GRANT UPDATE (retry) ON ep.parked TO PUBLIC;
+REVOKE UPDATE, DELETE ON ep.job_registry FROM PUBLIC;
+GRANT UPDATE (schedule, command, owner, next_run_at, failures, search_path, time_limit)
+    ON ep.job_registry TO PUBLIC;
+ALTER TABLE ep.job_registry DROP CONSTRAINT job_registry_kind_target_key,
+    ADD CONSTRAINT job_registry_owner_kind_target_key UNIQUE (owner, kind, target);
+DROP POLICY subscriptions_drop ON ep.subscriptions;
+REVOKE DELETE ON ep.subscriptions FROM PUBLIC;
+REVOKE UPDATE ON ep.subscription_checkpoints FROM PUBLIC;
+GRANT UPDATE (position, updated_at) ON ep.subscription_checkpoints TO PUBLIC;
+REVOKE DELETE ON ep.ivm_views FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION ep._schedule_job(kind text, target text, every interval, command text,
+                                 search_path text, time_limit interval)
+    RETURNS bigint LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    id bigint;
+BEGIN
+    IF kind IS NULL OR kind NOT IN ('view_refresh', 'scavenge', 'snapshot',
+                                    'partition_maintenance', 'custom') THEN
+        RAISE EXCEPTION 'unknown job kind "%"', kind
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use view_refresh, scavenge, snapshot, partition_maintenance or custom.';
+    END IF;
+    IF target IS NULL OR btrim(target) = '' THEN
+        RAISE EXCEPTION 'job target must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF every IS NULL OR every <= interval '0' THEN
+        RAISE EXCEPTION 'schedule must be a positive interval'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give an interval such as ''5 minutes''.';
+    END IF;
+    IF command IS NULL OR btrim(command) = '' THEN
+        RAISE EXCEPTION 'job command must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF time_limit <= interval '0' THEN
+        RAISE EXCEPTION 'time_limit must be a positive interval'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give an interval such as ''10 minutes'', or NULL for the default.';
+    END IF;
+    INSERT INTO ep.job_registry AS j (kind, target, schedule, command, owner, next_run_at,
+                                      search_path, time_limit)
+    VALUES (kind, target, every, command, ep._role(current_user), now() + every,
+            _schedule_job.search_path, _schedule_job.time_limit)
+    ON CONFLICT ON CONSTRAINT job_registry_owner_kind_target_key DO UPDATE
+        SET schedule = excluded.schedule, command = excluded.command,
+            owner = excluded.owner, next_run_at = excluded.next_run_at, failures = 0,
+            search_path = excluded.search_path, time_limit = excluded.time_limit
+    RETURNING j.job_id INTO id;
+    IF NOT ep._worker_runtime_loaded() THEN
+        RAISE WARNING 'job "%" will not run: the event_patterns background workers are not running', target
+            USING HINT = 'Add event_patterns to shared_preload_libraries and restart the server.';
+    END IF;
+    RETURN id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ep.rebuild_projection(name text)
+    RETURNS void LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r ep.projection_defs;
+BEGIN
+    r := ep._projection_row(name);
+    IF r.mode OPERATOR(pg_catalog.=) 'inline' THEN
+        RAISE EXCEPTION 'cannot rebuild inline projection "%"', name
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Replay the events yourself with ep.read_all(), or recreate the projection as async.';
+    END IF;
+    PERFORM ep._catalog_delete('parked', r.projection_id::pg_catalog.text);
+    -- a round still applying the old run gives way (its work is undone)
+    UPDATE ep.projection_defs d
+       SET status = 'rebuilding', last_position = 0, last_lsn = NULL, last_error = NULL,
+           generation = d.generation OPERATOR(pg_catalog.+) 1, consecutive_failures = 0
+     WHERE d.projection_id OPERATOR(pg_catalog.=) r.projection_id;
+END
+$$;
+COMMENT ON FUNCTION ep.rebuild_projection(text) IS
+    'Replay every matching event from the store (a table projection: every current row after a TRUNCATE call), then continue live; the handler''s owner resets the read model first';
+
+CREATE OR REPLACE FUNCTION ep.drop_projection(name text)
+    RETURNS void LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r ep.projection_defs;
+BEGIN
+    r := ep._projection_row(name);
+    PERFORM ep._catalog_delete('projection', r.projection_id::pg_catalog.text);
+    PERFORM ep._projection_changed();
+END
+$$;
+COMMENT ON FUNCTION ep.drop_projection(text) IS 'Drop a projection and its parked events (its read model is left alone)';
+
+CREATE OR REPLACE FUNCTION ep._unschedule_job(kind text, target text)
+    RETURNS boolean LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    id bigint;
+    found_one boolean := false;
+BEGIN
+    -- the caller's own job of that name; a superuser's call, when it has
+    -- none, removes the jobs of that name it sees (row-level security shows
+    -- other roles nothing else)
+    FOR id IN SELECT j.job_id FROM ep.job_registry j
+               WHERE j.kind OPERATOR(pg_catalog.=) _unschedule_job.kind
+                 AND j.target OPERATOR(pg_catalog.=) _unschedule_job.target
+                 AND (j.owner OPERATOR(pg_catalog.=) ep._role(CURRENT_USER)
+                      OR NOT EXISTS (SELECT 1 FROM ep.job_registry o
+                                      WHERE o.kind OPERATOR(pg_catalog.=) _unschedule_job.kind
+                                        AND o.target OPERATOR(pg_catalog.=) _unschedule_job.target
+                                        AND o.owner OPERATOR(pg_catalog.=) ep._role(CURRENT_USER)))
+    LOOP
+        found_one := ep._catalog_delete('job', id::pg_catalog.text) OR found_one;
+    END LOOP;
+    RETURN found_one;
+END
+$$;
+COMMENT ON FUNCTION ep._unschedule_job(text, text) IS 'Internal: remove the (kind, target) job';
+
+CREATE OR REPLACE FUNCTION ep.drop_subscription(name text)
+    RETURNS void LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM ep._subscription_check_owner(drop_subscription.name);
+    IF NOT ep._catalog_delete('subscription', drop_subscription.name) THEN
+        RAISE EXCEPTION 'subscription "%" does not exist', name
+            USING ERRCODE = 'undefined_object';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION ep.drop_subscription(text) IS 'Drop a persistent subscription and its checkpoints';
+
+CREATE OR REPLACE FUNCTION ep._ivm_cleanup(v ep.ivm_views) RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    b regclass;
+    r regclass;
+    tg name;
+BEGIN
+    -- the row and the refresh schedule of the same owner (never another
+    -- role's job that happens to bear the view's name)
+    PERFORM ep._catalog_delete('view', v.view_id::pg_catalog.text);
+    IF EXISTS (SELECT 1 FROM pg_class c WHERE c.oid OPERATOR(pg_catalog.=) v.view_rel::oid) THEN
+        EXECUTE format('DROP VIEW %s', v.view_rel);
+    END IF;
+    FOREACH b IN ARRAY v.base_rels LOOP
+        IF b::oid OPERATOR(pg_catalog.=) 'ep.events'::regclass::oid THEN
+            PERFORM ep._ivm_drop_event_triggers(v.view_id);
+        ELSIF EXISTS (SELECT 1 FROM pg_class c WHERE c.oid OPERATOR(pg_catalog.=) b::oid) THEN
+            FOR tg IN
+                SELECT t.tgname FROM pg_trigger t
+                 WHERE t.tgrelid OPERATOR(pg_catalog.=) b::oid
+                   AND t.tgname OPERATOR(pg_catalog.=) ANY (ARRAY(
+                       SELECT format('__ep_%s_%s_%s', p, v.view_id, x)
+                         FROM unnest(ARRAY['ivm', 'ivj']) p, unnest(ARRAY['i', 'u', 'd', 't', 'b']) x))
+            LOOP
+                EXECUTE format('DROP TRIGGER %I ON %s', tg, b);
+            END LOOP;
+        END IF;
+    END LOOP;
+    FOREACH r IN ARRAY v.log_rels || v.storage_rel LOOP
+        IF EXISTS (SELECT 1 FROM pg_class c WHERE c.oid OPERATOR(pg_catalog.=) r::oid) THEN
+            EXECUTE format('DROP TABLE %s', r);
+        END IF;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION ep._ivm_cleanup(ep.ivm_views) IS 'Internal: drop every object of an incremental view and its catalog row';
+
+
 SELECT ep._objects_changed();

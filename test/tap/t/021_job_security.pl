@@ -169,6 +169,30 @@ is($node->safe_psql('postgres', q{
 	SELECT count(*) <= 2 FROM pg_stat_activity
 	 WHERE backend_type = 'event_patterns job' AND usename = 'eve'}),
 	't', 'never more than event_patterns.max_job_workers_per_role of one role');
+
+# thousands of due jobs of one role (inserted directly, due since 1970) do
+# not push another role's due job out of the scheduler's window (review F5)
+as_role('eve', q{
+	INSERT INTO ep.job_registry (kind, target, schedule, command, next_run_at, time_limit)
+	SELECT 'custom', 'flood' || g, '1 day', 'SELECT pg_sleep(600)', 'epoch', '2 days'
+	  FROM generate_series(1, 2000) g});
+as_role('bob', q{CREATE TABLE bob_s.bob_late(at timestamptz);
+	SELECT ep.schedule_job('bob_late', '1 second', 'INSERT INTO bob_s.bob_late VALUES (now())')});
+ok($node->poll_query_until('postgres', 'SELECT count(*) >= 1 FROM bob_s.bob_late'),
+	'another role\'s job runs although one role has 2,000 overdue jobs');
+
+# no role may lock the scheduler's registry, and a role's lock on its own
+# job rows does not stop the scheduler (review F4b2)
+($ret, $out, $err) = $node->psql('postgres',
+	'SET ROLE eve; BEGIN; LOCK TABLE ep.job_registry IN ACCESS EXCLUSIVE MODE; ROLLBACK');
+like($err, qr/permission denied for table job_registry/, 'LOCK TABLE on the registry is refused');
+my $locker = $node->background_psql('postgres', on_error_stop => 0);
+$locker->query_safe(q{SET ROLE eve; BEGIN; SELECT count(*) FROM (SELECT job_id FROM ep.job_registry WHERE target LIKE 'flood%' OR target = 'hog1' FOR UPDATE) l});
+my $before = $node->safe_psql('postgres', 'SELECT count(*) FROM bob_s.bob_late');
+ok($node->poll_query_until('postgres', "SELECT count(*) > $before + 1 FROM bob_s.bob_late"),
+	'jobs keep running while a role holds locks on its own job rows');
+$locker->query_safe('ROLLBACK');
+$locker->quit;
 is(is_superuser('eve'), 'f', 'eve is still no superuser');
 
 $node->stop;
