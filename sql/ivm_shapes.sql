@@ -270,7 +270,7 @@ SELECT q, x.* FROM unnest(ARRAY[
   'SELECT i, sum(j) / 2 FROM (SELECT i, j FROM r) q GROUP BY i',
   'SELECT i, stddev(j) FILTER (WHERE j > 0) FROM r GROUP BY i',
   'WITH x AS (SELECT i, xmin FROM r) SELECT i FROM x',
-  'SELECT i FROM plain_i WHERE EXISTS (SELECT 1 FROM s)',
+  'SELECT viewname FROM pg_catalog.pg_views WHERE EXISTS (SELECT 1 FROM s)',
   'SELECT g FROM generate_series(1, 3) g, LATERAL (SELECT now()) n'
 ]) q, refusal(q) x;
 \pset format aligned

@@ -36,6 +36,8 @@ typedef struct EpCatalogKind
 	const char *what;			/* for messages */
 	const char *owner_sql;		/* $1 = key; returns the owner's oid */
 	const char *delete_sql[3];	/* $1 = key, $2 = owner; NULL-terminated */
+	const char *blocker_sql;	/* $1 = key; a row names what still needs it */
+	const char *blocker_msg;	/* errmsg with %s (key) and %s (blocker) */
 } EpCatalogKind;
 
 static const EpCatalogKind ep_catalog_kinds[] =
@@ -66,13 +68,36 @@ static const EpCatalogKind ep_catalog_kinds[] =
 		 "   AND j.target OPERATOR(pg_catalog.=) v.name"
 		 "   AND j.owner::pg_catalog.oid OPERATOR(pg_catalog.=) $2",
 		 "DELETE FROM ep.ivm_views WHERE view_id OPERATOR(pg_catalog.=) $1::pg_catalog.int8",
-		NULL}},
+		NULL},
+		/* an incremental view (still there) that reads this one */
+		"SELECT o.view_rel::pg_catalog.text FROM ep.ivm_views v, ep.ivm_views o"
+		"  JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) o.view_rel::pg_catalog.oid"
+		" WHERE v.view_id OPERATOR(pg_catalog.=) $1::pg_catalog.int8"
+		"   AND o.view_id OPERATOR(pg_catalog.<>) v.view_id"
+		"   AND v.storage_rel OPERATOR(pg_catalog.=) ANY (o.base_rels) LIMIT 1",
+	"cannot drop incremental view \"%s\" because incremental view %s reads it"},
 	{"subscription", "subscription",
 		"SELECT owner::pg_catalog.oid FROM ep.subscriptions"
 		" WHERE name OPERATOR(pg_catalog.=) $1",
 		{"DELETE FROM ep.subscriptions WHERE name OPERATOR(pg_catalog.=) $1",
 		NULL}},
 };
+
+/* The user-facing name of the object (the view's relation for views). */
+static char *
+ep_catalog_object_name(const EpCatalogKind *k, Datum key)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		args[1] = {key};
+
+	if (strcmp(k->kind, "view") == 0 &&
+		SPI_execute_with_args("SELECT name FROM ep.ivm_views"
+							  " WHERE view_id OPERATOR(pg_catalog.=) $1::pg_catalog.int8",
+							  1, types, args, NULL, false, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1)
+		return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	return text_to_cstring(DatumGetTextPP(key));
+}
 
 /*
  * ep._catalog_delete(kind text, key text) RETURNS boolean
@@ -122,6 +147,17 @@ ep_catalog_delete(PG_FUNCTION_ARGS)
 							text_to_cstring(DatumGetTextPP(args[0]))),
 					 errdetail("Only its owner, a member of the owner's role, or a superuser may drop it.")));
 		args[1] = ObjectIdGetDatum(owner);
+		if (k->blocker_sql)
+		{
+			if (SPI_execute_with_args(k->blocker_sql, 1, types, args, NULL, false, 1) != SPI_OK_SELECT)
+				elog(ERROR, "could not look for objects that need a %s", k->what);
+			if (SPI_processed == 1)
+				ereport(ERROR,
+						(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+						 errmsg(k->blocker_msg, ep_catalog_object_name(k, args[0]),
+								SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)),
+						 errhint("Drop the view that reads it first.")));
+		}
 		for (i = 0; k->delete_sql[i] != NULL; i++)
 			if (SPI_execute_with_args(k->delete_sql[i], 2, types, args, NULL, false, 0) != SPI_OK_DELETE)
 				elog(ERROR, "could not drop a %s", k->what);

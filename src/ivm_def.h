@@ -104,6 +104,13 @@ extern char *ep_ivm_rediff_groups_sql(IvmDef *d, char **keys_sql);
 
 extern void ep_ivm_unsupported(const char *construct) pg_attribute_noreturn();
 extern void ep_ivm_check_clauses(Query *q);
+
+/*
+ * The storage table of the incremental view whose (plain) view is viewrel,
+ * or InvalidOid: views over incremental views are maintained from their
+ * storage (recompute-and-diff, in dependency order).
+ */
+extern Oid	ep_ivm_storage_of_view(Oid viewrel);
 extern bool ep_ivm_type_comparable(Oid type);
 
 #endif							/* EP_IVM_DEF_H */

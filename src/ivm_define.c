@@ -559,7 +559,36 @@ ivm_classify_full(IvmDef *d)
 	}
 }
 
-/* Base tables of any query (for full mode), views expanded. */
+Oid
+ep_ivm_storage_of_view(Oid viewrel)
+{
+	Oid			types[1] = {OIDOID};
+	Datum		args[1] = {ObjectIdGetDatum(viewrel)};
+	Oid			storage = InvalidOid;
+	EpSavedUser saved;
+	bool		isnull;
+
+	if (get_rel_relkind(viewrel) != RELKIND_VIEW)
+		return InvalidOid;
+	/* (as the extension owner: row-level security shows a role its own views only) */
+	ep_become_owner(&saved);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args("SELECT storage_rel::pg_catalog.oid FROM ep.ivm_views"
+							  " WHERE view_rel::pg_catalog.oid OPERATOR(pg_catalog.=) $1",
+							  1, types, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read ep.ivm_views");
+	if (SPI_processed == 1)
+		storage = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+	ep_restore_user(&saved);
+	return storage;
+}
+
+/*
+ * Base tables of any query (for full mode, views expanded); an incremental
+ * view read by the query counts as its storage table.
+ */
 static bool
 ivm_collect_relations(Node *node, List **rels)
 {
@@ -577,6 +606,13 @@ ivm_collect_relations(Node *node, List **rels)
 				!IsCatalogNamespace(get_rel_namespace(rte->relid)) &&
 				!list_member_oid(*rels, rte->relid))
 				*rels = lappend_oid(*rels, rte->relid);
+			else if (relkind == RELKIND_VIEW)
+			{
+				Oid			storage = ep_ivm_storage_of_view(rte->relid);
+
+				if (OidIsValid(storage) && !list_member_oid(*rels, storage))
+					*rels = lappend_oid(*rels, storage);
+			}
 		}
 		return false;
 	}

@@ -216,8 +216,11 @@ rc_check_relation(RangeTblEntry *rte)
 {
 	char		relkind = get_rel_relkind(rte->relid);
 
+	/* another incremental view: maintained from its storage */
+	if (relkind == RELKIND_VIEW && OidIsValid(ep_ivm_storage_of_view(rte->relid)))
+		return;
 	if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)
-		ep_ivm_unsupported(psprintf("relation \"%s\", which is not a table (views, materialized views and foreign tables cannot be base relations)",
+		ep_ivm_unsupported(psprintf("relation \"%s\", which is not a table (views other than incremental views, materialized views and foreign tables cannot be base relations)",
 									get_rel_name(rte->relid)));
 	if (IsCatalogNamespace(get_rel_namespace(rte->relid)))
 		ep_ivm_unsupported("a system catalog");
@@ -490,7 +493,8 @@ ep_ivm_rediff_groups_sql(IvmDef *d, char **keys_sql)
 		q->setOperations != NULL || q->hasSubLinks || list_length(q->rtable) != 1)
 		return NULL;
 	rte = linitial_node(RangeTblEntry, q->rtable);
-	if (rte->rtekind != RTE_RELATION)
+	/* (over another incremental view: its storage rows are not the view's) */
+	if (rte->rtekind != RTE_RELATION || get_rel_relkind(rte->relid) == RELKIND_VIEW)
 		return NULL;
 	initStringInfo(&keys);
 	initStringInfo(&qf);

@@ -96,6 +96,56 @@ ivm_count(const char *sql)
 
 static void ivm_refresh_body(IvmViewCache *vc, const char *name, int64 view_id, bool full);
 
+static void ivm_refresh_id(int64 view_id, const char *name, bool full, int depth);
+
+/*
+ * Incremental views this one reads (views over views) whose contents wait
+ * for a refresh (deferred and full ones): refreshed first, innermost first,
+ * when the current user may refresh them; their own schedules refresh
+ * the others.
+ */
+static void
+ivm_refresh_inputs(int64 view_id, int depth)
+{
+	Oid			t[1] = {INT8OID};
+	Datum		a[1] = {Int64GetDatum(view_id)};
+	EpSavedUser saved;
+	int64	   *ids;
+	char	  **names;
+	int			n = 0;
+	uint64		i;
+
+	if (depth > 32)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("incremental views nested more than 32 deep")));
+	ep_become_owner(&saved);
+	if (SPI_execute_with_args("SELECT i.view_id, i.name, i.owner::pg_catalog.oid"
+							  "  FROM ep.ivm_views o JOIN ep.ivm_views i"
+							  "    ON i.storage_rel OPERATOR(pg_catalog.=) ANY (o.base_rels)"
+							  " WHERE o.view_id OPERATOR(pg_catalog.=) $1"
+							  "   AND i.refresh OPERATOR(pg_catalog.<>) 'immediate'"
+							  " ORDER BY i.view_id",
+							  1, t, a, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read ep.ivm_views");
+	ep_restore_user(&saved);
+	ids = palloc(sizeof(int64) * (SPI_processed + 1));
+	names = palloc(sizeof(char *) * (SPI_processed + 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		bool		isnull;
+		Oid			owner = DatumGetObjectId(SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull));
+
+		if (!has_privs_of_role(GetUserId(), owner))
+			continue;
+		ids[n] = DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
+		names[n++] = SPI_getvalue(tup, SPI_tuptable->tupdesc, 2);
+	}
+	for (i = 0; i < n; i++)
+		ivm_refresh_id(ids[i], names[i], false, depth + 1);
+}
+
 PG_FUNCTION_INFO_V1(ep_refresh_view);
 Datum
 ep_refresh_view(PG_FUNCTION_ARGS)
@@ -106,8 +156,6 @@ ep_refresh_view(PG_FUNCTION_ARGS)
 	Datum		args[1];
 	int64		view_id;
 	bool		isnull;
-	IvmViewCache *vc;
-	EpOwnerCall call;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -123,11 +171,24 @@ ep_refresh_view(PG_FUNCTION_ARGS)
 		SPI_processed != 1)
 		elog(ERROR, "could not look up incremental view \"%s\"", name);
 	view_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	ivm_refresh_id(view_id, name, full, 0);
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/* Refresh one view (SPI connected), after the views it reads. */
+static void
+ivm_refresh_id(int64 view_id, const char *name, bool full, int depth)
+{
+	IvmViewCache *vc;
+	EpOwnerCall call;
+
 	vc = ep_ivm_view_cache(view_id, false);
 	if (!has_privs_of_role(GetUserId(), vc->owner))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("must be owner of incremental view \"%s\"", name)));
+	ivm_refresh_inputs(view_id, depth);
 	/* unpinned below, or at the end of the transaction if an error escapes */
 	ep_ivm_view_pin(vc);
 
@@ -151,8 +212,6 @@ ep_refresh_view(PG_FUNCTION_ARGS)
 	PG_END_TRY();
 	ep_owner_leave(&call);
 	ep_ivm_view_unpin(vc);
-	SPI_finish();
-	PG_RETURN_VOID();
 }
 
 /* The body of ep_refresh_view, in the owner's context. */
