@@ -98,6 +98,7 @@ DELETE FROM ep.job_run_log WHERE job_id IN (424242, 424243);
 COMMIT;
 
 -- row-level security: each role sees and changes only its own jobs
+CREATE FUNCTION public.squat_h(e ep.events) RETURNS void LANGUAGE sql AS 'SELECT';
 CREATE ROLE regress_ep_alice;
 CREATE ROLE regress_ep_bob;
 SET ROLE regress_ep_alice;
@@ -122,6 +123,11 @@ SELECT ep.unschedule_job('alice-job') AS bob_removed_his;
 BEGIN;
 LOCK TABLE ep.job_registry IN EXCLUSIVE MODE;
 ROLLBACK;
+-- nor choose ids (to squat those of other roles' next jobs or projections)
+INSERT INTO ep.job_registry (job_id, kind, target, schedule, command) OVERRIDING SYSTEM VALUE
+VALUES (999999, 'custom', 'squat', '100 years', 'SELECT 1');
+INSERT INTO ep.projection_defs (projection_id, name, kind, handler) OVERRIDING SYSTEM VALUE
+VALUES (999999, 'squat', 'events', 'public.squat_h(ep.events)'::regprocedure);
 -- a non-superuser cannot write the run history or prune it
 INSERT INTO ep.job_run_log (job_id, started_at, status) VALUES (1, now(), 'succeeded');
 SELECT ep._prune_job_runs();
@@ -131,6 +137,7 @@ SELECT target, owner, command FROM ep.jobs ORDER BY target;
 SELECT ep._unschedule_job('custom', 'alice-job'), ep._unschedule_job('custom', 'bob-job');
 DROP ROLE regress_ep_alice;
 DROP ROLE regress_ep_bob;
+DROP FUNCTION public.squat_h(ep.events);
 
 -- owners are found by exact name, never by parsing it: a role named "10"
 -- is not OID 10 (the bootstrap superuser), "RegressMixed" is not

@@ -34,3 +34,39 @@ CREATE FUNCTION ep._catalog_delete(kind text, key text) RETURNS boolean
     AS 'MODULE_PATHNAME', 'ep_catalog_delete';
 COMMENT ON FUNCTION ep._catalog_delete(text, text) IS
     'Internal: remove the catalog rows of a projection, its parked events, a job, an incremental view or a subscription, if the current user has the privileges of its owner';
+
+-- Identity columns of the catalog tables roles may insert into: a role
+-- cannot pick the id itself (INSERT ... OVERRIDING SYSTEM VALUE) to squat
+-- the ids the next projections or jobs of other roles would get. Superuser
+-- sessions (restores of a dump) may.
+CREATE FUNCTION ep._identity_guard() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    seq text := pg_catalog.pg_get_serial_sequence(pg_catalog.format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME), TG_ARGV[0]);
+    given bigint := (pg_catalog.to_jsonb(NEW) OPERATOR(pg_catalog.->>) TG_ARGV[0])::pg_catalog.int8;
+    last bigint;
+BEGIN
+    -- (the role the session acts as: SET ROLE, else the session user)
+    IF (SELECT r.rolsuper FROM pg_catalog.pg_roles r
+         WHERE r.rolname OPERATOR(pg_catalog.=) COALESCE(NULLIF(pg_catalog.current_setting('role'), 'none'),
+                                                     SESSION_USER)) THEN
+        RETURN NEW;
+    END IF;
+    BEGIN
+        last := pg_catalog.currval(seq);
+    EXCEPTION WHEN object_not_in_prerequisite_state THEN
+        last := NULL;
+    END;
+    IF last IS DISTINCT FROM given THEN
+        RAISE EXCEPTION 'cannot choose the value of column "%" of table %.%', TG_ARGV[0], TG_TABLE_SCHEMA, TG_TABLE_NAME
+            USING ERRCODE = 'generated_always',
+                  DETAIL = 'Ids are given by the extension, in order.',
+                  HINT = 'Leave the column out (do not use OVERRIDING SYSTEM VALUE).';
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION ep._identity_guard() IS
+    'Internal trigger: refuses ids chosen by the inserting role (OVERRIDING SYSTEM VALUE) in ep.projection_defs and ep.job_registry, except in sessions acting as a superuser';

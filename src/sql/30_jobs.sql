@@ -68,6 +68,8 @@ CREATE POLICY job_registry_owner ON ep.job_registry
 GRANT SELECT, INSERT ON ep.job_registry TO PUBLIC;
 GRANT UPDATE (schedule, command, owner, next_run_at, failures, search_path, time_limit)
     ON ep.job_registry TO PUBLIC;
+CREATE TRIGGER job_registry_identity BEFORE INSERT ON ep.job_registry
+    FOR EACH ROW EXECUTE FUNCTION ep._identity_guard('job_id');
 
 -- Runs are visible for the jobs one can see; only the worker writes them.
 ALTER TABLE ep.job_run_log ENABLE ROW LEVEL SECURITY;

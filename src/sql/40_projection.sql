@@ -90,6 +90,8 @@ GRANT UPDATE (status, consecutive_failures, last_position, last_lsn, last_error,
     ON ep.projection_defs TO PUBLIC;
 GRANT SELECT ON ep.parked TO PUBLIC;
 GRANT UPDATE (retry) ON ep.parked TO PUBLIC;
+CREATE TRIGGER projection_defs_identity BEFORE INSERT ON ep.projection_defs
+    FOR EACH ROW EXECUTE FUNCTION ep._identity_guard('projection_id');
 
 -- Owners may change their rows directly (row-level security keeps them to
 -- their own), so every row is validated as the API would: a handler of the

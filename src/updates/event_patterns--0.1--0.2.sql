@@ -859,6 +859,46 @@ REVOKE UPDATE ON ep.subscription_checkpoints FROM PUBLIC;
 GRANT UPDATE (position, updated_at) ON ep.subscription_checkpoints TO PUBLIC;
 REVOKE DELETE ON ep.ivm_views FROM PUBLIC;
 
+-- Identity columns of the catalog tables roles may insert into: a role
+-- cannot pick the id itself (INSERT ... OVERRIDING SYSTEM VALUE) to squat
+-- the ids the next projections or jobs of other roles would get. Superuser
+-- sessions (restores of a dump) may.
+CREATE FUNCTION ep._identity_guard() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    seq text := pg_catalog.pg_get_serial_sequence(pg_catalog.format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME), TG_ARGV[0]);
+    given bigint := (pg_catalog.to_jsonb(NEW) OPERATOR(pg_catalog.->>) TG_ARGV[0])::pg_catalog.int8;
+    last bigint;
+BEGIN
+    -- (the role the session acts as: SET ROLE, else the session user)
+    IF (SELECT r.rolsuper FROM pg_catalog.pg_roles r
+         WHERE r.rolname OPERATOR(pg_catalog.=) COALESCE(NULLIF(pg_catalog.current_setting('role'), 'none'),
+                                                     SESSION_USER)) THEN
+        RETURN NEW;
+    END IF;
+    BEGIN
+        last := pg_catalog.currval(seq);
+    EXCEPTION WHEN object_not_in_prerequisite_state THEN
+        last := NULL;
+    END;
+    IF last IS DISTINCT FROM given THEN
+        RAISE EXCEPTION 'cannot choose the value of column "%" of table %.%', TG_ARGV[0], TG_TABLE_SCHEMA, TG_TABLE_NAME
+            USING ERRCODE = 'generated_always',
+                  DETAIL = 'Ids are given by the extension, in order.',
+                  HINT = 'Leave the column out (do not use OVERRIDING SYSTEM VALUE).';
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION ep._identity_guard() IS
+    'Internal trigger: refuses ids chosen by the inserting role (OVERRIDING SYSTEM VALUE) in ep.projection_defs and ep.job_registry, except in sessions acting as a superuser';
+CREATE TRIGGER job_registry_identity BEFORE INSERT ON ep.job_registry
+    FOR EACH ROW EXECUTE FUNCTION ep._identity_guard('job_id');
+CREATE TRIGGER projection_defs_identity BEFORE INSERT ON ep.projection_defs
+    FOR EACH ROW EXECUTE FUNCTION ep._identity_guard('projection_id');
+
 CREATE OR REPLACE FUNCTION ep._schedule_job(kind text, target text, every interval, command text,
                                  search_path text, time_limit interval)
     RETURNS bigint LANGUAGE plpgsql VOLATILE
