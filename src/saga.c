@@ -830,15 +830,14 @@ saga_run_one(text *saga_id, Oid only_for)
 }
 
 /*
- * Due sagas (ids, in the caller's memory context) and the time the next one
+ * Due sagas (ids, allocated in cxt) and the time the next one
  * falls due (DT_NOEND: none). Needs a transaction and SPI.
  */
 static List *
-saga_due(int limit, TimestampTz *next_due)
+saga_due(int limit, TimestampTz *next_due, MemoryContext cxt)
 {
 	EpSavedUser saved;
 	List	   *ids = NIL;
-	MemoryContext cxt = CurrentMemoryContext;
 	Oid			t[1] = {INT4OID};
 	Datum		v[1] = {Int32GetDatum(limit)};
 	bool		isnull;
@@ -866,7 +865,7 @@ saga_due(int limit, TimestampTz *next_due)
 	}
 	if (next_due)
 	{
-		saga_exec("SELECT pg_catalog.least("
+		saga_exec("SELECT LEAST("
 				  "  (SELECT pg_catalog.min(next_run_at) FROM ep.saga_instances"
 				  "    WHERE phase OPERATOR(pg_catalog.=) 'due'),"
 				  "  (SELECT pg_catalog.min(deadline) FROM ep.saga_instances"
@@ -907,7 +906,7 @@ ep_run_sagas(PG_FUNCTION_ARGS)
 	}
 	while (ran < max_steps)
 	{
-		List	   *ids = saga_due(EP_SAGA_BATCH, NULL);
+		List	   *ids = saga_due(EP_SAGA_BATCH, NULL, CurrentMemoryContext);
 		ListCell   *lc;
 		int32		before = ran;
 
@@ -951,7 +950,7 @@ ep_saga_step(void)
 		SPI_connect();
 		PushActiveSnapshot(GetTransactionSnapshot());
 		if (saga_tables_installed())
-			ids = saga_due(EP_SAGA_BATCH, &next_due);
+			ids = saga_due(EP_SAGA_BATCH, &next_due, cxt);
 		PopActiveSnapshot();
 		SPI_finish();
 		CommitTransactionCommand();
