@@ -331,7 +331,8 @@ BEGIN
         -- failed for good (error after the retries, fail_step, timeout):
         -- compensate the completed steps, last first
         IF outcome = 'timeout' THEN
-            err := format('step "%s" timed out after %s', st.name, st.timeout);
+            err := format('step "%s" timed out after %s s', st.name,
+                          trim_scale(extract(epoch FROM st.timeout)));
         ELSIF outcome = 'error' AND st.retries > 0 THEN
             err := format('step "%s" failed after %s attempts: %s', st.name, i.attempts + 1, err);
         ELSE
