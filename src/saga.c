@@ -70,6 +70,8 @@
 #define EP_SAGA_ROUND_MS		200		/* longest round of the worker step */
 #define EP_SAGA_BATCH			200		/* due sagas read per round */
 #define EP_SAGA_RECHECK_MS		20		/* skipped sagas are looked at again after */
+#define EP_SAGA_GROUP			32		/* steps per worker transaction ... */
+#define EP_SAGA_GROUP_MS		20		/* ... or this long */
 
 /* ---------------------------------------------------------------------
  * SPI helpers (as the extension owner, every name qualified)
@@ -702,9 +704,31 @@ saga_call(Oid fn, Oid owner, const char *search_path, int timeout_ms,
 
 /*
  * Run the current step of one saga if it is due (or fail it if its
- * deadline passed). Needs a transaction and SPI; runs as whoever calls it
- * and switches itself. Returns true when a step ran.
+ * deadline passed). Needs a transaction; connects to SPI itself (so that
+ * what a step allocates is freed with it); runs as whoever calls it and
+ * switches itself. Returns true when a step ran.
  */
+static const char *select_sql =
+"SELECT i.status OPERATOR(pg_catalog.=) 'compensating',"
+"       i.deadline OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp(),"
+"       i.phase OPERATOR(pg_catalog.=) 'due'"
+"         AND i.next_run_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp(),"
+"       i.owner::pg_catalog.oid, t.search_path, s.name,"
+"       CASE WHEN i.status OPERATOR(pg_catalog.=) 'compensating'"
+"            THEN s.compensation ELSE s.action END::pg_catalog.oid,"
+"       (pg_catalog.date_part('epoch', s.timeout) OPERATOR(pg_catalog.*) 1000)::pg_catalog.int8,"
+"       i.data"
+"  FROM ep.saga_instances i"
+"  JOIN ep.saga_types t ON t.saga_type OPERATOR(pg_catalog.=) i.saga_type"
+"  JOIN ep.saga_steps s ON s.saga_type OPERATOR(pg_catalog.=) i.saga_type"
+"                      AND s.step_no OPERATOR(pg_catalog.=) i.step_no"
+" WHERE i.saga_id OPERATOR(pg_catalog.=) $1"
+"   AND i.status OPERATOR(pg_catalog.=) ANY ('{running,compensating}'::pg_catalog.text[])"
+"   FOR UPDATE OF i SKIP LOCKED";
+static SPIPlanPtr select_plan = NULL;
+static const char *advance_sql = "SELECT ep._saga_advance($1, $2, $3, $4)";
+static SPIPlanPtr advance_plan = NULL;
+
 static bool
 saga_run_one(text *saga_id, Oid only_for)
 {
@@ -728,28 +752,18 @@ saga_run_one(text *saga_id, Oid only_for)
 	const char *outcome;
 	bool		ok;
 	char	   *what;
+	int			ret;
 
+	SPI_connect();
 	ep_become_owner(&saved);
-	saga_exec("SELECT i.status OPERATOR(pg_catalog.=) 'compensating',"
-			  "       i.deadline OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp(),"
-			  "       i.phase OPERATOR(pg_catalog.=) 'due'"
-			  "         AND i.next_run_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp(),"
-			  "       i.owner::pg_catalog.oid, t.search_path, s.name,"
-			  "       CASE WHEN i.status OPERATOR(pg_catalog.=) 'compensating'"
-			  "            THEN s.compensation ELSE s.action END::pg_catalog.oid,"
-			  "       (pg_catalog.date_part('epoch', s.timeout) OPERATOR(pg_catalog.*) 1000)::pg_catalog.int8,"
-			  "       i.data"
-			  "  FROM ep.saga_instances i"
-			  "  JOIN ep.saga_types t ON t.saga_type OPERATOR(pg_catalog.=) i.saga_type"
-			  "  JOIN ep.saga_steps s ON s.saga_type OPERATOR(pg_catalog.=) i.saga_type"
-			  "                      AND s.step_no OPERATOR(pg_catalog.=) i.step_no"
-			  " WHERE i.saga_id OPERATOR(pg_catalog.=) $1"
-			  "   AND i.status OPERATOR(pg_catalog.=) ANY ('{running,compensating}'::pg_catalog.text[])"
-			  "   FOR UPDATE OF i SKIP LOCKED",
-			  1, t, v, NULL, SPI_OK_SELECT);
+	ret = SPI_execute_plan(ep_spi_keep_plan(&select_plan, select_sql, 1, t), v, NULL, false, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read saga \"%s\": %s", text_to_cstring(saga_id),
+			 SPI_result_code_string(ret));
 	if (SPI_processed == 0)
 	{
 		ep_restore_user(&saved);
+		SPI_finish();
 		return false;			/* finished, or somebody else runs it */
 	}
 	tup = SPI_tuptable->vals[0];
@@ -770,14 +784,11 @@ saga_run_one(text *saga_id, Oid only_for)
 		timeout_ms = -1;
 	data = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 9, &isnull));
 
-	if (OidIsValid(only_for) && !has_privs_of_role(only_for, owner))
+	if ((OidIsValid(only_for) && !has_privs_of_role(only_for, owner)) ||
+		(!timed_out && !due))
 	{
 		ep_restore_user(&saved);
-		return false;
-	}
-	if (!timed_out && !due)
-	{
-		ep_restore_user(&saved);
+		SPI_finish();
 		return false;
 	}
 
@@ -823,9 +834,13 @@ saga_run_one(text *saga_id, Oid only_for)
 		av[3] = error ? CStringGetTextDatum(error) : (Datum) 0;
 		if (error == NULL)
 			an[3] = 'n';
-		saga_exec("SELECT ep._saga_advance($1, $2, $3, $4)", 4, at, av, an, SPI_OK_SELECT);
+		ret = SPI_execute_plan(ep_spi_keep_plan(&advance_plan, advance_sql, 4, at), av, an, false, 0);
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "could not record the step of saga \"%s\": %s", text_to_cstring(saga_id),
+				 SPI_result_code_string(ret));
 	}
 	ep_restore_user(&saved);
+	SPI_finish();
 	return true;
 }
 
@@ -925,11 +940,58 @@ ep_run_sagas(PG_FUNCTION_ARGS)
 	PG_RETURN_INT32(ran);
 }
 
-/*
- * The worker step: every due saga in a transaction of its own, for at most
- * EP_SAGA_ROUND_MS; true when more are due.
- */
 static int	step_failures = 0;
+
+/*
+ * One step in a subtransaction of the worker's transaction: an error of the
+ * extension's own bookkeeping (the call itself is guarded in saga_call)
+ * rolls back that step alone and is logged; the step stays due. True when
+ * a step ran.
+ */
+static bool
+saga_run_guarded(text *saga_id)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner resowner = CurrentResourceOwner;
+	volatile bool ran = false;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		ran = saga_run_one(saga_id, InvalidOid);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = resowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *ed;
+
+		MemoryContextSwitchTo(cxt);
+		ed = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = resowner;
+		step_failures++;
+		ereport(LOG,
+				(errmsg("event_patterns: a step of saga \"%s\" could not be recorded: %s",
+						text_to_cstring(saga_id), ed->message),
+				 errdetail("The step is tried again later.")));
+		FreeErrorData(ed);
+	}
+	PG_END_TRY();
+	return ran;
+}
+
+/*
+ * The worker step: the due sagas, for at most EP_SAGA_ROUND_MS, in
+ * transactions of up to EP_SAGA_GROUP steps or EP_SAGA_GROUP_MS (one
+ * commit, one WAL flush for the group; each step in a subtransaction, its
+ * saga's row locked until the commit); true when more are due. A crash
+ * loses a group whole: its steps are due again, none half done.
+ */
 
 bool
 ep_saga_step(void)
@@ -940,6 +1002,8 @@ ep_saga_step(void)
 	TimestampTz next_due = DT_NOEND;
 	TimestampTz started = GetCurrentTimestamp();
 	ListCell   *volatile lc;
+
+	step_failures = 0;
 
 	if (RecoveryInProgress())
 		return false;
@@ -971,25 +1035,33 @@ ep_saga_step(void)
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);
 
-	foreach(lc, ids)
+	lc = list_head(ids);
+	while (lc != NULL && !more)
 	{
-		text	   *saga_id = (text *) lfirst(lc);
+		TimestampTz group_start = GetCurrentTimestamp();
 
-		if (TimestampDifferenceExceeds(started, GetCurrentTimestamp(), EP_SAGA_ROUND_MS))
-		{
-			more = true;
-			break;
-		}
 		PG_TRY();
 		{
+			int			in_group = 0;
+
 			StartTransactionCommand();
-			SPI_connect();
 			PushActiveSnapshot(GetTransactionSnapshot());
-			(void) saga_run_one(saga_id, InvalidOid);
+			while (lc != NULL && in_group < EP_SAGA_GROUP &&
+				   !TimestampDifferenceExceeds(group_start, GetCurrentTimestamp(), EP_SAGA_GROUP_MS))
+			{
+				text	   *saga_id = (text *) lfirst(lc);
+
+				if (TimestampDifferenceExceeds(started, GetCurrentTimestamp(), EP_SAGA_ROUND_MS))
+				{
+					more = true;
+					break;
+				}
+				lc = lnext(ids, lc);
+				if (saga_run_guarded(saga_id))
+					in_group++;
+			}
 			PopActiveSnapshot();
-			SPI_finish();
 			CommitTransactionCommand();
-			step_failures = 0;
 		}
 		PG_CATCH();
 		{
@@ -1001,9 +1073,8 @@ ep_saga_step(void)
 			AbortCurrentTransaction();
 			step_failures++;
 			ereport(LOG,
-					(errmsg("event_patterns: a step of saga \"%s\" could not be recorded: %s",
-							text_to_cstring(saga_id), ed->message),
-					 errdetail("The step is tried again later.")));
+					(errmsg("event_patterns: saga steps could not be committed: %s", ed->message),
+					 errdetail("They are tried again later.")));
 			FreeErrorData(ed);
 		}
 		PG_END_TRY();

@@ -1049,23 +1049,27 @@ COMMENT ON FUNCTION ep._saga_interval(jsonb, text, text) IS 'Internal: an interv
 -- History: every state change is an event of the saga's stream.
 CREATE FUNCTION ep._saga_history(saga_type text, saga_id text, event_type text, data jsonb,
                                  expected_version bigint DEFAULT NULL)
-    RETURNS void LANGUAGE sql VOLATILE
+    RETURNS void LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT ep.append('saga_' OPERATOR(pg_catalog.||) saga_type OPERATOR(pg_catalog.||) '-'
-                     OPERATOR(pg_catalog.||) saga_id, event_type, data, NULL, expected_version);
+BEGIN
+    PERFORM ep.append('saga_' OPERATOR(pg_catalog.||) saga_type OPERATOR(pg_catalog.||) '-'
+                      OPERATOR(pg_catalog.||) saga_id, event_type, data, NULL, expected_version);
+END
 $$;
 COMMENT ON FUNCTION ep._saga_history(text, text, text, jsonb, bigint) IS 'Internal: append an event to a saga''s stream (saga_<type>-<saga_id>)';
 
 -- Data after a step: an object result is merged, anything else is kept
 -- under the step's name.
 CREATE FUNCTION ep._saga_merge(data jsonb, step text, result jsonb) RETURNS jsonb
-    LANGUAGE sql IMMUTABLE
+    LANGUAGE plpgsql IMMUTABLE
     SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT CASE WHEN result IS NULL OR jsonb_typeof(result) = 'null' THEN data
+BEGIN
+    RETURN CASE WHEN result IS NULL OR jsonb_typeof(result) = 'null' THEN data
                 WHEN jsonb_typeof(result) = 'object' THEN data || result
-                ELSE data || jsonb_build_object(step, result) END
+                ELSE data || jsonb_build_object(step, result) END;
+END
 $$;
 COMMENT ON FUNCTION ep._saga_merge(jsonb, text, jsonb) IS 'Internal: merge a step''s result into the saga''s data';
 
