@@ -291,8 +291,8 @@ RESET ROLE;
 \echo
 \echo '== 6. Sagas: place order -> reserve stock -> charge payment -> ship, with compensations'
 \echo '-- the shop service owns the saga; the payments service answers requests it receives'
-\echo '-- (here a table projection in the same database; across databases the request and'
-\echo '-- reply tables travel by logical replication, see test/tap/t/071_saga_two_clusters.pl)'
+\echo '-- (here projections in the same database; across databases requests and replies'
+\echo '-- travel by logical replication, see test/tap/t/071_saga_two_clusters.pl)'
 CREATE ROLE shop_svc LOGIN;
 CREATE SCHEMA shop AUTHORIZATION shop_svc;
 SET ROLE shop_svc;
@@ -302,7 +302,6 @@ CREATE TABLE stock (item text PRIMARY KEY, available int NOT NULL CHECK (availab
 INSERT INTO stock VALUES ('book', 10);
 CREATE TABLE shipments (order_id text PRIMARY KEY, item text);
 CREATE TABLE payment_requests (order_id text PRIMARY KEY, amount int);
-CREATE TABLE payment_replies (order_id text PRIMARY KEY, ok boolean, detail text);
 
 CREATE FUNCTION place_order(saga_id text, data jsonb) RETURNS jsonb LANGUAGE sql AS $$
     INSERT INTO orders VALUES (saga_id, data->>'item', (data->>'amount')::int, 'pending')
@@ -332,31 +331,30 @@ SELECT ep.define_saga('order', '[
     {"name": "ship",    "action": "ship_order"}
 ]');
 
--- the payments service: approves up to 100, declines more, never answers 666
+-- the payments service: approves up to 100, declines more, never answers 666;
+-- it answers with events (stream payment-<order>)
 CREATE FUNCTION payments_answer(op text, old_row jsonb, new_row jsonb) RETURNS void
 LANGUAGE plpgsql AS $$
+DECLARE amount int := (new_row->>'amount')::int;
 BEGIN
-    IF op = 'INSERT' AND (new_row->>'amount')::int <> 666 THEN
-        INSERT INTO payment_replies
-        VALUES (new_row->>'order_id', (new_row->>'amount')::int <= 100,
-                CASE WHEN (new_row->>'amount')::int <= 100 THEN 'paid' ELSE 'card declined' END);
+    IF op = 'INSERT' AND amount <> 666 THEN
+        PERFORM ep.append('payment-' || (new_row->>'order_id'),
+                          CASE WHEN amount <= 100 THEN 'PaymentApproved' ELSE 'PaymentDeclined' END,
+                          jsonb_build_object('order_id', new_row->>'order_id', 'amount', amount));
     END IF;
 END $$;
 SELECT ep.create_table_projection('payments_service', 'payment_requests',
                                   'payments_answer(text, jsonb, jsonb)');
--- the shop turns replies into the outcome of its waiting step
-CREATE FUNCTION payment_reply(op text, old_row jsonb, new_row jsonb) RETURNS void
-LANGUAGE plpgsql AS $$
+-- the shop turns the answers into the outcome of its waiting step
+CREATE FUNCTION payment_reply(e ep.events) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-    IF op <> 'INSERT' THEN RETURN; END IF;
-    IF (new_row->>'ok')::boolean THEN
-        PERFORM ep.complete_step(new_row->>'order_id', 'pay', jsonb_build_object('paid', new_row->>'detail'));
+    IF e.event_type = 'PaymentApproved' THEN
+        PERFORM ep.complete_step(e.data->>'order_id', 'pay', jsonb_build_object('paid', e.data->'amount'));
     ELSE
-        PERFORM ep.fail_step(new_row->>'order_id', 'pay', new_row->>'detail');
+        PERFORM ep.fail_step(e.data->>'order_id', 'pay', 'card declined');
     END IF;
 END $$;
-SELECT ep.create_table_projection('payment_replies', 'payment_replies',
-                                  'payment_reply(text, jsonb, jsonb)');
+SELECT ep.create_projection('payment_replies', 'payment_reply(ep.events)', category => 'payment');
 
 \echo '-- three orders: one paid, one declined, one the payments service never answers'
 SELECT ep.start_saga('order', 'order-1', '{"item": "book", "amount": 30}');
