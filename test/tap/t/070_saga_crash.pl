@@ -19,7 +19,8 @@ CREATE ROLE shop LOGIN;
 CREATE SCHEMA shop AUTHORIZATION shop;
 SET ROLE shop;
 SET search_path = shop;
-CREATE TABLE effects (n bigserial PRIMARY KEY, saga_id text NOT NULL, what text NOT NULL);
+CREATE TABLE effects (n bigserial PRIMARY KEY, saga_id text NOT NULL, what text NOT NULL,
+                      who text NOT NULL DEFAULT current_user);
 CREATE FUNCTION act(saga_id text, what text) RETURNS jsonb LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_sleep(0.002);
@@ -134,6 +135,9 @@ is($node->safe_psql('postgres', q{
 SELECT count(*) FROM ep.events
  WHERE category = 'saga_crash' AND event_type = 'SagaStepAttemptFailed'}),
 	100, 'one failed attempt (the retry) per failing saga');
+
+is($node->safe_psql('postgres', q{SELECT DISTINCT who FROM shop.effects}),
+	'shop', 'every step ran as the saga type\'s owner');
 
 # many sagas ran interleaved: the worker did not finish them one by one
 ok($node->safe_psql('postgres', q{
