@@ -14,10 +14,12 @@
  *	  and ep.fail_step lock the same row. Different sagas run independently.
  *	- Exactly once: the action (or compensation) runs in a subtransaction of
  *	  the transaction that records its outcome (new state, history event,
- *	  and whatever the action wrote or sent); in the worker that transaction
- *	  holds one step. A crash before the commit leaves the step due, with
- *	  nothing of it committed; after the commit the saga has moved on. A
- *	  failing call is rolled back alone and counted as an attempt.
+ *	  and whatever the action wrote or sent). The worker commits steps in
+ *	  groups (EP_SAGA_GROUP steps or EP_SAGA_GROUP_MS, each step in a
+ *	  subtransaction of its own): a crash before the commit leaves the
+ *	  group's steps due, with nothing of them committed; after the commit
+ *	  their sagas have moved on. A failing call is rolled back alone and
+ *	  counted as an attempt.
  *	- Trust: the call goes through the owner primitive (owner.c) as the
  *	  saga type's owner, with the search_path recorded by ep.define_saga and
  *	  the time limit of the step (its timeout, at most
