@@ -726,6 +726,8 @@ static const char *select_sql =
 "                      AND s.step_no OPERATOR(pg_catalog.=) i.step_no"
 " WHERE i.saga_id OPERATOR(pg_catalog.=) $1"
 "   AND i.status OPERATOR(pg_catalog.=) ANY ('{running,compensating}'::pg_catalog.text[])"
+"   AND ($2 OPERATOR(pg_catalog.=) 0"
+"        OR pg_catalog.pg_has_role($2, i.owner::pg_catalog.oid, 'USAGE'))"
 "   FOR UPDATE OF i SKIP LOCKED";
 static SPIPlanPtr select_plan = NULL;
 static const char *advance_sql = "SELECT ep._saga_advance($1, $2, $3, $4)";
@@ -735,8 +737,8 @@ static bool
 saga_run_one(text *saga_id, Oid only_for)
 {
 	EpSavedUser saved;
-	Oid			t[1] = {TEXTOID};
-	Datum		v[1] = {PointerGetDatum(saga_id)};
+	Oid			t[2] = {TEXTOID, OIDOID};
+	Datum		v[2] = {PointerGetDatum(saga_id), ObjectIdGetDatum(only_for)};
 	HeapTuple	tup;
 	TupleDesc	desc;
 	bool		isnull;
@@ -758,7 +760,7 @@ saga_run_one(text *saga_id, Oid only_for)
 
 	SPI_connect();
 	ep_become_owner(&saved);
-	ret = SPI_execute_plan(ep_spi_keep_plan(&select_plan, select_sql, 1, t), v, NULL, false, 0);
+	ret = SPI_execute_plan(ep_spi_keep_plan(&select_plan, select_sql, 2, t), v, NULL, false, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read saga \"%s\": %s", text_to_cstring(saga_id),
 			 SPI_result_code_string(ret));
@@ -786,8 +788,7 @@ saga_run_one(text *saga_id, Oid only_for)
 		timeout_ms = -1;
 	data = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 9, &isnull));
 
-	if ((OidIsValid(only_for) && !has_privs_of_role(only_for, owner)) ||
-		(!timed_out && !due))
+	if (!timed_out && !due)
 	{
 		ep_restore_user(&saved);
 		SPI_finish();
@@ -851,27 +852,29 @@ saga_run_one(text *saga_id, Oid only_for)
  * falls due (DT_NOEND: none). Needs a transaction and SPI.
  */
 static List *
-saga_due(int limit, TimestampTz *next_due, MemoryContext cxt)
+saga_due(int limit, Oid only_for, TimestampTz *next_due, MemoryContext cxt)
 {
 	EpSavedUser saved;
 	List	   *ids = NIL;
-	Oid			t[1] = {INT4OID};
-	Datum		v[1] = {Int32GetDatum(limit)};
+	Oid			t[2] = {INT4OID, OIDOID};
+	Datum		v[2] = {Int32GetDatum(limit), ObjectIdGetDatum(only_for)};
 	bool		isnull;
 	uint64		i;
 	Datum		d;
 
 	ep_become_owner(&saved);
 	saga_exec("SELECT saga_id FROM ("
-			  "  SELECT saga_id, next_run_at AS at FROM ep.saga_instances"
+			  "  SELECT saga_id, owner, next_run_at AS at FROM ep.saga_instances"
 			  "   WHERE phase OPERATOR(pg_catalog.=) 'due'"
 			  "     AND next_run_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()"
 			  "  UNION ALL"
-			  "  SELECT saga_id, deadline FROM ep.saga_instances"
+			  "  SELECT saga_id, owner, deadline FROM ep.saga_instances"
 			  "   WHERE deadline OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()"
 			  "     AND status OPERATOR(pg_catalog.=) 'running') d"
+			  " WHERE $2 OPERATOR(pg_catalog.=) 0"
+			  "    OR pg_catalog.pg_has_role($2, d.owner::pg_catalog.oid, 'USAGE')"
 			  " GROUP BY saga_id ORDER BY pg_catalog.min(at) LIMIT $1",
-			  1, t, v, NULL, SPI_OK_SELECT);
+			  2, t, v, NULL, SPI_OK_SELECT);
 	for (i = 0; i < SPI_processed; i++)
 	{
 		MemoryContext old = MemoryContextSwitchTo(cxt);
@@ -907,6 +910,8 @@ ep_run_sagas(PG_FUNCTION_ARGS)
 {
 	int32		max_steps = PG_ARGISNULL(0) ? 1000 : PG_GETARG_INT32(0);
 	Oid			caller = GetUserId();
+	/* the sagas of other owners are neither run nor locked */
+	Oid			only_for = superuser_arg(caller) ? InvalidOid : caller;
 	int32		ran = 0;
 
 	if (max_steps <= 0)
@@ -923,14 +928,14 @@ ep_run_sagas(PG_FUNCTION_ARGS)
 	}
 	while (ran < max_steps)
 	{
-		List	   *ids = saga_due(EP_SAGA_BATCH, NULL, CurrentMemoryContext);
+		List	   *ids = saga_due(EP_SAGA_BATCH, only_for, NULL, CurrentMemoryContext);
 		ListCell   *lc;
 		int32		before = ran;
 
 		foreach(lc, ids)
 		{
 			CHECK_FOR_INTERRUPTS();
-			if (saga_run_one((text *) lfirst(lc), superuser_arg(caller) ? InvalidOid : caller))
+			if (saga_run_one((text *) lfirst(lc), only_for))
 				ran++;
 			if (ran >= max_steps)
 				break;
@@ -1016,7 +1021,7 @@ ep_saga_step(void)
 		SPI_connect();
 		PushActiveSnapshot(GetTransactionSnapshot());
 		if (saga_tables_installed())
-			ids = saga_due(EP_SAGA_BATCH, &next_due, cxt);
+			ids = saga_due(EP_SAGA_BATCH, InvalidOid, &next_due, cxt);
 		PopActiveSnapshot();
 		SPI_finish();
 		CommitTransactionCommand();
