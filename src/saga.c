@@ -34,6 +34,13 @@
  *	  ep.run_sagas need the privileges of the saga type's owner (membership
  *	  of that role); a saga a role has no rights on looks like one that
  *	  does not exist. Only the owner may redefine or drop a saga type.
+ *	- A call that ends the worker (code that swallows the cancel of its
+ *	  time limit is terminated, owner.c) must not end it again and again:
+ *	  the worker notes in shared memory which step it is calling (per
+ *	  database: a hash of the saga id, the step, running or compensating);
+ *	  a worker that finds the note of its predecessor records that call as
+ *	  a failed attempt ("the call did not finish") before anything else, so
+ *	  the step is retried, then fails for good like any other.
  *	- Timeouts: a step's deadline is set when it becomes due; the worker
  *	  fails a step still due or waiting at its deadline. The worker sleeps
  *	  no longer than the next retry or deadline (ep_worker_due_at).
@@ -44,6 +51,7 @@
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_collation.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -51,6 +59,8 @@
 #include "miscadmin.h"
 #include "parser/parse_func.h"
 #include "pgstat.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
@@ -65,8 +75,10 @@
 #include "utils/varlena.h"
 
 #include "event_patterns.h"
+#include "launcher.h"
 #include "owner.h"
 #include "saga.h"
+#include "shmem.h"
 #include "worker.h"
 
 #define EP_SAGA_ROUND_MS		200		/* longest round of the worker step */
@@ -123,6 +135,101 @@ text_arg(FunctionCallInfo fcinfo, int n, const char *what)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must not be empty", what)));
 	return s;
+}
+
+/* ---------------------------------------------------------------------
+ * Shared memory: the call each database's worker is in
+ * ---------------------------------------------------------------------
+ */
+#define EP_SAGA_MAX_DB		64
+
+typedef struct EpSagaCall
+{
+	Oid			dbid;			/* InvalidOid: free entry */
+	bool		in_call;
+	int32		id_hash;		/* hashtext(saga_id) */
+	int32		step_no;
+	bool		compensating;
+} EpSagaCall;
+
+typedef struct EpSagaShared
+{
+	slock_t		mutex;
+	EpSagaCall	calls[EP_SAGA_MAX_DB];
+} EpSagaShared;
+
+static EpSagaShared *saga_shared = NULL;
+
+Size
+ep_saga_shmem_size(void)
+{
+	return sizeof(EpSagaShared);
+}
+
+void
+ep_saga_shmem_init(void)
+{
+	bool		found;
+
+	saga_shared = ShmemInitStruct("event_patterns sagas", sizeof(EpSagaShared), &found);
+	if (!found)
+	{
+		memset(saga_shared, 0, sizeof(EpSagaShared));
+		SpinLockInit(&saga_shared->mutex);
+	}
+}
+
+/* Note (in_call) or clear the current call of this database's worker. */
+static void
+saga_note_call(bool in_call, int32 id_hash, int32 step_no, bool compensating)
+{
+	int			i;
+	int			free_slot = -1;
+
+	if (saga_shared == NULL)
+		return;
+	SpinLockAcquire(&saga_shared->mutex);
+	for (i = 0; i < EP_SAGA_MAX_DB; i++)
+	{
+		if (saga_shared->calls[i].dbid == MyDatabaseId)
+			break;
+		if (free_slot < 0 && saga_shared->calls[i].dbid == InvalidOid)
+			free_slot = i;
+	}
+	if (i == EP_SAGA_MAX_DB)
+		i = free_slot;
+	if (i >= 0)
+	{
+		saga_shared->calls[i].dbid = in_call ? MyDatabaseId : InvalidOid;
+		saga_shared->calls[i].in_call = in_call;
+		saga_shared->calls[i].id_hash = id_hash;
+		saga_shared->calls[i].step_no = step_no;
+		saga_shared->calls[i].compensating = compensating;
+	}
+	SpinLockRelease(&saga_shared->mutex);
+}
+
+/* The call a previous worker of this database did not finish, if any. */
+static bool
+saga_take_unfinished(EpSagaCall *out)
+{
+	int			i;
+	bool		found = false;
+
+	if (saga_shared == NULL)
+		return false;
+	SpinLockAcquire(&saga_shared->mutex);
+	for (i = 0; i < EP_SAGA_MAX_DB; i++)
+		if (saga_shared->calls[i].dbid == MyDatabaseId && saga_shared->calls[i].in_call)
+		{
+			*out = saga_shared->calls[i];
+			saga_shared->calls[i].dbid = InvalidOid;
+			saga_shared->calls[i].in_call = false;
+			found = true;
+			break;
+		}
+	SpinLockRelease(&saga_shared->mutex);
+	return found;
 }
 
 /* ---------------------------------------------------------------------
@@ -719,7 +826,7 @@ static const char *select_sql =
 "       CASE WHEN i.status OPERATOR(pg_catalog.=) 'compensating'"
 "            THEN s.compensation ELSE s.action END::pg_catalog.oid,"
 "       (pg_catalog.date_part('epoch', s.timeout) OPERATOR(pg_catalog.*) 1000)::pg_catalog.int8,"
-"       i.data"
+"       i.data, i.step_no"
 "  FROM ep.saga_instances i"
 "  JOIN ep.saga_types t ON t.saga_type OPERATOR(pg_catalog.=) i.saga_type"
 "  JOIN ep.saga_steps s ON s.saga_type OPERATOR(pg_catalog.=) i.saga_type"
@@ -734,7 +841,7 @@ static const char *advance_sql = "SELECT ep._saga_advance($1, $2, $3, $4)";
 static SPIPlanPtr advance_plan = NULL;
 
 static bool
-saga_run_one(text *saga_id, Oid only_for)
+saga_run_one(text *saga_id, Oid only_for, bool note)
 {
 	EpSavedUser saved;
 	Oid			t[2] = {TEXTOID, OIDOID};
@@ -757,6 +864,8 @@ saga_run_one(text *saga_id, Oid only_for)
 	bool		ok;
 	char	   *what;
 	int			ret;
+	int32		step_no;
+	int32		id_hash = 0;
 
 	SPI_connect();
 	ep_become_owner(&saved);
@@ -787,6 +896,7 @@ saga_run_one(text *saga_id, Oid only_for)
 	if (isnull)
 		timeout_ms = -1;
 	data = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 9, &isnull));
+	step_no = DatumGetInt32(SPI_getbinval(tup, desc, 10, &isnull));
 
 	if (!timed_out && !due)
 	{
@@ -813,8 +923,16 @@ saga_run_one(text *saga_id, Oid only_for)
 		what = psprintf("saga %s", compensating ? "compensation" : "action");
 		ep_restore_user(&saved);
 		pgstat_report_activity(STATE_RUNNING, what);
+		if (note)
+		{
+			id_hash = DatumGetInt32(DirectFunctionCall1Coll(hashtext, C_COLLATION_OID,
+															PointerGetDatum(saga_id)));
+			saga_note_call(true, id_hash, step_no, compensating);
+		}
 		ok = saga_call(fn, owner, search_path, limit_ms, what, step,
 					   saga_id, data, &result, &error);
+		if (note)
+			saga_note_call(false, 0, 0, false);
 		ep_become_owner(&saved);
 		if (!ok)
 			outcome = "error";
@@ -935,7 +1053,7 @@ ep_run_sagas(PG_FUNCTION_ARGS)
 		foreach(lc, ids)
 		{
 			CHECK_FOR_INTERRUPTS();
-			if (saga_run_one((text *) lfirst(lc), only_for))
+			if (saga_run_one((text *) lfirst(lc), only_for, false))
 				ran++;
 			if (ran >= max_steps)
 				break;
@@ -945,6 +1063,40 @@ ep_run_sagas(PG_FUNCTION_ARGS)
 	}
 	SPI_finish();
 	PG_RETURN_INT32(ran);
+}
+
+/*
+ * A previous worker of this database died in the middle of a call (it was
+ * terminated: the code ignored its time limit, or somebody stopped the
+ * worker): that call counts as a failed attempt of its step, recorded in
+ * the worker's first transaction, so that the same call cannot end the
+ * worker for ever. Needs a transaction and SPI.
+ */
+static void
+saga_fail_unfinished(const EpSagaCall *c)
+{
+	EpSavedUser saved;
+	Oid			t[3] = {INT4OID, INT4OID, TEXTOID};
+	Datum		v[3];
+
+	v[0] = Int32GetDatum(c->id_hash);
+	v[1] = Int32GetDatum(c->step_no);
+	v[2] = CStringGetTextDatum(c->compensating ? "compensating" : "running");
+	ep_become_owner(&saved);
+	saga_exec("SELECT i.saga_id, ep._saga_advance(i.saga_id, 'error', NULL,"
+			  "       'the call did not finish: the worker running it was terminated"
+			  " (code that ignores its time limit is stopped; see event_patterns.handler_timeout)')"
+			  "  FROM ep.saga_instances i"
+			  " WHERE pg_catalog.hashtext(i.saga_id COLLATE \"C\") OPERATOR(pg_catalog.=) $1"
+			  "   AND i.step_no OPERATOR(pg_catalog.=) $2"
+			  "   AND i.status OPERATOR(pg_catalog.=) $3"
+			  "   AND i.phase OPERATOR(pg_catalog.=) 'due'",
+			  3, t, v, NULL, SPI_OK_SELECT);
+	if (SPI_processed > 0)
+		ereport(LOG,
+				(errmsg("event_patterns: the step of saga \"%s\" that was running when the worker was terminated counts as a failed attempt",
+						SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1))));
+	ep_restore_user(&saved);
 }
 
 static int	step_failures = 0;
@@ -966,7 +1118,7 @@ saga_run_guarded(text *saga_id)
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		ran = saga_run_one(saga_id, InvalidOid);
+		ran = saga_run_one(saga_id, InvalidOid, true);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = resowner;
@@ -1017,9 +1169,13 @@ ep_saga_step(void)
 
 	PG_TRY();
 	{
-		StartTransactionCommand();
+		EpSagaCall unfinished;
+
+		ep_bgw_start_xact();
 		SPI_connect();
 		PushActiveSnapshot(GetTransactionSnapshot());
+		if (saga_take_unfinished(&unfinished) && saga_tables_installed())
+			saga_fail_unfinished(&unfinished);
 		if (saga_tables_installed())
 			ids = saga_due(EP_SAGA_BATCH, InvalidOid, &next_due, cxt);
 		PopActiveSnapshot();
@@ -1051,7 +1207,7 @@ ep_saga_step(void)
 		{
 			int			in_group = 0;
 
-			StartTransactionCommand();
+			ep_bgw_start_xact();
 			PushActiveSnapshot(GetTransactionSnapshot());
 			while (lc != NULL && in_group < EP_SAGA_GROUP &&
 				   !TimestampDifferenceExceeds(group_start, GetCurrentTimestamp(), EP_SAGA_GROUP_MS))
