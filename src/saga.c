@@ -41,6 +41,9 @@
  *	  a worker that finds the note of its predecessor records that call as
  *	  a failed attempt ("the call did not finish") before anything else, so
  *	  the step is retried, then fails for good like any other.
+ *	- Fairness: an owner whose call in the worker took longer than
+ *	  event_patterns.projection_slow_call is set aside for as long again,
+ *	  so slow owners get at most about half of the worker.
  *	- Timeouts: a step's deadline is set when it becomes due; the worker
  *	  fails a step still due or waiting at its deadline. The worker sleeps
  *	  no longer than the next retry or deadline (ep_worker_due_at).
@@ -812,6 +815,57 @@ saga_call(Oid fn, Oid owner, const char *search_path, int timeout_ms,
 }
 
 /*
+ * Fairness in the worker: an owner whose call took longer than
+ * event_patterns.projection_slow_call is set aside for as long as the call
+ * took, so that the other owners' steps get at least as much of the
+ * worker as the slow ones (the time limit still bounds each call).
+ */
+extern int	ep_guc_projection_slow_call_ms;
+
+#define EP_SAGA_MAX_SLOW	64
+
+static struct
+{
+	Oid			owner;
+	TimestampTz until;
+}			slow_owners[EP_SAGA_MAX_SLOW];
+
+static bool
+saga_owner_set_aside(Oid owner)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	int			i;
+
+	for (i = 0; i < EP_SAGA_MAX_SLOW; i++)
+		if (slow_owners[i].owner == owner && slow_owners[i].until > now)
+			return true;
+	return false;
+}
+
+static void
+saga_set_owner_aside(Oid owner, TimestampTz until)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	int			i;
+	int			use = -1;
+
+	for (i = 0; i < EP_SAGA_MAX_SLOW; i++)
+	{
+		if (slow_owners[i].owner == owner)
+		{
+			use = i;
+			break;
+		}
+		if (use < 0 && slow_owners[i].until <= now)
+			use = i;
+	}
+	if (use < 0)
+		return;
+	slow_owners[use].owner = owner;
+	slow_owners[use].until = until;
+}
+
+/*
  * Run the current step of one saga if it is due (or fail it if its
  * deadline passed). Needs a transaction; connects to SPI itself (so that
  * what a step allocates is freed with it); runs as whoever calls it and
@@ -866,6 +920,7 @@ saga_run_one(text *saga_id, Oid only_for, bool note)
 	int			ret;
 	int32		step_no;
 	int32		id_hash = 0;
+	TimestampTz call_start;
 
 	SPI_connect();
 	ep_become_owner(&saved);
@@ -898,7 +953,7 @@ saga_run_one(text *saga_id, Oid only_for, bool note)
 	data = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 9, &isnull));
 	step_no = DatumGetInt32(SPI_getbinval(tup, desc, 10, &isnull));
 
-	if (!timed_out && !due)
+	if ((!timed_out && !due) || (note && saga_owner_set_aside(owner)))
 	{
 		ep_restore_user(&saved);
 		SPI_finish();
@@ -929,10 +984,18 @@ saga_run_one(text *saga_id, Oid only_for, bool note)
 															PointerGetDatum(saga_id)));
 			saga_note_call(true, id_hash, step_no, compensating);
 		}
+		call_start = GetCurrentTimestamp();
 		ok = saga_call(fn, owner, search_path, limit_ms, what, step,
 					   saga_id, data, &result, &error);
 		if (note)
+		{
+			TimestampTz call_end = GetCurrentTimestamp();
+
 			saga_note_call(false, 0, 0, false);
+			if (ep_guc_projection_slow_call_ms > 0 &&
+				TimestampDifferenceExceeds(call_start, call_end, ep_guc_projection_slow_call_ms))
+				saga_set_owner_aside(owner, call_end + (call_end - call_start));
+		}
 		ep_become_owner(&saved);
 		if (!ok)
 			outcome = "error";
@@ -1161,6 +1224,7 @@ ep_saga_step(void)
 	TimestampTz next_due = DT_NOEND;
 	TimestampTz started = GetCurrentTimestamp();
 	ListCell   *volatile lc;
+	volatile bool ran_any = false;
 
 	step_failures = 0;
 
@@ -1221,7 +1285,10 @@ ep_saga_step(void)
 				}
 				lc = lnext(ids, lc);
 				if (saga_run_guarded(saga_id))
+				{
 					in_group++;
+					ran_any = true;
+				}
 			}
 			PopActiveSnapshot();
 			CommitTransactionCommand();
@@ -1250,7 +1317,7 @@ ep_saga_step(void)
 													 Min(1000L << Min(step_failures - 1, 8), 60000L)));
 		return false;
 	}
-	if (!more && list_length(ids) == EP_SAGA_BATCH)
+	if (!more && list_length(ids) == EP_SAGA_BATCH && ran_any)
 		more = true;
 	if (!more && next_due != DT_NOEND)
 	{
