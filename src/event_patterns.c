@@ -45,6 +45,7 @@
 #include "worker.h"
 #include "projection.h"
 #include "owner.h"
+#include "saga.h"
 
 PG_MODULE_MAGIC;
 
@@ -232,6 +233,7 @@ void
 _PG_init(void)
 {
 	ep_projection_init();		/* its GUCs before the prefix is reserved */
+	ep_saga_init();
 	ep_owner_init();
 	ep_guc_define();
 	RegisterXactCallback(ep_xact_callback, NULL);

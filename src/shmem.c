@@ -38,6 +38,7 @@ ep_shmem_total_size(void)
 	size = add_size(size, ep_notify_shmem_size());
 	size = add_size(size, ep_bgw_shmem_size());
 	size = add_size(size, ep_projection_shmem_size());
+	size = add_size(size, ep_saga_shmem_size());
 	return size;
 }
 
@@ -60,6 +61,7 @@ ep_shmem_startup(void)
 	ep_notify_shmem_init();
 	ep_bgw_shmem_init();
 	ep_projection_shmem_init();
+	ep_saga_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 	shmem_initialized = true;
 }

@@ -26,4 +26,8 @@ extern void ep_bgw_shmem_init(void);
 extern Size ep_projection_shmem_size(void);
 extern void ep_projection_shmem_init(void);
 
+/* saga.c */
+extern Size ep_saga_shmem_size(void);
+extern void ep_saga_shmem_init(void);
+
 #endif							/* EP_SHMEM_H */

@@ -78,6 +78,9 @@ static int	nsteps = 0;
 bool		ep_worker_am_worker = false;
 
 static volatile sig_atomic_t got_sigterm = false;
+
+/* earliest wake-up the steps of the current round asked for */
+static TimestampTz steps_due = 0;
 static volatile sig_atomic_t in_work = false;
 
 void
@@ -90,6 +93,13 @@ ep_worker_register_step(const char *name, EpWorkerStep step)
 	strlcpy(steps[nsteps].name, name, NAMEDATALEN);
 	steps[nsteps].step = step;
 	nsteps++;
+}
+
+void
+ep_worker_due_at(TimestampTz at)
+{
+	if (steps_due == 0 || at < steps_due)
+		steps_due = at;
 }
 
 void
@@ -246,6 +256,7 @@ ep_worker_main(Datum main_arg)
 			worker_leave(slot, ep_bgw_stop_requested(slot) ?
 						 EP_EXIT_STOPPED : EP_EXIT_UNEXPECTED);
 		ep_bgw_set_state(slot, EP_SLOT_BUSY);
+		steps_due = 0;
 		for (i = 0; i < nsteps; i++)
 		{
 			MemoryContextSwitchTo(round_cxt);
@@ -283,6 +294,12 @@ ep_worker_main(Datum main_arg)
 		if (next_due > now)
 		{
 			long		ms = (long) ((next_due - now) / 1000) + 1;
+
+			timeout = Min(timeout, ms);
+		}
+		if (steps_due != 0)
+		{
+			long		ms = steps_due > now ? (long) ((steps_due - now) / 1000) + 1 : 1;
 
 			timeout = Min(timeout, ms);
 		}

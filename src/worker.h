@@ -18,9 +18,17 @@
 
 #include "postgres.h"
 
+#include "datatype/timestamp.h"
+
 typedef bool (*EpWorkerStep) (void);
 
 extern void ep_worker_register_step(const char *name, EpWorkerStep step);
 extern void ep_worker_wake(Oid dbid);
+
+/*
+ * A step that has work falling due later (a retry, a timeout) asks the
+ * worker to wake no later than at; the request lasts for one round.
+ */
+extern void ep_worker_due_at(TimestampTz at);
 
 #endif							/* EP_WORKER_H */

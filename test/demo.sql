@@ -287,3 +287,93 @@ SELECT target, owner, last_status, time_limit FROM ep.jobs WHERE target = 'shipp
 SET ROLE shipping_svc;
 SELECT ep.unschedule_job('shipping_tick');
 RESET ROLE;
+
+\echo
+\echo '== 6. Sagas: place order -> reserve stock -> charge payment -> ship, with compensations'
+\echo '-- the shop service owns the saga; the payments service answers requests it receives'
+\echo '-- (here projections in the same database; across databases requests and replies'
+\echo '-- travel by logical replication, see test/tap/t/071_saga_two_clusters.pl)'
+CREATE ROLE shop_svc LOGIN;
+CREATE SCHEMA shop AUTHORIZATION shop_svc;
+SET ROLE shop_svc;
+SET search_path = shop;
+CREATE TABLE orders (order_id text PRIMARY KEY, item text, amount int, status text);
+CREATE TABLE stock (item text PRIMARY KEY, available int NOT NULL CHECK (available >= 0));
+INSERT INTO stock VALUES ('book', 10);
+CREATE TABLE shipments (order_id text PRIMARY KEY, item text);
+CREATE TABLE payment_requests (order_id text PRIMARY KEY, amount int);
+
+CREATE FUNCTION place_order(saga_id text, data jsonb) RETURNS jsonb LANGUAGE sql AS $$
+    INSERT INTO orders VALUES (saga_id, data->>'item', (data->>'amount')::int, 'pending')
+    RETURNING jsonb_build_object('order', status) $$;
+CREATE FUNCTION cancel_order(saga_id text, data jsonb) RETURNS jsonb LANGUAGE sql AS $$
+    UPDATE orders SET status = 'cancelled' WHERE order_id = saga_id
+    RETURNING jsonb_build_object('order', status) $$;
+CREATE FUNCTION reserve_stock(saga_id text, data jsonb) RETURNS jsonb LANGUAGE sql AS $$
+    UPDATE stock SET available = available - 1 WHERE item = data->>'item'
+    RETURNING jsonb_build_object('reserved', item) $$;
+CREATE FUNCTION release_stock(saga_id text, data jsonb) RETURNS jsonb LANGUAGE sql AS $$
+    UPDATE stock SET available = available + 1 WHERE item = data->>'reserved'
+    RETURNING jsonb_build_object('released', item) $$;
+-- asks the payments service and waits for its reply (returns NULL)
+CREATE FUNCTION charge_payment(saga_id text, data jsonb) RETURNS jsonb LANGUAGE sql AS $$
+    INSERT INTO payment_requests VALUES (saga_id, (data->>'amount')::int) RETURNING NULL::jsonb $$;
+CREATE FUNCTION refund_payment(saga_id text, data jsonb) RETURNS jsonb LANGUAGE sql AS $$
+    SELECT jsonb_build_object('refunded', data->'paid') $$;
+CREATE FUNCTION ship_order(saga_id text, data jsonb) RETURNS jsonb LANGUAGE sql AS $$
+    WITH s AS (INSERT INTO shipments VALUES (saga_id, data->>'item'))
+    UPDATE orders SET status = 'shipped' WHERE order_id = saga_id
+    RETURNING jsonb_build_object('order', status) $$;
+SELECT ep.define_saga('order', '[
+    {"name": "place",   "action": "place_order",    "compensation": "cancel_order"},
+    {"name": "reserve", "action": "reserve_stock",  "compensation": "release_stock", "retries": 2},
+    {"name": "pay",     "action": "charge_payment", "compensation": "refund_payment", "timeout": "3 seconds"},
+    {"name": "ship",    "action": "ship_order"}
+]');
+
+-- the payments service: approves up to 100, declines more, never answers 666;
+-- it answers with events (stream payment-<order>)
+CREATE FUNCTION payments_answer(op text, old_row jsonb, new_row jsonb) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE amount int := (new_row->>'amount')::int;
+BEGIN
+    IF op = 'INSERT' AND amount <> 666 THEN
+        PERFORM ep.append('payment-' || (new_row->>'order_id'),
+                          CASE WHEN amount <= 100 THEN 'PaymentApproved' ELSE 'PaymentDeclined' END,
+                          jsonb_build_object('order_id', new_row->>'order_id', 'amount', amount));
+    END IF;
+END $$;
+SELECT ep.create_table_projection('payments_service', 'payment_requests',
+                                  'payments_answer(text, jsonb, jsonb)');
+-- the shop turns the answers into the outcome of its waiting step
+CREATE FUNCTION payment_reply(e ep.events) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF e.event_type = 'PaymentApproved' THEN
+        PERFORM ep.complete_step(e.data->>'order_id', 'pay', jsonb_build_object('paid', e.data->'amount'));
+    ELSE
+        PERFORM ep.fail_step(e.data->>'order_id', 'pay', 'card declined');
+    END IF;
+END $$;
+SELECT ep.create_projection('payment_replies', 'payment_reply(ep.events)', category => 'payment');
+
+\echo '-- three orders: one paid, one declined, one the payments service never answers'
+SELECT ep.start_saga('order', 'order-1', '{"item": "book", "amount": 30}');
+SELECT ep.start_saga('order', 'order-2', '{"item": "book", "amount": 500}');
+SELECT ep.start_saga('order', 'order-3', '{"item": "book", "amount": 666}');
+SELECT ep.start_saga('order', 'order-1', '{"item": "book", "amount": 30}');   -- idempotent
+RESET search_path;
+RESET ROLE;
+DO $$
+BEGIN
+    FOR i IN 1..300 LOOP
+        EXIT WHEN (SELECT count(*) FROM ep.sagas WHERE saga_type = 'order'
+                    AND status IN ('completed', 'compensated', 'failed')) = 3;
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END $$;
+SELECT saga_id, status, last_error, data->>'paid' AS paid FROM ep.sagas WHERE saga_type = 'order' ORDER BY saga_id;
+SELECT * FROM shop.orders ORDER BY order_id;
+SELECT * FROM shop.stock;
+\echo '-- the history of each saga is a stream of the event store (category saga_order)'
+SELECT stream_version, event_type, data->>'step' AS step, data->>'error' AS error
+  FROM ep.read_stream('saga_order-order-2') ORDER BY stream_version;
