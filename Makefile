@@ -38,7 +38,8 @@ OBJS = \
 	src/ivm_recompute.o \
 	src/projection_wait.o \
 	src/owner.o \
-	src/category.o
+	src/category.o \
+	src/replica/subscribe.o
 
 # The install script is assembled from one SQL file per concern.
 SQL_SOURCES = $(sort $(wildcard src/sql/*.sql))
@@ -51,6 +52,7 @@ PG_CONFIG ?= pg_config
 
 # Warnings are defects: -Wall is in PostgreSQL's CFLAGS already; add -Wextra
 # minus the few classes PostgreSQL's own headers trigger.
+PG_CPPFLAGS = -Isrc
 PG_CFLAGS = -Wextra -Wno-unused-parameter -Wno-missing-field-initializers \
             -Wno-sign-compare -Wno-cast-function-type
 
@@ -102,4 +104,4 @@ print-%:
 
 # PGXS does not track header dependencies: rebuild every object when any
 # of the internal headers changes (the library is small).
-$(OBJS): $(wildcard src/*.h)
+$(OBJS): $(wildcard src/*.h src/replica/*.h)
