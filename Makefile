@@ -39,7 +39,10 @@ OBJS = \
 	src/projection_wait.o \
 	src/owner.o \
 	src/category.o \
-	src/replica/subscribe.o
+	src/replica/subscribe.o \
+	src/replica/reader.o \
+	src/replica/publish.o \
+	src/replica/follow.o
 
 # The install script is assembled from one SQL file per concern.
 SQL_SOURCES = $(sort $(wildcard src/sql/*.sql))
