@@ -27,6 +27,7 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_subscription.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -252,6 +253,104 @@ ep_unfollow_store(PG_FUNCTION_ARGS)
 						" m.p, true) FROM (SELECT pg_catalog.max(global_position) AS p FROM ep.events) m"
 						" WHERE m.p IS NOT NULL", false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not move the position sequence");
+	}
+	SPI_finish();
+	ep_restore_user(&saved);
+	ep_follow_invalidate();
+	PG_RETURN_VOID();
+}
+
+/*
+ * ep.resync_store(name): start the copy again, after the writer lost or
+ * dropped this reader's slot (wal_status "lost" under
+ * max_slot_wal_keep_size, or dropped by hand).  A new subscription (named
+ * name or name_resync, alternately) and its slot are created first, while
+ * this transaction has no xid (subscribe.c), then the old one is dropped
+ * and the local copy emptied; the writer's store arrives again with the new
+ * subscription's initial copy.  Positions are the writer's, so projections
+ * on this reader keep their progress: what they applied is not applied
+ * again, and global reads return nothing new until the copy is complete.
+ */
+PG_FUNCTION_INFO_V1(ep_resync_store);
+Datum
+ep_resync_store(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	char	   *oldsub;
+	char	   *newsub;
+	char	   *publication;
+	char	   *conninfo;
+	Oid			subid;
+	Subscription *sub;
+	EpSavedUser saved;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("name must not be NULL")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	(void) ep_catalog();
+	if (!superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("must be superuser to re-sync a store")));
+
+	ep_become_owner(&saved);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	{
+		Oid			types[1] = {TEXTOID};
+		Datum		args[1];
+
+		args[0] = CStringGetTextDatum(name);
+		if (SPI_execute_with_args("SELECT subscription::pg_catalog.text, publication::pg_catalog.text"
+								  " FROM ep.store_follow WHERE name OPERATOR(pg_catalog.=) $1",
+								  1, types, args, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "SPI_execute failed");
+		if (SPI_processed == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("this database does not follow a store named \"%s\"", name)));
+		oldsub = MemoryContextStrdup(TopTransactionContext,
+									 SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+		publication = MemoryContextStrdup(TopTransactionContext,
+										  SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2));
+	}
+	SPI_finish();
+	ep_restore_user(&saved);
+
+	subid = get_subscription_oid(oldsub, true);
+	if (!OidIsValid(subid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("subscription \"%s\" of the followed store does not exist", oldsub),
+				 errhint("Call ep.unfollow_store() and ep.follow_store() again.")));
+	sub = GetSubscription(subid, false);
+	conninfo = pstrdup(sub->conninfo);
+	newsub = strcmp(oldsub, name) == 0 ? psprintf("%s_resync", name) : pstrdup(name);
+
+	/* the new slot first: this transaction has written nothing yet */
+	ep_native_subscribe(newsub, conninfo, publication, true, NULL);
+	(void) ep_native_unsubscribe(oldsub, true);
+
+	ep_become_owner(&saved);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	{
+		Oid			types[2] = {NAMEOID, TEXTOID};
+		Datum		args[2];
+
+		args[0] = DirectFunctionCall1(namein, CStringGetDatum(newsub));
+		args[1] = CStringGetTextDatum(name);
+		/* the immutability trigger lets the extension's own writes through */
+		ep_internal_writes++;
+		if (SPI_execute("TRUNCATE ep.events, ep.streams, ep.redactions", false, 0) != SPI_OK_UTILITY ||
+			SPI_execute("DELETE FROM ep.store_horizon", false, 0) != SPI_OK_DELETE ||
+			SPI_execute_with_args("UPDATE ep.store_follow SET subscription = $1"
+								  " WHERE name OPERATOR(pg_catalog.=) $2",
+								  2, types, args, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not empty the copy");
+		ep_internal_writes--;
 	}
 	SPI_finish();
 	ep_restore_user(&saved);

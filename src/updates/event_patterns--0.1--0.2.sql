@@ -1023,4 +1023,10 @@ SELECT 'writer'::text,
 COMMENT ON VIEW ep.store_status IS 'Read nodes: on a reader its source, readable position and lag; on a writer each follower''s slot (lag in bytes and seconds, wal_status: lost means the follower must re-sync)';
 GRANT SELECT ON ep.store_status TO PUBLIC;
 
+
+CREATE FUNCTION ep.resync_store(name text)
+    RETURNS void LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'ep_resync_store';
+COMMENT ON FUNCTION ep.resync_store(text) IS 'On a reader whose slot the writer lost or dropped: a new subscription and slot, the local copy emptied and copied again; projections keep their progress; superusers only';
+REVOKE ALL ON FUNCTION ep.resync_store(text) FROM PUBLIC;
+
 SELECT ep._objects_changed();
