@@ -80,6 +80,21 @@ like($err, qr/EP005/, 'delete_stream on a reader raises EP005');
 is($a->safe_psql('r1', 'SELECT count(*) FROM ep.events'),
 	$a->safe_psql('w', 'SELECT count(*) FROM ep.events'), 'nothing was written on the reader');
 
+# --- a projection created on a reader after the copy arrived -------------
+# (its events were applied before the reader's slot position: they must
+# come from the table, not be assumed to be decoded)
+is($a->safe_psql('r1', q{SELECT ep.wait_for_projection('feed', '60 s')}), 't', 'r1 projection caught up');
+$a->safe_psql('r1', q{
+SET ROLE app;
+CREATE TABLE late (pos bigint NOT NULL);
+CREATE FUNCTION record_late(e ep.events) RETURNS void LANGUAGE sql
+    AS $$ INSERT INTO late (pos) VALUES (e.global_position) $$;
+SELECT ep.create_projection('late', 'record_late(ep.events)');
+});
+is($a->safe_psql('r1', q{SELECT ep.wait_for_projection('late', '60 s')}), 't', 'a late projection caught up');
+is($a->safe_psql('r1', q{SELECT count(*) FROM ep.events e WHERE NOT EXISTS (SELECT FROM late l WHERE l.pos = e.global_position)}),
+	'0', 'the late projection skipped no copied event');
+
 # --- category-filtered publication -------------------------------------
 is($b->safe_psql('r2', q{SELECT count(*) FROM ep.events WHERE category <> 'post'}),
 	'0', 'the filtered reader holds no event of another category');
