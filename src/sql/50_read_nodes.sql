@@ -162,7 +162,7 @@ SELECT 'reader'::text AS role,
        (s.pid IS NOT NULL) AS active,
        h.published_at AS horizon_published_at
   FROM ep.store_follow f
-  CROSS JOIN ep.store_horizon h
+  LEFT JOIN ep.store_horizon h ON true
   LEFT JOIN pg_catalog.pg_stat_subscription s
          ON s.subname OPERATOR(pg_catalog.=) f.subscription AND s.relid IS NULL
 UNION ALL
