@@ -43,11 +43,12 @@ static int64 worker_published = -1;
 
 /*
  * Publish the horizon if the store is published and the horizon is above
- * "known"; returns the horizon position (H - 1), or -1 when this database
- * does not publish its store.  Needs a transaction and an active snapshot.
+ * "known"; returns the horizon position (H - 1), or -1 on a reader (or
+ * with the objects of 0.1); *published tells whether the store is
+ * published.  Needs a transaction and an active snapshot.
  */
 static int64
-ep_replica_publish(int64 known)
+ep_replica_publish(int64 known, bool *published_out)
 {
 	const EpCatalog *cat = ep_catalog();
 	EpSavedUser saved;
@@ -55,6 +56,7 @@ ep_replica_publish(int64 known)
 	int64		issued;
 	bool		published = false;
 
+	*published_out = false;
 	if (cat->version < EP_VERSION_0_2 || ep_replica_is_reader())
 		return -1;
 	/* issued before H: H <= issued + 1 */
@@ -83,7 +85,8 @@ ep_replica_publish(int64 known)
 	}
 	SPI_finish();
 	ep_restore_user(&saved);
-	return published ? position : -1;
+	*published_out = published;
+	return position;
 }
 
 /* Worker step: publish the horizon after appending commits. */
@@ -92,6 +95,7 @@ ep_replica_horizon_step(void)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	volatile int64 position = -1;
+	bool		published;
 
 	if (RecoveryInProgress())
 		return false;
@@ -99,7 +103,7 @@ ep_replica_horizon_step(void)
 	{
 		ep_bgw_start_xact();
 		PushActiveSnapshot(GetTransactionSnapshot());
-		position = ep_replica_publish(worker_published);
+		position = ep_replica_publish(worker_published, &published);
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 	}
@@ -113,9 +117,11 @@ ep_replica_horizon_step(void)
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);
-	/* unpublished: check again when the horizon moves */
-	if (position >= 0 || worker_published < 0)
-		worker_published = position;
+	/*
+	 * Published or not, look again only when the horizon moves (an
+	 * ep.publish_store writes the row itself); after an error, next round.
+	 */
+	worker_published = position;
 	return false;
 }
 
@@ -131,10 +137,11 @@ Datum
 ep_publish_horizon(PG_FUNCTION_ARGS)
 {
 	int64		position;
+	bool		published;
 
 	ep_require_preload("publishing the read horizon");
-	position = ep_replica_publish(-1);
-	if (position < 0)
+	position = ep_replica_publish(-1, &published);
+	if (!published)
 		PG_RETURN_NULL();
 	PG_RETURN_INT64(position);
 }
