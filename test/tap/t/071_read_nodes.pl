@@ -221,6 +221,32 @@ is($a->safe_psql('r1', q{SELECT count(*) FROM ep.events e WHERE e.category = 'po
 is($a->safe_psql('w', q{SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'same_cluster%'}), '1',
 	'the writer holds one slot for the re-synced reader');
 
+# --- a dead reader and max_slot_wal_keep_size: the slot is lost, re-sync --
+$a->safe_psql('w', q{ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'; SELECT pg_reload_conf();});
+$b->stop('fast');
+for my $i (1 .. 4)
+{
+	$a->safe_psql('w', "CALL burst('post-l$i', 50); SELECT pg_switch_wal(); CHECKPOINT;");
+}
+ok($a->poll_query_until('w', q{SELECT wal_status = 'lost' FROM ep.store_status WHERE slot_name LIKE 'posts_%'}),
+	'writer: the dead reader\'s slot is lost beyond max_slot_wal_keep_size');
+$a->safe_psql('w', q{ALTER SYSTEM RESET max_slot_wal_keep_size; SELECT pg_reload_conf();});
+$b->start;
+$a->safe_psql('w', 'SELECT ep.publish_horizon()');
+$last = $a->safe_psql('w', 'SELECT max(global_position) FROM ep.events');
+is($b->safe_psql('r2', "SELECT ep.wait_for_position($last, '2 s')"), 'f',
+	'with a lost slot the reader cannot catch up');
+$b->safe_psql('r2', q{SELECT ep.resync_store('posts')});
+ok(caught_up($b, 'r2'), 'after ep.resync_store the reader caught up');
+is($b->safe_psql('r2', 'SELECT count(*) FROM ep.events'),
+	$a->safe_psql('w', q{SELECT count(*) FROM ep.events WHERE category = 'post'}), 'the copy is complete again');
+is($b->safe_psql('r2', q{SELECT ep.wait_for_projection('feed', '60 s')}), 't', 'its projection caught up again');
+is($b->safe_psql('r2', 'SELECT count(*) - count(DISTINCT pos) FROM feed'), '0', 'nothing applied twice');
+is($b->safe_psql('r2', q{SELECT count(*) FROM ep.events e WHERE NOT EXISTS (SELECT FROM feed f WHERE f.pos = e.global_position)}),
+	'0', 'nothing skipped');
+is($a->safe_psql('w', q{SELECT string_agg(wal_status, ',') FROM ep.store_status WHERE slot_name LIKE 'posts_%'}),
+	'reserved', 'the writer holds one healthy slot for it');
+
 # --- unfollow: the copy becomes a store of its own ----------------------
 $b->safe_psql('r2', q{SELECT ep.unfollow_store('posts')});
 is($a->safe_psql('w', q{SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'posts_%'}), '0',
