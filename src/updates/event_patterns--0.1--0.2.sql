@@ -872,6 +872,7 @@ CREATE TABLE ep.store_publications (
     created_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 COMMENT ON TABLE ep.store_publications IS 'Publications of the store made by ep.publish_store (writer side); categories NULL = every category';
+SELECT pg_catalog.pg_extension_config_dump('ep.store_publications', '');
 
 -- The store this database follows (at most one; reader side).
 CREATE TABLE ep.store_follow (
