@@ -46,6 +46,7 @@
 #include "projection.h"
 #include "owner.h"
 #include "saga.h"
+#include "replica/replica.h"
 
 PG_MODULE_MAGIC;
 
@@ -218,8 +219,13 @@ ep_xact_callback(XactEvent event, void *arg)
 			{
 				/* count the commit for the notifier before waking it */
 				bool		notify_wake = ep_notify_xact_end(event == XACT_EVENT_COMMIT);
+				/* a read node's apply worker brought the writer's horizon */
+				bool		horizon_wake = ep_replica_take_wake() && event == XACT_EVENT_COMMIT;
 
-				ep_bgw_at_xact_end(event, ep_position_reserved_in_xact() || notify_wake);
+				if (event == XACT_EVENT_COMMIT)
+					ep_replica_note_commit(ep_position_last_in_xact());
+				ep_bgw_at_xact_end(event, ep_position_reserved_in_xact() || notify_wake ||
+								   horizon_wake);
 				ep_position_xact_end();
 				ep_internal_writes = 0;
 			}
@@ -232,6 +238,7 @@ ep_xact_callback(XactEvent event, void *arg)
 void
 _PG_init(void)
 {
+	ep_replica_init();			/* the horizon step runs before projections */
 	ep_projection_init();		/* its GUCs before the prefix is reserved */
 	ep_saga_init();
 	ep_owner_init();

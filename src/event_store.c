@@ -54,6 +54,7 @@
 #include "notify.h"
 #include "owner.h"
 #include "position.h"
+#include "replica/replica.h"
 
 typedef struct EpNewEvent
 {
@@ -579,6 +580,8 @@ ep_do_append(text *stream, bool has_expected, int64 expected, EpNewEvent *evs, i
 	bool		isnull;
 	int			i;
 
+	ep_replica_check_writable("appending");
+
 	for (i = 0; i < n; i++)
 		any_id |= evs[i].has_id;
 	if (any_id && n > 1)
@@ -870,6 +873,8 @@ ep_delete_stream(PG_FUNCTION_ARGS)
 	Oid			argt[1] = {TEXTOID};
 	Datum		args[1];
 
+	ep_replica_check_writable("ep.delete_stream");
+
 	ep_check_expected_arg(fcinfo, 1);
 	ep_catalog();
 	ep_category_check_stream(stream, EP_CAT_ADMIN, "delete streams of");
@@ -945,6 +950,8 @@ ep_set_stream_metadata(PG_FUNCTION_ARGS)
 	Datum		args[2];
 	int64		version;
 	bool		tombstoned = false;
+
+	ep_replica_check_writable("ep.set_stream_metadata");
 
 	if (!PG_ARGISNULL(1) && PG_GETARG_INT64(1) < 0)
 		ereport(ERROR,

@@ -102,6 +102,7 @@
 #include "event_patterns.h"
 #include "owner.h"
 #include "ivm_def.h"
+#include "replica/replica.h"
 
 
 void
@@ -784,6 +785,13 @@ ivm_check_bases(IvmDef *d)
 		Oid			relid = lfirst_oid(lc);
 		bool		events = (relid == ep_catalog()->events);
 
+		/* the apply worker fires no statement triggers (replica/reader.c) */
+		if (events && ep_replica_is_reader())
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("immediate and deferred views over ep.events cannot be maintained on a read node"),
+					 errdetail("Events arrive here through logical replication, whose apply worker fires no statement triggers."),
+					 errhint("Create the view with refresh => 'full' and refresh it with ep.refresh_view() or ep.schedule_refresh(), or use an async projection.")));
 		if (pg_class_aclcheck(relid, user, ACL_TRIGGER) != ACLCHECK_OK)
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),

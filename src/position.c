@@ -68,6 +68,7 @@
 #include "event_patterns.h"
 #include "owner.h"
 #include "position.h"
+#include "replica/replica.h"
 #include "shmem.h"
 
 #define EP_MAX_HIGHWATER 256
@@ -100,6 +101,7 @@ static EpPositionShared *pos_shared = NULL;
 /* backend-local state */
 static EpHighWater *my_highwater = NULL;
 static bool reserved_in_xact = false;
+static int64 last_in_xact = 0;	/* last position drawn by this transaction */
 static bool exit_hook_registered = false;
 
 static int
@@ -273,6 +275,7 @@ ep_position_next(Oid seqid)
 	else
 		pos = nextval_internal(seqid, false);
 
+	last_in_xact = pos;
 	if (hw != NULL)
 		ep_highwater_raise(hw, (uint64) pos);
 	return pos;
@@ -289,7 +292,12 @@ ep_position_horizon(Oid seqid)
 	EpHighWater *hw;
 	uint64		water = 0;
 	uint64		horizon;
+	int64		reader_horizon;
 	int			i;
+
+	/* a read node reads up to the horizon its writer published */
+	if (ep_replica_reader_horizon(&reader_horizon))
+		return reader_horizon;
 
 	ep_require_preload("reading events in global order");
 	hw = ep_highwater_for(seqid);
@@ -319,6 +327,27 @@ ep_position_horizon(Oid seqid)
 	return (int64) horizon;
 }
 
+/* Largest position issued so far in this database (0: none). */
+int64
+ep_position_issued(Oid seqid)
+{
+	EpHighWater *hw = ep_highwater_for(seqid);
+	uint64		water = 0;
+
+	if (hw != NULL)
+		water = pg_atomic_read_u64(&hw->max_issued);
+	if (water == 0)
+		water = ep_sequence_last_issued(seqid);
+	return (int64) water;
+}
+
+/* Last position this transaction drew (0: it has not appended). */
+int64
+ep_position_last_in_xact(void)
+{
+	return last_in_xact;
+}
+
 bool
 ep_position_reserved_in_xact(void)
 {
@@ -334,4 +363,5 @@ ep_position_xact_end(void)
 		pg_atomic_write_u64(&my_slot()->reserved, 0);
 	}
 	reserved_in_xact = false;
+	last_in_xact = 0;
 }

@@ -10,6 +10,8 @@
 
 extern int64 ep_position_next(Oid seqid);
 extern int64 ep_position_horizon(Oid seqid);
+extern int64 ep_position_issued(Oid seqid);
+extern int64 ep_position_last_in_xact(void);
 extern bool ep_position_reserved_in_xact(void);
 extern void ep_position_xact_end(void);
 

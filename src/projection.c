@@ -120,6 +120,7 @@
 #include "owner.h"
 #include "launcher.h"
 #include "position.h"
+#include "replica/replica.h"
 #include "projection.h"
 #include "upcast.h"
 #include "shmem.h"
@@ -435,6 +436,20 @@ ep_sequence_last(Oid seqid)
 	fcinfo->args[0].isnull = false;
 	d = pg_sequence_last_value(fcinfo);
 	return fcinfo->isnull ? 0 : DatumGetInt64(d);
+}
+
+/*
+ * The water mark W and the horizon H of a round.  On a writer W is read
+ * before H; on a read node H is the replicated one and W the largest
+ * position present, read after it (replica/reader.c explains why).
+ */
+static void
+ep_round_bounds(const EpCatalog *cat, int64 *water, int64 *horizon)
+{
+	if (ep_replica_round_bounds(water, horizon))
+		return;
+	*water = ep_sequence_last(cat->position_seq);
+	*horizon = ep_position_horizon(cat->position_seq);
 }
 
 static char *
@@ -1703,9 +1718,8 @@ ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *
 
 		nproj = ep_load_projections(&projs, round_cxt);
 
-		/* W before H: see the header comment */
-		water = ep_sequence_last(cat->position_seq);
-		horizon = ep_position_horizon(cat->position_seq);
+		/* W before H: see the header comment (a read node: replica/reader.c) */
+		ep_round_bounds(cat, &water, &horizon);
 		if (horizon >= water + 1)
 		{
 			/* a lower cover is the stronger statement */
@@ -1850,8 +1864,10 @@ ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *
 		if (cover_known)
 			new_cover = Max(cover, horizon - 1);
 		{
-			int64		water2 = ep_sequence_last(cat->position_seq);
-			int64		horizon2 = ep_position_horizon(cat->position_seq);
+			int64		water2;
+			int64		horizon2;
+
+			ep_round_bounds(cat, &water2, &horizon2);
 
 			if (horizon2 >= water2 + 1)
 			{

@@ -43,6 +43,7 @@
 #include "event_patterns.h"
 #include "category.h"
 #include "owner.h"
+#include "replica/replica.h"
 
 static SPIPlanPtr plan_scavenge_streams = NULL;
 static SPIPlanPtr plan_scavenge_delete = NULL;
@@ -77,6 +78,8 @@ ep_scavenge(PG_FUNCTION_ARGS)
 	uint64		nstreams;
 	uint64		i;
 	int64		removed = 0;
+
+	ep_replica_check_writable("ep.scavenge");
 
 	if (batch < 1)
 		ereport(ERROR,
@@ -198,6 +201,8 @@ ep_redact_stream(PG_FUNCTION_ARGS)
 	int64		redaction_id;
 	uint64		n;
 	int			ret;
+
+	ep_replica_check_writable("ep.redact_stream");
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,

@@ -377,3 +377,58 @@ SELECT * FROM shop.stock;
 \echo '-- the history of each saga is a stream of the event store (category saga_order)'
 SELECT stream_version, event_type, data->>'step' AS step, data->>'error' AS error
   FROM ep.read_stream('saga_order-order-2') ORDER BY stream_version;
+
+\echo
+\echo '== 7. CQRS with a separate query database: the writer publishes its store,'
+\echo '--    a read database of the same cluster follows it and hosts the feed'
+SELECT ep.publish_store();
+SELECT current_database() AS writer_db, current_setting('port') AS port,
+       split_part(current_setting('unix_socket_directories'), ',', 1) AS sockdir \gset
+CREATE DATABASE demo_query;
+\c demo_query
+CREATE EXTENSION event_patterns;
+-- the slot is created on the writer first, so this works within one cluster
+SELECT ep.follow_store('query_db', format('dbname=%s port=%s host=%s', :'writer_db', :'port', :'sockdir'));
+\echo '-- the denormalized feed, a projection of an ordinary role on the query database'
+CREATE ROLE feed_app LOGIN;
+GRANT CREATE ON SCHEMA public TO feed_app;
+SET ROLE feed_app;
+SET search_path = public;
+CREATE TABLE post_feed (post text PRIMARY KEY, author text NOT NULL, body text NOT NULL,
+                        likes int NOT NULL DEFAULT 0, at_position bigint NOT NULL);
+CREATE FUNCTION feed_handler(e ep.events) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF e.event_type = 'PostWritten' THEN
+        INSERT INTO post_feed (post, author, body, at_position)
+        VALUES (e.stream_id, e.data->>'author', e.data->>'body', e.global_position);
+    ELSIF e.event_type = 'PostLiked' THEN
+        UPDATE post_feed SET likes = likes + 1, at_position = e.global_position WHERE post = e.stream_id;
+    END IF;
+END $$;
+SELECT ep.create_projection('post_feed', 'feed_handler(ep.events)', category => 'post');
+RESET search_path;
+RESET ROLE;
+\echo '-- appends on the query database are refused (EP005), with a hint naming the writer'
+\set ON_ERROR_STOP 0
+SELECT ep.append('post-1', 'PostWritten', '{}');
+\set ON_ERROR_STOP 1
+
+\c :writer_db
+\echo '-- commands on the writer; last_position() is the read-your-writes token'
+SELECT ep.append('post-1', 'PostWritten', '{"author": "ann", "body": "hello from the write side"}');
+SELECT ep.append('post-2', 'PostWritten', '{"author": "bob", "body": "CQRS, two databases"}');
+SELECT ep.append('post-1', 'PostLiked', '{"by": "bob"}');
+SELECT ep.last_position() AS token \gset
+SELECT role, follower, wal_status FROM ep.store_status;
+
+\c demo_query
+\echo '-- read your writes on the query database: wait for the token, then for the feed'
+SELECT ep.wait_for_position(:token, '30 seconds') AS replicated;
+SELECT ep.wait_for_projection('post_feed', '30 seconds') AS projected;
+SELECT post, author, body, likes, at_position = :token AS includes_my_like
+  FROM public.post_feed ORDER BY post;
+SELECT role, readable_position >= :token AS readable, lag_events, active FROM ep.store_status;
+SELECT ep.unfollow_store('query_db');
+\c :writer_db
+SELECT ep.unpublish_store();
+DROP DATABASE demo_query;
