@@ -102,6 +102,10 @@
 #include "event_patterns.h"
 #include "owner.h"
 #include "ivm_def.h"
+#include "ivm_async.h"
+
+/* the view being created is async (ivm_async.c): deferred shape, no triggers */
+static bool ivm_creating_async = false;
 
 
 void
@@ -743,12 +747,18 @@ ivm_check_bases(IvmDef *d)
 	}
 	if (d->refresh == IVM_FULL)
 		return;
+	/* async views read their base tables' changes from the WAL */
+	if (ivm_creating_async)
+		ep_ivm_async_check_bases(d->bases);
+	else
+		ep_ivm_async_refuse_subscribed(d->bases, d->refresh == IVM_IMMEDIATE ? "immediate" : "deferred");
 	foreach(lc, d->bases)
 	{
 		Oid			relid = lfirst_oid(lc);
 		bool		events = (relid == ep_catalog()->events);
 
-		if (pg_class_aclcheck(relid, user, ACL_TRIGGER) != ACLCHECK_OK)
+		if (!ivm_creating_async &&
+			pg_class_aclcheck(relid, user, ACL_TRIGGER) != ACLCHECK_OK)
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 					 errmsg("permission denied for table %s", ivm_qualified_relname(relid)),
@@ -879,7 +889,14 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	query_text = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	refresh = text_to_cstring(PG_GETARG_TEXT_PP(2));
-	if (strcmp(refresh, "immediate") == 0)
+	ivm_creating_async = false;
+	if (strcmp(refresh, "async") == 0)
+	{
+		/* the deferred shape (change logs, batch SQL), fed by the worker */
+		d->refresh = IVM_DEFERRED;
+		ivm_creating_async = true;
+	}
+	else if (strcmp(refresh, "immediate") == 0)
 		d->refresh = IVM_IMMEDIATE;
 	else if (strcmp(refresh, "deferred") == 0)
 		d->refresh = IVM_DEFERRED;
@@ -889,7 +906,7 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid refresh mode \"%s\"", refresh),
-				 errhint("Use 'immediate', 'deferred' or 'full'.")));
+				 errhint("Use 'immediate', 'deferred', 'async' or 'full'.")));
 
 	/*
 	 * The initial fill must see every change committed before the triggers
@@ -897,7 +914,7 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 	 * transaction snapshot taken earlier would miss what those writers
 	 * commit meanwhile, and nothing would ever bring it into the view.
 	 */
-	if (d->refresh != IVM_FULL && IsolationUsesXactSnapshot())
+	if (d->refresh != IVM_FULL && !ivm_creating_async && IsolationUsesXactSnapshot())
 		ereport(ERROR,
 				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
 				 errmsg("incremental view with refresh \"%s\" cannot be created in a %s transaction",
@@ -1216,7 +1233,7 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 		ObjectAddressSet(storage_addr, RelationRelationId, storage_oid);
 		ObjectAddressSet(base_addr, RelationRelationId, base);
 		recordDependencyOn(&storage_addr, &base_addr, DEPENDENCY_NORMAL);
-		if (d->refresh == IVM_FULL && !counted)
+		if ((d->refresh == IVM_FULL && !counted) || ivm_creating_async)
 			continue;
 		if (as_owner)
 			ep_become_owner(&saved);
@@ -1307,6 +1324,8 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 		}
 		if (rc != SPI_OK_INSERT)
 			elog(ERROR, "could not record incremental view \"%s\"", name);
+		if (ivm_creating_async)
+			ep_ivm_async_define(view_id);
 	}
 
 	/* populate: the view's query runs as maintenance will (owner.h) */

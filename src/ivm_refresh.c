@@ -38,6 +38,7 @@
 #include "event_patterns.h"
 #include "owner.h"
 #include "ivm.h"
+#include "ivm_async.h"
 
 /*
  * SPI must be connected, inside the view owner's context
@@ -94,7 +95,6 @@ ivm_count(const char *sql)
 	return isnull ? 0 : DatumGetInt64(d);
 }
 
-static void ivm_refresh_body(IvmViewCache *vc, const char *name, int64 view_id, bool full);
 
 PG_FUNCTION_INFO_V1(ep_refresh_view);
 Datum
@@ -128,6 +128,13 @@ ep_refresh_view(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("must be owner of incremental view \"%s\"", name)));
+	/* async views are applied by the worker, in its order (ivm_async.c) */
+	if (vc->async)
+	{
+		SPI_finish();
+		ep_ivm_async_refresh(view_id, full);
+		PG_RETURN_VOID();
+	}
 	/* unpinned below, or at the end of the transaction if an error escapes */
 	ep_ivm_view_pin(vc);
 
@@ -142,7 +149,7 @@ ep_refresh_view(PG_FUNCTION_ARGS)
 	ep_ivm_writing++;
 	PG_TRY();
 	{
-		ivm_refresh_body(vc, name, view_id, full);
+		ep_ivm_refresh_body(vc, name, view_id, full);
 	}
 	PG_FINALLY();
 	{
@@ -155,9 +162,12 @@ ep_refresh_view(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* The body of ep_refresh_view, in the owner's context. */
-static void
-ivm_refresh_body(IvmViewCache *vc, const char *name, int64 view_id, bool full)
+/*
+ * The body of ep_refresh_view, in the owner's context (also the batch of an
+ * async view, ivm_async.c, whose logs the worker fills).
+ */
+void
+ep_ivm_refresh_body(IvmViewCache *vc, const char *name, int64 view_id, bool full)
 {
 	bool		needs_full;
 	bool		isnull;

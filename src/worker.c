@@ -74,6 +74,21 @@ typedef struct EpStep
 static EpStep steps[EP_MAX_STEPS];
 static int	nsteps = 0;
 
+/* a step asked for the next round within this many ms (-1: none) */
+static long requested_round_ms = -1;
+
+/*
+ * Called by a step that polls (async views follow the WAL, which commits of
+ * other sessions do not announce): the worker starts its next round within
+ * ms milliseconds. Valid for the current round only.
+ */
+void
+ep_worker_request_round(long ms)
+{
+	if (requested_round_ms < 0 || ms < requested_round_ms)
+		requested_round_ms = Max(ms, 1);
+}
+
 /* true in the per-database worker process */
 bool		ep_worker_am_worker = false;
 
@@ -246,6 +261,7 @@ ep_worker_main(Datum main_arg)
 			worker_leave(slot, ep_bgw_stop_requested(slot) ?
 						 EP_EXIT_STOPPED : EP_EXIT_UNEXPECTED);
 		ep_bgw_set_state(slot, EP_SLOT_BUSY);
+		requested_round_ms = -1;
 		for (i = 0; i < nsteps; i++)
 		{
 			MemoryContextSwitchTo(round_cxt);
@@ -277,6 +293,8 @@ ep_worker_main(Datum main_arg)
 			continue;
 
 		timeout = ep_guc_naptime_ms;
+		if (requested_round_ms >= 0)
+			timeout = Min(timeout, requested_round_ms);
 		if (notify_ms >= 0)
 			timeout = Min(timeout, notify_ms);
 		now = GetCurrentTimestamp();

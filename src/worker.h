@@ -22,5 +22,6 @@ typedef bool (*EpWorkerStep) (void);
 
 extern void ep_worker_register_step(const char *name, EpWorkerStep step);
 extern void ep_worker_wake(Oid dbid);
+extern void ep_worker_request_round(long ms);
 
 #endif							/* EP_WORKER_H */
