@@ -135,8 +135,12 @@ ep_decode_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr 
 				r->head = NULL;
 			r->tail = r->txn_start;
 			r->nchanges = r->txn_nchanges;
+			/*
+			 * Its commit record's start: a slot confirmed beyond it would
+			 * skip the transaction.
+			 */
 			if (r->first_invisible == InvalidXLogRecPtr)
-				r->first_invisible = txn->end_lsn;
+				r->first_invisible = txn->final_lsn;
 		}
 		else if (r->first_invisible != InvalidXLogRecPtr)
 			r->visible_after = true;

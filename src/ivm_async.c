@@ -27,10 +27,11 @@
  * insert position U after S, and decodes up to U: every transaction S sees
  * has its commit record before U. The decoder drops the changes of the
  * transactions S does not see (committed after it); the round's cut is the
- * end of the last transaction before the first of those. A transaction S
+ * start of the first of those's commit record (or U). A transaction S
  * sees that committed after one it does not (the commit record and the
  * visibility of two transactions can swap) makes the round give up and try
- * again: nothing is written.
+ * again: nothing is written. (Decoding skips transactions whose commit
+ * record starts before the slot's confirmed position, hence the start.)
  *
  * Exactly once. ep.ivm_async.applied_lsn is written in the same
  * transaction as the view's rows; a change is applied when its
@@ -797,12 +798,11 @@ ivm_async_round(bool in_worker, bool slot_created, XLogRecPtr *upto_out, bool *m
 	else
 		snap = RegisterSnapshot(GetTransactionSnapshot());
 
+	/* (ep.apply_async_views: S is taken after the slot was created) */
 	if (slot_created)
 	{
 		for (i = 0; i < nviews; i++)
 			views[i].needs_full = true;
-		ereport(LOG,
-				(errmsg("event_patterns: replication slot \"%s\" created; async views of this database are recomputed", slot)));
 	}
 
 	/* after S: every transaction S sees committed before upto */
@@ -846,7 +846,15 @@ ivm_async_round(bool in_worker, bool slot_created, XLogRecPtr *upto_out, bool *m
 
 	/* confirm what the last committed round no longer needs */
 	confirm = next_confirm;
-	ep_decoder_run_named(slot, &round, confirm, upto);
+	{
+		/* decoding logs two lines per pass at LOG: not every few ms */
+		int			nest = NewGUCNestLevel();
+
+		(void) set_config_option("log_min_messages", "warning", PGC_SUSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		ep_decoder_run_named(slot, &round, confirm, upto);
+		AtEOXact_GUC(true, nest);
+	}
 
 	if (round.visible_after)
 	{
@@ -861,7 +869,12 @@ ivm_async_round(bool in_worker, bool slot_created, XLogRecPtr *upto_out, bool *m
 		*gave_up = true;
 		return 0;
 	}
-	cut = round.first_invisible != InvalidXLogRecPtr ? round.first_invisible - 1 : round.decoded_to;
+	/*
+	 * Applied through the cut: every transaction S sees ends at or before
+	 * it; the first one S does not see commits at it (and the slot,
+	 * confirmed to the cut, still decodes that one).
+	 */
+	cut = round.first_invisible != InvalidXLogRecPtr ? round.first_invisible : round.decoded_to;
 
 	for (i = 0; i < nviews; i++)
 	{
@@ -1036,6 +1049,7 @@ ivm_async_step(void)
 		ep_bgw_start_xact();
 		/* one snapshot for the whole round (see the header comment) */
 		XactIsoLevel = XACT_REPEATABLE_READ;
+		PushActiveSnapshot(GetTransactionSnapshot());
 		last_check = now;
 		if (!ivm_async_installed() || ep_catalog()->version < EP_VERSION_0_2)
 			views_exist = false;
@@ -1059,10 +1073,35 @@ ivm_async_step(void)
 				locked = true;
 				ivm_async_slot_name(slot, sizeof(slot), MyDatabaseId);
 				created = ep_decoder_ensure_named_slot(slot);
-				(void) ivm_async_round(true, created, &upto, &m, &g);
-				more = m;
+				if (created)
+				{
+					/*
+					 * The views are recomputed by the next round, whose
+					 * snapshot is taken after the slot exists: what commits
+					 * before its consistent point is in that snapshot, the
+					 * rest is decoded.
+					 */
+					EpSavedUser saved;
+
+					ep_become_owner(&saved);
+					if (SPI_connect() != SPI_OK_CONNECT)
+						elog(ERROR, "SPI_connect failed");
+					if (SPI_execute("UPDATE ep.ivm_async SET needs_full = true", false, 0) != SPI_OK_UPDATE)
+						elog(ERROR, "could not mark the async views for recompute");
+					SPI_finish();
+					ep_restore_user(&saved);
+					ereport(LOG,
+							(errmsg("event_patterns: replication slot \"%s\" created; async views of this database are recomputed", slot)));
+					more = true;
+				}
+				else
+				{
+					(void) ivm_async_round(true, false, &upto, &m, &g);
+					more = m;
+				}
 			}
 		}
+		PopActiveSnapshot();
 		CommitTransactionCommand();
 		if (locked)
 			LockRelease(&tag, ExclusiveLock, true);

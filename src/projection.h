@@ -65,7 +65,8 @@ typedef struct EpDecodeRound
 	 * Async views (ivm_async.c): watched rows as heap tuples rather than
 	 * jsonb; changes of any origin (also DoNotReplicateId); with snap set,
 	 * the changes of transactions that snap does not see are dropped again
-	 * at their commit (first_invisible: the end of the first such, and
+	 * at their commit (first_invisible: the start of the commit record of the
+	 * first such, and
 	 * visible_after: a transaction snap sees committed after it). Past
 	 * max_bytes only touched[] is kept (overflow).
 	 */
