@@ -108,7 +108,7 @@
 #include "worker.h"
 
 #define EP_ASYNC_MAX_DB			64
-#define EP_ASYNC_RESTART_LAG	(1024 * 1024)	/* see ep_decoder_help_restart */
+#define EP_ASYNC_RESTART_LAG	(128 * 1024)	/* see ep_decoder_help_restart */
 #define EP_ASYNC_CHECK_MS		1000	/* re-read the catalog when idle */
 #define EP_ASYNC_MAX_BACKOFF_MS	60000
 
@@ -556,6 +556,7 @@ ivm_async_apply_view(AsyncView *v, EpDecodeRound *round, bool full_in)
 	EpChange   *c;
 	int64		n = 0;
 	int			b;
+	bool		direct;
 	bool	   *has = palloc0(sizeof(bool) * Max(vc->nbase, 1));
 
 	/* what this view gets from the round */
@@ -575,6 +576,25 @@ ivm_async_apply_view(AsyncView *v, EpDecodeRound *round, bool full_in)
 		return 0;
 	if (!full && vc->recompute)
 		full = true;
+
+	/* a batch larger than a fraction of the table recomputes (as deferred) */
+	if (!full)
+	{
+		double		tuples = 0;
+
+		for (b = 0; b < vc->nbase; b++)
+		{
+			Relation	rel = table_open(vc->base_oids[b], AccessShareLock);
+
+			tuples += Max(rel->rd_rel->reltuples, 0);
+			table_close(rel, AccessShareLock);
+		}
+		if (tuples > 0 && (double) n > IVM_FULL_FRACTION * tuples)
+			full = true;
+	}
+	/* one table, one reference: the immediate mode's own statement, on the batch */
+	direct = !full && vc->nbase == 1 && !vc->multi_occurrence && vc->sql_update &&
+		vc->sql_update[0] != NULL;
 
 	ep_ivm_view_pin(vc);
 	ep_ivm_owner_enter(vc, &call);
@@ -614,10 +634,22 @@ ivm_async_apply_view(AsyncView *v, EpDecodeRound *round, bool full_in)
 			{
 				ivm_async_register(IVM_OLD_TABLE, vc->base_oids[b], ts_old);
 				ivm_async_register(IVM_NEW_TABLE, vc->base_oids[b], ts_new);
-				rc = SPI_execute(vc->sql_log_update[b], false, 0);
-				if (rc != SPI_OK_INSERT)
-					elog(ERROR, "could not log the changes of incremental view \"%s\": %s",
-						 vc->name, SPI_result_code_string(rc));
+				if (direct)
+				{
+					/* old rows -1, new rows +1: the batch telescopes */
+					rc = SPI_execute(vc->sql_update[b], false, 0);
+					if (rc != SPI_OK_SELECT)
+						elog(ERROR, "maintenance of incremental view \"%s\" failed: %s",
+							 vc->name, SPI_result_code_string(rc));
+					ep_ivm_apply_result(vc, SPI_tuptable, SPI_processed, InvalidSnapshot);
+				}
+				else
+				{
+					rc = SPI_execute(vc->sql_log_update[b], false, 0);
+					if (rc != SPI_OK_INSERT)
+						elog(ERROR, "could not log the changes of incremental view \"%s\": %s",
+							 vc->name, SPI_result_code_string(rc));
+				}
 				SPI_unregister_relation(IVM_OLD_TABLE);
 				SPI_unregister_relation(IVM_NEW_TABLE);
 			}
@@ -632,7 +664,7 @@ ivm_async_apply_view(AsyncView *v, EpDecodeRound *round, bool full_in)
 					SPI_execute(psprintf("DELETE FROM %s", vc->log_rels[b]), false, 0);
 			ep_ivm_full_recompute(vc, false);
 		}
-		else
+		else if (!direct)
 			ep_ivm_refresh_body(vc, vc->name, v->view_id, false);
 		SPI_finish();
 	}
@@ -775,12 +807,20 @@ ivm_async_round(bool in_worker, bool slot_created, XLogRecPtr *upto_out, bool *m
 	int64		applied = 0;
 	TimestampTz start = GetCurrentTimestamp();
 	XLogRecPtr	confirm = InvalidXLogRecPtr;
+	int			guc_nest;
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
 
 	*more = false;
 	*gave_up = false;
 	ivm_async_slot_name(slot, sizeof(slot), MyDatabaseId);
+	/*
+	 * Batches are planned for their size each round: compiling them (JIT)
+	 * would cost more than it saves. Rolled back with the nest level below.
+	 */
+	guc_nest = NewGUCNestLevel();
+	(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 	ep_become_owner(&saved);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -844,8 +884,28 @@ ivm_async_round(bool in_worker, bool slot_created, XLogRecPtr *upto_out, bool *m
 	}
 	round.touched = palloc0(sizeof(bool) * Max(round.nwatch, 1));
 
-	/* confirm what the last committed round no longer needs */
+	/*
+	 * Confirm what the last committed round no longer needs, or at least
+	 * what every view has stored (committed) as applied.
+	 */
 	confirm = next_confirm;
+	{
+		XLogRecPtr	stored = InvalidXLogRecPtr;
+		bool		all = nviews > 0;
+
+		for (i = 0; i < nviews; i++)
+		{
+			if (views[i].needs_full || views[i].applied == InvalidXLogRecPtr)
+				continue;
+			if (views[i].applied < stored || stored == InvalidXLogRecPtr)
+				stored = views[i].applied;
+		}
+		for (i = 0; i < nviews; i++)
+			if (!views[i].needs_full && views[i].applied == InvalidXLogRecPtr)
+				all = false;
+		if (all && stored > confirm)
+			confirm = stored;
+	}
 	{
 		/* decoding logs two lines per pass at LOG: not every few ms */
 		int			nest = NewGUCNestLevel();
@@ -864,11 +924,17 @@ ivm_async_round(bool in_worker, bool slot_created, XLogRecPtr *upto_out, bool *m
 		UnregisterSnapshot(snap);
 		SPI_finish();
 		ep_restore_user(&saved);
+		AtEOXact_GUC(true, guc_nest);
 		MemoryContextDelete(round.cxt);
 		*more = true;
 		*gave_up = true;
 		return 0;
 	}
+	elog(DEBUG1, "event_patterns: async views decoded %X/%X..%X/%X: " INT64_FORMAT " changes%s in %ld ms",
+		 LSN_FORMAT_ARGS(confirm), LSN_FORMAT_ARGS(round.decoded_to), round.nchanges,
+		 round.overflow ? " (overflow)" : "",
+		 (long) ((GetCurrentTimestamp() - start) / 1000));
+
 	/*
 	 * Applied through the cut: every transaction S sees ends at or before
 	 * it; the first one S does not see commits at it (and the slot,
@@ -977,6 +1043,7 @@ ivm_async_round(bool in_worker, bool slot_created, XLogRecPtr *upto_out, bool *m
 	UnregisterSnapshot(snap);
 	SPI_finish();
 	ep_restore_user(&saved);
+	AtEOXact_GUC(true, guc_nest);
 	MemoryContextDelete(round.cxt);
 	return applied;
 }
