@@ -77,7 +77,7 @@ SELECT name, refresh, pending_changes, lag_bytes IS NULL AS not_yet_computed
 -- the first round computes every view
 SELECT ep.apply_async_views() >= 0 AS applied;
 SELECT * FROM check_all();
-SELECT name, is_stale, lag_bytes IS NOT NULL AS has_lag, lag_seconds >= 0 AS has_seconds, last_error
+SELECT name, lag_bytes IS NOT NULL AS has_lag, lag_seconds >= 0 AS has_seconds, last_error
   FROM ep.incremental_views WHERE name LIKE 'ivm_async.%' ORDER BY name;
 SELECT count(*) AS computed FROM ep.ivm_async WHERE applied_lsn IS NOT NULL AND NOT needs_full;
 

@@ -322,8 +322,8 @@ ep_ivm_async_refuse_subscribed(List *bases, const char *mode)
 		if (ivm_async_subscribed(relid))
 			ereport(ERROR,
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("table \"%s\" is replicated by a subscription: a %s incremental view over it would go stale",
-							get_rel_name(relid), mode),
+					 errmsg("an incremental view with refresh \"%s\" over table \"%s\" would go stale: the table is replicated by a subscription",
+							mode, get_rel_name(relid)),
 					 errdetail("The logical replication apply worker fires no statement triggers, so the view's maintenance would never run for replicated changes."),
 					 errhint("Create the view with refresh => 'async': the worker maintains it from this database's WAL.")));
 	}
@@ -970,7 +970,12 @@ ivm_async_round(bool in_worker, bool slot_created, XLogRecPtr *upto_out, bool *m
 			ErrorData  *ed = NULL;
 			bool		ok;
 
+			TimestampTz t0 = GetCurrentTimestamp();
+
 			ok = ivm_async_try(v, &round, full, cut, start, cxt, owner, &n, &ed);
+			elog(DEBUG1, "event_patterns: async view \"%s\": " INT64_FORMAT " changes%s in %ld ms",
+				 v->name, n < 0 ? 0 : n, n < 0 ? " (recomputed)" : "",
+				 (long) ((GetCurrentTimestamp() - t0) / 1000));
 			if (!ok && !full)
 			{
 				/* a batch that fails may still recompute (e.g. 1/x of a row gone since) */

@@ -903,7 +903,7 @@ CREATE OR REPLACE VIEW ep.incremental_views WITH (security_invoker = true) AS
            CASE WHEN v.refresh OPERATOR(pg_catalog.=) 'async' THEN NULL ELSE p.pending END AS pending_changes,
            CASE WHEN v.refresh OPERATOR(pg_catalog.=) 'async'
                 THEN COALESCE(a.needs_full, true) OR a.last_error IS NOT NULL
-                     OR COALESCE(l.lag_bytes OPERATOR(pg_catalog.>) 0, true)
+                     OR COALESCE(l.lag_seconds OPERATOR(pg_catalog.>) 1, true)
                 ELSE p.pending OPERATOR(pg_catalog.>) 0 END AS is_stale,
            v.last_refresh_ms,
            COALESCE(a.last_error, j.last_error) AS last_error,
