@@ -47,9 +47,9 @@ CREATE FUNCTION ep._ivm_async_lag(refresh text, applied_lsn pg_lsn, applied_at t
     RETURNS record LANGUAGE sql VOLATILE
     SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT CASE WHEN pos IS NULL THEN NULL
+    SELECT CASE WHEN pos IS NULL OR pg_catalog.pg_is_in_recovery() THEN NULL
                 ELSE GREATEST(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_insert_lsn(), pos), 0) END,
-           CASE WHEN at IS NULL THEN NULL
+           CASE WHEN at IS NULL OR pg_catalog.pg_is_in_recovery() THEN NULL
                 ELSE GREATEST(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) at), 0) END
       FROM (SELECT CASE WHEN refresh OPERATOR(pg_catalog.<>) 'async' THEN NULL
                         WHEN needs_full OR applied_lsn IS NULL THEN NULL
