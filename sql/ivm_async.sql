@@ -175,6 +175,18 @@ SELECT ep.apply_async_views() >= 0 AS applied;
 SELECT name, last_error FROM ep.incremental_views WHERE last_error IS NOT NULL;
 SELECT * FROM check_all();
 
+-- ep.events as a base table: appends are decoded like any insert
+SELECT ep.create_incremental_view('ivm_async.event_counts',
+  'SELECT event_type, count(*) AS n, max(stream_version) AS last_version FROM ep.events
+    WHERE stream_id LIKE ''async-%'' GROUP BY event_type', 'async');
+SELECT ep.apply_async_views() >= 0 AS applied;
+SELECT ep.append('async-1', 'Opened', '{}');
+SELECT ep.append('async-1', 'Deposited', '{"amount": 5}');
+SELECT ep.append_events('async-2', '[{"type": "Opened"}, {"type": "Deposited"}, {"type": "Deposited"}]');
+SELECT ep.apply_async_views() > 0 AS applied;
+SELECT * FROM event_counts ORDER BY event_type;
+SELECT * FROM check_all() WHERE differing <> 0;
+
 -- only maintenance writes the view; wait_for_view
 INSERT INTO ivm_async.revenue__ivm_data (segment) VALUES ('x');
 SELECT ep.wait_for_view('ivm_async.big_orders', '0');
