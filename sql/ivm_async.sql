@@ -65,6 +65,12 @@ SELECT ep.create_incremental_view('ivm_async.distinct_days',
 -- a view whose base is another incremental view's storage
 SELECT ep.create_incremental_view('ivm_async.revenue_by_segment',
   'SELECT segment, sum(revenue) AS revenue, count(*) AS days FROM ivm_async.revenue__ivm_data GROUP BY segment', 'async');
+-- a self-join (several references to one table), and aggregates kept by recompute
+SELECT ep.create_incremental_view('ivm_async.same_day_pairs',
+  'SELECT a.day, count(*) AS pairs FROM orders a JOIN orders b ON a.day = b.day AND a.customer < b.customer GROUP BY a.day', 'async');
+SELECT ep.create_incremental_view('ivm_async.segment_lists',
+  'SELECT segment, string_agg(id::text, '','' ORDER BY id) AS ids, bool_and(region IS NOT NULL) AS all_located
+     FROM customers GROUP BY segment', 'async');
 RESET ROLE;
 
 -- no trigger on any base table; the storage of revenue logs whole old rows now
@@ -186,6 +192,37 @@ SELECT ep.append_events('async-2', '[{"type": "Opened"}, {"type": "Deposited"}, 
 SELECT ep.apply_async_views() > 0 AS applied;
 SELECT * FROM event_counts ORDER BY event_type;
 SELECT * FROM check_all() WHERE differing <> 0;
+
+-- a hostile owner: the view's function runs as its owner, restricted, even
+-- when a superuser applies the round
+CREATE ROLE regress_async_mallory LOGIN;
+GRANT SELECT ON ivm_async.plain, ivm_async.big_orders__ivm_data TO regress_async_mallory;
+CREATE SCHEMA mallory AUTHORIZATION regress_async_mallory;
+SET ROLE regress_async_mallory;
+SET search_path = mallory, public;
+CREATE FUNCTION mallory.grab(k int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    BEGIN
+        EXECUTE 'ALTER ROLE regress_async_mallory SUPERUSER';
+    EXCEPTION WHEN OTHERS THEN NULL;
+    END;
+    PERFORM set_config('search_path', 'mallory', false);
+    RETURN k;
+END $$;
+SELECT ep.create_incremental_view('mallory.grabbed', 'SELECT grab(k) AS k, count(*) AS n FROM ivm_async.plain GROUP BY 1', 'async');
+-- the replica identity of another role's view storage is not changed for mallory
+SELECT ep.create_incremental_view('mallory.over_storage', 'SELECT customer FROM ivm_async.big_orders__ivm_data', 'async');
+RESET ROLE;
+SET search_path = ivm_async, public;
+INSERT INTO plain VALUES (3, 3);
+SELECT ep.apply_async_views() >= 0 AS applied;
+SELECT rolsuper FROM pg_roles WHERE rolname = 'regress_async_mallory';
+SHOW search_path;
+SELECT * FROM mallory.grabbed ORDER BY k;
+SELECT ep.drop_incremental_view('mallory.grabbed');
+DROP SCHEMA mallory CASCADE;
+REVOKE ALL ON ivm_async.plain, ivm_async.big_orders__ivm_data FROM regress_async_mallory;
+DROP ROLE regress_async_mallory;
 
 -- only maintenance writes the view; wait_for_view
 INSERT INTO ivm_async.revenue__ivm_data (segment) VALUES ('x');

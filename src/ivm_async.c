@@ -380,9 +380,10 @@ ep_ivm_async_check_bases(List *bases)
 
 			ep_become_owner(&saved);
 			SPI_connect();
+			/* (only a storage of the creator's own: no change to others' tables) */
 			if (SPI_execute_with_args("SELECT 1 FROM ep.ivm_views WHERE storage_rel OPERATOR(pg_catalog.=) $1::pg_catalog.regclass",
 									  1, types, args, NULL, true, 1) == SPI_OK_SELECT)
-				storage = SPI_processed > 0;
+				storage = SPI_processed > 0 && pg_class_ownercheck(relid, saved.userid);
 			if (storage &&
 				SPI_execute(psprintf("ALTER TABLE %s REPLICA IDENTITY FULL",
 									 quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
