@@ -44,8 +44,9 @@
  * its base before this round writes it, and decodes those writes in the
  * next round.
  *
- * The worker polls (event_patterns.async_view_naptime) while async views
- * exist, and only decodes when the WAL moved. Errors of a view (its
+ * The worker polls (event_patterns.async_view_naptime; 50 ms after a
+ * hundred polls found no new WAL) while async views exist, and only decodes
+ * when the WAL moved. Errors of a view (its
  * owner's code) are caught per view in a subtransaction, recorded in
  * ep.ivm_async.last_error, and retried with backoff; they never stop the
  * other views.
@@ -111,6 +112,8 @@
 #define EP_ASYNC_RESTART_LAG	(128 * 1024)	/* see ep_decoder_help_restart */
 #define EP_ASYNC_CHECK_MS		1000	/* re-read the catalog when idle */
 #define EP_ASYNC_MAX_BACKOFF_MS	60000
+#define EP_ASYNC_IDLE_POLLS		100		/* polls without WAL before ... */
+#define EP_ASYNC_IDLE_NAPTIME_MS	50	/* ... polling this often */
 
 int			ep_guc_async_view_naptime_ms = 10;
 int			ep_guc_async_view_batch_memory_kb = 65536;
@@ -167,6 +170,7 @@ static XLogRecPtr next_confirm = InvalidXLogRecPtr;
 static XLogRecPtr last_upto = InvalidXLogRecPtr;
 static bool views_exist = true;
 static TimestampTz last_check = 0;
+static int	idle_polls = 0;
 static int	step_failures = 0;
 static TimestampTz step_retry_at = 0;
 
@@ -1112,10 +1116,14 @@ ivm_async_step(void)
 		ivm_async_published(&decoded, &at);
 		if (decoded >= insert)
 			ivm_async_publish(decoded, now);
-		ep_worker_request_round(ep_guc_async_view_naptime_ms);
+		/* after a second without WAL, poll less often (the worker's other steps run each time) */
+		idle_polls++;
+		ep_worker_request_round(idle_polls < EP_ASYNC_IDLE_POLLS ? ep_guc_async_view_naptime_ms :
+								Max(ep_guc_async_view_naptime_ms, EP_ASYNC_IDLE_NAPTIME_MS));
 		return false;
 	}
 
+	idle_polls = 0;
 	ivm_async_round_locktag(&tag);
 	PG_TRY();
 	{
