@@ -37,6 +37,7 @@ OBJS = \
 	src/ivm_outer.o \
 	src/ivm_recompute.o \
 	src/ivm_async.o \
+	src/ivm_async_define.o \
 	src/projection_wait.o \
 	src/owner.o \
 	src/category.o
