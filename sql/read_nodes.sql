@@ -129,9 +129,10 @@ SELECT pg_temp.try($$SELECT ep.redact_stream('rnpost-2', 'x')$$);
 SELECT pg_temp.try($$SELECT ep.scavenge()$$);
 SELECT pg_temp.try($$SELECT ep.publish_store()$$);
 -- views over the copy: statement triggers never fire for replicated rows,
--- so only views that recompute are allowed
+-- so only views that recompute, or async ones (from this database's WAL), are allowed
 SELECT pg_temp.try($$SELECT ep.create_incremental_view('rn_counts', 'SELECT stream_id, count(*) AS n FROM ep.events GROUP BY stream_id', 'deferred')$$);
 SELECT pg_temp.try($$SELECT ep.create_incremental_view('rn_counts', 'SELECT stream_id, count(*) AS n FROM ep.events GROUP BY stream_id', 'full')$$);
+SELECT pg_temp.try($$SELECT ep.create_incremental_view('rn_counts_async', 'SELECT stream_id, count(*) AS n FROM ep.events GROUP BY stream_id', 'async')$$);
 SELECT pg_temp.try($$SELECT ep.unfollow_store('other')$$);
 SELECT role, follower, slot_name FROM ep.store_status;
 SELECT ep.unfollow_store('rn_reader');

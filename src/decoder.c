@@ -42,6 +42,7 @@
 
 #include "utils/lsyscache.h"
 
+#include "access/detoast.h"
 #include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/xact.h"
@@ -64,6 +65,7 @@
 #include "utils/rel.h"
 #include "utils/relcache.h"
 #include "utils/resowner.h"
+#include "utils/snapmgr.h"
 
 #include "event_patterns.h"
 #include "projection.h"
@@ -103,7 +105,12 @@ static void
 ep_decode_begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
 {
 	if (ep_decode_round)
+	{
 		ep_decode_round->txn_deferred = false;
+		ep_decode_round->txn_watched = false;
+		ep_decode_round->txn_start = ep_decode_round->tail;
+		ep_decode_round->txn_nchanges = ep_decode_round->nchanges;
+	}
 }
 
 static void
@@ -113,11 +120,37 @@ ep_decode_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr 
 
 	if (r == NULL)
 		return;
+	if (r->raw_rows && r->snap != NULL && r->txn_watched)
+	{
+		/*
+		 * Async views apply exactly what the round's snapshot sees: the
+		 * changes of a transaction it does not see (committed after it was
+		 * taken) are dropped again and left to the next round.
+		 */
+		if (XidInMVCCSnapshot(txn->xid, r->snap))
+		{
+			if (r->txn_start)
+				r->txn_start->next = NULL;
+			else
+				r->head = NULL;
+			r->tail = r->txn_start;
+			r->nchanges = r->txn_nchanges;
+			/*
+			 * Its commit record's start: a slot confirmed beyond it would
+			 * skip the transaction.
+			 */
+			if (r->first_invisible == InvalidXLogRecPtr)
+				r->first_invisible = txn->final_lsn;
+		}
+		else if (r->first_invisible != InvalidXLogRecPtr)
+			r->visible_after = true;
+	}
 	if (r->txn_deferred)
 		r->seen_deferred = true;
 	if (!r->seen_deferred)
 		r->safe_confirm = txn->end_lsn;
-	if (r->nchanges > r->max_changes || r->bytes > r->max_bytes)
+	/* (async views decode to the end: past the budget only touched[] grows) */
+	if (!r->raw_rows && (r->nchanges > r->max_changes || r->bytes > r->max_bytes))
 		r->stop = true;
 }
 
@@ -128,8 +161,114 @@ ep_watched(EpDecodeRound *r, Oid relid)
 
 	for (i = 0; i < r->nwatch; i++)
 		if (r->watch[i] == relid)
+		{
+			if (r->touched)
+				r->touched[i] = true;
+			r->txn_watched = true;
 			return true;
+		}
 	return false;
+}
+
+/*
+ * The descriptor a raw row was written with, copied once per round and
+ * table (again when the table's definition changed meanwhile).
+ */
+static TupleDesc
+ep_round_desc(EpDecodeRound *r, Relation rel)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	int			i;
+
+	for (i = 0; i < r->ndescs; i++)
+	{
+		TupleDesc	d = r->descs[i];
+		int			a;
+		bool		same;
+
+		if (r->desc_relids[i] != RelationGetRelid(rel) || d->natts != desc->natts)
+			continue;
+		same = true;
+		for (a = 0; a < d->natts && same; a++)
+		{
+			Form_pg_attribute x = TupleDescAttr(d, a);
+			Form_pg_attribute y = TupleDescAttr(desc, a);
+
+			same = x->atttypid == y->atttypid && x->atttypmod == y->atttypmod &&
+				x->attisdropped == y->attisdropped;
+		}
+		if (same)
+			return d;
+	}
+	if (r->ndescs == r->maxdescs)
+	{
+		r->maxdescs = Max(8, r->maxdescs * 2);
+		r->descs = r->descs ? repalloc(r->descs, sizeof(TupleDesc) * r->maxdescs) :
+			palloc(sizeof(TupleDesc) * r->maxdescs);
+		r->desc_relids = r->desc_relids ? repalloc(r->desc_relids, sizeof(Oid) * r->maxdescs) :
+			palloc(sizeof(Oid) * r->maxdescs);
+	}
+	r->descs[r->ndescs] = CreateTupleDescCopy(desc);
+	r->desc_relids[r->ndescs] = RelationGetRelid(rel);
+	return r->descs[r->ndescs++];
+}
+
+/*
+ * A self-contained copy of a decoded row, in the current memory context:
+ * values the reorder buffer reassembled from TOAST chunks are copied, and
+ * unchanged TOASTed values of an UPDATE (pointers that cannot be read
+ * here) are taken from the old row, which REPLICA IDENTITY FULL logs
+ * whole. NULL when such a value cannot be had (the view is recomputed).
+ */
+static HeapTuple
+ep_row_copy(Relation rel, HeapTuple tup, HeapTuple oldtup, MemoryContext tmp)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	int			natts = desc->natts;
+	Datum	   *values;
+	bool	   *nulls;
+	Datum	   *oldvalues = NULL;
+	bool	   *oldnulls = NULL;
+	MemoryContext target = CurrentMemoryContext;
+	HeapTuple	res;
+	int			i;
+
+	if (!HeapTupleHasExternal(tup))
+		return heap_copytuple(tup);
+	MemoryContextSwitchTo(tmp);
+	values = palloc(natts * sizeof(Datum));
+	nulls = palloc(natts * sizeof(bool));
+	heap_deform_tuple(tup, desc, values, nulls);
+	if (oldtup)
+	{
+		oldvalues = palloc(natts * sizeof(Datum));
+		oldnulls = palloc(natts * sizeof(bool));
+		heap_deform_tuple(oldtup, desc, oldvalues, oldnulls);
+	}
+	for (i = 0; i < natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped || nulls[i] || att->attlen != -1 ||
+			!VARATT_IS_EXTERNAL(DatumGetPointer(values[i])))
+			continue;
+		if (VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(values[i])))
+		{
+			if (oldtup == NULL || oldnulls[i] ||
+				VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(oldvalues[i])))
+			{
+				MemoryContextSwitchTo(target);
+				return NULL;
+			}
+			values[i] = oldvalues[i];
+			if (!VARATT_IS_EXTERNAL(DatumGetPointer(values[i])))
+				continue;
+		}
+		values[i] = PointerGetDatum(detoast_external_attr((struct varlena *) DatumGetPointer(values[i])));
+	}
+	MemoryContextSwitchTo(target);
+	res = heap_form_tuple(desc, values, nulls);
+	return res;
 }
 
 static EpChange *
@@ -311,8 +450,69 @@ ep_decode_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	 * must not feed itself (ep_decode_filter_origin drops them already;
 	 * events a handler appends are not tagged).
 	 */
-	if (change->origin_id == DoNotReplicateId)
+	if (change->origin_id == DoNotReplicateId && !r->raw_rows)
 		return;
+
+	if (r->raw_rows)
+	{
+		HeapTuple	newtup = change->data.tp.newtuple ? &change->data.tp.newtuple->tuple : NULL;
+		HeapTuple	oldtup = change->data.tp.oldtuple ? &change->data.tp.oldtuple->tuple : NULL;
+		const char *op;
+		EpChange   *c;
+		MemoryContext tmp;
+
+		switch (change->action)
+		{
+			case REORDER_BUFFER_CHANGE_INSERT:
+				op = "INSERT";
+				break;
+			case REORDER_BUFFER_CHANGE_UPDATE:
+				op = "UPDATE";
+				break;
+			case REORDER_BUFFER_CHANGE_DELETE:
+				op = "DELETE";
+				break;
+			default:
+				return;
+		}
+		if (r->overflow || r->bytes > r->max_bytes)
+		{
+			/* past the memory budget: the views over it are recomputed */
+			r->overflow = true;
+			return;
+		}
+		tmp = AllocSetContextCreate(CurrentMemoryContext, "ep decode row",
+									ALLOCSET_DEFAULT_SIZES);
+		old = MemoryContextSwitchTo(r->cxt);
+		c = ep_new_change(r, txn, EP_CHANGE_ROW);
+		c->relid = relid;
+		c->xid = txn->xid;
+		c->desc = ep_round_desc(r, relation);
+		c->op = op;
+		if (oldtup && change->action != REORDER_BUFFER_CHANGE_INSERT)
+		{
+			c->old_tup = ep_row_copy(relation, oldtup, NULL, tmp);
+			if (c->old_tup == NULL)
+				c->op = "RECOMPUTE";
+		}
+		if (newtup && change->action != REORDER_BUFFER_CHANGE_DELETE)
+		{
+			c->new_tup = ep_row_copy(relation, newtup, oldtup, tmp);
+			if (c->new_tup == NULL)
+				c->op = "RECOMPUTE";
+		}
+		/* without the old row (no REPLICA IDENTITY FULL) no delta exists */
+		if (change->action != REORDER_BUFFER_CHANGE_INSERT &&
+			(oldtup == NULL || relation->rd_rel->relreplident != REPLICA_IDENTITY_FULL))
+			c->op = "RECOMPUTE";
+		if (c->old_tup)
+			r->bytes += c->old_tup->t_len + HEAPTUPLESIZE;
+		if (c->new_tup)
+			r->bytes += c->new_tup->t_len + HEAPTUPLESIZE;
+		MemoryContextSwitchTo(old);
+		MemoryContextDelete(tmp);
+		return;
+	}
 
 	{
 		HeapTuple	newtup = change->data.tp.newtuple ? &change->data.tp.newtuple->tuple : NULL;
@@ -385,7 +585,7 @@ ep_decode_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	EpDecodeRound *r = ep_decode_round;
 	int			i;
 
-	if (r == NULL || change->origin_id == DoNotReplicateId)
+	if (r == NULL || (change->origin_id == DoNotReplicateId && !r->raw_rows))
 		return;
 	for (i = 0; i < nrelations; i++)
 	{
@@ -397,6 +597,7 @@ ep_decode_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 			EpChange   *c = ep_new_change(r, txn, EP_CHANGE_ROW);
 
 			c->relid = relid;
+			c->xid = txn->xid;
 			c->op = "TRUNCATE";
 			MemoryContextSwitchTo(old);
 		}
@@ -413,6 +614,9 @@ ep_decode_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 static bool
 ep_decode_filter_origin(LogicalDecodingContext *ctx, RepOriginId origin_id)
 {
+	/* async views see every change, a projection handler's writes too */
+	if (ep_decode_round && ep_decode_round->raw_rows)
+		return false;
 	return origin_id == DoNotReplicateId;
 }
 
@@ -442,12 +646,18 @@ bool
 ep_decoder_ensure_slot(void)
 {
 	char		name[NAMEDATALEN];
+
+	ep_decoder_slot_name(name, sizeof(name), MyDatabaseId);
+	return ep_decoder_ensure_named_slot(name);
+}
+
+bool
+ep_decoder_ensure_named_slot(const char *name)
+{
 	ReplicationSlot *slot;
 	bool		exists = false;
 	bool		invalid = false;
 	LogicalDecodingContext *ctx;
-
-	ep_decoder_slot_name(name, sizeof(name), MyDatabaseId);
 
 	LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
 	slot = SearchNamedReplicationSlot(name, false);
@@ -468,14 +678,14 @@ ep_decoder_ensure_slot(void)
 	if (GetTopTransactionIdIfAny() != InvalidTransactionId)
 		ereport(ERROR,
 				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
-				 errmsg("cannot create the projections' replication slot \"%s\" in a transaction that has written", name),
-				 errhint("Call ep.apply_projections() in a transaction of its own.")));
+				 errmsg("cannot create the replication slot \"%s\" in a transaction that has written", name),
+				 errhint("Call ep.apply_projections() or ep.apply_async_views() in a transaction of its own.")));
 
 	if (invalid)
 	{
 		ereport(LOG,
 				(errmsg("event_patterns: replication slot \"%s\" was invalidated; creating it again", name),
-				 errdetail("Async projections catch up from ep.events; table projections reload their source tables.")));
+				 errdetail("Async projections catch up from ep.events; table projections reload their source tables; async incremental views are recomputed.")));
 		ReplicationSlotDrop(name, true);
 	}
 
@@ -532,10 +742,17 @@ void
 ep_decoder_run(EpDecodeRound *round, XLogRecPtr confirm, XLogRecPtr upto)
 {
 	char		name[NAMEDATALEN];
+
+	ep_decoder_slot_name(name, sizeof(name), MyDatabaseId);
+	ep_decoder_run_named(name, round, confirm, upto);
+}
+
+void
+ep_decoder_run_named(const char *name, EpDecodeRound *round, XLogRecPtr confirm, XLogRecPtr upto)
+{
 	LogicalDecodingContext *volatile ctx = NULL;
 	ResourceOwner old_owner = CurrentResourceOwner;
 
-	ep_decoder_slot_name(name, sizeof(name), MyDatabaseId);
 	ReplicationSlotAcquire(name, true);
 
 	PG_TRY();
@@ -603,9 +820,16 @@ void
 ep_decoder_drop_slot(Oid dbid)
 {
 	char		name[NAMEDATALEN];
-	bool		exists;
 
 	ep_decoder_slot_name(name, sizeof(name), dbid);
+	ep_decoder_drop_named_slot(name);
+}
+
+void
+ep_decoder_drop_named_slot(const char *name)
+{
+	bool		exists;
+
 	LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
 	exists = SearchNamedReplicationSlot(name, false) != NULL;
 	LWLockRelease(ReplicationSlotControlLock);
@@ -641,11 +865,18 @@ void
 ep_decoder_help_restart(void)
 {
 	char		name[NAMEDATALEN];
+
+	ep_decoder_slot_name(name, sizeof(name), MyDatabaseId);
+	ep_decoder_help_restart_named(name, EP_RESTART_LAG);
+}
+
+void
+ep_decoder_help_restart_named(const char *name, XLogRecPtr lag)
+{
 	ReplicationSlot *slot;
 	XLogRecPtr	restart = InvalidXLogRecPtr;
 	XLogRecPtr	confirmed = InvalidXLogRecPtr;
 
-	ep_decoder_slot_name(name, sizeof(name), MyDatabaseId);
 	LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
 	slot = SearchNamedReplicationSlot(name, false);
 	if (slot)
@@ -658,6 +889,6 @@ ep_decoder_help_restart(void)
 	LWLockRelease(ReplicationSlotControlLock);
 
 	if (restart != InvalidXLogRecPtr && confirmed > restart &&
-		confirmed - restart > EP_RESTART_LAG)
+		confirmed - restart > lag)
 		(void) LogStandbySnapshot();
 }

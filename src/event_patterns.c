@@ -39,6 +39,7 @@
 #include "utils/rel.h"
 
 #include "event_patterns.h"
+#include "ivm_async.h"
 #include "notify.h"
 #include "position.h"
 #include "launcher.h"
@@ -241,6 +242,7 @@ _PG_init(void)
 	ep_replica_init();			/* the horizon step runs before projections */
 	ep_projection_init();		/* its GUCs before the prefix is reserved */
 	ep_saga_init();
+	ep_ivm_async_init();
 	ep_owner_init();
 	ep_guc_define();
 	RegisterXactCallback(ep_xact_callback, NULL);

@@ -87,6 +87,8 @@ typedef struct IvmViewCache
 	SPIPlanPtr	plan_recompute;
 	MemoryContext cxt;			/* the strings and arrays above */
 	int			busy;			/* maintenance or refresh calls using it */
+	bool		async;			/* refresh 'async' (ivm_async.c): refresh is
+								 * IVM_DEFERRED, no triggers */
 } IvmViewCache;
 
 /* ivm_delta.c */
@@ -102,6 +104,7 @@ extern bool ep_ivm_catalog_current(void);
 
 /* ivm_refresh.c */
 extern void ep_ivm_full_recompute(IvmViewCache *vc, bool latest);
+extern void ep_ivm_refresh_body(IvmViewCache *vc, const char *name, int64 view_id, bool full);
 
 /* ivm_recompute.c */
 extern void ep_ivm_recompute_statement(IvmViewCache *vc, int b, TriggerEvent ev,

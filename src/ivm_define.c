@@ -103,6 +103,10 @@
 #include "owner.h"
 #include "ivm_def.h"
 #include "replica/replica.h"
+#include "ivm_async.h"
+
+/* the view being created is async (ivm_async.c): deferred shape, no triggers */
+static bool ivm_creating_async = false;
 
 
 void
@@ -780,19 +784,25 @@ ivm_check_bases(IvmDef *d)
 	}
 	if (d->refresh == IVM_FULL)
 		return;
+	/* async views read their base tables' changes from the WAL */
+	if (ivm_creating_async)
+		ep_ivm_async_check_bases(d->bases);
+	else
+		ep_ivm_async_refuse_subscribed(d->bases, d->refresh == IVM_IMMEDIATE ? "immediate" : "deferred");
 	foreach(lc, d->bases)
 	{
 		Oid			relid = lfirst_oid(lc);
 		bool		events = (relid == ep_catalog()->events);
 
 		/* the apply worker fires no statement triggers (replica/reader.c) */
-		if (events && ep_replica_is_reader())
+		if (events && !ivm_creating_async && ep_replica_is_reader())
 			ereport(ERROR,
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 					 errmsg("immediate and deferred views over ep.events cannot be maintained on a read node"),
 					 errdetail("Events arrive here through logical replication, whose apply worker fires no statement triggers."),
-					 errhint("Create the view with refresh => 'full' and refresh it with ep.refresh_view() or ep.schedule_refresh(), or use an async projection.")));
-		if (pg_class_aclcheck(relid, user, ACL_TRIGGER) != ACLCHECK_OK)
+					 errhint("Create the view with refresh => 'async' (maintained from this database's WAL) or refresh => 'full'.")));
+		if (!ivm_creating_async &&
+			pg_class_aclcheck(relid, user, ACL_TRIGGER) != ACLCHECK_OK)
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 					 errmsg("permission denied for table %s", ivm_qualified_relname(relid)),
@@ -923,7 +933,14 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	query_text = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	refresh = text_to_cstring(PG_GETARG_TEXT_PP(2));
-	if (strcmp(refresh, "immediate") == 0)
+	ivm_creating_async = false;
+	if (strcmp(refresh, "async") == 0)
+	{
+		/* the deferred shape (change logs, batch SQL), fed by the worker */
+		d->refresh = IVM_DEFERRED;
+		ivm_creating_async = true;
+	}
+	else if (strcmp(refresh, "immediate") == 0)
 		d->refresh = IVM_IMMEDIATE;
 	else if (strcmp(refresh, "deferred") == 0)
 		d->refresh = IVM_DEFERRED;
@@ -933,7 +950,7 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid refresh mode \"%s\"", refresh),
-				 errhint("Use 'immediate', 'deferred' or 'full'.")));
+				 errhint("Use 'immediate', 'deferred', 'async' or 'full'.")));
 
 	/*
 	 * The initial fill must see every change committed before the triggers
@@ -941,7 +958,7 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 	 * transaction snapshot taken earlier would miss what those writers
 	 * commit meanwhile, and nothing would ever bring it into the view.
 	 */
-	if (d->refresh != IVM_FULL && IsolationUsesXactSnapshot())
+	if (d->refresh != IVM_FULL && !ivm_creating_async && IsolationUsesXactSnapshot())
 		ereport(ERROR,
 				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
 				 errmsg("incremental view with refresh \"%s\" cannot be created in a %s transaction",
@@ -1260,7 +1277,7 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 		ObjectAddressSet(storage_addr, RelationRelationId, storage_oid);
 		ObjectAddressSet(base_addr, RelationRelationId, base);
 		recordDependencyOn(&storage_addr, &base_addr, DEPENDENCY_NORMAL);
-		if (d->refresh == IVM_FULL && !counted)
+		if ((d->refresh == IVM_FULL && !counted) || ivm_creating_async)
 			continue;
 		if (as_owner)
 			ep_become_owner(&saved);
@@ -1351,6 +1368,8 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 		}
 		if (rc != SPI_OK_INSERT)
 			elog(ERROR, "could not record incremental view \"%s\"", name);
+		if (ivm_creating_async)
+			ep_ivm_async_define(view_id);
 	}
 
 	/* populate: the view's query runs as maintenance will (owner.h) */

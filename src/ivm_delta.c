@@ -683,6 +683,10 @@ ep_ivm_view_cache(int64 view_id, bool missing_ok)
 	refresh = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
 	vc->refresh = strcmp(refresh, "immediate") == 0 ? IVM_IMMEDIATE :
 		strcmp(refresh, "deferred") == 0 ? IVM_DEFERRED : IVM_FULL;
+	/* async: the deferred shape, fed from the WAL by ivm_async.c */
+	vc->async = strcmp(refresh, "async") == 0;
+	if (vc->async)
+		vc->refresh = IVM_DEFERRED;
 	vc->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
 	if (isnull)
 		elog(ERROR, "owner of incremental view " INT64_FORMAT " does not exist", view_id);

@@ -38,6 +38,7 @@
 #include "event_patterns.h"
 #include "owner.h"
 #include "ivm.h"
+#include "ivm_async.h"
 
 /*
  * SPI must be connected, inside the view owner's context
@@ -94,7 +95,6 @@ ivm_count(const char *sql)
 	return isnull ? 0 : DatumGetInt64(d);
 }
 
-static void ivm_refresh_body(IvmViewCache *vc, const char *name, int64 view_id, bool full);
 
 static void ivm_refresh_id(int64 view_id, const char *name, bool full, int depth);
 
@@ -189,6 +189,12 @@ ivm_refresh_id(int64 view_id, const char *name, bool full, int depth)
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("must be owner of incremental view \"%s\"", name)));
 	ivm_refresh_inputs(view_id, depth);
+	/* async views are applied by the worker, in its order (ivm_async.c) */
+	if (vc->async)
+	{
+		ep_ivm_async_refresh(view_id, full);
+		return;
+	}
 	/* unpinned below, or at the end of the transaction if an error escapes */
 	ep_ivm_view_pin(vc);
 
@@ -203,7 +209,7 @@ ivm_refresh_id(int64 view_id, const char *name, bool full, int depth)
 	ep_ivm_writing++;
 	PG_TRY();
 	{
-		ivm_refresh_body(vc, name, view_id, full);
+		ep_ivm_refresh_body(vc, name, view_id, full);
 	}
 	PG_FINALLY();
 	{
@@ -214,9 +220,12 @@ ivm_refresh_id(int64 view_id, const char *name, bool full, int depth)
 	ep_ivm_view_unpin(vc);
 }
 
-/* The body of ep_refresh_view, in the owner's context. */
-static void
-ivm_refresh_body(IvmViewCache *vc, const char *name, int64 view_id, bool full)
+/*
+ * The body of ep_refresh_view, in the owner's context (also the batch of an
+ * async view, ivm_async.c, whose logs the worker fills).
+ */
+void
+ep_ivm_refresh_body(IvmViewCache *vc, const char *name, int64 view_id, bool full)
 {
 	bool		needs_full;
 	bool		isnull;

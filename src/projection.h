@@ -13,7 +13,10 @@
 #include "access/xlogdefs.h"
 #include "fmgr.h"
 #include "storage/condition_variable.h"
+#include "access/htup.h"
+#include "access/tupdesc.h"
 #include "utils/jsonb.h"
+#include "utils/snapshot.h"
 
 /* advisory lock key of the apply rounds ('EPPROJEC') */
 #define EP_PROJECTION_LOCK_KEY	INT64CONST(4559461716873445458)
@@ -36,6 +39,11 @@ typedef struct EpChange
 	const char *op;				/* rows: INSERT, UPDATE, DELETE, TRUNCATE */
 	Jsonb	   *old_row;		/* rows, may be NULL */
 	Jsonb	   *new_row;		/* rows, may be NULL */
+	/* raw_rows rounds (async views, ivm_async.c) */
+	TransactionId xid;			/* the committing transaction */
+	HeapTuple	old_tup;		/* self-contained copies, may be NULL */
+	HeapTuple	new_tup;
+	TupleDesc	desc;			/* the table's descriptor when written */
 } EpChange;
 
 /*
@@ -52,6 +60,29 @@ typedef struct EpDecodeRound
 	Oid		   *watch;			/* sources of running table projections */
 	int64		max_changes;	/* stop after the transaction that reaches it */
 	Size		max_bytes;
+
+	/*
+	 * Async views (ivm_async.c): watched rows as heap tuples rather than
+	 * jsonb; changes of any origin (also DoNotReplicateId); with snap set,
+	 * the changes of transactions that snap does not see are dropped again
+	 * at their commit (first_invisible: the start of the commit record of the
+	 * first such, and
+	 * visible_after: a transaction snap sees committed after it). Past
+	 * max_bytes only touched[] is kept (overflow).
+	 */
+	bool		raw_rows;
+	Snapshot	snap;
+	bool	   *touched;		/* per watch[] entry */
+	bool		overflow;
+	bool		txn_watched;	/* current transaction changed a watched table */
+	struct EpChange *txn_start; /* tail before the current transaction */
+	int64		txn_nchanges;
+	int			ndescs;			/* descriptors of raw rows, per table */
+	int			maxdescs;
+	TupleDesc  *descs;
+	Oid		   *desc_relids;
+	XLogRecPtr	first_invisible;
+	bool		visible_after;
 
 	/* results */
 	EpChange   *head;
@@ -74,6 +105,12 @@ extern XLogRecPtr ep_decoder_slot_confirmed(void);
 extern void ep_decoder_confirm(XLogRecPtr lsn);
 extern void ep_decoder_help_restart(void);
 extern void ep_decoder_drop_slot(Oid dbid);
+/* the same for a slot of another name (async views: ep_ivm_<database oid>) */
+extern bool ep_decoder_ensure_named_slot(const char *name);
+extern void ep_decoder_run_named(const char *name, EpDecodeRound *round,
+								 XLogRecPtr confirm, XLogRecPtr upto);
+extern void ep_decoder_drop_named_slot(const char *name);
+extern void ep_decoder_help_restart_named(const char *name, XLogRecPtr lag);
 
 /* projection.c */
 extern void ep_projection_init(void);

@@ -24,6 +24,7 @@
 
 #include "event_patterns.h"
 #include "shmem.h"
+#include "ivm_async.h"
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -39,6 +40,7 @@ ep_shmem_total_size(void)
 	size = add_size(size, ep_bgw_shmem_size());
 	size = add_size(size, ep_projection_shmem_size());
 	size = add_size(size, ep_saga_shmem_size());
+	size = add_size(size, ep_ivm_async_shmem_size());
 	return size;
 }
 
@@ -62,6 +64,7 @@ ep_shmem_startup(void)
 	ep_bgw_shmem_init();
 	ep_projection_shmem_init();
 	ep_saga_shmem_init();
+	ep_ivm_async_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 	shmem_initialized = true;
 }

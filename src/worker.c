@@ -78,9 +78,6 @@ static int	nsteps = 0;
 bool		ep_worker_am_worker = false;
 
 static volatile sig_atomic_t got_sigterm = false;
-
-/* earliest wake-up the steps of the current round asked for */
-static TimestampTz steps_due = 0;
 static volatile sig_atomic_t in_work = false;
 
 void
@@ -95,11 +92,30 @@ ep_worker_register_step(const char *name, EpWorkerStep step)
 	nsteps++;
 }
 
+/* earliest wake-up the steps of the current round asked for (0: none) */
+static TimestampTz steps_due = 0;
+
+/*
+ * Called by a step with work due later (a saga's retry or deadline): the
+ * worker starts its next round no later than at. Valid for the current
+ * round only.
+ */
 void
 ep_worker_due_at(TimestampTz at)
 {
 	if (steps_due == 0 || at < steps_due)
 		steps_due = at;
+}
+
+/*
+ * Called by a step that polls (async views follow the WAL, which commits of
+ * other sessions do not announce): the next round starts within ms
+ * milliseconds.
+ */
+void
+ep_worker_request_round(long ms)
+{
+	ep_worker_due_at(TimestampTzPlusMilliseconds(GetCurrentTimestamp(), Max(ms, 1)));
 }
 
 void

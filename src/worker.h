@@ -24,6 +24,7 @@ typedef bool (*EpWorkerStep) (void);
 
 extern void ep_worker_register_step(const char *name, EpWorkerStep step);
 extern void ep_worker_wake(Oid dbid);
+extern void ep_worker_request_round(long ms);
 
 /*
  * A step that has work falling due later (a retry, a timeout) asks the

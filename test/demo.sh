@@ -23,5 +23,5 @@ cp test/demo.sql "$dir/demo.sql"
 [ "$(id -u)" = 0 ] && chown postgres "$dir/demo.sql"
 echo "== running test/demo.sql"
 as_pg "$bindir/psql" -X -h /tmp -p "$port" -U postgres -d demo \
-    -v ON_ERROR_STOP=1 -f "$dir/demo.sql"
+    -v ON_ERROR_STOP=1 -v port="$port" -f "$dir/demo.sql"
 echo "== demo finished; stopping the cluster"

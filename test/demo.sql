@@ -432,3 +432,91 @@ SELECT ep.unfollow_store('query_db');
 \c :writer_db
 SELECT ep.unpublish_store();
 DROP DATABASE demo_query;
+
+\echo
+\echo '== 8. Cross-service reporting: async views over logical replication'
+\echo '-- two services own their databases (orders, customers) and publish their tables;'
+\echo '-- a reporting database subscribes to both and keeps revenue per customer segment'
+\echo '-- per day as an async view: maintained by the worker from the WAL of the reporting'
+\echo '-- database (the apply worker fires no statement triggers, so immediate and deferred'
+\echo '-- views could not follow replicated changes)'
+CREATE DATABASE orders_svc;
+CREATE DATABASE customers_svc;
+CREATE DATABASE reporting;
+\set conn_orders 'host=/tmp user=postgres dbname=orders_svc port=' :port
+\set conn_customers 'host=/tmp user=postgres dbname=customers_svc port=' :port
+\c orders_svc
+CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id int NOT NULL, day date NOT NULL, amount numeric NOT NULL);
+INSERT INTO orders (customer_id, day, amount)
+SELECT 1 + g % 29, date '2026-11-01' + g % 3, (g * 13) % 90 FROM generate_series(1, 300) g;
+CREATE PUBLICATION orders_pub FOR TABLE orders;
+-- same cluster: the subscription's slot is created beforehand
+SELECT 'slot created' FROM pg_create_logical_replication_slot('orders_sub', 'pgoutput');
+\c customers_svc
+CREATE TABLE customers (id int PRIMARY KEY, name text, segment text NOT NULL);
+INSERT INTO customers SELECT g, 'customer ' || g, (ARRAY['retail', 'smb', 'enterprise'])[1 + g % 3]
+  FROM generate_series(1, 30) g;
+CREATE PUBLICATION customers_pub FOR TABLE customers;
+SELECT 'slot created' FROM pg_create_logical_replication_slot('customers_sub', 'pgoutput');
+\c reporting
+CREATE EXTENSION event_patterns;
+CREATE TABLE orders (id bigint PRIMARY KEY, customer_id int NOT NULL, day date NOT NULL, amount numeric NOT NULL);
+CREATE TABLE customers (id int PRIMARY KEY, name text, segment text NOT NULL);
+-- async views need whole old rows in this database's WAL
+ALTER TABLE orders REPLICA IDENTITY FULL;
+ALTER TABLE customers REPLICA IDENTITY FULL;
+CREATE SUBSCRIPTION orders_sub CONNECTION :'conn_orders' PUBLICATION orders_pub WITH (create_slot = false);
+CREATE SUBSCRIPTION customers_sub CONNECTION :'conn_customers' PUBLICATION customers_pub WITH (create_slot = false);
+DO $$
+BEGIN
+    FOR i IN 1..600 LOOP
+        EXIT WHEN (SELECT count(*) FROM pg_subscription_rel WHERE srsubstate NOT IN ('r', 's')) = 0
+              AND (SELECT count(*) FROM pg_subscription_rel) = 2;
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END $$;
+\echo '-- an immediate view over a replicated table would go stale: refused'
+\set ON_ERROR_STOP 0
+SELECT ep.create_incremental_view('revenue_now',
+    'SELECT c.segment, sum(o.amount) AS revenue FROM orders o JOIN customers c ON c.id = o.customer_id GROUP BY c.segment');
+\set ON_ERROR_STOP 1
+SELECT ep.create_incremental_view('revenue_by_segment',
+    'SELECT c.segment, o.day, count(*) AS orders, sum(o.amount) AS revenue
+       FROM orders o JOIN customers c ON c.id = o.customer_id
+      GROUP BY c.segment, o.day', 'async');
+SELECT ep.wait_for_view('revenue_by_segment');
+SELECT * FROM revenue_by_segment ORDER BY day, segment;
+\echo '-- both services keep writing ...'
+\c orders_svc
+INSERT INTO orders (customer_id, day, amount) VALUES (3, '2026-11-01', 1000), (7, '2026-11-02', 250);
+UPDATE orders SET amount = amount * 2 WHERE id % 10 = 0;
+DELETE FROM orders WHERE id % 25 = 0;
+INSERT INTO orders (id, customer_id, day, amount) VALUES (100000, 1, '2026-11-03', 1);
+\c customers_svc
+UPDATE customers SET segment = 'enterprise' WHERE id IN (3, 4, 5);
+UPDATE customers SET name = 'marker' WHERE id = 1;
+\c reporting
+\echo '-- ... the reporting database receives their commits, the worker applies them to the view'
+DO $$
+BEGIN
+    FOR i IN 1..600 LOOP
+        EXIT WHEN EXISTS (SELECT 1 FROM orders WHERE id = 100000)
+              AND EXISTS (SELECT 1 FROM customers WHERE id = 1 AND name = 'marker');
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END $$;
+SELECT ep.wait_for_view('revenue_by_segment');
+SELECT * FROM revenue_by_segment ORDER BY day, segment;
+SELECT name, refresh, is_stale, lag_bytes IS NOT NULL AS lag_known, last_error FROM ep.incremental_views;
+SELECT count(*) AS triggers_on_replicated_tables FROM pg_trigger
+ WHERE tgrelid IN ('orders'::regclass, 'customers'::regclass) AND NOT tgisinternal;
+\echo '-- the view equals its query'
+SELECT count(*) AS differing_rows FROM (
+  (SELECT * FROM revenue_by_segment EXCEPT ALL
+   SELECT c.segment, o.day, count(*), sum(o.amount) FROM orders o JOIN customers c ON c.id = o.customer_id GROUP BY 1, 2)
+  UNION ALL
+  (SELECT c.segment, o.day, count(*), sum(o.amount) FROM orders o JOIN customers c ON c.id = o.customer_id GROUP BY 1, 2
+   EXCEPT ALL SELECT * FROM revenue_by_segment)) d;
+DROP SUBSCRIPTION orders_sub;
+DROP SUBSCRIPTION customers_sub;
+\c demo

@@ -9,7 +9,8 @@ SELECT function_returns('ep', 'unschedule_refresh', ARRAY['text'], 'void');
 SELECT function_returns('ep', 'drop_incremental_view', ARRAY['text'], 'void');
 SELECT has_view('ep', 'incremental_views', 'ep.incremental_views exists');
 SELECT columns_are('ep', 'incremental_views', ARRAY['name', 'query', 'refresh', 'schedule',
-    'last_refreshed_at', 'pending_changes', 'is_stale', 'last_refresh_ms', 'last_error']);
+    'last_refreshed_at', 'pending_changes', 'is_stale', 'last_refresh_ms', 'last_error',
+    'lag_seconds', 'lag_bytes']);
 
 CREATE TABLE tap_facts (grp int, amount numeric);
 INSERT INTO tap_facts VALUES (1, 10), (1, 5), (NULL, 2);

@@ -160,6 +160,14 @@ is($b->safe_psql('r2', q{SELECT role || ' ' || (source LIKE '%dbname=w%') || ' '
 is($b->safe_psql('r2', q{SELECT readable_position FROM ep.store_status}),
 	$a->safe_psql('w', q{SELECT position FROM ep.store_horizon}), 'reader: readable up to the writer\'s horizon');
 
+# --- an async view on a reader of another cluster: maintained from the
+# reader's own WAL (the apply worker's changes), across the crash below
+$b->safe_psql('r2', q{
+SET ROLE app;
+SELECT ep.create_incremental_view('post_counts',
+    'SELECT stream_id, count(*) AS n, max(global_position) AS last FROM ep.events GROUP BY stream_id', 'async');
+});
+
 # --- projection exactly-once across a reader crash and a writer restart --
 my $wconnstr = $a->connstr('w');
 my ($o1, $e1) = ('', '');
@@ -182,6 +190,16 @@ is($b->safe_psql('r2', 'SELECT count(*) - count(DISTINCT pos) FROM feed'), '0',
 is($b->safe_psql('r2', q{SELECT count(*) FROM ep.events e WHERE NOT EXISTS (SELECT FROM feed f WHERE f.pos = e.global_position)}),
 	'0', 'no event skipped on the reader');
 is($b->safe_psql('r2', 'SELECT count(*) FROM ep.events'), $posts, 'the reader holds every post');
+is($b->safe_psql('r2', q{SET ROLE app; SELECT ep.wait_for_view('post_counts', '60 s')}), 't',
+	'the async view on the reader caught up');
+is($b->safe_psql('r2', q{SET ROLE app;
+SELECT count(*) FROM (
+  (SELECT stream_id, n, last FROM post_counts
+   EXCEPT ALL SELECT stream_id, count(*), max(global_position) FROM ep.events GROUP BY stream_id)
+  UNION ALL
+  (SELECT stream_id, count(*), max(global_position) FROM ep.events GROUP BY stream_id
+   EXCEPT ALL SELECT stream_id, n, last FROM post_counts)) d}), '0',
+	'the async view equals its query on the reader');
 
 # --- re-sync after the writer dropped the reader's slot -----------------
 ok(caught_up($a, 'r1'), 'r1 caught up');
