@@ -38,7 +38,8 @@ OBJS = \
 	src/ivm_recompute.o \
 	src/projection_wait.o \
 	src/owner.o \
-	src/category.o
+	src/category.o \
+	src/channel/channel.o
 
 # The install script is assembled from one SQL file per concern.
 SQL_SOURCES = $(sort $(wildcard src/sql/*.sql))
@@ -102,4 +103,4 @@ print-%:
 
 # PGXS does not track header dependencies: rebuild every object when any
 # of the internal headers changes (the library is small).
-$(OBJS): $(wildcard src/*.h)
+$(OBJS): $(wildcard src/*.h src/*/*.h)

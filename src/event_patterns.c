@@ -41,6 +41,7 @@
 #include "event_patterns.h"
 #include "notify.h"
 #include "position.h"
+#include "channel/channel.h"
 #include "launcher.h"
 #include "worker.h"
 #include "projection.h"
@@ -232,6 +233,7 @@ void
 _PG_init(void)
 {
 	ep_projection_init();		/* its GUCs before the prefix is reserved */
+	ep_channel_init();
 	ep_owner_init();
 	ep_guc_define();
 	RegisterXactCallback(ep_xact_callback, NULL);
