@@ -38,6 +38,7 @@
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "commands/trigger.h"
@@ -51,6 +52,7 @@
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "lib/stringinfo.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -626,4 +628,69 @@ ep_channel_init(void)
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 	if (process_shared_preload_libraries_in_progress)
 		ep_worker_register_step("channels", ep_channel_step);
+}
+
+/* ---------------------------------------------------------------------
+ * The administrative API
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * ep.create_channel, grant_channel, revoke_channel, forward_events,
+ * unforward_events, subscribe_channel, unsubscribe_channel, drop_channel:
+ * each calls ep._<name>(caller, args...) as the extension owner, caller
+ * being the role calling it (a SECURITY DEFINER function would see the
+ * extension owner as CURRENT_USER). The internal functions decide what the
+ * caller may do and are not executable by PUBLIC.
+ */
+PG_FUNCTION_INFO_V1(ep_channel_api);
+Datum
+ep_channel_api(PG_FUNCTION_ARGS)
+{
+	Oid			caller = GetUserId();
+	HeapTuple	tup;
+	Form_pg_proc proc;
+	StringInfoData sql;
+	Oid		   *types;
+	Datum	   *args;
+	char	   *nulls;
+	int			nargs;
+	int			i;
+	EpSavedUser saved;
+
+	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fcinfo->flinfo->fn_oid));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for function %u", fcinfo->flinfo->fn_oid);
+	proc = (Form_pg_proc) GETSTRUCT(tup);
+	if (proc->pronamespace != ep_catalog()->schema)
+		elog(ERROR, "ep_channel_api() called from a function outside schema ep");
+	nargs = proc->pronargs;
+	types = palloc(sizeof(Oid) * (nargs + 1));
+	args = palloc(sizeof(Datum) * (nargs + 1));
+	nulls = palloc(nargs + 2);
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "SELECT ep.%s($1",
+					 quote_identifier(psprintf("_%s", NameStr(proc->proname))));
+	types[0] = REGROLEOID;
+	args[0] = ObjectIdGetDatum(caller);
+	nulls[0] = ' ';
+	for (i = 0; i < nargs; i++)
+	{
+		types[i + 1] = proc->proargtypes.values[i];
+		args[i + 1] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
+		nulls[i + 1] = PG_ARGISNULL(i) ? 'n' : ' ';
+		appendStringInfo(&sql, ", $%d", i + 2);
+	}
+	nulls[nargs + 1] = '\0';
+	appendStringInfoChar(&sql, ')');
+	ReleaseSysCache(tup);
+
+	ep_become_owner(&saved);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args(sql.data, nargs + 1, types, args, nulls, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute failed for \"%s\"", sql.data);
+	SPI_finish();
+	ep_restore_user(&saved);
+	PG_RETURN_VOID();
 }

@@ -1015,7 +1015,9 @@ CREATE TABLE ep.channel_forwards (
 COMMENT ON TABLE ep.channel_forwards IS
     'Events forwarded to channels by ep.forward_events (category and/or event types; NULL: all)';
 
-GRANT SELECT ON ep.channel_forwards TO PUBLIC;
+-- Definitions are not secret (no passwords: source has them masked);
+-- messages are (ep.messages shows readable channels only).
+GRANT SELECT ON ep.channel_forwards, ep.channel_defs, ep.channel_marks TO PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('ep.channel_defs', '');
 SELECT pg_catalog.pg_extension_config_dump('ep.channel_forwards', '');
 
@@ -1039,7 +1041,7 @@ COMMENT ON FUNCTION ep._channel_may(text, regrole, text) IS
     'Internal: may the role send on (privilege ''send'') or read (''read'') the channel: its owner, the extension owner, and roles granted the privilege';
 
 CREATE FUNCTION ep._readable_channels() RETURNS text[]
-    LANGUAGE sql STABLE SECURITY DEFINER
+    LANGUAGE sql STABLE
     SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT COALESCE(pg_catalog.array_agg(d.channel), '{}')
@@ -1106,8 +1108,8 @@ COMMENT ON FUNCTION ep._message_receive() IS
 
 -- Producer ------------------------------------------------------------------
 
-CREATE FUNCTION ep.create_channel(channel text)
-    RETURNS void LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+CREATE FUNCTION ep._create_channel(caller regrole, channel text)
+    RETURNS void LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -1115,13 +1117,12 @@ DECLARE
     pub name;
 BEGIN
     PERFORM ep._channel_check_name(channel);
-    IF NOT pg_catalog.has_database_privilege(SESSION_USER, pg_catalog.current_database(), 'CREATE')
-       AND NOT pg_catalog.has_database_privilege(CURRENT_USER, pg_catalog.current_database(), 'CREATE') THEN
+    IF NOT pg_catalog.has_database_privilege(caller::pg_catalog.oid, pg_catalog.current_database(), 'CREATE') THEN
         RAISE EXCEPTION 'permission denied to create channel "%"', channel
             USING ERRCODE = 'insufficient_privilege',
                   DETAIL = 'Creating a channel creates a publication, which needs CREATE on the database.';
     END IF;
-    IF EXISTS (SELECT 1 FROM ep.channel_defs d WHERE d.channel OPERATOR(pg_catalog.=) create_channel.channel) THEN
+    IF EXISTS (SELECT 1 FROM ep.channel_defs d WHERE d.channel OPERATOR(pg_catalog.=) _create_channel.channel) THEN
         RAISE EXCEPTION 'channel "%" already exists', channel USING ERRCODE = 'duplicate_object';
     END IF;
     part := ep._channel_create_partition(channel, false);
@@ -1130,9 +1131,15 @@ BEGIN
                               ' (channel, message_id, position, message_type, key, payload, headers, sent_at)'
                               ' WITH (publish = ''insert'')', pub, channel);
     INSERT INTO ep.channel_defs (channel, role, owner, partition, publication)
-    VALUES (channel, 'producer', ep._role(CURRENT_USER), part, pub);
+    VALUES (channel, 'producer', caller, part, pub);
 END
 $$;
+COMMENT ON FUNCTION ep._create_channel(regrole, text) IS 'Internal: ep.create_channel() for the calling role (run as the extension owner by ep.create_channel)';
+REVOKE ALL ON FUNCTION ep._create_channel(regrole, text) FROM PUBLIC;
+
+CREATE FUNCTION ep.create_channel(channel text)
+    RETURNS void LANGUAGE c VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ep_channel_api';
 COMMENT ON FUNCTION ep.create_channel(text) IS
     'On the producer: create a channel (its outbox table ep_channels."<channel>" and a publication of its inserts); the caller owns it. Name it after the producing service, e.g. ''orders.events''';
 
@@ -1150,7 +1157,7 @@ CREATE FUNCTION ep.reply(request ep.messages, message_type text, payload jsonb,
 AS $$
 BEGIN
     IF request.headers IS NULL OR request.headers OPERATOR(pg_catalog.->>) 'reply_to' IS NULL THEN
-        RAISE EXCEPTION 'message % has no reply_to header', request.message_id
+        RAISE EXCEPTION 'the request has no reply_to header'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Send requests with headers {"reply_to": "<channel>"}.';
     END IF;
@@ -1164,19 +1171,19 @@ $$;
 COMMENT ON FUNCTION ep.reply(ep.messages, text, jsonb, jsonb) IS
     'Answer a request: send on the channel named by its reply_to header, with its correlation_id (or its message id) and in_reply_to; the caller must be allowed to send on that channel';
 
-CREATE FUNCTION ep.grant_channel(channel text, grantee regrole, privileges text[])
-    RETURNS void LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+CREATE FUNCTION ep._grant_channel(caller regrole, channel text, grantee regrole, privileges text[])
+    RETURNS void LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     d ep.channel_defs;
 BEGIN
-    SELECT * INTO d FROM ep.channel_defs c WHERE c.channel OPERATOR(pg_catalog.=) grant_channel.channel FOR UPDATE;
+    SELECT * INTO d FROM ep.channel_defs c WHERE c.channel OPERATOR(pg_catalog.=) _grant_channel.channel FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'channel "%" does not exist', channel USING ERRCODE = 'undefined_object';
     END IF;
-    IF NOT pg_catalog.pg_has_role(CURRENT_USER, d.owner::pg_catalog.oid, 'MEMBER')
-       AND NOT pg_catalog.pg_has_role(CURRENT_USER, (SELECT e.extowner FROM pg_catalog.pg_extension e
+    IF NOT pg_catalog.pg_has_role(caller::pg_catalog.oid, d.owner::pg_catalog.oid, 'MEMBER')
+       AND NOT pg_catalog.pg_has_role(caller::pg_catalog.oid, (SELECT e.extowner FROM pg_catalog.pg_extension e
                                                      WHERE e.extname OPERATOR(pg_catalog.=) 'event_patterns'), 'MEMBER') THEN
         RAISE EXCEPTION 'permission denied for channel "%"', channel
             USING ERRCODE = 'insufficient_privilege',
@@ -1192,25 +1199,31 @@ BEGIN
                           THEN c.senders OPERATOR(pg_catalog.||) grantee ELSE c.senders END,
            readers = CASE WHEN 'read' OPERATOR(pg_catalog.=) ANY (privileges) AND NOT grantee OPERATOR(pg_catalog.=) ANY (c.readers)
                           THEN c.readers OPERATOR(pg_catalog.||) grantee ELSE c.readers END
-     WHERE c.channel OPERATOR(pg_catalog.=) grant_channel.channel;
+     WHERE c.channel OPERATOR(pg_catalog.=) _grant_channel.channel;
 END
 $$;
+COMMENT ON FUNCTION ep._grant_channel(regrole, text, regrole, text[]) IS 'Internal: ep.grant_channel() for the calling role (run as the extension owner by ep.grant_channel)';
+REVOKE ALL ON FUNCTION ep._grant_channel(regrole, text, regrole, text[]) FROM PUBLIC;
+
+CREATE FUNCTION ep.grant_channel(channel text, grantee regrole, privileges text[])
+    RETURNS void LANGUAGE c VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ep_channel_api';
 COMMENT ON FUNCTION ep.grant_channel(text, regrole, text[]) IS
     'Let a role send on (''send'') or read and handle (''read'') a channel; only the channel''s owner (or the extension owner) may call it';
 
-CREATE FUNCTION ep.revoke_channel(channel text, grantee regrole, privileges text[])
-    RETURNS void LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+CREATE FUNCTION ep._revoke_channel(caller regrole, channel text, grantee regrole, privileges text[])
+    RETURNS void LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     d ep.channel_defs;
 BEGIN
-    SELECT * INTO d FROM ep.channel_defs c WHERE c.channel OPERATOR(pg_catalog.=) revoke_channel.channel FOR UPDATE;
+    SELECT * INTO d FROM ep.channel_defs c WHERE c.channel OPERATOR(pg_catalog.=) _revoke_channel.channel FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'channel "%" does not exist', channel USING ERRCODE = 'undefined_object';
     END IF;
-    IF NOT pg_catalog.pg_has_role(CURRENT_USER, d.owner::pg_catalog.oid, 'MEMBER')
-       AND NOT pg_catalog.pg_has_role(CURRENT_USER, (SELECT e.extowner FROM pg_catalog.pg_extension e
+    IF NOT pg_catalog.pg_has_role(caller::pg_catalog.oid, d.owner::pg_catalog.oid, 'MEMBER')
+       AND NOT pg_catalog.pg_has_role(caller::pg_catalog.oid, (SELECT e.extowner FROM pg_catalog.pg_extension e
                                                      WHERE e.extname OPERATOR(pg_catalog.=) 'event_patterns'), 'MEMBER') THEN
         RAISE EXCEPTION 'permission denied for channel "%"', channel
             USING ERRCODE = 'insufficient_privilege',
@@ -1221,9 +1234,15 @@ BEGIN
                           THEN pg_catalog.array_remove(c.senders, grantee) ELSE c.senders END,
            readers = CASE WHEN 'read' OPERATOR(pg_catalog.=) ANY (privileges)
                           THEN pg_catalog.array_remove(c.readers, grantee) ELSE c.readers END
-     WHERE c.channel OPERATOR(pg_catalog.=) revoke_channel.channel;
+     WHERE c.channel OPERATOR(pg_catalog.=) _revoke_channel.channel;
 END
 $$;
+COMMENT ON FUNCTION ep._revoke_channel(regrole, text, regrole, text[]) IS 'Internal: ep.revoke_channel() for the calling role (run as the extension owner by ep.revoke_channel)';
+REVOKE ALL ON FUNCTION ep._revoke_channel(regrole, text, regrole, text[]) FROM PUBLIC;
+
+CREATE FUNCTION ep.revoke_channel(channel text, grantee regrole, privileges text[])
+    RETURNS void LANGUAGE c VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ep_channel_api';
 COMMENT ON FUNCTION ep.revoke_channel(text, regrole, text[]) IS
     'Take back privileges granted with ep.grant_channel (message handlers of a role that can no longer read stop with status failed)';
 
@@ -1276,14 +1295,14 @@ $$;
 COMMENT ON FUNCTION ep._sync_forward_trigger() IS 'Internal: create or drop the forwarding trigger on ep.events';
 REVOKE ALL ON FUNCTION ep._sync_forward_trigger() FROM PUBLIC;
 
-CREATE FUNCTION ep.forward_events(channel text, category text DEFAULT NULL, event_types text[] DEFAULT NULL)
-    RETURNS void LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+CREATE FUNCTION ep._forward_events(caller regrole, channel text, category text, event_types text[])
+    RETURNS void LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    me regrole := ep._role(CURRENT_USER);
+    me regrole := caller;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM ep.channel_defs d WHERE d.channel OPERATOR(pg_catalog.=) forward_events.channel
+    IF NOT EXISTS (SELECT 1 FROM ep.channel_defs d WHERE d.channel OPERATOR(pg_catalog.=) _forward_events.channel
                                                    AND d.role OPERATOR(pg_catalog.=) 'producer') THEN
         RAISE EXCEPTION 'channel "%" does not exist', channel
             USING ERRCODE = 'undefined_object', HINT = 'Create it with ep.create_channel() on this database.';
@@ -1313,24 +1332,36 @@ BEGIN
     PERFORM ep._sync_forward_trigger();
 END
 $$;
+COMMENT ON FUNCTION ep._forward_events(regrole, text, text, text[]) IS 'Internal: ep.forward_events() for the calling role (run as the extension owner by ep.forward_events)';
+REVOKE ALL ON FUNCTION ep._forward_events(regrole, text, text, text[]) FROM PUBLIC;
+
+CREATE FUNCTION ep.forward_events(channel text, category text DEFAULT NULL, event_types text[] DEFAULT NULL)
+    RETURNS void LANGUAGE c VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ep_channel_api';
 COMMENT ON FUNCTION ep.forward_events(text, text, text[]) IS
     'On the producer: from now on every appended event of the category (NULL: all) and event types (NULL: all) is also sent on the channel, in the appending transaction; message id = event id, key = stream id, headers = metadata plus stream_id, stream_version, global_position';
 
-CREATE FUNCTION ep.unforward_events(channel text, category text DEFAULT NULL, event_types text[] DEFAULT NULL)
-    RETURNS void LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+CREATE FUNCTION ep._unforward_events(caller regrole, channel text, category text, event_types text[])
+    RETURNS void LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF NOT ep._channel_may(channel, ep._role(CURRENT_USER), 'send') THEN
+    IF NOT ep._channel_may(channel, caller, 'send') THEN
         RAISE EXCEPTION 'permission denied to send on channel "%"', channel USING ERRCODE = 'insufficient_privilege';
     END IF;
     DELETE FROM ep.channel_forwards f
-     WHERE f.channel OPERATOR(pg_catalog.=) unforward_events.channel
-       AND f.category IS NOT DISTINCT FROM unforward_events.category
-       AND f.event_types IS NOT DISTINCT FROM unforward_events.event_types;
+     WHERE f.channel OPERATOR(pg_catalog.=) _unforward_events.channel
+       AND f.category IS NOT DISTINCT FROM _unforward_events.category
+       AND f.event_types IS NOT DISTINCT FROM _unforward_events.event_types;
     PERFORM ep._sync_forward_trigger();
 END
 $$;
+COMMENT ON FUNCTION ep._unforward_events(regrole, text, text, text[]) IS 'Internal: ep.unforward_events() for the calling role (run as the extension owner by ep.unforward_events)';
+REVOKE ALL ON FUNCTION ep._unforward_events(regrole, text, text, text[]) FROM PUBLIC;
+
+CREATE FUNCTION ep.unforward_events(channel text, category text DEFAULT NULL, event_types text[] DEFAULT NULL)
+    RETURNS void LANGUAGE c VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ep_channel_api';
 COMMENT ON FUNCTION ep.unforward_events(text, text, text[]) IS 'Stop a forward created by ep.forward_events';
 
 -- Consumer ------------------------------------------------------------------
@@ -1365,8 +1396,8 @@ COMMENT ON FUNCTION ep._channel_remote_state(text, text, name) IS
     'Internal: ask the producer whether the channel and the slot exist and what its retention removed';
 REVOKE ALL ON FUNCTION ep._channel_remote_state(text, text, name) FROM PUBLIC;
 
-CREATE FUNCTION ep.subscribe_channel(channel text, conninfo text)
-    RETURNS void LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+CREATE FUNCTION ep._subscribe_channel(caller regrole, channel text, conninfo text)
+    RETURNS void LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -1382,13 +1413,13 @@ BEGIN
     IF conninfo IS NULL THEN
         RAISE EXCEPTION 'conninfo must not be NULL' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT * INTO d FROM ep.channel_defs c WHERE c.channel OPERATOR(pg_catalog.=) subscribe_channel.channel;
+    SELECT * INTO d FROM ep.channel_defs c WHERE c.channel OPERATOR(pg_catalog.=) _subscribe_channel.channel;
     IF FOUND AND d.role OPERATOR(pg_catalog.=) 'producer' THEN
         RAISE EXCEPTION 'channel "%" is produced by this database', channel
             USING ERRCODE = 'duplicate_object',
                   DETAIL = 'A database cannot consume a channel of the same name as one it produces.';
     END IF;
-    IF FOUND AND NOT pg_catalog.pg_has_role(CURRENT_USER, d.owner::pg_catalog.oid, 'MEMBER') THEN
+    IF FOUND AND NOT pg_catalog.pg_has_role(caller::pg_catalog.oid, d.owner::pg_catalog.oid, 'MEMBER') THEN
         RAISE EXCEPTION 'permission denied for channel "%"', channel USING ERRCODE = 'insufficient_privilege';
     END IF;
     -- nothing is written before the slot exists (see ep._channel_remote_slot)
@@ -1412,20 +1443,20 @@ BEGIN
         IF d.channel IS NULL THEN
             part := ep._channel_create_partition(channel, true);
             INSERT INTO ep.channel_defs (channel, role, owner, partition, subscription, slot_name, source)
-            VALUES (channel, 'consumer', ep._role(CURRENT_USER), part, sub, slot,
+            VALUES (channel, 'consumer', caller, part, sub, slot,
                     pg_catalog.regexp_replace(conninfo, 'password\s*=\s*(''[^'']*''|\S*)', 'password=********', 'g'));
         ELSE
             -- re-synchronization: the old slot is gone; what the producer still
             -- has is copied again (messages received before are dropped by the
             -- receive trigger), what its retention removed is lost
             SELECT pg_catalog.max(m.position) INTO local_max FROM ep.messages m
-             WHERE m.channel OPERATOR(pg_catalog.=) subscribe_channel.channel;
+             WHERE m.channel OPERATOR(pg_catalog.=) _subscribe_channel.channel;
             local_max := GREATEST(COALESCE(local_max, 0), d.pruned_below OPERATOR(pg_catalog.-) 1);
             IF st.pruned_below OPERATOR(pg_catalog.>) (local_max OPERATOR(pg_catalog.+) 1) THEN
                 UPDATE ep.channel_defs c
                    SET last_error = pg_catalog.format('re-synchronized at %s: the producer had already removed messages with positions below %s (%s removed in all); those sent after position %s that this consumer had not received are lost',
                                                       pg_catalog.now(), st.pruned_below, st.pruned_count, local_max)
-                 WHERE c.channel OPERATOR(pg_catalog.=) subscribe_channel.channel;
+                 WHERE c.channel OPERATOR(pg_catalog.=) _subscribe_channel.channel;
                 RAISE WARNING 'channel "%": messages may have been lost', channel
                     USING DETAIL = pg_catalog.format('The producer removed messages with positions below %s before this consumer received them; this consumer has everything up to position %s.',
                                                      st.pruned_below, local_max);
@@ -1436,7 +1467,7 @@ BEGIN
             UPDATE ep.channel_defs c
                SET slot_name = slot, generation = gen,
                    source = pg_catalog.regexp_replace(conninfo, 'password\s*=\s*(''[^'']*''|\S*)', 'password=********', 'g')
-             WHERE c.channel OPERATOR(pg_catalog.=) subscribe_channel.channel;
+             WHERE c.channel OPERATOR(pg_catalog.=) _subscribe_channel.channel;
         END IF;
         EXECUTE pg_catalog.format('CREATE SUBSCRIPTION %I CONNECTION %L PUBLICATION %I'
                                   ' WITH (create_slot = false, slot_name = %L, copy_data = true)',
@@ -1448,23 +1479,29 @@ BEGIN
     END;
 END
 $$;
+COMMENT ON FUNCTION ep._subscribe_channel(regrole, text, text) IS 'Internal: ep.subscribe_channel() for the calling role (run as the extension owner by ep.subscribe_channel)';
+REVOKE ALL ON FUNCTION ep._subscribe_channel(regrole, text, text) FROM PUBLIC;
+
+CREATE FUNCTION ep.subscribe_channel(channel text, conninfo text)
+    RETURNS void LANGUAGE c VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ep_channel_api';
 COMMENT ON FUNCTION ep.subscribe_channel(text, text) IS
     'On a consumer: receive a channel from its producer (native subscription; works between databases of one cluster: the slot is created first, outside the transaction''s writes). Call it as the first statement of a transaction. Called again after the consumer''s slot was lost, it re-synchronizes from what the producer still has and warns about what retention removed';
 REVOKE ALL ON FUNCTION ep.subscribe_channel(text, text) FROM PUBLIC;
 
-CREATE FUNCTION ep.unsubscribe_channel(channel text)
-    RETURNS void LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+CREATE FUNCTION ep._unsubscribe_channel(caller regrole, channel text)
+    RETURNS void LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     d ep.channel_defs;
 BEGIN
-    SELECT * INTO d FROM ep.channel_defs c WHERE c.channel OPERATOR(pg_catalog.=) unsubscribe_channel.channel
+    SELECT * INTO d FROM ep.channel_defs c WHERE c.channel OPERATOR(pg_catalog.=) _unsubscribe_channel.channel
                                             AND c.role OPERATOR(pg_catalog.=) 'consumer';
     IF NOT FOUND THEN
         RAISE EXCEPTION 'channel "%" is not subscribed', channel USING ERRCODE = 'undefined_object';
     END IF;
-    IF NOT pg_catalog.pg_has_role(CURRENT_USER, d.owner::pg_catalog.oid, 'MEMBER') THEN
+    IF NOT pg_catalog.pg_has_role(caller::pg_catalog.oid, d.owner::pg_catalog.oid, 'MEMBER') THEN
         RAISE EXCEPTION 'permission denied for channel "%"', channel USING ERRCODE = 'insufficient_privilege';
     END IF;
     IF EXISTS (SELECT 1 FROM ep.projection_defs p WHERE p.kind OPERATOR(pg_catalog.=) 'message'
@@ -1474,35 +1511,47 @@ BEGIN
     END IF;
     EXECUTE pg_catalog.format('DROP SUBSCRIPTION %I', d.subscription);
     EXECUTE pg_catalog.format('DROP TABLE %s', d.partition);
-    DELETE FROM ep.channel_defs c WHERE c.channel OPERATOR(pg_catalog.=) unsubscribe_channel.channel;
+    DELETE FROM ep.channel_defs c WHERE c.channel OPERATOR(pg_catalog.=) _unsubscribe_channel.channel;
 END
 $$;
+COMMENT ON FUNCTION ep._unsubscribe_channel(regrole, text) IS 'Internal: ep.unsubscribe_channel() for the calling role (run as the extension owner by ep.unsubscribe_channel)';
+REVOKE ALL ON FUNCTION ep._unsubscribe_channel(regrole, text) FROM PUBLIC;
+
+CREATE FUNCTION ep.unsubscribe_channel(channel text)
+    RETURNS void LANGUAGE c VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ep_channel_api';
 COMMENT ON FUNCTION ep.unsubscribe_channel(text) IS
     'On a consumer: stop receiving a channel (drops the subscription, its slot on the producer and the received messages); run it outside a transaction block';
 REVOKE ALL ON FUNCTION ep.unsubscribe_channel(text) FROM PUBLIC;
 
-CREATE FUNCTION ep.drop_channel(channel text)
-    RETURNS void LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+CREATE FUNCTION ep._drop_channel(caller regrole, channel text)
+    RETURNS void LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     d ep.channel_defs;
 BEGIN
-    SELECT * INTO d FROM ep.channel_defs c WHERE c.channel OPERATOR(pg_catalog.=) drop_channel.channel
+    SELECT * INTO d FROM ep.channel_defs c WHERE c.channel OPERATOR(pg_catalog.=) _drop_channel.channel
                                             AND c.role OPERATOR(pg_catalog.=) 'producer';
     IF NOT FOUND THEN
         RAISE EXCEPTION 'channel "%" does not exist', channel USING ERRCODE = 'undefined_object';
     END IF;
-    IF NOT pg_catalog.pg_has_role(CURRENT_USER, d.owner::pg_catalog.oid, 'MEMBER') THEN
+    IF NOT pg_catalog.pg_has_role(caller::pg_catalog.oid, d.owner::pg_catalog.oid, 'MEMBER') THEN
         RAISE EXCEPTION 'permission denied for channel "%"', channel USING ERRCODE = 'insufficient_privilege';
     END IF;
-    DELETE FROM ep.channel_forwards f WHERE f.channel OPERATOR(pg_catalog.=) drop_channel.channel;
+    DELETE FROM ep.channel_forwards f WHERE f.channel OPERATOR(pg_catalog.=) _drop_channel.channel;
     PERFORM ep._sync_forward_trigger();
     EXECUTE pg_catalog.format('DROP PUBLICATION %I', d.publication);
     EXECUTE pg_catalog.format('DROP TABLE %s', d.partition);
-    DELETE FROM ep.channel_defs c WHERE c.channel OPERATOR(pg_catalog.=) drop_channel.channel;
+    DELETE FROM ep.channel_defs c WHERE c.channel OPERATOR(pg_catalog.=) _drop_channel.channel;
 END
 $$;
+COMMENT ON FUNCTION ep._drop_channel(regrole, text) IS 'Internal: ep.drop_channel() for the calling role (run as the extension owner by ep.drop_channel)';
+REVOKE ALL ON FUNCTION ep._drop_channel(regrole, text) FROM PUBLIC;
+
+CREATE FUNCTION ep.drop_channel(channel text)
+    RETURNS void LANGUAGE c VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ep_channel_api';
 COMMENT ON FUNCTION ep.drop_channel(text) IS
     'On the producer: drop a channel, its outbox and its publication (consumers'' slots stay until they unsubscribe)';
 
@@ -1577,7 +1626,11 @@ DECLARE
     n bigint;
     total bigint := 0;
     handled bigint;
+    copying boolean;
 BEGIN
+    -- an initial copy in progress (its temporary slot) may still need any message
+    copying := EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots s
+                        WHERE s.slot_name OPERATOR(pg_catalog.~~) 'pg\_%\_sync\_%');
     FOR d IN SELECT * FROM ep.channel_defs ORDER BY channel LOOP
         IF d.role OPERATOR(pg_catalog.=) 'producer' THEN
             -- a new mark when messages were sent since the last one
@@ -1599,7 +1652,7 @@ BEGIN
                AND k.taken_at OPERATOR(pg_catalog.<=) (pg_catalog.now() OPERATOR(pg_catalog.-) retention)
                AND (received IS NULL OR k.lsn OPERATOR(pg_catalog.<=) received)
              ORDER BY k.horizon DESC LIMIT 1;
-            IF FOUND THEN
+            IF FOUND AND NOT copying THEN
                 DELETE FROM ep.messages x WHERE x.channel OPERATOR(pg_catalog.=) d.channel
                                           AND x.position OPERATOR(pg_catalog.<) m.horizon;
                 GET DIAGNOSTICS n = ROW_COUNT;
@@ -1649,12 +1702,22 @@ REVOKE ALL ON FUNCTION ep.maintain_channels() FROM PUBLIC;
 
 -- Views ---------------------------------------------------------------------
 
+CREATE FUNCTION ep._channel_handled(source regclass) RETURNS bigint
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.min(p.last_position) FROM ep.projection_defs p
+     WHERE p.kind OPERATOR(pg_catalog.=) 'message' AND p.source OPERATOR(pg_catalog.=) $1
+$$;
+COMMENT ON FUNCTION ep._channel_handled(regclass) IS
+    'Internal: arrival order (received_seq) up to which every message handler of a channel table has handled the messages (NULL: no handler)';
+
 CREATE FUNCTION ep._channel_status()
     RETURNS TABLE (channel text, role text, owner regrole, source text, backlog bigint,
                    lag_seconds double precision, lag_bytes bigint, consumers integer,
                    wal_status text, subscription_active boolean, pruned_below bigint, pruned_count bigint,
                    last_error text)
-    LANGUAGE sql STABLE SECURITY DEFINER
+    LANGUAGE sql STABLE
     SET search_path = pg_catalog, pg_temp SET jit = off
 AS $$
     WITH slots AS (
@@ -1671,11 +1734,9 @@ AS $$
                                                         WHERE s.channel OPERATOR(pg_catalog.=) d.channel)) AS horizon
           FROM ep.channel_defs d WHERE d.role OPERATOR(pg_catalog.=) 'producer'),
     handled AS (
-        SELECT d.channel, pg_catalog.min(p.last_position) AS upto
+        SELECT d.channel, ep._channel_handled(d.partition) AS upto
           FROM ep.channel_defs d
-          LEFT JOIN ep.projection_defs p ON p.kind OPERATOR(pg_catalog.=) 'message' AND p.source OPERATOR(pg_catalog.=) d.partition
-         WHERE d.role OPERATOR(pg_catalog.=) 'consumer'
-         GROUP BY d.channel)
+         WHERE d.role OPERATOR(pg_catalog.=) 'consumer')
     SELECT d.channel, d.role, d.owner,
            CASE WHEN d.role OPERATOR(pg_catalog.=) 'producer' THEN d.publication::text ELSE d.source END,
            b.backlog, b.lag_seconds,
@@ -1709,7 +1770,7 @@ AS $$
                       ELSE x.received_seq OPERATOR(pg_catalog.>) COALESCE(h.upto, 0) END) b ON true
      WHERE ep._channel_may(d.channel, ep._role(CURRENT_USER), 'read')
 $$;
-COMMENT ON FUNCTION ep._channel_status() IS 'Internal: rows of ep.channels for the channels the caller may read';
+COMMENT ON FUNCTION ep._channel_status() IS 'Internal: rows of ep.channels for the channels the caller may read (it runs as the caller: backlog counts the messages the caller may read)';
 
 CREATE VIEW ep.channels AS SELECT * FROM ep._channel_status();
 COMMENT ON VIEW ep.channels IS
