@@ -1495,6 +1495,7 @@ CREATE FUNCTION ep._unsubscribe_channel(caller regrole, channel text)
 AS $$
 DECLARE
     d ep.channel_defs;
+    conn text;
 BEGIN
     SELECT * INTO d FROM ep.channel_defs c WHERE c.channel OPERATOR(pg_catalog.=) _unsubscribe_channel.channel
                                             AND c.role OPERATOR(pg_catalog.=) 'consumer';
@@ -1509,9 +1510,20 @@ BEGIN
         RAISE EXCEPTION 'channel "%" still has message handlers', channel
             USING ERRCODE = 'dependent_objects_still_exist', HINT = 'Drop them with ep.drop_projection() first.';
     END IF;
+    SELECT s.subconninfo INTO conn FROM pg_catalog.pg_subscription s
+     WHERE s.subname OPERATOR(pg_catalog.=) d.subscription
+       AND s.subdbid OPERATOR(pg_catalog.=) (SELECT b.oid FROM pg_catalog.pg_database b
+                                              WHERE b.datname OPERATOR(pg_catalog.=) pg_catalog.current_database());
+    -- the slot on the producer is dropped last, through a connection of
+    -- its own (DROP SUBSCRIPTION would need to run outside any transaction)
+    EXECUTE pg_catalog.format('ALTER SUBSCRIPTION %I DISABLE', d.subscription);
+    EXECUTE pg_catalog.format('ALTER SUBSCRIPTION %I SET (slot_name = NONE)', d.subscription);
     EXECUTE pg_catalog.format('DROP SUBSCRIPTION %I', d.subscription);
     EXECUTE pg_catalog.format('DROP TABLE %s', d.partition);
     DELETE FROM ep.channel_defs c WHERE c.channel OPERATOR(pg_catalog.=) _unsubscribe_channel.channel;
+    IF conn IS NOT NULL THEN
+        PERFORM ep._channel_remote_slot(conn, d.slot_name, false);
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION ep._unsubscribe_channel(regrole, text) IS 'Internal: ep.unsubscribe_channel() for the calling role (run as the extension owner by ep.unsubscribe_channel)';
@@ -1521,7 +1533,7 @@ CREATE FUNCTION ep.unsubscribe_channel(channel text)
     RETURNS void LANGUAGE c VOLATILE PARALLEL UNSAFE
     AS 'MODULE_PATHNAME', 'ep_channel_api';
 COMMENT ON FUNCTION ep.unsubscribe_channel(text) IS
-    'On a consumer: stop receiving a channel (drops the subscription, its slot on the producer and the received messages); run it outside a transaction block';
+    'On a consumer: stop receiving a channel (drops the subscription, its slot on the producer and the received messages)';
 REVOKE ALL ON FUNCTION ep.unsubscribe_channel(text) FROM PUBLIC;
 
 CREATE FUNCTION ep._drop_channel(caller regrole, channel text)
