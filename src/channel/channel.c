@@ -48,10 +48,10 @@
 #include "miscadmin.h"
 #include "replication/slot.h"
 #include "replication/walreceiver.h"
-#include "replication/worker_internal.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/jsonb.h"
 #include "lib/stringinfo.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
@@ -228,13 +228,6 @@ ep_channel_xact_callback(XactEvent event, void *arg)
 		wake_at_commit = false;
 }
 
-/* the table-sync worker of a subscription (initial copy) */
-static bool
-ep_in_table_sync(void)
-{
-	return MyLogicalRepWorker != NULL && OidIsValid(MyLogicalRepWorker->relid);
-}
-
 PG_FUNCTION_INFO_V1(ep_message_receive);
 Datum
 ep_message_receive(PG_FUNCTION_ARGS)
@@ -242,12 +235,12 @@ ep_message_receive(PG_FUNCTION_ARGS)
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	HeapTuple	row;
 	TupleDesc	desc;
-	Oid			types[4] = {TEXTOID, UUIDOID, TIMESTAMPTZOID, BOOLOID};
-	Datum		args[4];
-	char		nulls[4] = "    ";
+	Oid			types[2] = {TEXTOID, UUIDOID};
+	Datum		args[2];
 	bool		isnull;
 	bool		seen;
 	EpSavedUser saved;
+	Trigger    *trigger;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BY_INSERT(trigdata->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) || !TRIGGER_FIRED_BEFORE(trigdata->tg_event))
@@ -256,36 +249,7 @@ ep_message_receive(PG_FUNCTION_ARGS)
 				 errmsg("ep._message_receive() must be called as a BEFORE INSERT row trigger")));
 	row = trigdata->tg_trigtuple;
 	desc = RelationGetDescr(trigdata->tg_relation);
-
-	args[0] = heap_getattr(row, SPI_fnumber(desc, "channel"), desc, &isnull);
-	if (isnull)
-		return PointerGetDatum(row);
-	args[1] = heap_getattr(row, SPI_fnumber(desc, "message_id"), desc, &isnull);
-	if (isnull)
-		return PointerGetDatum(row);
-	args[2] = heap_getattr(row, SPI_fnumber(desc, "sent_at"), desc, &isnull);
-	if (isnull)
-		nulls[2] = 'n';
-	args[3] = BoolGetDatum(ep_in_table_sync());
-
-	ep_become_owner(&saved);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_plan(ep_spi_keep_plan(&plan_seen,
-										  "SELECT EXISTS (SELECT 1 FROM ep.messages m"
-										  "                WHERE m.channel OPERATOR(pg_catalog.=) $1"
-										  "                  AND m.message_id OPERATOR(pg_catalog.=) $2)"
-										  "    OR ($4 AND EXISTS (SELECT 1 FROM ep.channel_defs d"
-										  "                WHERE d.channel OPERATOR(pg_catalog.=) $1"
-										  "                  AND d.pruned_before OPERATOR(pg_catalog.>) $3))",
-										  4, types),
-						 args, nulls, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "could not look up a received message");
-	seen = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	SPI_finish();
-	ep_restore_user(&saved);
-	if (seen)
-		return PointerGetDatum(NULL);
+	trigger = trigdata->tg_trigger;
 
 	if (!callback_registered)
 	{
@@ -293,6 +257,32 @@ ep_message_receive(PG_FUNCTION_ARGS)
 		callback_registered = true;
 	}
 	wake_at_commit = true;
+
+	/* only while messages fetched at subscription may arrive again */
+	if (trigger->tgnargs < 1 || strcmp(trigger->tgargs[0], "dedup") != 0)
+		return PointerGetDatum(row);
+	args[0] = heap_getattr(row, SPI_fnumber(desc, "channel"), desc, &isnull);
+	if (isnull)
+		return PointerGetDatum(row);
+	args[1] = heap_getattr(row, SPI_fnumber(desc, "message_id"), desc, &isnull);
+	if (isnull)
+		return PointerGetDatum(row);
+
+	ep_become_owner(&saved);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_plan(ep_spi_keep_plan(&plan_seen,
+										  "SELECT EXISTS (SELECT 1 FROM ep.messages m"
+										  "                WHERE m.channel OPERATOR(pg_catalog.=) $1"
+										  "                  AND m.message_id OPERATOR(pg_catalog.=) $2)",
+										  2, types),
+						 args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not look up a received message");
+	seen = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+	ep_restore_user(&saved);
+	if (seen)
+		return PointerGetDatum(NULL);
 	return PointerGetDatum(row);
 }
 
@@ -407,6 +397,112 @@ ep_channel_remote_state(PG_FUNCTION_ARGS)
 	}
 	PG_END_TRY();
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}
+
+/*
+ * ep._channel_fetch(conninfo, channel): the producer's messages on the
+ * channel (ep.channel_messages there, which checks that the connected role
+ * may read them), as rows of the consumer's types.
+ */
+PG_FUNCTION_INFO_V1(ep_channel_fetch);
+Datum
+ep_channel_fetch(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	char	   *conninfo = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *channel = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	Oid			rtypes[8] = {TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	WalReceiverConn *conn;
+	WalRcvExecResult *res;
+	TupleTableSlot *tslot;
+	char	   *sql;
+
+	InitMaterializedSRF(fcinfo, 0);
+	sql = psprintf("SELECT m.channel, m.message_id, m.position, m.message_type, m.key, m.payload, m.headers, m.sent_at"
+				   "  FROM ep.channel_messages(%s) m", quote_literal_cstr(channel));
+	conn = ep_channel_connect(conninfo);
+	PG_TRY();
+	{
+		res = walrcv_exec(conn, sql, 8, rtypes);
+		if (res->status != WALRCV_OK_TUPLES)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("could not fetch the messages of channel \"%s\" from the producer: %s", channel,
+							res->err ? res->err : "no result")));
+		tslot = MakeSingleTupleTableSlot(res->tupledesc, &TTSOpsMinimalTuple);
+		while (tuplestore_gettupleslot(res->tuplestore, true, false, tslot))
+		{
+			Datum		values[8];
+			bool		nulls[8];
+			Datum		in[8];
+			int			i;
+
+			for (i = 0; i < 8; i++)
+				in[i] = slot_getattr(tslot, i + 1, &nulls[i]);
+			values[0] = in[0];
+			values[1] = nulls[1] ? (Datum) 0 :
+				DirectFunctionCall1(uuid_in, CStringGetDatum(TextDatumGetCString(in[1])));
+			values[2] = in[2];
+			values[3] = in[3];
+			values[4] = in[4];
+			values[5] = nulls[5] ? (Datum) 0 :
+				DirectFunctionCall1(jsonb_in, CStringGetDatum(TextDatumGetCString(in[5])));
+			values[6] = nulls[6] ? (Datum) 0 :
+				DirectFunctionCall1(jsonb_in, CStringGetDatum(TextDatumGetCString(in[6])));
+			values[7] = nulls[7] ? (Datum) 0 :
+				DirectFunctionCall3(timestamptz_in, CStringGetDatum(TextDatumGetCString(in[7])),
+									ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		}
+		ExecDropSingleTupleTableSlot(tslot);
+	}
+	PG_FINALLY();
+	{
+		walrcv_disconnect(conn);
+	}
+	PG_END_TRY();
+	return (Datum) 0;
+}
+
+/* ep._channel_remote_lsn(conninfo): the producer's WAL insert position */
+PG_FUNCTION_INFO_V1(ep_channel_remote_lsn);
+Datum
+ep_channel_remote_lsn(PG_FUNCTION_ARGS)
+{
+	char	   *conninfo = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	Oid			rtypes[1] = {TEXTOID};
+	WalReceiverConn *conn;
+	WalRcvExecResult *res;
+	TupleTableSlot *tslot;
+	Datum		lsn = (Datum) 0;
+	bool		isnull = true;
+
+	conn = ep_channel_connect(conninfo);
+	PG_TRY();
+	{
+		res = walrcv_exec(conn, "SELECT pg_catalog.pg_current_wal_insert_lsn()::pg_catalog.text", 1, rtypes);
+		if (res->status != WALRCV_OK_TUPLES)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("could not read the producer's WAL position: %s", res->err ? res->err : "no result")));
+		tslot = MakeSingleTupleTableSlot(res->tupledesc, &TTSOpsMinimalTuple);
+		if (tuplestore_gettupleslot(res->tuplestore, true, false, tslot))
+		{
+			Datum		v = slot_getattr(tslot, 1, &isnull);
+
+			if (!isnull)
+				lsn = DirectFunctionCall1(pg_lsn_in, CStringGetDatum(TextDatumGetCString(v)));
+		}
+		ExecDropSingleTupleTableSlot(tslot);
+	}
+	PG_FINALLY();
+	{
+		walrcv_disconnect(conn);
+	}
+	PG_END_TRY();
+	if (isnull)
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(lsn);
 }
 
 /* ---------------------------------------------------------------------

@@ -60,11 +60,12 @@ CREATE TABLE ep.channel_defs (
     pruned_below  bigint      NOT NULL DEFAULT 0,
     pruned_count  bigint      NOT NULL DEFAULT 0,
     pruned_before timestamptz,
+    dedup_until   pg_lsn,
     last_error    text,
     created_at    timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 COMMENT ON TABLE ep.channel_defs IS
-    'Service channels of this database (read them through ep.channels): producer side (publication) or consumer side (subscription, slot on the producer, source without password); senders/readers: roles granted send/read; pruned_*: what retention removed';
+    'Service channels of this database (read them through ep.channels): producer side (publication) or consumer side (subscription, slot on the producer, source without password); senders/readers: roles granted send/read; pruned_*: what retention removed; dedup_until: messages fetched at subscription may also be streamed until the subscription has applied the producer''s WAL to here (the receive trigger drops them)';
 
 -- Producer: (horizon, lsn) marks. Every message with position < horizon
 -- committed before lsn; once every consumer's slot confirmed lsn they all
@@ -168,7 +169,7 @@ BEGIN
         EXECUTE pg_catalog.format('CREATE INDEX ON ep_channels.%I (received_seq)', channel);
         -- fires for the apply worker and the initial copy (replica mode)
         EXECUTE pg_catalog.format('CREATE TRIGGER receive BEFORE INSERT ON ep_channels.%I'
-                                  ' FOR EACH ROW EXECUTE FUNCTION ep._message_receive()', channel);
+                                  ' FOR EACH ROW EXECUTE FUNCTION ep._message_receive(''dedup'')', channel);
         EXECUTE pg_catalog.format('ALTER TABLE ep_channels.%I ENABLE ALWAYS TRIGGER receive', channel);
     END IF;
     RETURN pg_catalog.format('ep_channels.%I', channel)::pg_catalog.regclass;
@@ -180,7 +181,23 @@ COMMENT ON FUNCTION ep._channel_create_partition(text, boolean) IS
 CREATE FUNCTION ep._message_receive() RETURNS trigger
     LANGUAGE c AS 'MODULE_PATHNAME', 'ep_message_receive';
 COMMENT ON FUNCTION ep._message_receive() IS
-    'Internal trigger on a consumer''s channel table: drops a message received again (re-synchronization) and wakes the worker at commit';
+    'Internal trigger on a consumer''s channel table: wakes the worker at commit; with the argument ''dedup'' (only while the messages fetched at subscription may arrive again) drops a message whose id is present';
+
+CREATE FUNCTION ep._channel_set_dedup(channel text, dedup boolean) RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE pg_catalog.format('DROP TRIGGER receive ON ep_channels.%I', channel);
+    EXECUTE pg_catalog.format('CREATE TRIGGER receive BEFORE INSERT ON ep_channels.%I'
+                              ' FOR EACH ROW EXECUTE FUNCTION ep._message_receive(%s)', channel,
+                              CASE WHEN dedup THEN '''dedup''' ELSE '' END);
+    EXECUTE pg_catalog.format('ALTER TABLE ep_channels.%I ENABLE ALWAYS TRIGGER receive', channel);
+END
+$$;
+COMMENT ON FUNCTION ep._channel_set_dedup(text, boolean) IS
+    'Internal: switch the receive trigger of a consumer''s channel table between checking for messages received twice and only waking the worker';
+REVOKE ALL ON FUNCTION ep._channel_set_dedup(text, boolean) FROM PUBLIC;
 
 -- Producer ------------------------------------------------------------------
 
@@ -462,6 +479,22 @@ COMMENT ON FUNCTION ep._channel_remote_slot(text, name, boolean) IS
     'Internal: through a replication connection to the producer, create (true) or drop (false) a pgoutput slot; must run before the transaction writes (same-cluster slots wait for writing transactions)';
 REVOKE ALL ON FUNCTION ep._channel_remote_slot(text, name, boolean) FROM PUBLIC;
 
+CREATE FUNCTION ep._channel_fetch(conninfo text, of_channel text,
+                                  OUT channel text, OUT message_id uuid, OUT "position" bigint,
+                                  OUT message_type text, OUT key text, OUT payload jsonb, OUT headers jsonb,
+                                  OUT sent_at timestamptz)
+    RETURNS SETOF record LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'ep_channel_fetch';
+COMMENT ON FUNCTION ep._channel_fetch(text, text) IS
+    'Internal: the messages the producer has on a channel (ep.channel_messages there), through a connection to it';
+REVOKE ALL ON FUNCTION ep._channel_fetch(text, text) FROM PUBLIC;
+
+CREATE FUNCTION ep._channel_remote_lsn(conninfo text) RETURNS pg_lsn
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'ep_channel_remote_lsn';
+COMMENT ON FUNCTION ep._channel_remote_lsn(text) IS 'Internal: the producer''s current WAL insert position';
+REVOKE ALL ON FUNCTION ep._channel_remote_lsn(text) FROM PUBLIC;
+
 CREATE FUNCTION ep._channel_remote_state(conninfo text, channel text, slot_name name,
                                          OUT channel_exists boolean, OUT slot_exists boolean,
                                          OUT pruned_below bigint, OUT pruned_count bigint,
@@ -545,8 +578,26 @@ BEGIN
                    source = pg_catalog.regexp_replace(conninfo, 'password\s*=\s*(''[^'']*''|\S*)', 'password=********', 'g')
              WHERE c.channel OPERATOR(pg_catalog.=) _subscribe_channel.channel;
         END IF;
+        -- what the producer has now, in send order: everything committed
+        -- before the slot's start is among it; what also arrives through
+        -- the slot is dropped by the receive trigger until the subscription
+        -- has applied the producer's WAL past the fetch (dedup_until). On a
+        -- re-synchronization, messages this consumer handled and removed
+        -- (sent before pruned_before) are not taken again.
+        PERFORM ep._channel_set_dedup(channel, true);
+        -- into the partition itself: its default numbers the arrivals
+        EXECUTE pg_catalog.format(
+            'INSERT INTO %s (channel, message_id, position, message_type, key, payload, headers, sent_at)'
+            ' SELECT f.channel, f.message_id, f.position, f.message_type, f.key, f.payload, f.headers, f.sent_at'
+            '   FROM ep._channel_fetch($1, $2) f'
+            '  WHERE f.channel OPERATOR(pg_catalog.=) $2'
+            '    AND ($3 IS NULL OR f.sent_at OPERATOR(pg_catalog.>=) $3)'
+            '  ORDER BY f.position', COALESCE(part, d.partition))
+          USING conninfo, channel, d.pruned_before;
+        UPDATE ep.channel_defs c SET dedup_until = ep._channel_remote_lsn(conninfo)
+         WHERE c.channel OPERATOR(pg_catalog.=) _subscribe_channel.channel;
         EXECUTE pg_catalog.format('CREATE SUBSCRIPTION %I CONNECTION %L PUBLICATION %I'
-                                  ' WITH (create_slot = false, slot_name = %L, copy_data = true)',
+                                  ' WITH (create_slot = false, slot_name = %L, copy_data = false)',
                                   sub, conninfo, 'ep_channel:' OPERATOR(pg_catalog.||) channel, slot);
     EXCEPTION WHEN OTHERS THEN
         -- do not leave a slot behind that would pin the producer's WAL
@@ -714,11 +765,7 @@ DECLARE
     n bigint;
     total bigint := 0;
     handled bigint;
-    copying boolean;
 BEGIN
-    -- an initial copy in progress (its temporary slot) may still need any message
-    copying := EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots s
-                        WHERE s.slot_name OPERATOR(pg_catalog.~~) 'pg\_%\_sync\_%');
     FOR d IN SELECT * FROM ep.channel_defs ORDER BY channel LOOP
         IF d.role OPERATOR(pg_catalog.=) 'producer' THEN
             -- a new mark when messages were sent since the last one
@@ -740,7 +787,7 @@ BEGIN
                AND k.taken_at OPERATOR(pg_catalog.<=) (pg_catalog.now() OPERATOR(pg_catalog.-) retention)
                AND (received IS NULL OR k.lsn OPERATOR(pg_catalog.<=) received)
              ORDER BY k.horizon DESC LIMIT 1;
-            IF FOUND AND NOT copying THEN
+            IF FOUND THEN
                 DELETE FROM ep.messages x WHERE x.channel OPERATOR(pg_catalog.=) d.channel
                                           AND x.position OPERATOR(pg_catalog.<) m.horizon;
                 GET DIAGNOSTICS n = ROW_COUNT;
@@ -756,6 +803,18 @@ BEGIN
                 END IF;
             END IF;
         ELSE
+            -- consumer: once the subscription applied the producer's WAL past
+            -- the fetch at subscription, nothing can arrive twice
+            IF d.dedup_until IS NOT NULL
+               AND pg_catalog.pg_replication_origin_progress(
+                       'pg_' OPERATOR(pg_catalog.||) (SELECT s.oid FROM pg_catalog.pg_subscription s
+                                                       WHERE s.subname OPERATOR(pg_catalog.=) d.subscription
+                                                         AND s.subdbid OPERATOR(pg_catalog.=) (SELECT b.oid FROM pg_catalog.pg_database b
+                                                                                                WHERE b.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()))::text,
+                       true) OPERATOR(pg_catalog.>=) d.dedup_until THEN
+                PERFORM ep._channel_set_dedup(d.channel, false);
+                UPDATE ep.channel_defs c SET dedup_until = NULL WHERE c.channel OPERATOR(pg_catalog.=) d.channel;
+            END IF;
             -- consumer: what every message handler of the channel has handled
             SELECT pg_catalog.min(p.last_position) INTO handled FROM ep.projection_defs p
              WHERE p.kind OPERATOR(pg_catalog.=) 'message' AND p.source OPERATOR(pg_catalog.=) d.partition;
@@ -876,6 +935,28 @@ CREATE VIEW ep.channel_consumers AS
 COMMENT ON VIEW ep.channel_consumers IS
     'On the producer: the slot of every consumer of each channel (active, confirmed position, lag in bytes, wal_status, safe_wal_size)';
 GRANT SELECT ON ep.channel_consumers TO PUBLIC;
+
+CREATE FUNCTION ep.channel_messages(of_channel text)
+    RETURNS TABLE (channel text, message_id text, "position" bigint, message_type text, key text,
+                   payload text, headers text, sent_at text)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- the role that connected (a SECURITY DEFINER function sees its owner as CURRENT_USER)
+    IF NOT ep._channel_may($1, ep._role(SESSION_USER), 'read') THEN
+        RAISE EXCEPTION 'permission denied to read channel "%"', $1
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Consumers connect as a role granted read: ep.grant_channel(channel, role, ''{read}'').';
+    END IF;
+    RETURN QUERY
+        SELECT m.channel, m.message_id::text, m.position, m.message_type, m.key, m.payload::text,
+               m.headers::text, pg_catalog.to_char(m.sent_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+          FROM ep.messages m WHERE m.channel OPERATOR(pg_catalog.=) $1 ORDER BY m.position;
+END
+$$;
+COMMENT ON FUNCTION ep.channel_messages(text) IS
+    'On the producer: the messages it still has on a channel, for a consumer that (re-)subscribes; the connected role (session user) needs read on the channel';
 
 CREATE FUNCTION ep.channel_info(channel text, OUT pruned_below bigint, OUT pruned_count bigint,
                                 OUT min_position bigint)
