@@ -282,46 +282,26 @@ $$;
 COMMENT ON FUNCTION ep.drop_projection(text) IS 'Drop a projection and its parked events (its read model is left alone)';
 
 -- Lag of a message handler (channels, 50_channel.sql): received messages
--- not handled yet. SECURITY DEFINER: owners cannot read the channel tables.
+-- not handled yet, read through ep.messages (only readable channels).
 CREATE FUNCTION ep._lag_messages(source regclass, after bigint, message_types text[])
-    RETURNS bigint LANGUAGE plpgsql STABLE SECURITY DEFINER
+    RETURNS bigint LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp SET jit = off
-AS $$
-DECLARE
-    n bigint;
-BEGIN
-    -- only channel tables, and only for roles that may read the channel
-    IF NOT EXISTS (SELECT 1 FROM ep.channel_defs d WHERE d.partition OPERATOR(pg_catalog.=) $1
-                      AND ep._channel_may(d.channel, ep._role(CURRENT_USER), 'read')) THEN
-        RETURN NULL;
-    END IF;
-    EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FROM %s m WHERE m.received_seq OPERATOR(pg_catalog.>) $1'
-                              ' AND ($2 IS NULL OR m.message_type OPERATOR(pg_catalog.=) ANY ($2))', source)
-       INTO n USING after, message_types;
-    RETURN n;
-END
-$$;
+    AS $$ BEGIN RETURN (SELECT pg_catalog.count(*) FROM ep.messages m
+           WHERE m.channel OPERATOR(pg_catalog.=) (SELECT d.channel FROM ep.channel_defs d
+                                                    WHERE d.partition OPERATOR(pg_catalog.=) $1)
+             AND m.received_seq OPERATOR(pg_catalog.>) $2
+             AND ($3 IS NULL OR m.message_type OPERATOR(pg_catalog.=) ANY ($3))); END $$;
 COMMENT ON FUNCTION ep._lag_messages(regclass, bigint, text[]) IS 'Internal: received messages of a channel table not yet handled';
 
 CREATE FUNCTION ep._lag_message_seconds(source regclass, after bigint, message_types text[])
-    RETURNS double precision LANGUAGE plpgsql STABLE SECURITY DEFINER
+    RETURNS double precision LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp SET jit = off
-AS $$
-DECLARE
-    s double precision;
-BEGIN
-    -- only channel tables, and only for roles that may read the channel
-    IF NOT EXISTS (SELECT 1 FROM ep.channel_defs d WHERE d.partition OPERATOR(pg_catalog.=) $1
-                      AND ep._channel_may(d.channel, ep._role(CURRENT_USER), 'read')) THEN
-        RETURN NULL;
-    END IF;
-    EXECUTE pg_catalog.format('SELECT pg_catalog.date_part(''epoch'', pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.min(m.sent_at))'
-                              ' FROM %s m WHERE m.received_seq OPERATOR(pg_catalog.>) $1'
-                              ' AND ($2 IS NULL OR m.message_type OPERATOR(pg_catalog.=) ANY ($2))', source)
-       INTO s USING after, message_types;
-    RETURN s;
-END
-$$;
+    AS $$ BEGIN RETURN (SELECT pg_catalog.date_part('epoch', pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.min(m.sent_at))
+            FROM ep.messages m
+           WHERE m.channel OPERATOR(pg_catalog.=) (SELECT d.channel FROM ep.channel_defs d
+                                                    WHERE d.partition OPERATOR(pg_catalog.=) $1)
+             AND m.received_seq OPERATOR(pg_catalog.>) $2
+             AND ($3 IS NULL OR m.message_type OPERATOR(pg_catalog.=) ANY ($3))); END $$;
 COMMENT ON FUNCTION ep._lag_message_seconds(regclass, bigint, text[]) IS 'Internal: age in seconds of the oldest received message not yet handled';
 
 CREATE FUNCTION ep._check_message_source(source regclass, owner regrole)
