@@ -1346,7 +1346,6 @@ ep_apply_decoded_rows(EpProj *p, EpDecodeRound *round, int64 *budget)
 	p->turn_ends = 0;
 	p->decoded += n;
 	*budget -= n;
-	pfree(items);
 	if (p->stopped)
 		p->new_lsn = p->stop_lsn;
 	else if (p->yielded)
@@ -1354,6 +1353,7 @@ ep_apply_decoded_rows(EpProj *p, EpDecodeRound *round, int64 *budget)
 	p->caught_up = !p->stopped && !p->yielded;
 	if (p->is_message)
 		ep_message_progress(p, items, n);
+	pfree(items);
 }
 
 /* Parked events handed back by ep.retry_parked */
