@@ -39,6 +39,7 @@ OBJS = \
 	src/projection_wait.o \
 	src/owner.o \
 	src/category.o \
+	src/replica/subscribe.o \
 	src/channel/channel.o
 
 # The install script is assembled from one SQL file per concern.
@@ -52,6 +53,7 @@ PG_CONFIG ?= pg_config
 
 # Warnings are defects: -Wall is in PostgreSQL's CFLAGS already; add -Wextra
 # minus the few classes PostgreSQL's own headers trigger.
+PG_CPPFLAGS = -Isrc
 PG_CFLAGS = -Wextra -Wno-unused-parameter -Wno-missing-field-initializers \
             -Wno-sign-compare -Wno-cast-function-type
 

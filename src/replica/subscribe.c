@@ -1,0 +1,472 @@
+/*-------------------------------------------------------------------------
+ *
+ * subscribe.c
+ *	  Native subscriptions with a publisher-side slot created beforehand,
+ *	  usable between databases of the same cluster.
+ *
+ * Why: CREATE SUBSCRIPTION with create_slot = true asks the publisher's
+ * walsender to create a logical slot, which waits for every transaction
+ * that has an xid, including the one running CREATE SUBSCRIPTION when the
+ * publisher is a database of the same cluster: it hangs.  Here the slot
+ * is created first, through a separate replication connection
+ * (libpqwalreceiver, as PostgreSQL's own subscription code does), while
+ * the calling transaction has no xid yet; then CREATE SUBSCRIPTION ...
+ * WITH (create_slot = false, slot_name = ...) runs in the caller's
+ * transaction.  Dropping does ALTER SUBSCRIPTION ... DISABLE, SET
+ * (slot_name = NONE), DROP SUBSCRIPTION (which then needs no connection
+ * and may run in a transaction block), and drops the slot itself.
+ *
+ * Transactions.  Both functions may run inside a transaction block and
+ * follow its fate:
+ *	- ep_native_subscribe creates the slot at once (it is not
+ *	  transactional); if the transaction (or the subtransaction that
+ *	  called it) aborts, the slot is dropped again at abort.  With a
+ *	  publisher in the same cluster the transaction must not have written
+ *	  anything before the call (it has no xid yet), or the call is refused
+ *	  with a hint: slot creation would wait for this very transaction.
+ *	  Slot creation also waits for other transactions of the publisher's
+ *	  cluster that have written and are still open.
+ *	- ep_native_unsubscribe drops the subscription in the transaction; the
+ *	  slot is dropped just before commit (XACT_EVENT_PRE_COMMIT), so an
+ *	  aborted transaction keeps both.  An unreachable publisher or a slot
+ *	  that cannot be dropped gives a WARNING naming it, not an error: a
+ *	  dead publisher must not keep a subscriber from letting go.
+ *	- PREPARE TRANSACTION is refused after either call.
+ *
+ * Who may call: the current user must be a superuser (see subscribe.h);
+ * never from inside a security-restricted operation.
+ *
+ * State: two backend-local lists in TopMemoryContext (slots created, slots
+ * to drop), each entry tagged with the subtransaction that made it;
+ * emptied at every top-level transaction end.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/pg_subscription.h"
+#include "common/hashfn.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "nodes/pg_list.h"
+#include "replication/slot.h"
+#include "replication/walreceiver.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+
+#include "replica/subscribe.h"
+
+#define EP_SUB_APPNAME "event_patterns"
+
+typedef struct EpPendingSlot
+{
+	char	   *conninfo;
+	char	   *slot;
+	SubTransactionId subxid;	/* subtransaction that created/dropped it */
+} EpPendingSlot;
+
+static List *ep_created_slots = NIL;	/* drop these on abort */
+static List *ep_dropped_slots = NIL;	/* drop these at pre-commit */
+static bool ep_callbacks_registered = false;
+
+static void ep_native_xact_callback(XactEvent event, void *arg);
+static void ep_native_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+									   SubTransactionId parentSubid, void *arg);
+
+static void
+ep_native_check_caller(void)
+{
+	if (InSecurityRestrictedOperation())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("cannot manage a subscription inside a security-restricted operation")));
+	if (!superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("must be superuser to create or drop a subscription"),
+				 errdetail("A subscription is owned by its creator and connects wherever its connection string says.")));
+}
+
+static void
+ep_native_load(void)
+{
+	load_file("libpqwalreceiver", false);
+	if (WalReceiverFunctions == NULL)
+		elog(ERROR, "libpqwalreceiver did not initialize");
+}
+
+static void
+ep_native_register(void)
+{
+	if (ep_callbacks_registered)
+		return;
+	RegisterXactCallback(ep_native_xact_callback, NULL);
+	RegisterSubXactCallback(ep_native_subxact_callback, NULL);
+	ep_callbacks_registered = true;
+}
+
+static void
+ep_native_remember(List **list, const char *conninfo, const char *slot)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+	EpPendingSlot *p = palloc(sizeof(EpPendingSlot));
+
+	p->conninfo = pstrdup(conninfo);
+	p->slot = pstrdup(slot);
+	p->subxid = GetCurrentSubTransactionId();
+	*list = lappend(*list, p);
+	MemoryContextSwitchTo(old);
+	ep_native_register();
+}
+
+static void
+ep_native_forget_all(List **list)
+{
+	ListCell   *lc;
+
+	foreach(lc, *list)
+	{
+		EpPendingSlot *p = lfirst(lc);
+
+		pfree(p->conninfo);
+		pfree(p->slot);
+		pfree(p);
+	}
+	list_free(*list);
+	*list = NIL;
+}
+
+char *
+ep_native_slot_name(const char *subname)
+{
+	struct
+	{
+		uint64		sysid;
+		Oid			dbid;
+	}			key;
+	uint32		h;
+
+	/*
+	 * The slot lives on the publisher, where other subscriber databases
+	 * (of this cluster or of others) may use the same subscription name:
+	 * suffix a hash of this cluster and database.
+	 */
+	memset(&key, 0, sizeof(key));
+	key.sysid = GetSystemIdentifier();
+	key.dbid = MyDatabaseId;
+	h = hash_bytes((const unsigned char *) &key, sizeof(key));
+	return psprintf("%.*s_%08x", NAMEDATALEN - 1 - 9, subname, h);
+}
+
+/*
+ * Drop a slot on the publisher through a replication connection.  Never
+ * raises for remote trouble: returns false with *err set.  A slot that
+ * does not exist counts as dropped.
+ */
+static bool
+ep_native_drop_remote_slot(const char *conninfo, const char *slot, char **err)
+{
+	WalReceiverConn *conn;
+	WalRcvExecResult *res;
+	char	   *cmd;
+	bool		ok;
+
+	*err = NULL;
+	conn = walrcv_connect(conninfo, true, EP_SUB_APPNAME, err);
+	if (conn == NULL)
+		return false;
+	cmd = psprintf("DROP_REPLICATION_SLOT %s WAIT", quote_identifier(slot));
+	res = walrcv_exec(conn, cmd, 0, NULL);
+	ok = (res->status == WALRCV_OK_COMMAND ||
+		  (res->status == WALRCV_ERROR && res->sqlstate == ERRCODE_UNDEFINED_OBJECT));
+	if (!ok)
+		*err = pstrdup(res->err ? res->err : "unknown error");
+	walrcv_clear_result(res);
+	walrcv_disconnect(conn);
+	return ok;
+}
+
+/* ep_native_drop_remote_slot that turns local errors into a message too. */
+static bool
+ep_native_try_drop(const char *conninfo, const char *slot, char **err)
+{
+	volatile bool ok = false;
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		ep_native_load();
+		ok = ep_native_drop_remote_slot(conninfo, slot, err);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		*err = edata->message;
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+/* Drop the slots of a list (or of one subtransaction); WARNING on failure. */
+static void
+ep_native_drop_list(List **list, bool only_subxid, SubTransactionId subxid,
+					const char *why)
+{
+	ListCell   *lc;
+	List	   *keep = NIL;
+
+	foreach(lc, *list)
+	{
+		EpPendingSlot *p = lfirst(lc);
+		char	   *err = NULL;
+		bool		ok = false;
+
+		if (only_subxid && p->subxid != subxid)
+		{
+			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+			keep = lappend(keep, p);
+			MemoryContextSwitchTo(old);
+			continue;
+		}
+		ok = ep_native_try_drop(p->conninfo, p->slot, &err);
+		if (!ok)
+			ereport(WARNING,
+					(errmsg("could not drop replication slot \"%s\" on the publisher %s: %s",
+							p->slot, why, err ? err : "unknown error"),
+					 errhint("Drop it there with pg_drop_replication_slot('%s'), or it keeps WAL.",
+							 p->slot)));
+		pfree(p->conninfo);
+		pfree(p->slot);
+		pfree(p);
+	}
+	list_free(*list);
+	*list = keep;
+}
+
+static void
+ep_native_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_PRE_COMMIT:
+			if (ep_dropped_slots != NIL)
+				ep_native_drop_list(&ep_dropped_slots, false, InvalidSubTransactionId,
+									"after dropping its subscription");
+			break;
+		case XACT_EVENT_COMMIT:
+			ep_native_forget_all(&ep_created_slots);
+			ep_native_forget_all(&ep_dropped_slots);
+			break;
+		case XACT_EVENT_ABORT:
+			ep_native_forget_all(&ep_dropped_slots);
+			if (ep_created_slots != NIL)
+				ep_native_drop_list(&ep_created_slots, false, InvalidSubTransactionId,
+									"after the transaction that created it aborted");
+			break;
+		case XACT_EVENT_PRE_PREPARE:
+			if (ep_created_slots != NIL || ep_dropped_slots != NIL)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot PREPARE a transaction that created or dropped a subscription with its slot")));
+			break;
+		default:
+			break;
+	}
+}
+
+static void
+ep_native_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						   SubTransactionId parentSubid, void *arg)
+{
+	ListCell   *lc;
+
+	switch (event)
+	{
+		case SUBXACT_EVENT_COMMIT_SUB:
+			foreach(lc, ep_created_slots)
+			{
+				EpPendingSlot *p = lfirst(lc);
+
+				if (p->subxid == mySubid)
+					p->subxid = parentSubid;
+			}
+			foreach(lc, ep_dropped_slots)
+			{
+				EpPendingSlot *p = lfirst(lc);
+
+				if (p->subxid == mySubid)
+					p->subxid = parentSubid;
+			}
+			break;
+		case SUBXACT_EVENT_ABORT_SUB:
+			{
+				List	   *keep = NIL;
+
+				foreach(lc, ep_dropped_slots)
+				{
+					EpPendingSlot *p = lfirst(lc);
+
+					if (p->subxid == mySubid)
+					{
+						pfree(p->conninfo);
+						pfree(p->slot);
+						pfree(p);
+					}
+					else
+					{
+						MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+						keep = lappend(keep, p);
+						MemoryContextSwitchTo(old);
+					}
+				}
+				list_free(ep_dropped_slots);
+				ep_dropped_slots = keep;
+				if (ep_created_slots != NIL)
+					ep_native_drop_list(&ep_created_slots, true, mySubid,
+										"after the subtransaction that created it aborted");
+			}
+			break;
+		default:
+			break;
+	}
+}
+
+static void
+ep_native_spi(const char *sql)
+{
+	int			rc;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	rc = SPI_execute(sql, false, 0);
+	if (rc != SPI_OK_UTILITY)
+		elog(ERROR, "unexpected SPI result %d for \"%s\"", rc, sql);
+	SPI_finish();
+}
+
+void
+ep_native_subscribe(const char *subname, const char *conninfo,
+					const char *publication, bool copy_data,
+					const char *origin_option)
+{
+	WalReceiverConn *conn;
+	char	   *err = NULL;
+	char	   *slot;
+	StringInfoData cmd;
+	const char *p;
+
+	ep_native_check_caller();
+
+	if (subname == NULL || subname[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_NAME),
+				 errmsg("subscription name must not be empty")));
+	for (p = subname; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_'))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_NAME),
+					 errmsg("invalid subscription name \"%s\"", subname),
+					 errdetail("The name also names a replication slot: only lower-case letters, digits and underscores.")));
+	if (strlen(subname) > NAMEDATALEN - 1 - 9)
+		ereport(ERROR,
+				(errcode(ERRCODE_NAME_TOO_LONG),
+				 errmsg("subscription name \"%s\" is too long", subname),
+				 errdetail("At most %d characters.", NAMEDATALEN - 1 - 9)));
+	if (conninfo == NULL || publication == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("connection string and publication must not be NULL")));
+	if (origin_option != NULL && pg_strcasecmp(origin_option, "any") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("subscription origin \"%s\" is not supported on PostgreSQL 15", origin_option),
+				 errdetail("PostgreSQL 15 applies changes of every origin (origin = any).")));
+	if (OidIsValid(get_subscription_oid(subname, true)))
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("subscription \"%s\" already exists", subname)));
+
+	slot = ep_native_slot_name(subname);
+
+	ep_native_load();
+	walrcv_check_conninfo(conninfo);
+	conn = walrcv_connect(conninfo, true, EP_SUB_APPNAME, &err);
+	if (conn == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not connect to the publisher: %s", err)));
+	PG_TRY();
+	{
+		TimeLineID	tli;
+		char	   *sysid = walrcv_identify_system(conn, &tli);
+		bool		same_cluster;
+
+		same_cluster = (strtou64(sysid, NULL, 10) == GetSystemIdentifier());
+		if (same_cluster && GetTopTransactionIdIfAny() != InvalidTransactionId)
+			ereport(ERROR,
+					(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+					 errmsg("cannot subscribe to a database of the same cluster in a transaction that has already written"),
+					 errdetail("The replication slot is created first, and creating it waits for every transaction that has written, this one included."),
+					 errhint("Call it at the start of its own transaction.")));
+		walrcv_create_slot(conn, slot, false, false, CRS_NOEXPORT_SNAPSHOT, NULL);
+	}
+	PG_FINALLY();
+	{
+		walrcv_disconnect(conn);
+	}
+	PG_END_TRY();
+
+	/* From here on an abort drops the slot again. */
+	ep_native_remember(&ep_created_slots, conninfo, slot);
+
+	initStringInfo(&cmd);
+	appendStringInfo(&cmd,
+					 "CREATE SUBSCRIPTION %s CONNECTION %s PUBLICATION %s "
+					 "WITH (create_slot = false, slot_name = %s, copy_data = %s, enabled = true)",
+					 quote_identifier(subname), quote_literal_cstr(conninfo),
+					 quote_identifier(publication), quote_literal_cstr(slot),
+					 copy_data ? "true" : "false");
+	ep_native_spi(cmd.data);
+}
+
+bool
+ep_native_unsubscribe(const char *subname, bool missing_ok)
+{
+	Oid			subid;
+	Subscription *sub;
+	char	   *conninfo;
+	char	   *slot = NULL;
+	const char *qname;
+
+	ep_native_check_caller();
+
+	subid = get_subscription_oid(subname, missing_ok);
+	if (!OidIsValid(subid))
+		return false;
+	sub = GetSubscription(subid, false);
+	conninfo = pstrdup(sub->conninfo);
+	if (sub->slotname)
+		slot = pstrdup(sub->slotname);
+
+	qname = quote_identifier(subname);
+	if (slot != NULL)
+	{
+		ep_native_spi(psprintf("ALTER SUBSCRIPTION %s DISABLE", qname));
+		ep_native_spi(psprintf("ALTER SUBSCRIPTION %s SET (slot_name = NONE)", qname));
+	}
+	ep_native_spi(psprintf("DROP SUBSCRIPTION %s", qname));
+	if (slot != NULL)
+		ep_native_remember(&ep_dropped_slots, conninfo, slot);
+	return true;
+}

@@ -1,0 +1,55 @@
+/*-------------------------------------------------------------------------
+ *
+ * subscribe.h
+ *	  Native logical-replication subscriptions managed by the extension
+ *	  (src/replica/subscribe.c): one call creates a subscription together
+ *	  with its replication slot on the publisher, one call drops both.
+ *	  Works also when publisher and subscriber are databases of the same
+ *	  cluster, where CREATE SUBSCRIPTION with create_slot = true hangs.
+ *
+ * Generic: knows nothing about the event store; read nodes (follow_store)
+ * and service channels (subscribe_channel) build on it.
+ *
+ * Who may call: the *current user* must be a superuser (PostgreSQL 15
+ * has no pg_create_subscription role, and a subscription is owned by its
+ * creator and connects wherever its conninfo says).  Call these functions
+ * before switching to the extension owner (ep_become_owner), so that the
+ * check sees the real caller, and expose them in SQL only through
+ * functions that are not granted to PUBLIC.  Refused inside a
+ * security-restricted operation (owner code must not create
+ * subscriptions).
+ *
+ * Transactions: see the comment at the top of subscribe.c.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef EP_REPLICA_SUBSCRIBE_H
+#define EP_REPLICA_SUBSCRIBE_H
+
+#include "postgres.h"
+
+/*
+ * Create subscription "subname" in the current database, connected with
+ * "conninfo" to publication "publication", its slot created beforehand
+ * on the publisher (name: ep_native_slot_name(subname)).  copy_data as
+ * in CREATE SUBSCRIPTION.  origin_option: NULL, or "any" (the only
+ * behaviour PostgreSQL 15 has; "none" needs 16 and is refused here).
+ * The subscription starts enabled, streaming once the transaction
+ * commits.
+ */
+extern void ep_native_subscribe(const char *subname, const char *conninfo,
+								const char *publication, bool copy_data,
+								const char *origin_option);
+
+/*
+ * Drop subscription "subname" of the current database and its slot on
+ * the publisher.  Returns false when it does not exist and missing_ok.
+ * If the publisher cannot be reached the subscription is still dropped
+ * and a WARNING names the slot left behind there.
+ */
+extern bool ep_native_unsubscribe(const char *subname, bool missing_ok);
+
+/* Name of the publisher-side slot ep_native_subscribe uses for subname. */
+extern char *ep_native_slot_name(const char *subname);
+
+#endif							/* EP_REPLICA_SUBSCRIBE_H */
