@@ -95,20 +95,20 @@ SELECT ep.forward_events('no.such', 'order');
 RESET ROLE;
 GRANT EXECUTE ON FUNCTION ep.append(text, text, jsonb, jsonb, bigint, uuid) TO ch_orders;
 SET ROLE ch_orders;
-SELECT ep.append('order-7', 'OrderShipped', '{"to": "Oslo"}', '{"user": "ann"}');
-SELECT ep.append('order-7', 'OrderPaid', '{}');
-SELECT ep.append('invoice-7', 'OrderShipped', '{}');
+SELECT ep.append('order-ch7', 'OrderShipped', '{"to": "Oslo"}', '{"user": "ann"}');
+SELECT ep.append('order-ch7', 'OrderPaid', '{}');
+SELECT ep.append('invoice-ch7', 'OrderShipped', '{}');
 BEGIN;
-SELECT ep.append('order-8', 'OrderShipped', '{}');
+SELECT ep.append('order-ch8', 'OrderShipped', '{}');
 ROLLBACK;
-SELECT m.message_type, m.key, m.payload, m.headers, m.message_id = e.event_id AS same_id,
+SELECT m.message_type, m.key, m.payload, m.headers - 'global_position' AS headers, m.message_id = e.event_id AS same_id,
        m.position = e.global_position AS same_position
   FROM ep.messages m JOIN ep.events e ON e.event_id = m.message_id
  WHERE m.channel = 'orders.events' ORDER BY m.position;
 SELECT channel, category, event_types, owner FROM ep.channel_forwards;
 SELECT ep.unforward_events('orders.events', 'order', '{OrderShipped}');
-SELECT ep.append('order-9', 'OrderShipped', '{}');
-SELECT count(*) AS forwarded FROM ep.messages WHERE key = 'order-9';
+SELECT ep.append('order-ch9', 'OrderShipped', '{}');
+SELECT count(*) AS forwarded FROM ep.messages WHERE key = 'order-ch9';
 SELECT count(*) AS forward_trigger FROM pg_trigger WHERE tgname = 'events_forward_to_channels';
 
 -- consumers: only subscribed channels get handlers; the producer is not one
