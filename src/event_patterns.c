@@ -42,6 +42,7 @@
 #include "ivm_async.h"
 #include "notify.h"
 #include "position.h"
+#include "channel/channel.h"
 #include "launcher.h"
 #include "worker.h"
 #include "projection.h"
@@ -243,6 +244,7 @@ _PG_init(void)
 	ep_projection_init();		/* its GUCs before the prefix is reserved */
 	ep_saga_init();
 	ep_ivm_async_init();
+	ep_channel_init();
 	ep_owner_init();
 	ep_guc_define();
 	RegisterXactCallback(ep_xact_callback, NULL);

@@ -117,6 +117,7 @@
 
 #include "event_patterns.h"
 #include "category.h"
+#include "channel/channel.h"
 #include "owner.h"
 #include "launcher.h"
 #include "position.h"
@@ -175,6 +176,7 @@ typedef struct EpProj
 	int32		id;
 	char	   *name;
 	bool		is_table;
+	bool		is_message;		/* a message handler: table projection of a channel */
 	Oid			handler;
 	Oid			owner;
 	char	   *search_path;	/* recorded at creation */
@@ -207,7 +209,10 @@ typedef struct EpProj
 	bool		skip;			/* waiting for a retry: not this round */
 	bool		patience;		/* calls limited by projection_slow_call */
 	bool		slow;			/* a call ran out of patience: give it a runner */
+	bool		parked_in_round;	/* this round parked an item: retries happen in place */
 	TimestampTz turn_ends;		/* table changes in the worker: yield after this */
+	int64		skip_seq;		/* message handlers: highest unwanted message ... */
+	XLogRecPtr	skip_lsn;		/* ... of the last transaction holding one */
 	bool		yielded;		/* its turn ended: the rest waits for the next round */
 	XLogRecPtr	yield_lsn;		/* the last transaction applied before yielding */
 } EpProj;
@@ -533,7 +538,16 @@ ep_try_items(EpProj *p, EpItem *items, int n, char **err, int *code, int *done)
 		*done = n;
 		for (k = 0; k < n; k++)
 		{
-			ep_call_handler(&p->flinfo, items[k].nargs, items[k].args, items[k].nulls);
+			if (p->is_message)
+			{
+				/* the channel table's row as ep.messages (built-in types only) */
+				Datum		m = ep_channel_message_datum(DatumGetJsonbP(items[k].args[2]));
+				bool		mnull = false;
+
+				ep_call_handler(&p->flinfo, 1, &m, &mnull);
+			}
+			else
+				ep_call_handler(&p->flinfo, items[k].nargs, items[k].args, items[k].nulls);
 			if (p->turn_ends != 0 && k + 1 < n && items[k + 1].lsn != items[k].lsn &&
 				ep_turn_over(p))
 			{
@@ -613,6 +627,7 @@ typedef struct EpBackoff
 } EpBackoff;
 
 static HTAB *backoffs = NULL;
+static bool ep_message_type_matches(EpProj *p, Jsonb *row);
 static void ep_round_locktag(LOCKTAG *tag);
 static void ep_delegate_projection(EpProj *p);
 static bool round_in_worker = false;	/* this round commits per projection */
@@ -693,7 +708,12 @@ ep_apply_one(EpProj *p, EpItem *item, bool defer, char **err_out, int *attempts_
 			return false;		/* not a failure: the projection moves to a runner */
 		if (ep_error_is_permanent(code))
 			break;
-		if (round_in_worker && defer)
+		/*
+		 * Once this round has parked an item, undoing it for a later retry
+		 * would undo the park too, and the round would start over forever
+		 * when two items in a row fail: retry in place instead.
+		 */
+		if (round_in_worker && defer && !p->parked_in_round)
 		{
 			EpBackoff  *b = ep_backoff(p->id, true);
 
@@ -709,7 +729,7 @@ ep_apply_one(EpProj *p, EpItem *item, bool defer, char **err_out, int *attempts_
 			attempt = b->attempts + 1;
 			break;
 		}
-		if (!round_in_worker && attempt <= ep_guc_projection_max_retries)
+		if ((!round_in_worker || p->parked_in_round) && attempt <= ep_guc_projection_max_retries)
 		{
 			if (ep_guc_projection_retry_backoff_ms > 0)
 			{
@@ -832,6 +852,7 @@ ep_apply_items(EpProj *p, EpItem *items, int n)
 			if (p->retry_later)
 				return;
 			ep_park(p, it, err, attempts);
+			p->parked_in_round = true;
 			ep_backoff_clear(p->id);
 			p->failures++;
 			if (EP_TOO_MANY_FAILURES(p))
@@ -1079,6 +1100,81 @@ ep_apply_decoded_events(EpProj *p, EpDecodeRound *round, int64 horizon, int64 *b
  * writers, TRUNCATE, then INSERT every row, and continue after the current
  * insert LSN.
  */
+/*
+ * A message handler's first round (or after a lost slot or a rebuild):
+ * the messages received after its stored progress, in arrival order, read
+ * as the extension owner (the handler's owner was checked for read on the
+ * channel), under a SHARE lock so that every later arrival commits after
+ * the insert LSN stored as the handler's position in the WAL.
+ */
+static void
+ep_message_snapshot(EpProj *p)
+{
+	char	   *qname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(p->source)),
+												   get_rel_name(p->source));
+	Portal		portal;
+	Oid			types[1] = {INT8OID};
+	Datum		args[1];
+
+	ep_exec(psprintf("LOCK TABLE ONLY %s IN SHARE MODE", qname), 0, NULL, NULL, NULL, SPI_OK_UTILITY);
+	p->new_lsn = GetXLogInsertRecPtr();
+	args[0] = Int64GetDatum(p->last_position);
+	PushActiveSnapshot(GetLatestSnapshot());
+	portal = SPI_cursor_open_with_args(NULL,
+									   psprintf("SELECT pg_catalog.to_jsonb(t), t.received_seq FROM ONLY %s t"
+												" WHERE t.received_seq OPERATOR(pg_catalog.>) $1"
+												" ORDER BY t.received_seq", qname),
+									   1, types, args, NULL, true, 0);
+	PopActiveSnapshot();
+	for (;;)
+	{
+		uint64		i;
+		uint64		n;
+		int			m = 0;
+		int64		seen = p->new_position;
+		EpItem	   *items;
+		MemoryContext batch_cxt;
+		MemoryContext old;
+
+		if (p->retry_later || p->stopped)
+			break;
+		SPI_cursor_fetch(portal, true, EP_TABLE_BATCH);
+		n = SPI_processed;
+		if (n == 0)
+			break;
+		batch_cxt = AllocSetContextCreate(CurrentMemoryContext, "ep message batch",
+										  ALLOCSET_DEFAULT_SIZES);
+		old = MemoryContextSwitchTo(batch_cxt);
+		items = palloc(sizeof(EpItem) * n);
+		for (i = 0; i < n; i++)
+		{
+			bool		isnull;
+			Datum		row = ep_getbin(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+			int64		seq = DatumGetInt64(ep_getbin(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
+			Jsonb	   *j = DatumGetJsonbP(datumCopy(row, false, -1));
+
+			seen = Max(seen, seq);
+			if (p->ntypes > 0 && !ep_message_type_matches(p, j))
+				continue;
+			ep_row_item(&items[m], "INSERT", NULL, j);
+			items[m].lsn = p->new_lsn;
+			items[m++].position = seq;
+		}
+		MemoryContextSwitchTo(old);
+		SPI_freetuptable(SPI_tuptable);
+		ep_apply_items(p, items, m);
+		if (p->stopped)
+			p->new_position = Max(p->new_position, p->stop_position);
+		else if (!p->retry_later)
+			p->new_position = seen;
+		MemoryContextDelete(batch_cxt);
+	}
+	SPI_cursor_close(portal);
+	/* the rest is loaded again when the handler resumes */
+	if (p->stopped)
+		p->new_lsn = InvalidXLogRecPtr;
+}
+
 static void
 ep_table_snapshot(EpProj *p)
 {
@@ -1156,6 +1252,68 @@ ep_table_snapshot(EpProj *p)
 		p->new_lsn = InvalidXLogRecPtr;
 }
 
+/* message handlers (kind 'message'): is the message of a wanted type? */
+static bool
+ep_message_type_matches(EpProj *p, Jsonb *row)
+{
+	char	   *type = ep_channel_message_type(row);
+	int			i;
+
+	if (type == NULL)
+		return false;
+	for (i = 0; i < p->ntypes; i++)
+		if (strcmp(type, p->types[i]) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * Message handlers store their progress as the received_seq of the last
+ * message accounted for (handled, parked or not wanted), in the same
+ * transaction as the handler's writes. Messages not wanted are kept in
+ * the item array with nargs 0 only for that; they are moved past here,
+ * remembering the highest sequence of the skipped ones per transaction.
+ */
+static int
+ep_message_compact(EpProj *p, EpItem *items, int n)
+{
+	int			i;
+	int			m = 0;
+
+	p->skip_seq = 0;
+	p->skip_lsn = InvalidXLogRecPtr;
+	for (i = 0; i < n; i++)
+	{
+		if (items[i].nargs == 0)
+		{
+			/* a message not wanted: remembered as the progress of its commit */
+			if (items[i].lsn >= p->skip_lsn)
+			{
+				p->skip_lsn = items[i].lsn;
+				p->skip_seq = Max(p->skip_seq, items[i].position);
+			}
+			continue;
+		}
+		items[m++] = items[i];
+	}
+	return m;
+}
+
+static void
+ep_message_progress(EpProj *p, EpItem *items, int n)
+{
+	int			i;
+	int64		upto = p->last_position;
+	XLogRecPtr	done = p->new_lsn;
+
+	for (i = 0; i < n; i++)
+		if (items[i].lsn <= done)
+			upto = Max(upto, items[i].position);
+	if (p->skip_lsn != InvalidXLogRecPtr && p->skip_lsn <= done)
+		upto = Max(upto, p->skip_seq);
+	p->new_position = Max(p->new_position, upto);
+}
+
 static void
 ep_apply_decoded_rows(EpProj *p, EpDecodeRound *round, int64 *budget)
 {
@@ -1169,10 +1327,36 @@ ep_apply_decoded_rows(EpProj *p, EpDecodeRound *round, int64 *budget)
 	{
 		if (c->kind != EP_CHANGE_ROW || c->relid != p->source || c->lsn <= from)
 			continue;
+		p->new_lsn = Max(p->new_lsn, c->lsn);
+		if (p->is_message)
+		{
+			/* messages: inserts only (deletes are the consumer's pruning) */
+			int64		seq;
+
+			if (strcmp(c->op, "INSERT") != 0 || c->new_row == NULL)
+				continue;
+			seq = ep_channel_received_seq(c->new_row);
+			/* handled already (stored with the handler's writes) */
+			if (seq <= Max(p->last_position, p->new_position))
+				continue;
+			items[n].lsn = c->lsn;
+			items[n].position = seq;
+			if (p->ntypes > 0 && !ep_message_type_matches(p, c->new_row))
+			{
+				/* not for this handler: only its progress moves */
+				items[n].nargs = 0;
+				n++;
+				continue;
+			}
+			ep_row_item(&items[n], c->op, c->old_row, c->new_row);
+			items[n++].position = seq;
+			continue;
+		}
 		items[n].lsn = c->lsn;
 		ep_row_item(&items[n++], c->op, c->old_row, c->new_row);
-		p->new_lsn = Max(p->new_lsn, c->lsn);
 	}
+	if (p->is_message)
+		n = ep_message_compact(p, items, n);
 	/* in the worker, a turn (see ep_turn_over) */
 	if (round_in_worker && !in_runner && ep_guc_projection_slow_call_ms > 0)
 		p->turn_ends = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
@@ -1182,12 +1366,14 @@ ep_apply_decoded_rows(EpProj *p, EpDecodeRound *round, int64 *budget)
 	p->turn_ends = 0;
 	p->decoded += n;
 	*budget -= n;
-	pfree(items);
 	if (p->stopped)
 		p->new_lsn = p->stop_lsn;
 	else if (p->yielded)
 		p->new_lsn = p->yield_lsn;
 	p->caught_up = !p->stopped && !p->yielded;
+	if (p->is_message)
+		ep_message_progress(p, items, n);
+	pfree(items);
 }
 
 /* Parked events handed back by ep.retry_parked */
@@ -1312,7 +1498,8 @@ ep_load_projections(EpProj **out, MemoryContext cxt)
 
 		p->id = DatumGetInt32(ep_getbin(t, d, 1, &isnull));
 		p->name = ep_getstr(t, d, 2);
-		p->is_table = strcmp(ep_getstr(t, d, 3), "table") == 0;
+		p->is_message = strcmp(ep_getstr(t, d, 3), "message") == 0;
+		p->is_table = p->is_message || strcmp(ep_getstr(t, d, 3), "table") == 0;
 		p->handler = DatumGetObjectId(ep_getbin(t, d, 4, &isnull));
 		p->owner = DatumGetObjectId(ep_getbin(t, d, 5, &isnull));
 		v = ep_getbin(t, d, 6, &isnull);
@@ -1422,7 +1609,15 @@ ep_prepare_projection(EpProj *p, MemoryContext errcxt)
 	p->usable = true;
 	PG_TRY();
 	{
-		ep_handler_check_privileges(p->handler, p->owner, p->source);
+		if (p->is_message)
+		{
+			/* the owner still may read the channel (ep.grant_channel) */
+			Oid			types[2] = {REGCLASSOID, REGROLEOID};
+			Datum		args[2] = {ObjectIdGetDatum(p->source), ObjectIdGetDatum(p->owner)};
+
+			ep_exec("SELECT ep._check_message_source($1, $2)", 2, types, args, NULL, SPI_OK_SELECT);
+		}
+		ep_handler_check_privileges(p->handler, p->owner, p->is_message ? InvalidOid : p->source);
 		fmgr_info(p->handler, &p->flinfo);
 	}
 	PG_CATCH();
@@ -1454,7 +1649,7 @@ ep_forget_slot_state(void)
 			" last_lsn = NULL,"
 			" last_error = CASE WHEN status OPERATOR(pg_catalog.=) 'paused'"
 			"   THEN 'the replication slot was created again: rebuild this projection' ELSE last_error END"
-			" WHERE kind OPERATOR(pg_catalog.=) 'table' AND status OPERATOR(pg_catalog.<>) 'rebuilding'",
+			" WHERE kind OPERATOR(pg_catalog.=) ANY ('{table,message}') AND status OPERATOR(pg_catalog.<>) 'rebuilding'",
 			0, NULL, NULL, NULL, SPI_OK_UPDATE);
 }
 
@@ -1471,7 +1666,9 @@ ep_apply_projection(EpProj *p, EpDecodeRound *round, int64 horizon, int64 *left,
 	fmgr_info(p->handler, &p->flinfo);
 	if (p->is_table)
 	{
-		if (p->rebuilding)
+		if (p->rebuilding && p->is_message)
+			ep_message_snapshot(p);
+		else if (p->rebuilding)
 			ep_table_snapshot(p);
 		if (!p->retry_later && !p->stopped)
 			ep_apply_decoded_rows(p, round, left);
@@ -1847,7 +2044,7 @@ ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *
 		 * changes in the slot.
 		 */
 		if (SPI_execute("SELECT pg_catalog.min(last_lsn) FROM ep.projection_defs"
-						" WHERE kind OPERATOR(pg_catalog.=) 'table'"
+						" WHERE kind OPERATOR(pg_catalog.=) ANY ('{table,message}')"
 						"   AND status OPERATOR(pg_catalog.=) ANY ('{paused,failed}')",
 						true, 0) == SPI_OK_SELECT && SPI_processed == 1)
 		{

@@ -148,6 +148,13 @@ ep_check_handler(PG_FUNCTION_ARGS)
 
 	if (strcmp(kind, "events") == 0)
 		ok = proc->pronargs == 1 && proc->proargtypes.values[0] == events_type;
+	else if (strcmp(kind, "message") == 0)
+	{
+		Oid			messages = get_relname_relid("messages", ep_catalog()->schema);
+
+		ok = OidIsValid(messages) && proc->pronargs == 1 &&
+			proc->proargtypes.values[0] == get_rel_type_id(messages);
+	}
 	else
 		ok = proc->pronargs == 3 && proc->proargtypes.values[0] == TEXTOID &&
 			proc->proargtypes.values[1] == JSONBOID &&
@@ -158,6 +165,8 @@ ep_check_handler(PG_FUNCTION_ARGS)
 				 errmsg("function %s cannot be a projection handler", format_procedure(handler)),
 				 errhint(strcmp(kind, "events") == 0 ?
 						 "An event projection's handler is a function (event ep.events) RETURNS void." :
+						 strcmp(kind, "message") == 0 ?
+						 "A message handler is a function (message ep.messages) RETURNS void." :
 						 "A table projection's handler is a function (op text, old_row jsonb, new_row jsonb) RETURNS void.")));
 	ReleaseSysCache(tup);
 

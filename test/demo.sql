@@ -520,3 +520,89 @@ SELECT count(*) AS differing_rows FROM (
 DROP SUBSCRIPTION orders_sub;
 DROP SUBSCRIPTION customers_sub;
 \c demo
+
+\echo
+\echo '== 9. Service channels: orders, payments and shipping, a database each'
+\echo '-- orders sends OrderPlaced (its event store forwards them); payments charges'
+\echo '-- and answers on its own channel (reply_to / correlation_id); shipping and'
+\echo '-- orders handle the answers. Each handler runs exactly once per message.'
+CREATE DATABASE orders;
+CREATE DATABASE payments;
+CREATE DATABASE shipping;
+SELECT format('host=%s port=%s dbname=', split_part(current_setting('unix_socket_directories'), ',', 1),
+              current_setting('port')) AS conn \gset
+
+\c orders
+CREATE EXTENSION event_patterns;
+SELECT ep.create_channel('orders.events');
+-- the order stream is the service's public feed: no double bookkeeping
+SELECT ep.forward_events('orders.events', 'order', '{OrderPlaced}');
+CREATE TABLE order_status (order_id text PRIMARY KEY, status text NOT NULL);
+
+\c payments
+CREATE EXTENSION event_patterns;
+SELECT ep.create_channel('payments.events');
+SELECT ep.subscribe_channel('orders.events', :'conn' || 'orders');
+CREATE TABLE charges (order_id text PRIMARY KEY, amount numeric NOT NULL, charged_at timestamptz DEFAULT now());
+CREATE FUNCTION charge(m ep.messages) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO charges (order_id, amount) VALUES (m.key, (m.payload->>'amount')::numeric);
+    -- the answer goes out in the same transaction as the charge (outbox)
+    PERFORM ep.reply(m, 'PaymentCaptured', jsonb_build_object('amount', m.payload->'amount'));
+END $$;
+SELECT ep.create_message_handler('charge', 'orders.events', 'charge(ep.messages)');
+
+\c shipping
+CREATE EXTENSION event_patterns;
+SELECT ep.subscribe_channel('payments.events', :'conn' || 'payments');
+CREATE TABLE shipments (order_id text PRIMARY KEY, created_at timestamptz DEFAULT now());
+CREATE FUNCTION ship(m ep.messages) RETURNS void LANGUAGE sql
+    AS $$ INSERT INTO shipments (order_id) VALUES (m.key) $$;
+SELECT ep.create_message_handler('ship', 'payments.events', 'ship(ep.messages)', '{PaymentCaptured}');
+
+\c orders
+SELECT ep.subscribe_channel('payments.events', :'conn' || 'payments');
+CREATE FUNCTION paid(m ep.messages) RETURNS void LANGUAGE sql
+    AS $$ UPDATE order_status SET status = 'paid' WHERE order_id = m.key $$;
+SELECT ep.create_message_handler('paid', 'payments.events', 'paid(ep.messages)');
+
+\echo '-- 400 orders, one transaction each; after 150, the payments consumer is killed'
+\echo '-- (its apply worker and its event_patterns worker are terminated)'
+CREATE PROCEDURE place_orders(n int) LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 1..n LOOP
+        INSERT INTO order_status VALUES ('order-' || i, 'placed');
+        PERFORM ep.append('order-' || i, 'OrderPlaced', jsonb_build_object('amount', 10 + i % 7),
+                          '{"reply_to": "payments.events"}');
+        COMMIT;
+        IF i = 150 THEN
+            PERFORM pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = 'payments'
+               AND backend_type IN ('logical replication worker', 'event_patterns worker');
+        END IF;
+    END LOOP;
+END $$;
+CALL place_orders(400);
+DO $$ BEGIN
+    FOR i IN 1..600 LOOP
+        EXIT WHEN (SELECT count(*) FROM order_status WHERE status = 'paid') = 400;
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END $$;
+SELECT status, count(*) FROM order_status GROUP BY status;
+SELECT channel, role, consumers, backlog FROM ep.channels ORDER BY 1;
+
+\c payments
+SELECT count(*) AS charges, count(DISTINCT order_id) AS distinct_orders, sum(amount) AS total FROM charges;
+SELECT name, status, parked, lag_events FROM ep.projections;
+
+\c shipping
+DO $$ BEGIN
+    FOR i IN 1..600 LOOP
+        EXIT WHEN (SELECT count(*) FROM shipments) = 400;
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END $$;
+SELECT count(*) AS shipments, count(DISTINCT order_id) AS distinct_orders FROM shipments;
+SELECT channel, role, source, backlog, subscription_active FROM ep.channels;
+\c demo

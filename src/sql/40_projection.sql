@@ -14,7 +14,7 @@
 CREATE TABLE ep.projection_defs (
     projection_id   integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     name            text        NOT NULL UNIQUE CHECK (name <> ''),
-    kind            text        NOT NULL CHECK (kind IN ('events', 'table')),
+    kind            text        NOT NULL CHECK (kind IN ('events', 'table', 'message')),
     handler         regprocedure NOT NULL,
     owner           regrole     NOT NULL DEFAULT ep._role(CURRENT_USER),
     mode            text        NOT NULL DEFAULT 'async' CHECK (mode IN ('async', 'inline')),
@@ -34,7 +34,7 @@ CREATE TABLE ep.projection_defs (
     handler_timeout interval    CHECK (handler_timeout >= '0'),
     generation      integer     NOT NULL DEFAULT 0,
     consecutive_failures integer NOT NULL DEFAULT 0,
-    CHECK ((kind = 'table') = (source IS NOT NULL))
+    CHECK ((kind IN ('table', 'message')) = (source IS NOT NULL))
 );
 COMMENT ON TABLE ep.projection_defs IS
     'Projections and their progress (read them through ep.projections). last_position: every event at or below it has been applied (async event projections); last_lsn: commit LSN of the last change applied (table projections); search_path: what the handler runs with (recorded at creation); handler_timeout: time limit of one handler call (NULL: event_patterns.handler_timeout)';
@@ -109,6 +109,10 @@ BEGIN
     END IF;
     IF NEW.kind OPERATOR(pg_catalog.=) 'table' THEN
         PERFORM ep._check_table_source(NEW.source);
+    END IF;
+    -- a message handler reads a channel its owner may read (ep.grant_channel)
+    IF NEW.kind OPERATOR(pg_catalog.=) 'message' THEN
+        PERFORM ep._check_message_source(NEW.source, NEW.owner);
     END IF;
     PERFORM ep._check_handler(NEW.handler, NEW.kind);
     -- an inline handler runs inside every appender's transaction
@@ -396,7 +400,7 @@ BEGIN
     IF r.status OPERATOR(pg_catalog.=) ANY ('{paused,failed}') THEN
         -- a table projection that never loaded its source does it now
         UPDATE ep.projection_defs d
-           SET status = CASE WHEN d.kind OPERATOR(pg_catalog.=) 'table' AND d.last_lsn IS NULL
+           SET status = CASE WHEN d.kind OPERATOR(pg_catalog.=) ANY ('{table,message}') AND d.last_lsn IS NULL
                              THEN 'rebuilding' ELSE 'running' END,
                consecutive_failures = 0
          WHERE d.projection_id OPERATOR(pg_catalog.=) r.projection_id;
@@ -504,6 +508,52 @@ CREATE FUNCTION ep._lag_seconds(after bigint, event_types text[], category text)
              AND ($3 IS NULL OR e.category OPERATOR(pg_catalog.=) $3) $$;
 COMMENT ON FUNCTION ep._lag_seconds(bigint, text[], text) IS 'Internal: age in seconds of the oldest matching event after a position';
 
+-- Lag of a message handler (channels, 50_channel.sql): received messages
+-- not handled yet, read through ep.messages (only readable channels).
+CREATE FUNCTION ep._lag_messages(source regclass, after bigint, message_types text[])
+    RETURNS bigint LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp SET jit = off
+    AS $$ BEGIN RETURN (SELECT pg_catalog.count(*) FROM ep.messages m
+           WHERE m.channel OPERATOR(pg_catalog.=) (SELECT d.channel FROM ep.channel_defs d
+                                                    WHERE d.partition OPERATOR(pg_catalog.=) $1)
+             AND m.received_seq OPERATOR(pg_catalog.>) $2
+             AND ($3 IS NULL OR m.message_type OPERATOR(pg_catalog.=) ANY ($3))); END $$;
+COMMENT ON FUNCTION ep._lag_messages(regclass, bigint, text[]) IS 'Internal: received messages of a channel table not yet handled';
+
+CREATE FUNCTION ep._lag_message_seconds(source regclass, after bigint, message_types text[])
+    RETURNS double precision LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp SET jit = off
+    AS $$ BEGIN RETURN (SELECT pg_catalog.date_part('epoch', pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.min(m.sent_at))
+            FROM ep.messages m
+           WHERE m.channel OPERATOR(pg_catalog.=) (SELECT d.channel FROM ep.channel_defs d
+                                                    WHERE d.partition OPERATOR(pg_catalog.=) $1)
+             AND m.received_seq OPERATOR(pg_catalog.>) $2
+             AND ($3 IS NULL OR m.message_type OPERATOR(pg_catalog.=) ANY ($3))); END $$;
+COMMENT ON FUNCTION ep._lag_message_seconds(regclass, bigint, text[]) IS 'Internal: age in seconds of the oldest received message not yet handled';
+
+CREATE FUNCTION ep._check_message_source(source regclass, owner regrole)
+    RETURNS void LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ch text;
+BEGIN
+    SELECT d.channel INTO ch FROM ep.channel_defs d
+     WHERE d.partition OPERATOR(pg_catalog.=) $1 AND d.role OPERATOR(pg_catalog.=) 'consumer';
+    IF ch IS NULL THEN
+        RAISE EXCEPTION 'relation % is not the table of a subscribed channel', source
+            USING ERRCODE = 'wrong_object_type';
+    END IF;
+    IF NOT ep._channel_may(ch, owner, 'read') THEN
+        RAISE EXCEPTION 'permission denied to read channel "%"', ch
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'The channel''s owner can run ep.grant_channel(channel, role, ''{read}'').';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION ep._check_message_source(regclass, regrole) IS
+    'Internal: raises unless source is a subscribed channel''s table the role may read';
+
 CREATE VIEW ep.projections WITH (security_invoker = true) AS
     SELECT d.name, d.mode,
            d.status,
@@ -512,6 +562,8 @@ CREATE VIEW ep.projections WITH (security_invoker = true) AS
            CASE WHEN d.mode OPERATOR(pg_catalog.=) 'inline' THEN 0::bigint
                 WHEN d.kind OPERATOR(pg_catalog.=) 'events' THEN
                     ep._lag_events(d.last_position, d.event_types, d.category)
+                WHEN d.kind OPERATOR(pg_catalog.=) 'message' THEN
+                    ep._lag_messages(d.source, d.last_position, d.event_types)
            END AS lag_events,
            CASE WHEN d.mode OPERATOR(pg_catalog.=) 'async' THEN
                (SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), s.confirmed_flush_lsn)::bigint
@@ -525,6 +577,8 @@ CREATE VIEW ep.projections WITH (security_invoker = true) AS
            d.kind,
            CASE WHEN d.kind OPERATOR(pg_catalog.=) 'events' AND d.mode OPERATOR(pg_catalog.=) 'async' THEN
                ep._lag_seconds(d.last_position, d.event_types, d.category)
+                WHEN d.kind OPERATOR(pg_catalog.=) 'message' THEN
+               ep._lag_message_seconds(d.source, d.last_position, d.event_types)
            END AS lag_seconds,
            d.handler, d.owner, d.event_types, d.category, d.source, d.last_lsn,
            d.applied_count, d.decoded_count,

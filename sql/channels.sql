@@ -1,0 +1,144 @@
+-- Service channels: the producer's API (create, send, forward, reply,
+-- grants) and its errors. Delivery to consumers is tested in TAP
+-- (test/tap/t/070_channels*.pl).
+\pset null '(null)'
+SET client_min_messages = warning;
+CREATE ROLE ch_orders;
+CREATE ROLE ch_clerk;
+CREATE ROLE ch_mallory;
+GRANT CREATE ON DATABASE regression TO ch_orders;
+
+-- channel names are global: service.topic, lower case
+SELECT ep.create_channel('Orders');
+SELECT ep.create_channel('orders..events');
+SELECT ep.create_channel(NULL);
+SELECT ep.create_channel(repeat('x', 49));
+-- creating a channel creates a publication: CREATE on the database
+SET ROLE ch_mallory;
+SELECT ep.create_channel('mallory.events');
+SET ROLE ch_orders;
+SELECT ep.create_channel('orders.events');
+SELECT ep.create_channel('orders.events');
+SELECT ep.create_channel('orders.replies');
+RESET ROLE;
+SELECT channel, role, owner, source, backlog, consumers, pruned_count FROM ep.channels ORDER BY 1;
+SELECT pubname, pubinsert, pubupdate, pubdelete, pubtruncate FROM pg_publication ORDER BY 1;
+SELECT pubname, schemaname, tablename, attnames FROM pg_publication_tables ORDER BY 1;
+
+-- send: in the caller's transaction
+SET ROLE ch_orders;
+SELECT ep.send('orders.events', 'OrderPlaced', '{"order": 1}', 'order-1') IS NOT NULL AS sent;
+BEGIN;
+SELECT ep.send('orders.events', 'OrderPlaced', '{"order": 2}', 'order-2') IS NOT NULL AS sent;
+ROLLBACK;
+BEGIN;
+SELECT ep.send('orders.events', 'OrderPlaced', '{"order": 3}', 'order-3',
+               '{"reply_to": "orders.replies", "correlation_id": "c-3"}') IS NOT NULL AS sent;
+SAVEPOINT s;
+SELECT ep.send('orders.events', 'OrderCancelled', '{"order": 3}', 'order-3') IS NOT NULL AS sent;
+ROLLBACK TO SAVEPOINT s;
+COMMIT;
+SELECT channel, message_type, key, payload, headers, received_seq FROM ep.messages ORDER BY position;
+SELECT count(DISTINCT message_id) AS ids, bool_and(sent_at <= now() + interval '1 minute') AS dated
+  FROM ep.messages;
+-- bad input
+SELECT ep.send(NULL, 'T', '{}');
+SELECT ep.send('orders.events', NULL, '{}');
+SELECT ep.send('orders.events', '', '{}');
+SELECT ep.send('orders.events', 'T', '{}', NULL, '[1, 2]');
+SELECT ep.send('orders.events', 'T', '{}', NULL, '"x"');
+SELECT ep.send('no.such', 'T', '{}');
+-- nothing was written by the failures
+SELECT count(*) FROM ep.messages;
+
+-- other roles may neither send nor read unless granted
+SET ROLE ch_mallory;
+SELECT ep.send('orders.events', 'OrderPlaced', '{"forged": true}');
+SELECT count(*) FROM ep.messages;
+SELECT count(*) FROM ep.channels;
+INSERT INTO ep.messages (channel, message_id, position, message_type, sent_at)
+VALUES ('orders.events', gen_random_uuid(), 1000, 'Forged', now());
+INSERT INTO ep_channels."orders.events" (channel, message_id, position, message_type, sent_at)
+VALUES ('orders.events', gen_random_uuid(), 1000, 'Forged', now());
+SELECT ep.grant_channel('orders.events', 'ch_mallory', '{send}');
+SELECT ep.forward_events('orders.events');
+SELECT ep.subscribe_channel('orders.events', 'dbname=regression');
+SET ROLE ch_orders;
+SELECT ep.grant_channel('orders.events', 'ch_clerk', '{send}');
+SELECT ep.grant_channel('orders.events', 'ch_clerk', '{write}');
+SELECT ep.grant_channel('orders.events', 'ch_clerk', '{}');
+SET ROLE ch_clerk;
+SELECT ep.send('orders.events', 'OrderPlaced', '{"order": 4}', 'order-4') IS NOT NULL AS sent;
+SELECT count(*) AS clerk_reads FROM ep.messages;   -- send does not give read
+SET ROLE ch_orders;
+SELECT ep.grant_channel('orders.events', 'ch_clerk', '{read}');
+SET ROLE ch_clerk;
+SELECT count(*) AS clerk_reads FROM ep.messages;
+SET ROLE ch_orders;
+SELECT ep.revoke_channel('orders.events', 'ch_clerk', '{send}');
+SET ROLE ch_clerk;
+SELECT ep.send('orders.events', 'OrderPlaced', '{"order": 5}');
+
+-- request/reply: reply_to and correlation_id
+SET ROLE ch_orders;
+SELECT ep.reply(m, 'OrderAck', '{"ok": true}') IS NOT NULL AS replied
+  FROM ep.messages m WHERE m.key = 'order-3';
+SELECT message_type, key, payload, headers - 'in_reply_to' AS headers,
+       headers->>'in_reply_to' = (SELECT message_id::text FROM ep.messages WHERE key = 'order-3' AND channel = 'orders.events') AS links_request
+  FROM ep.messages WHERE channel = 'orders.replies';
+SELECT ep.reply(m, 'OrderAck', '{}') FROM ep.messages m WHERE m.key = 'order-1';
+
+-- forwarding events: atomically with the append, matching ones only
+SELECT ep.forward_events('orders.events', 'order', '{OrderShipped}');
+SELECT ep.forward_events('orders.events', 'order', '{}');
+SELECT ep.forward_events('no.such', 'order');
+RESET ROLE;
+GRANT EXECUTE ON FUNCTION ep.append(text, text, jsonb, jsonb, bigint, uuid) TO ch_orders;
+SET ROLE ch_orders;
+SELECT ep.append('order-ch7', 'OrderShipped', '{"to": "Oslo"}', '{"user": "ann"}');
+SELECT ep.append('order-ch7', 'OrderPaid', '{}');
+SELECT ep.append('invoice-ch7', 'OrderShipped', '{}');
+BEGIN;
+SELECT ep.append('order-ch8', 'OrderShipped', '{}');
+ROLLBACK;
+SELECT m.message_type, m.key, m.payload, m.headers - 'global_position' AS headers, m.message_id = e.event_id AS same_id,
+       m.position = e.global_position AS same_position
+  FROM ep.messages m JOIN ep.events e ON e.event_id = m.message_id
+ WHERE m.channel = 'orders.events' ORDER BY m.position;
+SELECT channel, category, event_types, owner FROM ep.channel_forwards;
+SELECT ep.unforward_events('orders.events', 'order', '{OrderShipped}');
+SELECT ep.append('order-ch9', 'OrderShipped', '{}');
+SELECT count(*) AS forwarded FROM ep.messages WHERE key = 'order-ch9';
+SELECT count(*) AS forward_trigger FROM pg_trigger WHERE tgname = 'events_forward_to_channels';
+
+-- consumers: only subscribed channels get handlers; the producer is not one
+RESET ROLE;
+CREATE FUNCTION on_message(m ep.messages) RETURNS void LANGUAGE sql AS $$ SELECT $$;
+SET ROLE ch_orders;
+SELECT ep.create_message_handler('h', 'orders.events', 'on_message(ep.messages)');
+SELECT ep.create_message_handler('h', 'other.events', 'on_message(ep.messages)');
+RESET ROLE;
+-- a channel table that is not a consumer's cannot be a message handler's source
+INSERT INTO ep.projection_defs (name, kind, handler, mode, source)
+VALUES ('forged', 'message', 'on_message(ep.messages)', 'async', 'ep_channels."orders.events"');
+SELECT ep.subscribe_channel('orders.events', 'dbname=regression');
+SELECT ep.subscribe_channel('Bad Name', 'dbname=regression');
+SELECT ep.subscribe_channel('other.events', NULL);
+
+-- the view of the producer side (no consumer yet: nothing is confirmed)
+SELECT channel, role, backlog, consumers, wal_status, subscription_active FROM ep.channels ORDER BY 1;
+
+-- drop: only the owner
+SET ROLE ch_mallory;
+SELECT ep.drop_channel('orders.replies');
+SET ROLE ch_orders;
+SELECT ep.drop_channel('orders.replies');
+SELECT ep.drop_channel('orders.replies');
+SELECT count(*) FROM pg_publication WHERE pubname = 'ep_channel:orders.replies';
+SELECT ep.drop_channel('orders.events');
+RESET ROLE;
+SELECT count(*) AS messages_left, (SELECT count(*) FROM ep.channel_defs) AS channels_left FROM ep.messages;
+DROP FUNCTION on_message(ep.messages);
+REVOKE EXECUTE ON FUNCTION ep.append(text, text, jsonb, jsonb, bigint, uuid) FROM ch_orders;
+REVOKE CREATE ON DATABASE regression FROM ch_orders;
+DROP ROLE ch_orders, ch_clerk, ch_mallory;

@@ -1,0 +1,792 @@
+/*-------------------------------------------------------------------------
+ *
+ * channel.c
+ *	  Service channels (DESIGN.md section 7): the outbox (ep.send), the
+ *	  consumer's receive trigger, the connection to the producer used to
+ *	  create and drop a consumer's slot, the producer's pruning marks, the
+ *	  clean-up step of the worker, and the message row handed to message
+ *	  handlers (projection.c runs them as table projections of the
+ *	  channel's table, kind 'message').
+ *
+ * Invariants:
+ *	- A message's position comes from the event store's position sequence
+ *	  (position.c), so the store's read horizon H also holds for messages:
+ *	  every message with a position below H has committed or never will.
+ *	  ep_channel_mark_point() pairs H with the WAL insert position L read
+ *	  after it: each such commit record lies below L, so a consumer slot
+ *	  whose confirmed position reached L has received all of them. The
+ *	  producer prunes below such marks only (50_channel.sql).
+ *	- On a consumer, messages arrive only through the subscription's apply
+ *	  and table-sync workers (one transaction at a time, in the producer's
+ *	  commit order); received_seq records that order and is what message
+ *	  handlers store as their progress (projection_defs.last_position), in
+ *	  the transaction of their writes.
+ *	- A message received again (the initial copy after a lost slot brings
+ *	  what the producer still has) is dropped by the receive trigger when
+ *	  its id is present, or, during that copy, when it was sent before what
+ *	  the consumer has already pruned.
+ *
+ * Every statement here runs as the extension owner with schema-qualified
+ * names; no user code runs in this file (handlers run in projection.c
+ * through owner.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "replication/slot.h"
+#include "replication/walreceiver.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "lib/stringinfo.h"
+#include "utils/guc.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/pg_lsn.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+#include "utils/timestamp.h"
+#include "utils/typcache.h"
+#include "utils/uuid.h"
+
+#include "../event_patterns.h"
+#include "../launcher.h"
+#include "../owner.h"
+#include "../position.h"
+#include "../worker.h"
+#include "channel.h"
+
+int			ep_guc_channel_retention_s = 3600;
+
+#define EP_CHANNEL_MAINTAIN_MS	1000
+
+static SPIPlanPtr plan_lookup = NULL;
+static SPIPlanPtr plan_insert = NULL;
+static SPIPlanPtr plan_seen = NULL;
+static bool wake_at_commit = false;
+static bool callback_registered = false;
+static TimestampTz next_maintain = 0;
+
+/* ---------------------------------------------------------------------
+ * ep.send(channel, message_type, payload, key, headers) RETURNS uuid
+ * ---------------------------------------------------------------------
+ */
+
+/* Is role the owner (or a member), the extension owner, or a grantee? */
+static bool
+ep_channel_role_may(Oid role, Oid owner, ArrayType *grantees)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	int			i;
+
+	if (is_member_of_role(role, owner) || is_member_of_role(role, ep_catalog()->owner))
+		return true;
+	deconstruct_array(grantees, REGROLEOID, sizeof(Oid), true, TYPALIGN_INT, &elems, &nulls, &n);
+	for (i = 0; i < n; i++)
+		if (!nulls[i] && is_member_of_role(role, DatumGetObjectId(elems[i])))
+			return true;
+	return false;
+}
+
+static Datum
+ep_new_uuid(void)
+{
+	pg_uuid_t  *u = palloc(sizeof(pg_uuid_t));
+
+	if (!pg_strong_random(u->data, UUID_LEN))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate a random message id")));
+	u->data[6] = (u->data[6] & 0x0f) | 0x40;	/* version 4 */
+	u->data[8] = (u->data[8] & 0x3f) | 0x80;	/* RFC 4122 variant */
+	return UUIDPGetDatum(u);
+}
+
+PG_FUNCTION_INFO_V1(ep_send);
+Datum
+ep_send(PG_FUNCTION_ARGS)
+{
+	const EpCatalog *cat = ep_catalog();
+	Oid			caller = GetUserId();
+	EpSavedUser saved;
+	Oid			lt[1] = {TEXTOID};
+	Oid			it[8] = {TEXTOID, UUIDOID, INT8OID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, TIMESTAMPTZOID};
+	Datum		args[8];
+	char		nulls[8] = "        ";
+	Datum		id;
+	bool		isnull;
+	char	   *role;
+	Oid			owner;
+	ArrayType  *senders;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("channel must not be NULL")));
+	if (PG_ARGISNULL(1) || VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(1)) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("message_type must be a non-empty string")));
+	if (!PG_ARGISNULL(4))
+	{
+		Jsonb	   *h = PG_GETARG_JSONB_P(4);
+
+		if (!JB_ROOT_IS_OBJECT(h) || JB_ROOT_IS_SCALAR(h))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("headers must be a JSON object"),
+					 errhint("Use e.g. {\"reply_to\": \"orders.replies\", \"correlation_id\": \"42\"}.")));
+	}
+
+	/* allocated here: it outlives the SPI call */
+	id = ep_new_uuid();
+	ep_become_owner(&saved);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	args[0] = PG_GETARG_DATUM(0);
+	if (SPI_execute_plan(ep_spi_keep_plan(&plan_lookup,
+										  "SELECT d.role, d.owner::pg_catalog.oid, d.senders FROM ep.channel_defs d"
+										  " WHERE d.channel OPERATOR(pg_catalog.=) $1", 1, lt),
+						 args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read ep.channel_defs");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("channel \"%s\" does not exist", TextDatumGetCString(args[0])),
+				 errhint("Create it with ep.create_channel() on the producing database.")));
+	role = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	senders = DatumGetArrayTypeP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	if (strcmp(role, "producer") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("cannot send on channel \"%s\"", TextDatumGetCString(args[0])),
+				 errdetail("This database consumes the channel; only its producer sends on it.")));
+	if (!ep_channel_role_may(caller, owner, senders))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to send on channel \"%s\"", TextDatumGetCString(args[0])),
+				 errhint("The channel's owner can run ep.grant_channel(channel, role, '{send}').")));
+
+	args[1] = id;
+	args[2] = Int64GetDatum(ep_position_next(cat->position_seq));
+	args[3] = PG_GETARG_DATUM(1);
+	if (PG_ARGISNULL(3))
+		nulls[4] = 'n';
+	else
+		args[4] = PG_GETARG_DATUM(3);
+	if (PG_ARGISNULL(2))
+		nulls[5] = 'n';
+	else
+		args[5] = PG_GETARG_DATUM(2);
+	if (PG_ARGISNULL(4))
+		nulls[6] = 'n';
+	else
+		args[6] = PG_GETARG_DATUM(4);
+	args[7] = TimestampTzGetDatum(GetCurrentTimestamp());
+	if (SPI_execute_plan(ep_spi_keep_plan(&plan_insert,
+										  "INSERT INTO ep.messages (channel, message_id, position, message_type, key,"
+										  " payload, headers, sent_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+										  8, it),
+						 args, nulls, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not insert into ep.messages");
+	SPI_finish();
+	ep_restore_user(&saved);
+	PG_RETURN_DATUM(id);
+}
+
+/* ---------------------------------------------------------------------
+ * The consumer's receive trigger
+ * ---------------------------------------------------------------------
+ */
+static void
+ep_channel_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT && wake_at_commit)
+		ep_worker_wake(MyDatabaseId);
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_PREPARE)
+		wake_at_commit = false;
+}
+
+PG_FUNCTION_INFO_V1(ep_message_receive);
+Datum
+ep_message_receive(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	HeapTuple	row;
+	TupleDesc	desc;
+	Oid			types[2] = {TEXTOID, UUIDOID};
+	Datum		args[2];
+	bool		isnull;
+	bool		seen;
+	EpSavedUser saved;
+	Trigger    *trigger;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BY_INSERT(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) || !TRIGGER_FIRED_BEFORE(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("ep._message_receive() must be called as a BEFORE INSERT row trigger")));
+	row = trigdata->tg_trigtuple;
+	desc = RelationGetDescr(trigdata->tg_relation);
+	trigger = trigdata->tg_trigger;
+
+	if (!callback_registered)
+	{
+		RegisterXactCallback(ep_channel_xact_callback, NULL);
+		callback_registered = true;
+	}
+	wake_at_commit = true;
+
+	/* only while messages fetched at subscription may arrive again */
+	if (trigger->tgnargs < 1 || strcmp(trigger->tgargs[0], "dedup") != 0)
+		return PointerGetDatum(row);
+	args[0] = heap_getattr(row, SPI_fnumber(desc, "channel"), desc, &isnull);
+	if (isnull)
+		return PointerGetDatum(row);
+	args[1] = heap_getattr(row, SPI_fnumber(desc, "message_id"), desc, &isnull);
+	if (isnull)
+		return PointerGetDatum(row);
+
+	ep_become_owner(&saved);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_plan(ep_spi_keep_plan(&plan_seen,
+										  "SELECT EXISTS (SELECT 1 FROM ep.messages m"
+										  "                WHERE m.channel OPERATOR(pg_catalog.=) $1"
+										  "                  AND m.message_id OPERATOR(pg_catalog.=) $2)",
+										  2, types),
+						 args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not look up a received message");
+	seen = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+	ep_restore_user(&saved);
+	if (seen)
+		return PointerGetDatum(NULL);
+	return PointerGetDatum(row);
+}
+
+/* ---------------------------------------------------------------------
+ * The connection to the producer (consumer side)
+ * ---------------------------------------------------------------------
+ */
+static WalReceiverConn *
+ep_channel_connect(const char *conninfo)
+{
+	WalReceiverConn *conn;
+	char	   *err = NULL;
+
+	load_file("libpqwalreceiver", false);
+	conn = walrcv_connect(conninfo, true, "event_patterns channel", &err);
+	if (conn == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not connect to the producer: %s", err ? err : "unknown error")));
+	return conn;
+}
+
+/*
+ * ep._channel_remote_slot(conninfo, slot_name, create_it): a slot created
+ * on a database of the same cluster waits for every transaction that has
+ * written, this one too: refuse to create one from a transaction that has.
+ */
+PG_FUNCTION_INFO_V1(ep_channel_remote_slot);
+Datum
+ep_channel_remote_slot(PG_FUNCTION_ARGS)
+{
+	char	   *conninfo = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *slot = NameStr(*PG_GETARG_NAME(1));
+	bool		create = PG_GETARG_BOOL(2);
+	WalReceiverConn *conn;
+
+	if (create && TransactionIdIsValid(GetTopTransactionIdIfAny()))
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("cannot subscribe to a channel in a transaction that has already written"),
+				 errdetail("The producer's slot would wait for this transaction to end."),
+				 errhint("Call ep.subscribe_channel() first in its transaction, or on its own.")));
+	conn = ep_channel_connect(conninfo);
+	PG_TRY();
+	{
+		if (create)
+		{
+			XLogRecPtr	lsn;
+
+			walrcv_create_slot(conn, slot, false, false, CRS_NOEXPORT_SNAPSHOT, &lsn);
+		}
+		else
+			ReplicationSlotDropAtPubNode(conn, slot, true);
+	}
+	PG_FINALLY();
+	{
+		walrcv_disconnect(conn);
+	}
+	PG_END_TRY();
+	PG_RETURN_BOOL(true);
+}
+
+/*
+ * ep._channel_remote_state(conninfo, channel, slot_name): does the channel
+ * exist on the producer, does the slot, and what did retention remove.
+ */
+PG_FUNCTION_INFO_V1(ep_channel_remote_state);
+Datum
+ep_channel_remote_state(PG_FUNCTION_ARGS)
+{
+	char	   *conninfo = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *channel = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	char	   *slot = PG_ARGISNULL(2) ? NULL : NameStr(*PG_GETARG_NAME(2));
+	WalReceiverConn *conn;
+	WalRcvExecResult *res;
+	Oid			rtypes[5] = {BOOLOID, BOOLOID, INT8OID, INT8OID, INT8OID};
+	TupleDesc	desc;
+	Datum		values[5];
+	bool		nulls[5];
+	TupleTableSlot *tslot;
+	char	   *sql;
+	int			i;
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	sql = psprintf("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_publication p WHERE p.pubname OPERATOR(pg_catalog.=) %s),"
+				   " EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots s WHERE s.slot_name OPERATOR(pg_catalog.=) %s),"
+				   " i.pruned_below, i.pruned_count, i.min_position FROM ep.channel_info(%s) i",
+				   quote_literal_cstr(psprintf("ep_channel:%s", channel)),
+				   slot ? quote_literal_cstr(slot) : "NULL",
+				   quote_literal_cstr(channel));
+	conn = ep_channel_connect(conninfo);
+	PG_TRY();
+	{
+		res = walrcv_exec(conn, sql, 5, rtypes);
+		if (res->status != WALRCV_OK_TUPLES)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("could not ask the producer about channel \"%s\": %s", channel,
+							res->err ? res->err : "no result"),
+					 errhint("The producing database needs event_patterns 0.2 or later.")));
+		tslot = MakeSingleTupleTableSlot(res->tupledesc, &TTSOpsMinimalTuple);
+		if (!tuplestore_gettupleslot(res->tuplestore, true, false, tslot))
+			elog(ERROR, "no row from the producer");
+		for (i = 0; i < 5; i++)
+			values[i] = slot_getattr(tslot, i + 1, &nulls[i]);
+		ExecDropSingleTupleTableSlot(tslot);
+	}
+	PG_FINALLY();
+	{
+		walrcv_disconnect(conn);
+	}
+	PG_END_TRY();
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}
+
+/*
+ * ep._channel_fetch(conninfo, channel): the producer's messages on the
+ * channel (ep.channel_messages there, which checks that the connected role
+ * may read them), as rows of the consumer's types.
+ */
+PG_FUNCTION_INFO_V1(ep_channel_fetch);
+Datum
+ep_channel_fetch(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	char	   *conninfo = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *channel = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	Oid			rtypes[8] = {TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	WalReceiverConn *conn;
+	WalRcvExecResult *res;
+	TupleTableSlot *tslot;
+	char	   *sql;
+
+	InitMaterializedSRF(fcinfo, 0);
+	sql = psprintf("SELECT m.channel, m.message_id, m.position, m.message_type, m.key, m.payload, m.headers, m.sent_at"
+				   "  FROM ep.channel_messages(%s) m", quote_literal_cstr(channel));
+	conn = ep_channel_connect(conninfo);
+	PG_TRY();
+	{
+		res = walrcv_exec(conn, sql, 8, rtypes);
+		if (res->status != WALRCV_OK_TUPLES)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("could not fetch the messages of channel \"%s\" from the producer: %s", channel,
+							res->err ? res->err : "no result")));
+		tslot = MakeSingleTupleTableSlot(res->tupledesc, &TTSOpsMinimalTuple);
+		while (tuplestore_gettupleslot(res->tuplestore, true, false, tslot))
+		{
+			Datum		values[8];
+			bool		nulls[8];
+			Datum		in[8];
+			int			i;
+
+			for (i = 0; i < 8; i++)
+				in[i] = slot_getattr(tslot, i + 1, &nulls[i]);
+			values[0] = in[0];
+			values[1] = nulls[1] ? (Datum) 0 :
+				DirectFunctionCall1(uuid_in, CStringGetDatum(TextDatumGetCString(in[1])));
+			values[2] = in[2];
+			values[3] = in[3];
+			values[4] = in[4];
+			values[5] = nulls[5] ? (Datum) 0 :
+				DirectFunctionCall1(jsonb_in, CStringGetDatum(TextDatumGetCString(in[5])));
+			values[6] = nulls[6] ? (Datum) 0 :
+				DirectFunctionCall1(jsonb_in, CStringGetDatum(TextDatumGetCString(in[6])));
+			values[7] = nulls[7] ? (Datum) 0 :
+				DirectFunctionCall3(timestamptz_in, CStringGetDatum(TextDatumGetCString(in[7])),
+									ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		}
+		ExecDropSingleTupleTableSlot(tslot);
+	}
+	PG_FINALLY();
+	{
+		walrcv_disconnect(conn);
+	}
+	PG_END_TRY();
+	return (Datum) 0;
+}
+
+/* ep._channel_remote_lsn(conninfo): the producer's WAL insert position */
+PG_FUNCTION_INFO_V1(ep_channel_remote_lsn);
+Datum
+ep_channel_remote_lsn(PG_FUNCTION_ARGS)
+{
+	char	   *conninfo = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	Oid			rtypes[1] = {TEXTOID};
+	WalReceiverConn *conn;
+	WalRcvExecResult *res;
+	TupleTableSlot *tslot;
+	Datum		lsn = (Datum) 0;
+	bool		isnull = true;
+
+	conn = ep_channel_connect(conninfo);
+	PG_TRY();
+	{
+		res = walrcv_exec(conn, "SELECT pg_catalog.pg_current_wal_insert_lsn()::pg_catalog.text", 1, rtypes);
+		if (res->status != WALRCV_OK_TUPLES)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("could not read the producer's WAL position: %s", res->err ? res->err : "no result")));
+		tslot = MakeSingleTupleTableSlot(res->tupledesc, &TTSOpsMinimalTuple);
+		if (tuplestore_gettupleslot(res->tuplestore, true, false, tslot))
+		{
+			Datum		v = slot_getattr(tslot, 1, &isnull);
+
+			if (!isnull)
+				lsn = DirectFunctionCall1(pg_lsn_in, CStringGetDatum(TextDatumGetCString(v)));
+		}
+		ExecDropSingleTupleTableSlot(tslot);
+	}
+	PG_FINALLY();
+	{
+		walrcv_disconnect(conn);
+	}
+	PG_END_TRY();
+	if (isnull)
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(lsn);
+}
+
+/* ---------------------------------------------------------------------
+ * Producer: pruning marks
+ * ---------------------------------------------------------------------
+ */
+PG_FUNCTION_INFO_V1(ep_channel_mark_point);
+Datum
+ep_channel_mark_point(PG_FUNCTION_ARGS)
+{
+	TupleDesc	desc;
+	Datum		values[2];
+	bool		nulls[2] = {false, false};
+	int64		horizon;
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	/* H first, then L: see the header comment */
+	horizon = ep_position_horizon(ep_catalog()->position_seq);
+	values[0] = Int64GetDatum(horizon);
+	values[1] = LSNGetDatum(GetXLogInsertRecPtr());
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}
+
+/* ---------------------------------------------------------------------
+ * Clean-up: ep.maintain_channels() and the worker step
+ * ---------------------------------------------------------------------
+ */
+static int64
+ep_channel_maintain(void)
+{
+	EpSavedUser saved;
+	Oid			types[1] = {INTERVALOID};
+	Datum		args[1];
+	int64		removed = 0;
+	bool		isnull;
+
+	args[0] = DirectFunctionCall3(interval_in,
+								  CStringGetDatum(psprintf("%d seconds", ep_guc_channel_retention_s)),
+								  ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+	ep_become_owner(&saved);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args("SELECT ep._channel_maintain($1)", 1, types, args, NULL, false, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1)
+		removed = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+	ep_restore_user(&saved);
+	return removed;
+}
+
+PG_FUNCTION_INFO_V1(ep_maintain_channels);
+Datum
+ep_maintain_channels(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT64(ep_channel_maintain());
+}
+
+static bool
+ep_channels_present(void)
+{
+	Oid			nsp = get_namespace_oid(EP_SCHEMA_NAME, true);
+
+	return OidIsValid(nsp) && OidIsValid(get_relname_relid("channel_defs", nsp)) &&
+		OidIsValid(get_extension_oid("event_patterns", true));
+}
+
+static bool
+ep_channel_step(void)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (RecoveryInProgress() || now < next_maintain)
+		return false;
+	next_maintain = TimestampTzPlusMilliseconds(now, EP_CHANNEL_MAINTAIN_MS);
+	PG_TRY();
+	{
+		ep_bgw_start_xact();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		if (ep_channels_present())
+			(void) ep_channel_maintain();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *ed;
+
+		MemoryContextSwitchTo(oldcxt);
+		ed = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ereport(LOG,
+				(errmsg("event_patterns: channel clean-up failed: %s", ed->message)));
+		FreeErrorData(ed);
+		/* not in a loop: wait a minute after a failure */
+		next_maintain = TimestampTzPlusMilliseconds(now, 60000);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcxt);
+	return false;
+}
+
+/* ---------------------------------------------------------------------
+ * The row a message handler receives
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Build an ep.messages row from the JSON form of a channel table's row (as
+ * the decoder delivers it: every column of a built-in type, so the input
+ * functions used here are built in and no user code runs).
+ */
+Datum
+ep_channel_message_datum(Jsonb *row)
+{
+	Oid			nsp = get_namespace_oid(EP_SCHEMA_NAME, false);
+	Oid			typid = get_rel_type_id(get_relname_relid("messages", nsp));
+	TupleDesc	desc = lookup_rowtype_tupdesc(typid, -1);
+	Datum	   *values = palloc0(sizeof(Datum) * desc->natts);
+	bool	   *nulls = palloc0(sizeof(bool) * desc->natts);
+	HeapTuple	tup;
+	Datum		result;
+	int			i;
+
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		JsonbValue	k;
+		JsonbValue *v;
+
+		nulls[i] = true;
+		if (att->attisdropped)
+			continue;
+		k.type = jbvString;
+		k.val.string.val = NameStr(att->attname);
+		k.val.string.len = strlen(NameStr(att->attname));
+		v = findJsonbValueFromContainer(&row->root, JB_FOBJECT, &k);
+		if (v == NULL || v->type == jbvNull)
+			continue;
+		if (att->atttypid == JSONBOID)
+			values[i] = JsonbPGetDatum(JsonbValueToJsonb(v));
+		else
+		{
+			Oid			infunc;
+			Oid			ioparam;
+			char	   *str;
+
+			if (v->type == jbvString)
+				str = pnstrdup(v->val.string.val, v->val.string.len);
+			else if (v->type == jbvNumeric)
+				str = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
+			else if (v->type == jbvBool)
+				str = v->val.boolean ? "true" : "false";
+			else
+				str = JsonbToCString(NULL, &JsonbValueToJsonb(v)->root, 0);
+			getTypeInputInfo(att->atttypid, &infunc, &ioparam);
+			values[i] = OidInputFunctionCall(infunc, str, ioparam, att->atttypmod);
+		}
+		nulls[i] = false;
+	}
+	tup = heap_form_tuple(desc, values, nulls);
+	result = heap_copy_tuple_as_datum(tup, desc);
+	ReleaseTupleDesc(desc);
+	return result;
+}
+
+/* The message's arrival order on the consumer, from its JSON form; 0 if absent. */
+int64
+ep_channel_received_seq(Jsonb *row)
+{
+	JsonbValue	k;
+	JsonbValue *v;
+
+	if (row == NULL)
+		return 0;
+	k.type = jbvString;
+	k.val.string.val = "received_seq";
+	k.val.string.len = strlen("received_seq");
+	v = findJsonbValueFromContainer(&row->root, JB_FOBJECT, &k);
+	if (v == NULL || v->type != jbvNumeric)
+		return 0;
+	return DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(v->val.numeric)));
+}
+
+/* The message's type, from its JSON form (NULL if absent). */
+char *
+ep_channel_message_type(Jsonb *row)
+{
+	JsonbValue	k;
+	JsonbValue *v;
+
+	if (row == NULL)
+		return NULL;
+	k.type = jbvString;
+	k.val.string.val = "message_type";
+	k.val.string.len = strlen("message_type");
+	v = findJsonbValueFromContainer(&row->root, JB_FOBJECT, &k);
+	if (v == NULL || v->type != jbvString)
+		return NULL;
+	return pnstrdup(v->val.string.val, v->val.string.len);
+}
+
+/* ---------------------------------------------------------------------
+ * Initialization (from _PG_init)
+ * ---------------------------------------------------------------------
+ */
+void
+ep_channel_init(void)
+{
+	DefineCustomIntVariable("event_patterns.channel_retention",
+							"How long messages of service channels are kept once every consumer has them.",
+							"The producer removes a message this long after it was sent once every consumer's slot "
+							"has confirmed it; a consumer removes a message this long after it was sent once every "
+							"message handler of its channel has handled it. Parked messages are kept in ep.parked.",
+							&ep_guc_channel_retention_s,
+							3600, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	if (process_shared_preload_libraries_in_progress)
+		ep_worker_register_step("channels", ep_channel_step);
+}
+
+/* ---------------------------------------------------------------------
+ * The administrative API
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * ep.create_channel, grant_channel, revoke_channel, forward_events,
+ * unforward_events, subscribe_channel, unsubscribe_channel, drop_channel:
+ * each calls ep._<name>(caller, args...) as the extension owner, caller
+ * being the role calling it (a SECURITY DEFINER function would see the
+ * extension owner as CURRENT_USER). The internal functions decide what the
+ * caller may do and are not executable by PUBLIC.
+ */
+PG_FUNCTION_INFO_V1(ep_channel_api);
+Datum
+ep_channel_api(PG_FUNCTION_ARGS)
+{
+	Oid			caller = GetUserId();
+	HeapTuple	tup;
+	Form_pg_proc proc;
+	StringInfoData sql;
+	Oid		   *types;
+	Datum	   *args;
+	char	   *nulls;
+	int			nargs;
+	int			i;
+	EpSavedUser saved;
+
+	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fcinfo->flinfo->fn_oid));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for function %u", fcinfo->flinfo->fn_oid);
+	proc = (Form_pg_proc) GETSTRUCT(tup);
+	if (proc->pronamespace != ep_catalog()->schema)
+		elog(ERROR, "ep_channel_api() called from a function outside schema ep");
+	nargs = proc->pronargs;
+	types = palloc(sizeof(Oid) * (nargs + 1));
+	args = palloc(sizeof(Datum) * (nargs + 1));
+	nulls = palloc(nargs + 2);
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "SELECT ep.%s($1",
+					 quote_identifier(psprintf("_%s", NameStr(proc->proname))));
+	types[0] = REGROLEOID;
+	args[0] = ObjectIdGetDatum(caller);
+	nulls[0] = ' ';
+	for (i = 0; i < nargs; i++)
+	{
+		types[i + 1] = proc->proargtypes.values[i];
+		args[i + 1] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
+		nulls[i + 1] = PG_ARGISNULL(i) ? 'n' : ' ';
+		appendStringInfo(&sql, ", $%d", i + 2);
+	}
+	nulls[nargs + 1] = '\0';
+	appendStringInfoChar(&sql, ')');
+	ReleaseSysCache(tup);
+
+	ep_become_owner(&saved);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args(sql.data, nargs + 1, types, args, nulls, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute failed for \"%s\"", sql.data);
+	SPI_finish();
+	ep_restore_user(&saved);
+	PG_RETURN_VOID();
+}

@@ -1,0 +1,167 @@
+# Service channels between two clusters (orders -> payments) and between two
+# databases of one cluster (orders -> audit): every committed message is
+# handled exactly once and in the producer's commit order per key, across
+# an immediate shutdown of the consumer and of the producer in the middle of
+# a burst of concurrent producers; a poison message is parked and the rest
+# goes on. The handler belongs to a non-superuser and uses unqualified names.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use IPC::Run;
+use EPTest;
+
+my $extra = qq{
+max_wal_senders = 12
+max_replication_slots = 20
+event_patterns.channel_retention = 3600
+event_patterns.projection_retry_backoff = 10
+wal_receiver_status_interval = 1s
+};
+my $orders = ep_node('orders');
+$orders->append_conf('postgresql.conf', $extra);
+$orders->start;
+my $payments = ep_node('payments');
+$payments->append_conf('postgresql.conf', $extra);
+$payments->start;
+
+$orders->safe_psql('postgres', q{CREATE DATABASE orders});
+$orders->safe_psql('postgres', q{CREATE DATABASE audit});
+$orders->safe_psql('orders', q{
+CREATE EXTENSION event_patterns;
+SELECT ep.create_channel('orders.events');
+CREATE TABLE ctr (k text PRIMARY KEY, v int NOT NULL DEFAULT 0);
+INSERT INTO ctr SELECT 'k' || g, 0 FROM generate_series(1, 5) g;
+-- a producer: each transaction bumps one key's counter and sends it, so the
+-- commit order per key is the order of seq
+CREATE PROCEDURE producer(n int) LANGUAGE plpgsql AS $$
+DECLARE
+    key text;
+    seq int;
+BEGIN
+    FOR i IN 1..n LOOP
+        key := 'k' || (1 + floor(random() * 5))::int;
+        UPDATE ctr SET v = v + 1 WHERE k = key RETURNING v INTO seq;
+        PERFORM ep.send('orders.events', 'Tick', jsonb_build_object('seq', seq), key);
+        COMMIT;
+    END LOOP;
+END $$;
+});
+# messages sent before anyone subscribed arrive with the initial copy
+$orders->safe_psql('orders', 'CALL producer(20)');
+
+my $orders_conn = $orders->connstr('orders');
+(my $orders_conn_sql = $orders_conn) =~ s/'/''/g;
+my $consumer_setup = q{
+CREATE EXTENSION IF NOT EXISTS event_patterns;
+SELECT ep.subscribe_channel('orders.events', '%s');
+DO $do$ BEGIN CREATE ROLE payer LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $do$;
+CREATE SCHEMA pay AUTHORIZATION payer;
+SELECT ep.grant_channel('orders.events', 'payer', '{read}');
+SET ROLE payer;
+SET search_path = pay;
+CREATE TABLE handled (message_id uuid, key text, seq int);
+CREATE TABLE totals (key text PRIMARY KEY, n int NOT NULL, last_seq int NOT NULL, disorder int NOT NULL DEFAULT 0);
+CREATE FUNCTION on_tick(m ep.messages) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF m.payload ? 'poison' THEN
+        RAISE EXCEPTION 'poison message';
+    END IF;
+    INSERT INTO handled VALUES (m.message_id, m.key, (m.payload->>'seq')::int);
+    INSERT INTO totals AS t VALUES (m.key, 1, (m.payload->>'seq')::int)
+    ON CONFLICT (key) DO UPDATE
+       SET n = t.n + 1, last_seq = excluded.last_seq,
+           disorder = t.disorder + CASE WHEN excluded.last_seq = t.last_seq + 1 THEN 0 ELSE 1 END;
+END $$;
+SELECT ep.create_message_handler('pay', 'orders.events', 'on_tick(ep.messages)');
+};
+$payments->safe_psql('postgres', sprintf($consumer_setup, $orders_conn_sql));
+# same cluster, another database: the slot is created before the writes
+$orders->safe_psql('audit', sprintf($consumer_setup, $orders_conn_sql));
+
+sub check_consumer
+{
+	my ($node, $db, $what) = @_;
+	my $expected = $orders->safe_psql('orders', q{SELECT count(*) FROM ep.messages WHERE NOT payload ? 'poison'});
+	my $last = $orders->safe_psql('orders', q{SELECT string_agg(k || '=' || v, ',' ORDER BY k) FROM ctr WHERE v > 0});
+	$node->poll_query_until($db, "SELECT count(*) >= $expected FROM pay.handled")
+	  or diag($node->safe_psql($db, 'SELECT count(*) FROM pay.handled; SELECT * FROM ep.projections; SELECT * FROM ep.channels'));
+	is($node->safe_psql($db, 'SELECT count(*), count(DISTINCT message_id) FROM pay.handled'),
+		"$expected|$expected", "$what: every message handled exactly once");
+	is($node->safe_psql($db, q{SELECT string_agg(key || '=' || last_seq, ',' ORDER BY key) FROM pay.totals}),
+		$last, "$what: the last message of each key is the producer's last");
+	is($node->safe_psql($db, 'SELECT coalesce(sum(disorder), 0) FROM pay.totals'),
+		'0', "$what: per key in the producer's commit order");
+}
+
+check_consumer($payments, 'postgres', 'initial copy, other cluster');
+check_consumer($orders, 'audit', 'initial copy, same cluster');
+is($payments->safe_psql('postgres', q{SELECT owner FROM ep.projections WHERE name = 'pay'}),
+	'payer', 'the handler runs as its owner');
+
+# three concurrent producers; the consumer crashes in the middle
+sub start_producers
+{
+	my ($n) = @_;
+	my @procs;
+	for my $i (1 .. 3)
+	{
+		my ($out, $err) = ('', '');
+		push @procs, IPC::Run::start(
+			[ 'psql', '-X', '-d', $orders_conn, '-c', "CALL producer($n)" ],
+			'>', \$out, '2>', \$err);
+	}
+	return @procs;
+}
+
+my @procs = start_producers(700);
+$payments->poll_query_until('postgres', 'SELECT count(*) > 300 FROM pay.handled');
+$payments->stop('immediate');
+$payments->start;
+$_->finish for @procs;
+check_consumer($payments, 'postgres', 'consumer crash mid-burst');
+check_consumer($orders, 'audit', 'same-cluster consumer during that burst');
+
+# the producer crashes in the middle of a burst
+@procs = start_producers(2000);
+$payments->poll_query_until('postgres', 'SELECT count(*) > 2500 FROM pay.handled');
+$orders->stop('immediate');
+$_->finish for @procs;
+$orders->start;
+check_consumer($payments, 'postgres', 'producer crash mid-burst');
+check_consumer($orders, 'audit', 'same-cluster consumer after the producer crash');
+
+# a poison message is retried, parked, and the rest goes on
+$orders->safe_psql('orders', q{
+SELECT ep.send('orders.events', 'Tick', '{"poison": true}', 'k9');
+CALL producer(10);
+});
+check_consumer($payments, 'postgres', 'after a poison message');
+$payments->poll_query_until('postgres', q{SELECT count(*) = 1 FROM ep.parked_events WHERE projection = 'pay'});
+is($payments->safe_psql('postgres', q{SELECT error, new_row->'payload' FROM ep.parked_events WHERE projection = 'pay'}),
+	'poison message|{"poison": true}', 'the poison message is parked with its error');
+is($payments->safe_psql('postgres', q{SELECT status, parked FROM ep.projections WHERE name = 'pay'}),
+	'running|1', 'the handler keeps running');
+# parked messages outlive the consumer's clean-up, and a retry hands them back
+$payments->safe_psql('postgres', q{
+SET ROLE payer;
+CREATE OR REPLACE FUNCTION pay.on_tick(m ep.messages) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO pay.handled VALUES (m.message_id, m.key, -1);
+END $$;
+SELECT ep.retry_parked('pay');
+});
+$payments->poll_query_until('postgres', q{SELECT count(*) = 0 FROM ep.parked_events});
+is($payments->safe_psql('postgres', q{SELECT count(*) FROM pay.handled WHERE key = 'k9'}), '1',
+	'the retried message is handled once');
+
+# the consumer's view: nothing left to handle
+$payments->poll_query_until('postgres', q{SELECT backlog = 0 FROM ep.channels});
+is($payments->safe_psql('postgres', q{SELECT channel, role, subscription_active FROM ep.channels}),
+	'orders.events|consumer|t', 'ep.channels on the consumer');
+is($orders->safe_psql('orders', q{SELECT consumers FROM ep.channels}), '2', 'the producer sees two consumers');
+
+$payments->stop;
+$orders->stop;
+done_testing();
