@@ -1,6 +1,6 @@
 -- Service channels: the producer's API (create, send, forward, reply,
 -- grants) and its errors. Delivery to consumers is tested in TAP
--- (test/tap/t/070_channels*.pl).
+-- (test/tap/t/100_channels*.pl).
 \pset null '(null)'
 SET client_min_messages = warning;
 CREATE ROLE ch_orders;

@@ -1,6 +1,6 @@
 -- Read nodes: the API's errors and the simple answers. (Replication itself,
 -- the horizon across the link, projections on readers and re-sync are TAP
--- tests: 070_read_node_stress.pl, 071_read_nodes.pl.)
+-- tests: 090_read_node_stress.pl, 091_read_nodes.pl.)
 \pset null '(null)'
 CREATE FUNCTION pg_temp.try(sql text) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN

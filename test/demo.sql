@@ -292,7 +292,7 @@ RESET ROLE;
 \echo '== 6. Sagas: place order -> reserve stock -> charge payment -> ship, with compensations'
 \echo '-- the shop service owns the saga; the payments service answers requests it receives'
 \echo '-- (here projections in the same database; across databases requests and replies'
-\echo '-- travel by logical replication, see test/tap/t/071_saga_two_clusters.pl)'
+\echo '-- travel by logical replication, see test/tap/t/111_saga_two_clusters.pl)'
 CREATE ROLE shop_svc LOGIN;
 CREATE SCHEMA shop AUTHORIZATION shop_svc;
 SET ROLE shop_svc;
