@@ -65,6 +65,12 @@ SELECT ep.create_incremental_view('ivm_async.distinct_days',
 -- a view whose base is another incremental view's storage
 SELECT ep.create_incremental_view('ivm_async.revenue_by_segment',
   'SELECT segment, sum(revenue) AS revenue, count(*) AS days FROM ivm_async.revenue__ivm_data GROUP BY segment', 'async');
+-- views over views by name: an async view over another async view, and an
+-- immediate view over an async one (fed by the worker's writes to its storage)
+SELECT ep.create_incremental_view('ivm_async.revenue_by_day',
+  'SELECT day, sum(revenue) AS revenue FROM ivm_async.revenue GROUP BY day', 'async');
+SELECT ep.create_incremental_view('ivm_async.big_order_count',
+  'SELECT count(*) AS n, sum(amount) AS total FROM ivm_async.big_orders', 'immediate');
 -- a self-join (several references to one table), and aggregates kept by recompute
 SELECT ep.create_incremental_view('ivm_async.same_day_pairs',
   'SELECT a.day, count(*) AS pairs FROM orders a JOIN orders b ON a.day = b.day AND a.customer < b.customer GROUP BY a.day', 'async');
@@ -241,6 +247,7 @@ RESET ROLE;
 -- immediate and deferred views over a subscribed table are refused (see
 -- the TAP test for a real subscriber); dropping async views drops their slot
 -- state with them
+SELECT ep.drop_incremental_view('ivm_async.big_order_count'), ep.drop_incremental_view('ivm_async.revenue_by_day');
 SELECT ep.drop_incremental_view(name) FROM ep.incremental_views WHERE name LIKE 'ivm_async.%' ORDER BY name DESC;
 SELECT count(*) FROM ep.ivm_async;
 SELECT ep.apply_async_views();

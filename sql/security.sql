@@ -236,6 +236,33 @@ RESET event_patterns.handler_timeout;
 RESET event_patterns.projection_max_retries;
 
 ------------------------------------------------------------------------
+-- A handler cannot leave a deferred trigger behind to fire at the applier's
+-- commit with the applier's rights (here a superuser's session): inside the
+-- owner's security-restricted call PostgreSQL refuses to queue it.
+SET event_patterns.projection_max_retries = 0;
+SET ROLE regress_sec_eve;
+SET search_path = eve_schema;
+CREATE TABLE eve_schema.later (x int);
+CREATE FUNCTION eve_schema.promote() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN EXECUTE 'ALTER ROLE regress_sec_eve SUPERUSER'; RETURN NULL; END $$;
+CREATE CONSTRAINT TRIGGER at_commit AFTER INSERT ON eve_schema.later
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION eve_schema.promote();
+CREATE FUNCTION eve_schema.plant(e ep.events) RETURNS void LANGUAGE sql
+    AS $$ INSERT INTO later VALUES (1) $$;
+SELECT ep.create_projection('eve_plant', 'eve_schema.plant(ep.events)', event_types => ARRAY['SecPlant'],
+                            category => NULL, mode => 'async', search_path => 'eve_schema');
+RESET search_path;
+RESET ROLE;
+SELECT ep.append('sec-plant-1', 'SecPlant', '{}') > 0 AS appended;
+SELECT ep.apply_projections();
+SELECT projection, error FROM ep.parked_events WHERE projection = 'eve_plant';
+SELECT rolsuper FROM pg_roles WHERE rolname = 'regress_sec_eve';
+SELECT count(*) FROM eve_schema.later;
+SET ROLE regress_sec_eve;
+SELECT ep.drop_projection('eve_plant');
+RESET ROLE;
+RESET event_patterns.projection_max_retries;
+
 -- Decoded rows are turned into JSON without user code: a cast to json of a
 -- user-defined type is never called (it ran as the worker's superuser).
 ------------------------------------------------------------------------

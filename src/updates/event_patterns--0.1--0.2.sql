@@ -153,38 +153,6 @@ AS $$ SELECT ep.create_table_projection(name, source, handler,
 COMMENT ON FUNCTION ep.create_table_projection(text, regclass, regprocedure) IS
     'Change data capture of a table: handler(op text, old_row jsonb, new_row jsonb) is called with INSERT for every existing row, then for every INSERT, UPDATE, DELETE and TRUNCATE in commit order, as the creating role with the creator''s search_path; the handler''s own writes to the table are not fed back';
 
-CREATE OR REPLACE FUNCTION ep._projection_defs_check() RETURNS trigger
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF NEW.event_types IS NOT NULL AND (pg_catalog.array_position(NEW.event_types, NULL) IS NOT NULL
-                                        OR pg_catalog.cardinality(NEW.event_types) OPERATOR(pg_catalog.=) 0) THEN
-        RAISE EXCEPTION 'event_types must be NULL or a non-empty array without NULL elements'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF NEW.kind OPERATOR(pg_catalog.=) 'table' THEN
-        PERFORM ep._check_table_source(NEW.source);
-    END IF;
-    -- a message handler reads a channel its owner may read (ep.grant_channel)
-    IF NEW.kind OPERATOR(pg_catalog.=) 'message' THEN
-        PERFORM ep._check_message_source(NEW.source, NEW.owner);
-    END IF;
-    PERFORM ep._check_handler(NEW.handler, NEW.kind);
-    -- an inline handler runs inside every appender's transaction
-    IF NEW.mode OPERATOR(pg_catalog.=) 'inline'
-       AND NOT pg_catalog.has_table_privilege(NEW.owner::pg_catalog.oid, 'ep.events'::pg_catalog.regclass, 'TRIGGER') THEN
-        RAISE EXCEPTION 'permission denied to create inline projection "%"', NEW.name
-            USING ERRCODE = 'insufficient_privilege',
-                  DETAIL = 'An inline projection runs its handler in the transaction of every role that appends events.',
-                  HINT = 'The owner of the event_patterns extension can GRANT TRIGGER ON ep.events to this role, or create the projection as async.';
-    END IF;
-    RETURN NEW;
-END
-$$;
-COMMENT ON FUNCTION ep._projection_defs_check() IS
-    'Trigger: validates every projection row (handler signature and rights, source, event types), also on direct writes';
-
 CREATE OR REPLACE FUNCTION ep._projection_row(name text) RETURNS ep.projection_defs
     LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
@@ -241,45 +209,6 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION ep.resume_projection(text) IS 'Resume a paused projection, or a failed one once its cause is fixed';
-
-CREATE OR REPLACE FUNCTION ep.rebuild_projection(name text)
-    RETURNS void LANGUAGE plpgsql VOLATILE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    r ep.projection_defs;
-BEGIN
-    r := ep._projection_row(name);
-    IF r.mode OPERATOR(pg_catalog.=) 'inline' THEN
-        RAISE EXCEPTION 'cannot rebuild inline projection "%"', name
-            USING ERRCODE = 'feature_not_supported',
-                  HINT = 'Replay the events yourself with ep.read_all(), or recreate the projection as async.';
-    END IF;
-    DELETE FROM ep.parked p WHERE p.projection_id OPERATOR(pg_catalog.=) r.projection_id;
-    -- a round still applying the old run gives way (its work is undone)
-    UPDATE ep.projection_defs d
-       SET status = 'rebuilding', last_position = 0, last_lsn = NULL, last_error = NULL,
-           generation = d.generation OPERATOR(pg_catalog.+) 1, consecutive_failures = 0
-     WHERE d.projection_id OPERATOR(pg_catalog.=) r.projection_id;
-END
-$$;
-COMMENT ON FUNCTION ep.rebuild_projection(text) IS
-    'Replay every matching event from the store (a table projection: every current row after a TRUNCATE call), then continue live; the handler''s owner resets the read model first';
-
-CREATE OR REPLACE FUNCTION ep.drop_projection(name text)
-    RETURNS void LANGUAGE plpgsql VOLATILE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    r ep.projection_defs;
-BEGIN
-    r := ep._projection_row(name);
-    DELETE FROM ep.projection_defs d WHERE d.projection_id OPERATOR(pg_catalog.=) r.projection_id;
-    DELETE FROM ep.parked p WHERE p.projection_id OPERATOR(pg_catalog.=) r.projection_id;
-    PERFORM ep._projection_changed();
-END
-$$;
-COMMENT ON FUNCTION ep.drop_projection(text) IS 'Drop a projection and its parked events (its read model is left alone)';
 
 -- Lag of a message handler (channels, 50_channel.sql): received messages
 -- not handled yet, read through ep.messages (only readable channels).
@@ -386,43 +315,6 @@ ALTER TABLE ep.ivm_views ADD COLUMN search_path text NOT NULL DEFAULT 'pg_catalo
 ALTER TABLE ep.ivm_views ADD COLUMN handler_timeout interval;
 COMMENT ON COLUMN ep.ivm_views.search_path IS 'search_path of the creator, recorded at creation: the view''s query, maintenance and refreshes run with it (pg_temp last)';
 COMMENT ON COLUMN ep.ivm_views.handler_timeout IS 'Time limit of each maintenance or refresh call of the view; NULL: event_patterns.handler_timeout';
-CREATE OR REPLACE FUNCTION ep._ivm_pending(view_id bigint) RETURNS bigint
-    LANGUAGE plpgsql STABLE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v ep.ivm_views;
-    total bigint := 0;
-    n bigint;
-    lr regclass;
-BEGIN
-    SELECT * INTO v FROM ep.ivm_views i WHERE i.view_id OPERATOR(pg_catalog.=) _ivm_pending.view_id;
-    IF NOT FOUND OR v.refresh OPERATOR(pg_catalog.=) 'immediate' THEN
-        RETURN 0;
-    END IF;
-    -- a full view whose owner may not add triggers to its base tables
-    -- counts no changes: unknown
-    IF v.refresh OPERATOR(pg_catalog.=) 'full'
-       AND pg_catalog.cardinality(v.base_rels) OPERATOR(pg_catalog.>) 0
-       AND pg_catalog.cardinality(v.log_rels) OPERATOR(pg_catalog.=) 0 THEN
-        RETURN NULL;
-    END IF;
-    FOREACH lr IN ARRAY v.log_rels LOOP
-        IF v.refresh OPERATOR(pg_catalog.=) 'full' THEN
-            EXECUTE format('SELECT coalesce(sum(n), 0)::bigint FROM %s', lr) INTO n;
-        ELSE
-            EXECUTE format('SELECT count(*) FROM %s', lr) INTO n;
-        END IF;
-        total := total OPERATOR(pg_catalog.+) n;
-    END LOOP;
-    IF v.needs_full THEN
-        total := total OPERATOR(pg_catalog.+) 1;
-    END IF;
-    RETURN total;
-END
-$$;
-COMMENT ON FUNCTION ep._ivm_pending(bigint) IS 'Internal: exact count of change records not yet applied to an incremental view (NULL when a full view cannot count them)';
-
 -- ---------------------------------------------------------------------------
 -- Jobs run in a session of their owner (issue 11): the search_path recorded
 -- when the job was scheduled, a time limit per job; subscriptions are
@@ -443,57 +335,6 @@ CREATE OR REPLACE VIEW ep.jobs WITH (security_invoker = true) AS
            search_path, time_limit
       FROM ep.job_registry;
 COMMENT ON VIEW ep.jobs IS 'Scheduled background jobs: view refreshes, scavenging, snapshots, partition maintenance';
-
-CREATE OR REPLACE FUNCTION ep._schedule_job(kind text, target text, every interval, command text,
-                                 search_path text, time_limit interval)
-    RETURNS bigint LANGUAGE plpgsql VOLATILE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    id bigint;
-BEGIN
-    IF kind IS NULL OR kind NOT IN ('view_refresh', 'scavenge', 'snapshot',
-                                    'partition_maintenance', 'custom') THEN
-        RAISE EXCEPTION 'unknown job kind "%"', kind
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Use view_refresh, scavenge, snapshot, partition_maintenance or custom.';
-    END IF;
-    IF target IS NULL OR btrim(target) = '' THEN
-        RAISE EXCEPTION 'job target must not be empty'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF every IS NULL OR every <= interval '0' THEN
-        RAISE EXCEPTION 'schedule must be a positive interval'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Give an interval such as ''5 minutes''.';
-    END IF;
-    IF command IS NULL OR btrim(command) = '' THEN
-        RAISE EXCEPTION 'job command must not be empty'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF time_limit <= interval '0' THEN
-        RAISE EXCEPTION 'time_limit must be a positive interval'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Give an interval such as ''10 minutes'', or NULL for the default.';
-    END IF;
-    INSERT INTO ep.job_registry AS j (kind, target, schedule, command, owner, next_run_at,
-                                      search_path, time_limit)
-    VALUES (kind, target, every, command, ep._role(current_user), now() + every,
-            _schedule_job.search_path, _schedule_job.time_limit)
-    ON CONFLICT ON CONSTRAINT job_registry_kind_target_key DO UPDATE
-        SET schedule = excluded.schedule, command = excluded.command,
-            owner = excluded.owner, next_run_at = excluded.next_run_at, failures = 0,
-            search_path = excluded.search_path, time_limit = excluded.time_limit
-    RETURNING j.job_id INTO id;
-    IF NOT ep._worker_runtime_loaded() THEN
-        RAISE WARNING 'job "%" will not run: the event_patterns background workers are not running', target
-            USING HINT = 'Add event_patterns to shared_preload_libraries and restart the server.';
-    END IF;
-    RETURN id;
-END
-$$;
-COMMENT ON FUNCTION ep._schedule_job(text, text, interval, text, text, interval) IS
-    'Internal: create or replace the (kind, target) job; it runs command every interval as the calling role, with search_path and time_limit (NULL: defaults)';
 
 CREATE OR REPLACE FUNCTION ep._schedule_job(kind text, target text, every interval, command text)
     RETURNS bigint LANGUAGE sql VOLATILE
@@ -804,21 +645,6 @@ $$;
 COMMENT ON FUNCTION ep.ack(text, bigint, integer) IS
     'Move a subscription''s checkpoint (of a consumer member) to a position';
 
-CREATE OR REPLACE FUNCTION ep.drop_subscription(name text)
-    RETURNS void LANGUAGE plpgsql VOLATILE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    PERFORM ep._subscription_check_owner(drop_subscription.name);
-    DELETE FROM ep.subscriptions s WHERE s.name = drop_subscription.name;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'subscription "%" does not exist', name
-            USING ERRCODE = 'undefined_object';
-    END IF;
-END
-$$;
-COMMENT ON FUNCTION ep.drop_subscription(text) IS 'Drop a persistent subscription and its checkpoints';
-
 CREATE OR REPLACE FUNCTION ep._subscription_check_owner(name text)
     RETURNS void LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
@@ -1005,6 +831,8 @@ BEGIN
     RETURN id;
 END
 $$;
+COMMENT ON FUNCTION ep._schedule_job(text, text, interval, text, text, interval) IS
+    'Internal: create or replace the (kind, target) job; it runs command every interval as the calling role, with search_path and time_limit (NULL: defaults)';
 
 CREATE OR REPLACE FUNCTION ep.rebuild_projection(name text)
     RETURNS void LANGUAGE plpgsql VOLATILE
