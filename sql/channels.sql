@@ -111,6 +111,40 @@ SELECT ep.append('order-ch9', 'OrderShipped', '{}');
 SELECT count(*) AS forwarded FROM ep.messages WHERE key = 'order-ch9';
 SELECT count(*) AS forward_trigger FROM pg_trigger WHERE tgname = 'events_forward_to_channels';
 
+-- the triggers that run as the extension owner fire only where they belong:
+-- no forged messages from a table of another role
+RESET ROLE;
+CREATE SCHEMA ch_mal AUTHORIZATION ch_mallory;
+SET ROLE ch_mallory;
+CREATE TABLE ch_mal.fake (event_id uuid, global_position bigint, event_type text, stream_id text,
+                          data jsonb, metadata jsonb, stream_version bigint, category text);
+CREATE TRIGGER forge AFTER INSERT ON ch_mal.fake FOR EACH ROW EXECUTE FUNCTION ep._forward_events_trigger();
+RESET ROLE;
+CREATE TRIGGER forge AFTER INSERT ON ch_mal.fake FOR EACH ROW EXECUTE FUNCTION ep._forward_events_trigger();
+SET ROLE ch_mallory;
+INSERT INTO ch_mal.fake VALUES (gen_random_uuid(), 999999, 'RefundIssued', 'order-1', '{}', '{}', 1, 'order');
+CREATE TABLE ch_mal.inbox (channel text, message_id uuid);
+CREATE TRIGGER probe BEFORE INSERT ON ch_mal.inbox FOR EACH ROW EXECUTE FUNCTION ep._message_receive('dedup');
+INSERT INTO ch_mal.inbox VALUES ('orders.events', gen_random_uuid());
+-- a role without read gets no message, also through code that runs in a
+-- superuser's session (here a projection applied by one)
+SELECT count(*) FROM ep.channel_messages('orders.events');
+CREATE TABLE ch_mal.loot (n bigint);
+CREATE FUNCTION ch_mal.grab(e ep.events) RETURNS void LANGUAGE sql
+    AS $$ INSERT INTO ch_mal.loot SELECT count(*) FROM ep.channel_messages('orders.events') $$;
+SELECT ep.create_projection('ch_grab', 'ch_mal.grab(ep.events)', event_types => ARRAY['ChGrab'],
+                            category => NULL, mode => 'async', search_path => 'ch_mal');
+RESET ROLE;
+SET event_patterns.projection_max_retries = 0;
+SELECT ep.append('grab-1', 'ChGrab', '{}') > 0 AS appended;
+SELECT ep.apply_projections() >= 0 AS applied;
+SELECT projection, error FROM ep.parked_events WHERE projection = 'ch_grab';
+SELECT count(*) AS looted FROM ch_mal.loot;
+RESET event_patterns.projection_max_retries;
+SELECT ep.drop_projection('ch_grab');
+DROP SCHEMA ch_mal CASCADE;
+SET ROLE ch_orders;
+
 -- consumers: only subscribed channels get handlers; the producer is not one
 RESET ROLE;
 CREATE FUNCTION on_message(m ep.messages) RETURNS void LANGUAGE sql AS $$ SELECT $$;

@@ -225,6 +225,28 @@ SELECT ep.apply_async_views() >= 0 AS applied;
 SELECT rolsuper FROM pg_roles WHERE rolname = 'regress_async_mallory';
 SHOW search_path;
 SELECT * FROM mallory.grabbed ORDER BY k;
+-- privileges taken away after creation stop the view: no row it may no
+-- longer read reaches it (SELECT revoked, then row-level security)
+SET ROLE regress_async_mallory;
+SELECT ep.create_incremental_view('mallory.copied', 'SELECT k, v FROM ivm_async.plain', 'async');
+RESET ROLE;
+SELECT ep.apply_async_views() >= 0 AS applied;
+SELECT count(*) > 0 AS copied FROM mallory.copied;
+REVOKE SELECT ON ivm_async.plain FROM regress_async_mallory;
+INSERT INTO plain VALUES (4, 404);
+SELECT ep.apply_async_views() >= 0 AS applied;
+SELECT count(*) AS leaked FROM mallory.copied WHERE v = 404;
+SELECT name, last_error FROM ep.incremental_views WHERE name = 'mallory.copied';
+GRANT SELECT ON ivm_async.plain TO regress_async_mallory;
+ALTER TABLE plain ENABLE ROW LEVEL SECURITY;
+CREATE POLICY plain_small ON plain USING (v < 400);
+INSERT INTO plain VALUES (4, 405);
+SELECT ep.apply_async_views() >= 0 AS applied;
+SELECT count(*) AS leaked FROM mallory.copied WHERE v >= 400;
+SELECT name, last_error FROM ep.incremental_views WHERE name = 'mallory.copied';
+ALTER TABLE plain DISABLE ROW LEVEL SECURITY;
+DROP POLICY plain_small ON plain;
+SELECT ep.drop_incremental_view('mallory.copied');
 SELECT ep.drop_incremental_view('mallory.grabbed');
 DROP SCHEMA mallory CASCADE;
 REVOKE ALL ON ivm_async.plain, ivm_async.big_orders__ivm_data FROM regress_async_mallory;

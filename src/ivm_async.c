@@ -394,6 +394,33 @@ ivm_async_register(const char *name, Oid relid, Tuplestorestate *ts)
 }
 
 /*
+ * The owner may still read every base table, and no row-level security
+ * applies to it (decoded changes carry every row): privileges checked when
+ * the view was created can be taken away later, so every round checks
+ * again, as table projections do. ep.events filters its changes itself in
+ * the view's SQL (categories the owner may read).
+ */
+static void
+ivm_async_check_access(IvmViewCache *vc)
+{
+	int			b;
+
+	for (b = 0; b < vc->nbase; b++)
+	{
+		Oid			relid = vc->base_oids[b];
+
+		if (pg_class_aclcheck(relid, vc->owner, ACL_SELECT) != ACLCHECK_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied for table %s", get_rel_name(relid)),
+					 errdetail("An async view reads its base tables as its owner, role \"%s\".",
+							   GetUserNameFromId(vc->owner, false))));
+		if (relid != ep_catalog()->events)
+			ep_check_rls_bypass(relid, vc->owner);
+	}
+}
+
+/*
  * Apply one view's changes (or recompute it), as its owner. SPI connected
  * as the extension owner. Returns the number of changes applied.
  */
@@ -453,6 +480,7 @@ ivm_async_apply_view(AsyncView *v, EpDecodeRound *round, bool full_in)
 	{
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
+		ivm_async_check_access(vc);
 		for (b = 0; b < vc->nbase && !full; b++)
 		{
 			Tuplestorestate *ts_old;

@@ -33,15 +33,21 @@
 
 #include "access/xact.h"
 #include "miscadmin.h"
+#include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/timeout.h"
+#include "utils/timestamp.h"
 #include "utils/varlena.h"
 
 #include "event_patterns.h"
+#include "launcher.h"
 #include "owner.h"
+#include "shmem.h"
 
 int			ep_guc_handler_timeout_ms = 30000;
 
@@ -54,6 +60,154 @@ static bool timer_armed = false;
 static SubTransactionId armed_subxid = InvalidSubTransactionId;
 static int	armed_ms = 0;
 static int	call_depth = 0;
+static volatile sig_atomic_t escalated = false;
+
+/* ---------------------------------------------------------------------
+ * Strikes: owner code that ignored its time limit in a database's worker
+ * ends that worker (see EP_OWNER_GRACE_MS). The worker's successor would
+ * run the same call again and be ended again, for ever, holding back
+ * every other role's projections, views and sagas. So the dying worker
+ * records a strike against the call (database, owner, what, name) in
+ * shared memory; after EP_OWNER_MAX_STRIKES strikes the worker refuses
+ * that call (an error its caller handles as any failure: the event is
+ * parked, the view records last_error, the step fails) until
+ * EP_OWNER_STRIKE_TTL has passed since the last strike, or the server
+ * restarts. Sessions are not concerned: there the code ends only its own
+ * connection.
+ * ---------------------------------------------------------------------
+ */
+#define EP_OWNER_STRIKE_SLOTS	64
+#define EP_OWNER_MAX_STRIKES	2
+#define EP_OWNER_STRIKE_TTL_MS	(10 * 60 * 1000)
+
+typedef struct EpStrike
+{
+	Oid			dbid;			/* InvalidOid: free */
+	Oid			owner;
+	int			strikes;
+	TimestampTz last;
+	char		what[NAMEDATALEN];
+	char		name[2 * NAMEDATALEN];
+} EpStrike;
+
+typedef struct EpStrikes
+{
+	slock_t		mutex;
+	pg_atomic_uint32 used;		/* slots ever taken: 0 = nothing to check */
+	EpStrike	slot[EP_OWNER_STRIKE_SLOTS];
+} EpStrikes;
+
+static EpStrikes *strikes = NULL;
+
+/* the worker's outermost timed call, for the exit callback */
+static bool cur_active = false;
+static Oid	cur_owner = InvalidOid;
+static char cur_what[NAMEDATALEN];
+static char cur_name[2 * NAMEDATALEN];
+static bool exit_registered = false;
+
+Size
+ep_owner_shmem_size(void)
+{
+	return sizeof(EpStrikes);
+}
+
+void
+ep_owner_shmem_init(void)
+{
+	bool		found;
+
+	strikes = ShmemInitStruct("event_patterns owner strikes", sizeof(EpStrikes), &found);
+	if (!found)
+	{
+		memset(strikes, 0, sizeof(EpStrikes));
+		SpinLockInit(&strikes->mutex);
+		pg_atomic_init_u32(&strikes->used, 0);
+	}
+}
+
+static bool
+ep_strike_matches(const EpStrike *st, Oid owner, const char *what, const char *name)
+{
+	return st->dbid == MyDatabaseId && st->owner == owner &&
+		strcmp(st->what, what) == 0 && strcmp(st->name, name) == 0;
+}
+
+/* Exit callback of a worker: it is dying in the middle of a timed call. */
+static void
+ep_owner_exit_callback(int code, Datum arg)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	EpStrike   *free_slot = NULL;
+	EpStrike   *oldest = NULL;
+	int			i;
+
+	if (!escalated || !cur_active || strikes == NULL)
+		return;
+	SpinLockAcquire(&strikes->mutex);
+	for (i = 0; i < EP_OWNER_STRIKE_SLOTS; i++)
+	{
+		EpStrike   *st = &strikes->slot[i];
+
+		if (OidIsValid(st->dbid) && ep_strike_matches(st, cur_owner, cur_what, cur_name))
+		{
+			if (TimestampDifferenceExceeds(st->last, now, EP_OWNER_STRIKE_TTL_MS))
+				st->strikes = 0;
+			st->strikes++;
+			st->last = now;
+			SpinLockRelease(&strikes->mutex);
+			return;
+		}
+		if (!OidIsValid(st->dbid) && free_slot == NULL)
+			free_slot = st;
+		if (oldest == NULL || st->last < oldest->last)
+			oldest = st;
+	}
+	if (free_slot == NULL)
+		free_slot = oldest;
+	free_slot->dbid = MyDatabaseId;
+	free_slot->owner = cur_owner;
+	free_slot->strikes = 1;
+	free_slot->last = now;
+	strlcpy(free_slot->what, cur_what, sizeof(free_slot->what));
+	strlcpy(free_slot->name, cur_name, sizeof(free_slot->name));
+	SpinLockRelease(&strikes->mutex);
+	pg_atomic_write_u32(&strikes->used, 1);
+}
+
+/* In the worker: refuse a call that ended the worker too often lately. */
+static void
+ep_owner_check_strikes(Oid owner, const char *what, const char *name)
+{
+	TimestampTz now;
+	int			count = 0;
+	int			i;
+
+	if (strikes == NULL || pg_atomic_read_u32(&strikes->used) == 0)
+		return;
+	now = GetCurrentTimestamp();
+	SpinLockAcquire(&strikes->mutex);
+	for (i = 0; i < EP_OWNER_STRIKE_SLOTS; i++)
+	{
+		EpStrike   *st = &strikes->slot[i];
+
+		if (OidIsValid(st->dbid) && ep_strike_matches(st, owner, what, name) &&
+			!TimestampDifferenceExceeds(st->last, now, EP_OWNER_STRIKE_TTL_MS))
+		{
+			count = st->strikes;
+			break;
+		}
+	}
+	SpinLockRelease(&strikes->mutex);
+	if (count >= EP_OWNER_MAX_STRIKES)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("the %s%s%s%s is not run by the worker for now: its code ignored its time limit and ended the worker %d times",
+						what, *name ? " \"" : "", name, *name ? "\"" : "", count),
+				 errdetail("Code that catches the cancel of its time limit is ended with the process running it; the database's other projections, views and sagas waited meanwhile."),
+				 errhint("Fix the code; the worker tries it again %d minutes after the last time it was ended, or after a server restart.",
+						 EP_OWNER_STRIKE_TTL_MS / 60000)));
+}
 
 /* ---------------------------------------------------------------------
  * The extension's own statements
@@ -101,6 +255,7 @@ ep_owner_timeout_handler(void)
 static void
 ep_owner_escalate_handler(void)
 {
+	escalated = true;
 	ProcDiePending = true;
 	InterruptPending = true;
 	SetLatch(MyLatch);
@@ -120,6 +275,7 @@ ep_owner_disarm(void)
 		disable_timeouts(p, 2);
 		timer_armed = false;
 		armed_subxid = InvalidSubTransactionId;
+		cur_active = false;
 	}
 }
 
@@ -302,6 +458,8 @@ ep_owner_enter(EpOwnerCall *call)
 {
 	int			ms = call->timeout_ms < 0 ? ep_guc_handler_timeout_ms : call->timeout_ms;
 
+	if (ep_worker_am_worker && ms > 0 && !timer_armed)
+		ep_owner_check_strikes(call->owner, call->what ? call->what : "", call->name ? call->name : "");
 	GetUserIdAndSecContext(&call->saved_userid, &call->saved_sec_context);
 	SetUserIdAndSecContext(call->owner, call->saved_sec_context |
 						   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
@@ -331,6 +489,18 @@ ep_owner_enter(EpOwnerCall *call)
 		enable_timeout_after(escalate_id, ms > INT_MAX - EP_OWNER_GRACE_MS ? INT_MAX : ms + EP_OWNER_GRACE_MS);
 		timer_armed = true;
 		call->armed = true;
+		if (ep_worker_am_worker)
+		{
+			if (!exit_registered)
+			{
+				before_shmem_exit(ep_owner_exit_callback, (Datum) 0);
+				exit_registered = true;
+			}
+			cur_owner = call->owner;
+			strlcpy(cur_what, call->what ? call->what : "", sizeof(cur_what));
+			strlcpy(cur_name, call->name ? call->name : "", sizeof(cur_name));
+			cur_active = true;
+		}
 	}
 	call->depth = ++call_depth;
 	call->errcb.callback = ep_owner_error_context;

@@ -59,6 +59,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "parser/parse_func.h"
 #include "pgstat.h"
@@ -151,6 +152,8 @@ typedef struct EpSagaCall
 	Oid			dbid;			/* InvalidOid: free entry */
 	bool		in_call;
 	int32		id_hash;		/* hashtext(saga_id) */
+	int32		id_chars;		/* characters of the id in id_head */
+	char		id_head[NAMEDATALEN];	/* the id's first bytes (whole characters) */
 	int32		step_no;
 	bool		compensating;
 } EpSagaCall;
@@ -184,13 +187,26 @@ ep_saga_shmem_init(void)
 
 /* Note (in_call) or clear the current call of this database's worker. */
 static void
-saga_note_call(bool in_call, int32 id_hash, int32 step_no, bool compensating)
+saga_note_call(bool in_call, text *saga_id, int32 step_no, bool compensating)
 {
+	int32		id_hash = 0;
+	int			head_len = 0;
+	int			id_chars = 0;
+	const char *id = NULL;
 	int			i;
 	int			free_slot = -1;
 
 	if (saga_shared == NULL)
 		return;
+	if (in_call)
+	{
+		/* the hash and the head of the id: a collision of both is not for finding */
+		id_hash = DatumGetInt32(DirectFunctionCall1Coll(hashtext, C_COLLATION_OID,
+														PointerGetDatum(saga_id)));
+		id = VARDATA_ANY(saga_id);
+		head_len = pg_mbcliplen(id, VARSIZE_ANY_EXHDR(saga_id), NAMEDATALEN - 1);
+		id_chars = pg_mbstrlen_with_len(id, head_len);
+	}
 	SpinLockAcquire(&saga_shared->mutex);
 	for (i = 0; i < EP_SAGA_MAX_DB; i++)
 	{
@@ -206,6 +222,10 @@ saga_note_call(bool in_call, int32 id_hash, int32 step_no, bool compensating)
 		saga_shared->calls[i].dbid = in_call ? MyDatabaseId : InvalidOid;
 		saga_shared->calls[i].in_call = in_call;
 		saga_shared->calls[i].id_hash = id_hash;
+		saga_shared->calls[i].id_chars = id_chars;
+		memset(saga_shared->calls[i].id_head, 0, NAMEDATALEN);
+		if (head_len > 0)
+			memcpy(saga_shared->calls[i].id_head, id, head_len);
 		saga_shared->calls[i].step_no = step_no;
 		saga_shared->calls[i].compensating = compensating;
 	}
@@ -919,7 +939,6 @@ saga_run_one(text *saga_id, Oid only_for, bool note)
 	char	   *what;
 	int			ret;
 	int32		step_no;
-	int32		id_hash = 0;
 	TimestampTz call_start;
 
 	SPI_connect();
@@ -980,9 +999,7 @@ saga_run_one(text *saga_id, Oid only_for, bool note)
 		pgstat_report_activity(STATE_RUNNING, what);
 		if (note)
 		{
-			id_hash = DatumGetInt32(DirectFunctionCall1Coll(hashtext, C_COLLATION_OID,
-															PointerGetDatum(saga_id)));
-			saga_note_call(true, id_hash, step_no, compensating);
+			saga_note_call(true, saga_id, step_no, compensating);
 		}
 		call_start = GetCurrentTimestamp();
 		ok = saga_call(fn, owner, search_path, limit_ms, what, step,
@@ -991,7 +1008,7 @@ saga_run_one(text *saga_id, Oid only_for, bool note)
 		{
 			TimestampTz call_end = GetCurrentTimestamp();
 
-			saga_note_call(false, 0, 0, false);
+			saga_note_call(false, NULL, 0, false);
 			if (ep_guc_projection_slow_call_ms > 0 &&
 				TimestampDifferenceExceeds(call_start, call_end, ep_guc_projection_slow_call_ms))
 				saga_set_owner_aside(owner, call_end + (call_end - call_start));
@@ -1139,22 +1156,25 @@ static void
 saga_fail_unfinished(const EpSagaCall *c)
 {
 	EpSavedUser saved;
-	Oid			t[3] = {INT4OID, INT4OID, TEXTOID};
-	Datum		v[3];
+	Oid			t[5] = {INT4OID, INT4OID, TEXTOID, INT4OID, TEXTOID};
+	Datum		v[5];
 
 	v[0] = Int32GetDatum(c->id_hash);
 	v[1] = Int32GetDatum(c->step_no);
 	v[2] = CStringGetTextDatum(c->compensating ? "compensating" : "running");
+	v[3] = Int32GetDatum(c->id_chars);
+	v[4] = CStringGetTextDatum(c->id_head);
 	ep_become_owner(&saved);
 	saga_exec("SELECT i.saga_id, ep._saga_advance(i.saga_id, 'error', NULL,"
 			  "       'the call did not finish: the worker running it was terminated"
 			  " (code that ignores its time limit is stopped; see event_patterns.handler_timeout)')"
 			  "  FROM ep.saga_instances i"
 			  " WHERE pg_catalog.hashtext(i.saga_id COLLATE \"C\") OPERATOR(pg_catalog.=) $1"
+			  "   AND pg_catalog.left(i.saga_id, $4) OPERATOR(pg_catalog.=) $5"
 			  "   AND i.step_no OPERATOR(pg_catalog.=) $2"
 			  "   AND i.status OPERATOR(pg_catalog.=) $3"
 			  "   AND i.phase OPERATOR(pg_catalog.=) 'due'",
-			  3, t, v, NULL, SPI_OK_SELECT);
+			  5, t, v, NULL, SPI_OK_SELECT);
 	if (SPI_processed > 0)
 		ereport(LOG,
 				(errmsg("event_patterns: the step of saga \"%s\" that was running when the worker was terminated counts as a failed attempt",

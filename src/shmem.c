@@ -40,6 +40,7 @@ ep_shmem_total_size(void)
 	size = add_size(size, ep_bgw_shmem_size());
 	size = add_size(size, ep_projection_shmem_size());
 	size = add_size(size, ep_saga_shmem_size());
+	size = add_size(size, ep_owner_shmem_size());
 	size = add_size(size, ep_ivm_async_shmem_size());
 	return size;
 }
@@ -64,6 +65,7 @@ ep_shmem_startup(void)
 	ep_bgw_shmem_init();
 	ep_projection_shmem_init();
 	ep_saga_shmem_init();
+	ep_owner_shmem_init();
 	ep_ivm_async_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 	shmem_initialized = true;

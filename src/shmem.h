@@ -27,6 +27,8 @@ extern Size ep_projection_shmem_size(void);
 extern void ep_projection_shmem_init(void);
 
 /* saga.c */
+extern Size ep_owner_shmem_size(void);
+extern void ep_owner_shmem_init(void);
 extern Size ep_saga_shmem_size(void);
 extern void ep_saga_shmem_init(void);
 

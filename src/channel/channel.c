@@ -247,6 +247,12 @@ ep_message_receive(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("ep._message_receive() must be called as a BEFORE INSERT row trigger")));
+	/* it looks messages up as the extension owner: channel tables only */
+	if (get_rel_namespace(RelationGetRelid(trigdata->tg_relation)) !=
+		get_namespace_oid("ep_channels", false))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("ep._message_receive() fires only on the tables of schema ep_channels")));
 	row = trigdata->tg_trigtuple;
 	desc = RelationGetDescr(trigdata->tg_relation);
 	trigger = trigdata->tg_trigger;

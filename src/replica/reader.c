@@ -287,6 +287,11 @@ ep_store_horizon_applied(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("ep._store_horizon_applied() must be called as a trigger")));
+	if (RelationGetRelid(trigdata->tg_relation) !=
+		get_relname_relid("store_horizon", get_rel_namespace(ep_catalog()->events)))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("ep._store_horizon_applied() fires only on ep.store_horizon")));
 	wake_at_commit = true;
 	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
 		return PointerGetDatum(trigdata->tg_newtuple);

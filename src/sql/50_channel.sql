@@ -346,6 +346,13 @@ CREATE FUNCTION ep._forward_events_trigger() RETURNS trigger
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- it runs as the extension owner: only on the store's own table
+    IF TG_RELID OPERATOR(pg_catalog.<>) 'ep.events'::pg_catalog.regclass
+       OR TG_WHEN OPERATOR(pg_catalog.<>) 'AFTER' OR TG_OP OPERATOR(pg_catalog.<>) 'INSERT'
+       OR TG_LEVEL OPERATOR(pg_catalog.<>) 'ROW' THEN
+        RAISE EXCEPTION 'ep._forward_events_trigger() fires only as the AFTER INSERT row trigger of ep.events'
+            USING ERRCODE = 'triggered_action_exception';
+    END IF;
     INSERT INTO ep.messages (channel, message_id, position, message_type, key, payload, headers, sent_at)
     SELECT DISTINCT ON (f.channel) f.channel, NEW.event_id, NEW.global_position, NEW.event_type, NEW.stream_id, NEW.data,
            (CASE WHEN pg_catalog.jsonb_typeof(NEW.metadata) OPERATOR(pg_catalog.=) 'object'
@@ -363,6 +370,7 @@ END
 $$;
 COMMENT ON FUNCTION ep._forward_events_trigger() IS
     'Internal trigger on ep.events: sends every appended event that a forward matches on its channel, in the appending transaction (message id = event id, position = global position, key = stream id)';
+REVOKE ALL ON FUNCTION ep._forward_events_trigger() FROM PUBLIC;
 
 CREATE FUNCTION ep._sync_forward_trigger()
     RETURNS void LANGUAGE plpgsql VOLATILE
@@ -939,12 +947,14 @@ GRANT SELECT ON ep.channel_consumers TO PUBLIC;
 CREATE FUNCTION ep.channel_messages(of_channel text)
     RETURNS TABLE (channel text, message_id text, "position" bigint, message_type text, key text,
                    payload text, headers text, sent_at text)
-    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    -- the role that connected (a SECURITY DEFINER function sees its owner as CURRENT_USER)
-    IF NOT ep._channel_may($1, ep._role(SESSION_USER), 'read') THEN
+    -- the current role: the consumer's connection, or the owner of whatever
+    -- code calls it (never the session's user: owner code runs in sessions
+    -- of other roles, the worker's among them)
+    IF NOT ep._channel_may($1, ep._role(CURRENT_USER), 'read') THEN
         RAISE EXCEPTION 'permission denied to read channel "%"', $1
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'Consumers connect as a role granted read: ep.grant_channel(channel, role, ''{read}'').';
@@ -956,7 +966,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION ep.channel_messages(text) IS
-    'On the producer: the messages it still has on a channel, for a consumer that (re-)subscribes; the connected role (session user) needs read on the channel';
+    'On the producer: the messages it still has on a channel, for a consumer that (re-)subscribes; the current role (the consumer''s connection) needs read on the channel';
 
 CREATE FUNCTION ep.channel_info(channel text, OUT pruned_below bigint, OUT pruned_count bigint,
                                 OUT min_position bigint)
