@@ -111,6 +111,33 @@ SELECT ep.append('order-ch9', 'OrderShipped', '{}');
 SELECT count(*) AS forwarded FROM ep.messages WHERE key = 'order-ch9';
 SELECT count(*) AS forward_trigger FROM pg_trigger WHERE tgname = 'events_forward_to_channels';
 
+-- a forward checks its owner's privileges on every event: once the owner
+-- lost send on the channel, or read on the category, it sends nothing
+SELECT ep.grant_channel('orders.events', 'ch_clerk', '{send}');
+SET ROLE ch_clerk;
+SELECT ep.forward_events('orders.events', 'fwd');
+SELECT ep.forward_events('orders.events', 'fwdown');
+RESET ROLE;
+SELECT ep.append('fwd-1', 'Noted', '{}') > 0 AS appended;
+SELECT ep.append('fwdown-1', 'Noted', '{}') > 0 AS appended;
+SELECT ep.set_category_owner('fwdown', 'ch_orders');
+SET ROLE ch_orders;
+SELECT ep.revoke_channel('orders.events', 'ch_clerk', '{send}');
+RESET ROLE;
+SELECT ep.append('fwd-2', 'Noted', '{}') > 0 AS appended;
+SELECT ep.append('fwdown-2', 'Noted', '{}') > 0 AS appended;
+SET ROLE ch_orders;
+SELECT ep.grant_channel('orders.events', 'ch_clerk', '{send}');
+RESET ROLE;
+SELECT ep.append('fwd-3', 'Noted', '{}') > 0 AS appended;
+SELECT ep.append('fwdown-3', 'Noted', '{}') > 0 AS appended;
+SELECT key FROM ep.messages WHERE channel = 'orders.events' AND key LIKE 'fwd%' ORDER BY position;
+SELECT ep.set_category_owner('fwdown', NULL);
+SET ROLE ch_clerk;
+SELECT ep.unforward_events('orders.events', 'fwd'), ep.unforward_events('orders.events', 'fwdown');
+SET ROLE ch_orders;
+SELECT ep.revoke_channel('orders.events', 'ch_clerk', '{send}');
+
 -- the triggers that run as the extension owner fire only where they belong:
 -- no forged messages from a table of another role
 RESET ROLE;

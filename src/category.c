@@ -392,6 +392,22 @@ ep_category_check_read(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/* ep._category_may_read(category, role): may the role read the category? */
+PG_FUNCTION_INFO_V1(ep_category_may_read);
+Datum
+ep_category_may_read(PG_FUNCTION_ARGS)
+{
+	text	   *c;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_BOOL(true);
+	if (PG_ARGISNULL(1))
+		PG_RETURN_BOOL(false);
+	c = PG_GETARG_TEXT_PP(0);
+	PG_RETURN_BOOL(ep_category_allowed(PG_GETARG_OID(1), VARDATA_ANY(c), VARSIZE_ANY_EXHDR(c),
+									   EP_CAT_READ));
+}
+
 /* Trigger on both tables: every backend reloads its cache. */
 PG_FUNCTION_INFO_V1(ep_category_changed);
 Datum

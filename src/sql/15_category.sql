@@ -50,6 +50,12 @@ CREATE FUNCTION ep._category_check_read(category text, role regrole) RETURNS voi
 COMMENT ON FUNCTION ep._category_check_read(text, regrole) IS
     'Internal: raises 42501 unless the role may read the category (subscriptions, projections)';
 
+CREATE FUNCTION ep._category_may_read(category text, role regrole) RETURNS boolean
+    LANGUAGE c STABLE PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'ep_category_may_read';
+COMMENT ON FUNCTION ep._category_may_read(text, regrole) IS
+    'Internal: may the role read the category (true for a NULL category)';
+
 CREATE FUNCTION ep.set_category_owner(category text, owner regrole)
     RETURNS void LANGUAGE c VOLATILE PARALLEL UNSAFE
     AS 'MODULE_PATHNAME', 'ep_set_category_owner';

@@ -364,6 +364,11 @@ BEGIN
       FROM ep.channel_forwards f
      WHERE (f.category IS NULL OR f.category OPERATOR(pg_catalog.=) NEW.category)
        AND (f.event_types IS NULL OR NEW.event_type OPERATOR(pg_catalog.=) ANY (f.event_types))
+       -- privileges are checked on every event, not only when the forward
+       -- was made: a forward whose owner lost send on the channel or read
+       -- on the category sends nothing (the append itself goes on)
+       AND ep._category_may_read(NEW.category, f.owner)
+       AND ep._channel_may(f.channel, f.owner, 'send')
     ON CONFLICT DO NOTHING;
     RETURN NULL;
 END
@@ -970,7 +975,7 @@ COMMENT ON FUNCTION ep.channel_messages(text) IS
 
 CREATE FUNCTION ep.channel_info(channel text, OUT pruned_below bigint, OUT pruned_count bigint,
                                 OUT min_position bigint)
-    RETURNS record LANGUAGE sql STABLE SECURITY DEFINER
+    RETURNS record LANGUAGE sql STABLE
     SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT COALESCE(d.pruned_below, 0), COALESCE(d.pruned_count, 0),
