@@ -162,6 +162,7 @@ typedef struct EpSagaShared
 {
 	slock_t		mutex;
 	EpSagaCall	calls[EP_SAGA_MAX_DB];
+	pg_atomic_uint64 changes;	/* commits that started or answered sagas */
 } EpSagaShared;
 
 static EpSagaShared *saga_shared = NULL;
@@ -182,7 +183,42 @@ ep_saga_shmem_init(void)
 	{
 		memset(saga_shared, 0, sizeof(EpSagaShared));
 		SpinLockInit(&saga_shared->mutex);
+		pg_atomic_init_u64(&saga_shared->changes, 1);
 	}
+}
+
+/*
+ * Commits that start, answer, define or drop sagas (or run steps in a
+ * session) bump a shared counter; a worker that found nothing due skips
+ * its saga query until the counter moves, a saga falls due or
+ * EP_SAGA_IDLE_RECHECK_MS passes. The bump happens at commit, so a worker
+ * that read the counter before it sees the commit's rows, or reads again.
+ */
+#define EP_SAGA_IDLE_RECHECK_MS	10000
+
+static bool saga_change_pending = false;
+static bool saga_callback_registered = false;
+
+static void
+saga_xact_callback(XactEvent event, void *arg)
+{
+	if (!saga_change_pending)
+		return;
+	if (event == XACT_EVENT_COMMIT && saga_shared != NULL)
+		pg_atomic_fetch_add_u64(&saga_shared->changes, 1);
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT)
+		saga_change_pending = false;
+}
+
+static void
+saga_changed(void)
+{
+	if (!saga_callback_registered)
+	{
+		RegisterXactCallback(saga_xact_callback, NULL);
+		saga_callback_registered = true;
+	}
+	saga_change_pending = true;
 }
 
 /* Note (in_call) or clear the current call of this database's worker. */
@@ -402,6 +438,7 @@ ep_define_saga(PG_FUNCTION_ARGS)
 	char	   *category;
 	bool		isnull;
 
+	saga_changed();
 	saga_check_type_name(saga_type);
 	if (steps == NULL)
 		ereport(ERROR,
@@ -560,6 +597,7 @@ ep_drop_saga(PG_FUNCTION_ARGS)
 	Oid			t[1] = {TEXTOID};
 	Datum		v[1] = {CStringGetTextDatum(saga_type)};
 
+	saga_changed();
 	SPI_connect();
 	ep_become_owner(&saved);
 	saga_require_tables();
@@ -604,6 +642,7 @@ ep_start_saga(PG_FUNCTION_ARGS)
 	EpSavedUser saved;
 	Oid			owner;
 
+	saga_changed();
 	if (input != NULL && !JB_ROOT_IS_OBJECT(input))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -702,6 +741,7 @@ PG_FUNCTION_INFO_V1(ep_complete_step);
 Datum
 ep_complete_step(PG_FUNCTION_ARGS)
 {
+	saga_changed();
 	saga_reply(fcinfo, true);
 	PG_RETURN_VOID();
 }
@@ -710,6 +750,7 @@ PG_FUNCTION_INFO_V1(ep_fail_step);
 Datum
 ep_fail_step(PG_FUNCTION_ARGS)
 {
+	saga_changed();
 	saga_reply(fcinfo, false);
 	PG_RETURN_VOID();
 }
@@ -1112,6 +1153,7 @@ ep_run_sagas(PG_FUNCTION_ARGS)
 	Oid			only_for = superuser_arg(caller) ? InvalidOid : caller;
 	int32		ran = 0;
 
+	saga_changed();
 	if (max_steps <= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -1184,6 +1226,12 @@ saga_fail_unfinished(const EpSagaCall *c)
 
 static int	step_failures = 0;
 
+/* the worker's last saga query found nothing due (see saga_changed) */
+static bool idle_valid = false;
+static uint64 idle_changes = 0;
+static TimestampTz idle_next_due = 0;
+static TimestampTz idle_since = 0;
+
 /*
  * One step in a subtransaction of the worker's transaction: an error of the
  * extension's own bookkeeping (the call itself is guarded in saga_call)
@@ -1246,10 +1294,19 @@ ep_saga_step(void)
 	ListCell   *volatile lc;
 	volatile bool ran_any = false;
 
+	uint64		changes;
+
 	step_failures = 0;
 
-	if (RecoveryInProgress())
+	if (RecoveryInProgress() || saga_shared == NULL)
 		return false;
+	/* nothing was due last time and nothing changed since: no query */
+	changes = pg_atomic_read_u64(&saga_shared->changes);
+	if (idle_valid && changes == idle_changes &&
+		(idle_next_due == DT_NOEND || started < idle_next_due) &&
+		!TimestampDifferenceExceeds(idle_since, started, EP_SAGA_IDLE_RECHECK_MS))
+		return false;
+	idle_valid = false;
 
 	PG_TRY();
 	{
@@ -1265,6 +1322,13 @@ ep_saga_step(void)
 		PopActiveSnapshot();
 		SPI_finish();
 		CommitTransactionCommand();
+		if (ids == NIL)
+		{
+			idle_valid = true;
+			idle_changes = changes;
+			idle_next_due = next_due;
+			idle_since = started;
+		}
 	}
 	PG_CATCH();
 	{
