@@ -30,14 +30,14 @@ OBJS = \
 	src/decoder.o \
 	src/projection.o \
 	src/projection_api.o \
-	src/ivm_define.o \
-	src/ivm_delta.o \
-	src/ivm_refresh.o \
-	src/ivm_sql.o \
-	src/ivm_outer.o \
-	src/ivm_recompute.o \
-	src/ivm_async.o \
-	src/ivm_async_define.o \
+	src/ivm/ivm_define.o \
+	src/ivm/ivm_delta.o \
+	src/ivm/ivm_refresh.o \
+	src/ivm/ivm_sql.o \
+	src/ivm/ivm_outer.o \
+	src/ivm/ivm_recompute.o \
+	src/ivm/ivm_async.o \
+	src/ivm/ivm_async_define.o \
 	src/projection_wait.o \
 	src/owner.o \
 	src/catalog_acl.o \

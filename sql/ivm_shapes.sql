@@ -1,4 +1,4 @@
--- Shapes maintained by recompute-and-diff (src/ivm_recompute.c): WITH
+-- Shapes maintained by recompute-and-diff (src/ivm/ivm_recompute.c): WITH
 -- (simple, nested, referenced twice), subqueries in FROM, EXISTS / NOT
 -- EXISTS / IN (subquery), outer-join trees on different keys, functions in
 -- FROM, no FROM, json / point / composite columns, UNION ALL, FILTER,

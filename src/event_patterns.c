@@ -39,7 +39,7 @@
 #include "utils/rel.h"
 
 #include "event_patterns.h"
-#include "ivm_async.h"
+#include "ivm/ivm_async.h"
 #include "notify.h"
 #include "position.h"
 #include "channel/channel.h"

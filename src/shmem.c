@@ -24,7 +24,7 @@
 
 #include "event_patterns.h"
 #include "shmem.h"
-#include "ivm_async.h"
+#include "ivm/ivm_async.h"
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;

@@ -1,6 +1,6 @@
 -- ---------------------------------------------------------------------------
--- Incremental materialized views (src/ivm_define.c, src/ivm_delta.c,
--- src/ivm_refresh.c).
+-- Incremental materialized views (src/ivm/ivm_define.c, src/ivm/ivm_delta.c,
+-- src/ivm/ivm_refresh.c).
 --
 -- A view "name" is a plain view over a storage table "name__ivm_data" that
 -- holds the result rows plus hidden bookkeeping columns (__ep_count, sums,

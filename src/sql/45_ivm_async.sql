@@ -1,5 +1,5 @@
 -- ---------------------------------------------------------------------------
--- Async incremental views (src/ivm_async.c): refresh => 'async'.
+-- Async incremental views (src/ivm/ivm_async.c): refresh => 'async'.
 --
 -- An async view has the objects of a deferred view (storage, change logs,
 -- batch SQL) but no trigger on any base table: the per-database worker

@@ -1642,7 +1642,7 @@ REVOKE ALL ON FUNCTION ep.resync_store(text) FROM PUBLIC;
 
 -- BEGIN async views (src/sql/45_ivm_async.sql)
 -- ---------------------------------------------------------------------------
--- Async incremental views (src/ivm_async.c): refresh => 'async'.
+-- Async incremental views (src/ivm/ivm_async.c): refresh => 'async'.
 --
 -- An async view has the objects of a deferred view (storage, change logs,
 -- batch SQL) but no trigger on any base table: the per-database worker
