@@ -32,6 +32,7 @@ OBJS = \
 	src/projection_api.o \
 	src/ivm/ivm_define.o \
 	src/ivm/ivm_delta.o \
+	src/ivm/ivm_fast.o \
 	src/ivm/ivm_refresh.o \
 	src/ivm/ivm_sql.o \
 	src/ivm/ivm_outer.o \

@@ -48,6 +48,9 @@ typedef enum IvmRefresh
  * When the entry is reloaded its plans and memory are freed, unless a call
  * still running further up the stack has it pinned.
  */
+/* ivm_fast.c: a view maintained without SQL */
+typedef struct IvmFast IvmFast;
+
 typedef struct IvmViewCache
 {
 	int64		view_id;		/* hash key */
@@ -89,6 +92,7 @@ typedef struct IvmViewCache
 	int			busy;			/* maintenance or refresh calls using it */
 	bool		async;			/* refresh 'async' (ivm_async.c): refresh is
 								 * IVM_DEFERRED, no triggers */
+	IvmFast    *fast;			/* ivm_fast.c, or NULL */
 } IvmViewCache;
 
 /* ivm_delta.c */
@@ -101,6 +105,10 @@ extern void ep_ivm_view_pin(IvmViewCache *vc);
 extern void ep_ivm_view_unpin(IvmViewCache *vc);
 extern void ep_ivm_owner_enter(IvmViewCache *vc, EpOwnerCall *call);
 extern bool ep_ivm_catalog_current(void);
+
+/* ivm_fast.c */
+extern IvmFast *ep_ivm_fast_load(const char *text, Oid storage, MemoryContext cxt);
+extern bool ep_ivm_fast_apply(IvmViewCache *vc, TriggerData *td, int64 nold, int64 nnew);
 
 /* ivm_refresh.c */
 extern void ep_ivm_full_recompute(IvmViewCache *vc, bool latest);

@@ -91,6 +91,9 @@ extern void ep_ivm_branches(IvmDef *d, int *changed, int nchanged, const char **
 							const char **newsrc, StringInfo out);
 extern char *ep_ivm_apply_sql(IvmDef *d, const char *branches);
 extern char *ep_ivm_recompute_sql(IvmDef *d);
+/* ivm_fast.c */
+extern char *ep_ivm_fast_descriptor(IvmDef *d, Oid storage);
+
 /* ivm_outer.c */
 extern char *ep_ivm_column_list(Oid relid);
 extern void ep_ivm_outer_check(IvmDef *d);

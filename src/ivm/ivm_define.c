@@ -1299,12 +1299,13 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 
 	/* catalog row */
 	{
-		Oid			types[24] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+		Oid			types[25] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
 			TEXTOID, TEXTARRAYOID, TEXTARRAYOID, BOOLOID, BOOLOID, TEXTARRAYOID, TEXTARRAYOID,
 			TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
-		TEXTOID, OIDOID, TEXTARRAYOID, TEXTOID};
-		Datum		values[24];
-		char		nulls[24];
+		TEXTOID, OIDOID, TEXTARRAYOID, TEXTOID, TEXTOID};
+		Datum		values[25];
+		char		nulls[25];
+		char	   *fast = ep_ivm_fast_descriptor(d, storage_oid);
 		char	  **basenames = palloc0(sizeof(char *) * Max(nbase, 1));
 		int			nlogs = d->refresh == IVM_DEFERRED && !rediff ? nbase : (counted ? 1 : 0);
 		int			nlogsql = d->refresh == IVM_DEFERRED || counted ? nbase : 0;
@@ -1342,6 +1343,8 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 		values[21] = ObjectIdGetDatum(GetUserId());
 		values[22] = ivm_text_array(sql_log_upd, nlogsql);
 		values[23] = CStringGetTextDatum(creator_path);
+		values[24] = fast ? CStringGetTextDatum(fast) : (Datum) 0;
+		nulls[24] = fast ? ' ' : 'n';
 		{
 
 			/*
@@ -1358,8 +1361,8 @@ ep_create_incremental_view(PG_FUNCTION_ARGS)
 												" VALUES ($1, $2, $3::pg_catalog.regclass, $4::pg_catalog.regclass, $5, $6, $7,"
 												" $8::pg_catalog.regclass[], $9::pg_catalog.regclass[], $10, $11, $12, $13, $14, $15, $16,"
 												" $17, $18, $19, $20, $21, $22::pg_catalog.regrole, $23, pg_catalog.now()%s)",
-												current ? ", search_path" : "", current ? ", $24" : ""),
-									   current ? 24 : 23, types, values, nulls, false, 0);
+												current ? ", search_path, fast_path" : "", current ? ", $24, $25" : ""),
+									   current ? 25 : 23, types, values, nulls, false, 0);
 			if (rc == SPI_OK_INSERT && multi &&
 				SPI_execute_with_args("INSERT INTO ep.ivm_stamps (view_id) VALUES ($1)",
 									  1, types, values, NULL, false, 0) != SPI_OK_INSERT)

@@ -652,8 +652,9 @@ ep_ivm_view_cache(int64 view_id, bool missing_ok)
 							  " FROM ep.ivm_views v WHERE view_id OPERATOR(pg_catalog.=) $1",
 							  ep_ivm_catalog_current() ?
 							  "search_path, pg_catalog.date_part('epoch', handler_timeout)"
-							  " OPERATOR(pg_catalog.*) 1000::pg_catalog.float8" :
-							  "'pg_catalog, pg_temp'::pg_catalog.text, NULL::pg_catalog.float8"),
+							  " OPERATOR(pg_catalog.*) 1000::pg_catalog.float8, fast_path" :
+							  "'pg_catalog, pg_temp'::pg_catalog.text, NULL::pg_catalog.float8,"
+							  " NULL::pg_catalog.text"),
 					   1, argtypes);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
@@ -696,7 +697,7 @@ ep_ivm_view_cache(int64 view_id, bool missing_ok)
 	vc->nbase = DatumGetInt32(SPI_getbinval(tup, desc, 17, &isnull));
 	/* kind 'full' with another refresh mode: recompute-and-diff */
 	vc->recompute = vc->refresh != IVM_FULL &&
-		DatumGetBool(SPI_getbinval(tup, desc, 23, &isnull));
+		DatumGetBool(SPI_getbinval(tup, desc, 24, &isnull));
 #define ARR(field, col) \
 	do { Datum dd = SPI_getbinval(tup, desc, col, &isnull); \
 		vc->field = ivm_text_array_get(dd, isnull, &n, vc->cxt); } while (0)
@@ -737,6 +738,14 @@ ep_ivm_view_cache(int64 view_id, bool missing_ok)
 		for (i = 0; i < count; i++)
 			vc->base_oids[i] = DatumGetObjectId(elems[i]);
 	}
+	{
+		char	   *fast = NULL;
+
+		fast = ivm_text_get(SPI_getbinval(tup, desc, 23, &isnull), isnull, vc->cxt);
+		/* (views over other views are maintained by recompute) */
+		if (fast != NULL && vc->refresh == IVM_IMMEDIATE && !vc->async && vc->nbase == 1)
+			vc->fast = ep_ivm_fast_load(fast, vc->storage, vc->cxt);
+	}
 #undef TXT
 	SPI_finish();
 	ep_restore_user(&saved);
@@ -752,9 +761,10 @@ ep_ivm_view_cache(int64 view_id, bool missing_ok)
 }
 
 /*
- * The catalog has the 0.2 columns search_path and handler_timeout (not
- * before ALTER EXTENSION ... UPDATE of a 0.1 installation, whose views run
- * with 'pg_catalog, pg_temp' and the GUC's time limit meanwhile).
+ * The catalog has the 0.2 columns search_path, handler_timeout and
+ * fast_path (not before ALTER EXTENSION ... UPDATE of a 0.1 installation,
+ * whose views run with 'pg_catalog, pg_temp' and the GUC's time limit, and
+ * through their generated SQL only, meanwhile).
  */
 bool
 ep_ivm_catalog_current(void)
@@ -762,7 +772,7 @@ ep_ivm_catalog_current(void)
 	Oid			nsp = get_namespace_oid("ep", true);
 	Oid			rel = OidIsValid(nsp) ? get_relname_relid("ivm_views", nsp) : InvalidOid;
 
-	return OidIsValid(rel) && get_attnum(rel, "handler_timeout") != InvalidAttrNumber;
+	return OidIsValid(rel) && get_attnum(rel, "fast_path") != InvalidAttrNumber;
 }
 
 /*
@@ -982,6 +992,14 @@ ivm_maintain_view(TriggerData *trigdata, IvmViewCache *vc, int64 view_id, int b,
 {
 	EpOwnerCall call;
 	Snapshot	snap;
+
+	/*
+	 * The simplest aggregate views apply most statements without SQL, and
+	 * without calling any user code (ivm_fast.c).
+	 */
+	if (vc->fast != NULL && !recompute && !TRIGGER_FIRED_BY_TRUNCATE(ev) &&
+		ep_ivm_fast_apply(vc, trigdata, nold, nnew))
+		return;
 
 	ep_ivm_owner_enter(vc, &call);
 	SPI_connect();

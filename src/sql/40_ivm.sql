@@ -46,10 +46,12 @@ CREATE TABLE ep.ivm_views (
     search_path       text        NOT NULL DEFAULT 'pg_catalog, pg_temp',
     handler_timeout   interval,
     strategy          text        GENERATED ALWAYS AS
-                      (CASE WHEN kind OPERATOR(pg_catalog.=) 'full' THEN 'recompute' ELSE 'incremental' END) STORED
+                      (CASE WHEN kind OPERATOR(pg_catalog.=) 'full' THEN 'recompute' ELSE 'incremental' END) STORED,
+    fast_path         text
 );
 COMMENT ON COLUMN ep.ivm_views.search_path IS 'search_path of the creator, recorded at creation: the view''s query, maintenance and refreshes run with it (pg_temp last)';
 COMMENT ON COLUMN ep.ivm_views.strategy IS 'incremental: changes applied as deltas; recompute: the query is run again and only the difference written (full views, and immediate/deferred views of shapes without deltas)';
+COMMENT ON COLUMN ep.ivm_views.fast_path IS 'Immediate views of the simplest aggregate shape: which columns the C fast path (src/ivm/ivm_fast.c) folds, written at creation; NULL: every statement runs the generated SQL';
 COMMENT ON COLUMN ep.ivm_views.handler_timeout IS 'Time limit of each maintenance or refresh call of the view; NULL: event_patterns.handler_timeout';
 COMMENT ON TABLE ep.ivm_views IS 'Catalog of incremental materialized views and their generated maintenance SQL (read it through ep.incremental_views)';
 SELECT pg_catalog.pg_extension_config_dump('ep.ivm_views', '');

@@ -705,6 +705,10 @@ COMMENT ON FUNCTION ep._ivm_pending(bigint) IS 'Internal: exact count of change 
 ALTER TABLE ep.ivm_views ADD COLUMN strategy text GENERATED ALWAYS AS
     (CASE WHEN kind OPERATOR(pg_catalog.=) 'full' THEN 'recompute' ELSE 'incremental' END) STORED;
 COMMENT ON COLUMN ep.ivm_views.strategy IS 'incremental: changes applied as deltas; recompute: the query is run again and only the difference written (full views, and immediate/deferred views of shapes without deltas)';
+-- Immediate views of the simplest aggregate shape are maintained in C
+-- (src/ivm/ivm_fast.c); views created before keep NULL: their generated SQL.
+ALTER TABLE ep.ivm_views ADD COLUMN fast_path text;
+COMMENT ON COLUMN ep.ivm_views.fast_path IS 'Immediate views of the simplest aggregate shape: which columns the C fast path (src/ivm/ivm_fast.c) folds, written at creation; NULL: every statement runs the generated SQL';
 
 -- Snapshots: only roles with the privileges of the reducer's owner see them
 -- (review finding F2)
