@@ -739,9 +739,10 @@ ep_ivm_view_cache(int64 view_id, bool missing_ok)
 			vc->base_oids[i] = DatumGetObjectId(elems[i]);
 	}
 	{
-		char	   *fast = NULL;
+		char	   *fast;
+		Datum		dd = SPI_getbinval(tup, desc, 23, &isnull);
 
-		fast = ivm_text_get(SPI_getbinval(tup, desc, 23, &isnull), isnull, vc->cxt);
+		fast = ivm_text_get(dd, isnull, vc->cxt);
 		/* (views over other views are maintained by recompute) */
 		if (fast != NULL && vc->refresh == IVM_IMMEDIATE && !vc->async && vc->nbase == 1)
 			vc->fast = ep_ivm_fast_load(fast, vc->storage, vc->cxt);
