@@ -10,14 +10,7 @@ SET client_min_messages = warning;
 \set SHOW_CONTEXT never
 CREATE SCHEMA ivf;
 SET search_path = ivf, public;
-CREATE FUNCTION diff(v text) RETURNS bigint LANGUAGE plpgsql AS $$
-DECLARE q text; a bigint; b bigint;
-BEGIN
-    SELECT i.query INTO q FROM ep.ivm_views i WHERE i.view_rel = to_regclass(v);
-    EXECUTE format('SELECT count(*) FROM (SELECT * FROM %s EXCEPT ALL (%s)) x', v, q) INTO a;
-    EXECUTE format('SELECT count(*) FROM ((%s) EXCEPT ALL SELECT * FROM %s) x', q, v) INTO b;
-    RETURN a + b;
-END $$;
+CREATE FUNCTION diff(v text) RETURNS bigint LANGUAGE sql AS $$ SELECT public.ivm_diff(v) $$;
 CREATE FUNCTION diffs() RETURNS TABLE (view_name text, differing bigint) LANGUAGE sql AS $$
     SELECT i.name, diff(i.view_rel::text) FROM ep.ivm_views i
      WHERE i.name LIKE 'ivf.%' ORDER BY i.name

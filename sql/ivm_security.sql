@@ -26,14 +26,7 @@ EXCEPTION WHEN OTHERS THEN
 END $$;
 GRANT EXECUTE ON FUNCTION ivm_sec.try(text) TO PUBLIC;
 -- differing rows between a view and its query (EXCEPT ALL both ways)
-CREATE FUNCTION ivm_sec.diff(v text) RETURNS bigint LANGUAGE plpgsql AS $$
-DECLARE q text; a bigint; b bigint;
-BEGIN
-    SELECT i.query INTO q FROM ep.ivm_views i WHERE i.view_rel = to_regclass(v);
-    EXECUTE format('SELECT count(*) FROM (SELECT * FROM %s EXCEPT ALL (%s)) x', v, q) INTO a;
-    EXECUTE format('SELECT count(*) FROM ((%s) EXCEPT ALL SELECT * FROM %s) x', q, v) INTO b;
-    RETURN a + b;
-END $$;
+CREATE FUNCTION ivm_sec.diff(v text) RETURNS bigint LANGUAGE sql AS $$ SELECT public.ivm_diff(v) $$;
 GRANT EXECUTE ON FUNCTION ivm_sec.diff(text) TO PUBLIC;
 
 -- 1. A superuser's immediate view over ep.events. Any role that appends

@@ -19,3 +19,13 @@ SELECT c.relname
  WHERE n.nspname = 'ep' AND c.relkind IN ('r', 'v', 'p')
    AND obj_description(c.oid, 'pg_class') IS NULL
  ORDER BY 1;
+-- rows differing between an incremental view and its query (EXCEPT ALL
+-- both ways), for the ivm_* suites; runs as its caller
+CREATE FUNCTION public.ivm_diff(v text) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE q text; a bigint; b bigint;
+BEGIN
+    SELECT i.query INTO q FROM ep.ivm_views i WHERE i.view_rel = to_regclass(v);
+    EXECUTE format('SELECT count(*) FROM (SELECT * FROM %s EXCEPT ALL (%s)) x', v, q) INTO a;
+    EXECUTE format('SELECT count(*) FROM ((%s) EXCEPT ALL SELECT * FROM %s) x', q, v) INTO b;
+    RETURN a + b;
+END $$;
