@@ -107,7 +107,7 @@ extern void ep_ivm_owner_enter(IvmViewCache *vc, EpOwnerCall *call);
 extern bool ep_ivm_catalog_current(void);
 
 /* ivm_fast.c */
-extern IvmFast *ep_ivm_fast_load(const char *text, Oid storage, MemoryContext cxt);
+extern IvmFast *ep_ivm_fast_load(const char *text, Oid base, Oid storage, MemoryContext cxt);
 extern bool ep_ivm_fast_apply(IvmViewCache *vc, TriggerData *td, int64 nold, int64 nnew);
 
 /* ivm_refresh.c */

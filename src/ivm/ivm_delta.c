@@ -499,7 +499,8 @@ ivm_relcache_callback(Datum arg, Oid relid)
 	hash_seq_init(&status, view_cache);
 	while ((vc = hash_seq_search(&status)) != NULL)
 	{
-		if (relid == InvalidOid || vc->storage == relid)
+		if (relid == InvalidOid || vc->storage == relid ||
+			(vc->fast != NULL && vc->base_oids[0] == relid))
 			vc->valid = false;
 	}
 }
@@ -745,7 +746,7 @@ ep_ivm_view_cache(int64 view_id, bool missing_ok)
 		fast = ivm_text_get(dd, isnull, vc->cxt);
 		/* (views over other views are maintained by recompute) */
 		if (fast != NULL && vc->refresh == IVM_IMMEDIATE && !vc->async && vc->nbase == 1)
-			vc->fast = ep_ivm_fast_load(fast, vc->storage, vc->cxt);
+			vc->fast = ep_ivm_fast_load(fast, vc->base_oids[0], vc->storage, vc->cxt);
 	}
 #undef TXT
 	SPI_finish();

@@ -106,23 +106,35 @@ typedef enum IvmFastKind
 	FAST_MAX = 6
 } IvmFastKind;
 
+/*
+ * A column the descriptor names, resolved to its number when the view's
+ * cache entry is loaded, and checked against the relation's current
+ * descriptor (name, not dropped, type) by every statement.
+ */
+typedef struct IvmFastCol
+{
+	char	   *name;
+	AttrNumber	att;
+	Oid			type;			/* the type it had when resolved */
+} IvmFastCol;
+
 typedef struct IvmFastAgg
 {
 	IvmFastKind kind;
-	AttrNumber	base_att;		/* argument column; 0 for count(*) */
-	AttrNumber	col;			/* storage column of the visible value */
-	AttrNumber	sum_att;		/* sum: __ep_s<i> */
-	AttrNumber	n_att;			/* sum: __ep_n<i> */
+	IvmFastCol	base;			/* argument column; att 0 for count(*) */
+	IvmFastCol	col;			/* storage column of the visible value */
+	IvmFastCol	sum;			/* sum: __ep_s<i> */
+	IvmFastCol	n;				/* sum: __ep_n<i> */
 	FmgrInfo	cmp;			/* min/max: btree comparison */
 	Oid			coll;
 } IvmFastAgg;
 
 struct IvmFast
 {
-	AttrNumber	count_att;
+	IvmFastCol	count;
 	int			nkeys;
-	AttrNumber *base_key;
-	AttrNumber *store_key;
+	IvmFastCol *base_key;
+	IvmFastCol *store_key;
 	FmgrInfo   *key_eq;			/* equality, for folding rows into groups */
 	FmgrInfo   *key_cmp;		/* order, for locking groups in key order */
 	Oid		   *key_coll;
@@ -189,9 +201,18 @@ ivm_fast_var(Expr *e, Index rti)
 	return ((Var *) e)->varattno;
 }
 
+/* A column name of the descriptor: quoted as an identifier when needed. */
+static void
+ivm_fast_name(StringInfo buf, const char *name)
+{
+	appendStringInfo(buf, " %s", name ? quote_identifier(name) : "-");
+}
+
 /*
  * The fast-path descriptor of a view about to be recorded, or NULL when its
- * shape is not one ivm_fast.c applies.
+ * shape is not one ivm_fast.c applies. Columns are named, not numbered:
+ * numbers change with pg_dump (dropped columns are not dumped) and with
+ * ALTER TABLE; names are what the generated SQL uses too.
  */
 char *
 ep_ivm_fast_descriptor(IvmDef *d, Oid storage)
@@ -212,7 +233,9 @@ ep_ivm_fast_descriptor(IvmDef *d, Oid storage)
 		return NULL;
 
 	initStringInfo(&buf);
-	appendStringInfo(&buf, "1 %d %d", get_attnum(storage, "__ep_count"), list_length(d->keys));
+	appendStringInfoString(&buf, "2");
+	ivm_fast_name(&buf, "__ep_count");
+	appendStringInfo(&buf, " %d", list_length(d->keys));
 	foreach(lc, d->keys)
 	{
 		IvmKey	   *key = lfirst(lc);
@@ -220,7 +243,8 @@ ep_ivm_fast_descriptor(IvmDef *d, Oid storage)
 
 		if (att == InvalidAttrNumber || !ivm_fast_type_ok(key->type))
 			return NULL;
-		appendStringInfo(&buf, " %d %d", att, get_attnum(storage, key->col));
+		ivm_fast_name(&buf, get_attname(occ->relid, att, false));
+		ivm_fast_name(&buf, key->col);
 	}
 	appendStringInfo(&buf, " %d", list_length(d->aggs));
 	foreach(lc, d->aggs)
@@ -228,8 +252,8 @@ ep_ivm_fast_descriptor(IvmDef *d, Oid storage)
 		IvmAgg	   *agg = lfirst(lc);
 		AttrNumber	att = InvalidAttrNumber;
 		IvmFastKind kind;
-		AttrNumber	s = 0;
-		AttrNumber	n = 0;
+		char	   *s = NULL;
+		char	   *n = NULL;
 
 		if (agg->kind != AGG_COUNT_STAR)
 		{
@@ -252,8 +276,8 @@ ep_ivm_fast_descriptor(IvmDef *d, Oid storage)
 					kind = FAST_SUM_NUMERIC;
 				else
 					return NULL;
-				s = get_attnum(storage, psprintf("__ep_s%d", agg->idx));
-				n = get_attnum(storage, psprintf("__ep_n%d", agg->idx));
+				s = psprintf("__ep_s%d", agg->idx);
+				n = psprintf("__ep_n%d", agg->idx);
 				break;
 			case AGG_MIN:
 			case AGG_MAX:
@@ -265,8 +289,11 @@ ep_ivm_fast_descriptor(IvmDef *d, Oid storage)
 			default:
 				return NULL;
 		}
-		appendStringInfo(&buf, " %d %d %d %d %d", (int) kind, att,
-						 get_attnum(storage, agg->col), s, n);
+		appendStringInfo(&buf, " %d", (int) kind);
+		ivm_fast_name(&buf, att == InvalidAttrNumber ? NULL : get_attname(occ->relid, att, false));
+		ivm_fast_name(&buf, agg->col);
+		ivm_fast_name(&buf, s);
+		ivm_fast_name(&buf, n);
 	}
 	return buf.data;
 }
@@ -276,19 +303,95 @@ ep_ivm_fast_descriptor(IvmDef *d, Oid storage)
  * ----------------------------------------------------------------
  */
 
+static void
+ivm_fast_malformed(void)
+{
+	elog(ERROR, "malformed fast_path descriptor of an incremental view");
+}
+
 static int
 ivm_fast_next(char **p)
 {
 	char	   *end;
-	long		v = strtol(*p, &end, 10);
+	long		v;
 
-	if (end == *p || v < INT16_MIN || v > INT16_MAX)
-		elog(ERROR, "malformed fast_path descriptor of an incremental view");
+	while (**p == ' ')
+		(*p)++;
+	v = strtol(*p, &end, 10);
+	if (end == *p || v < 0 || v > INT16_MAX)
+		ivm_fast_malformed();
 	*p = end;
 	return (int) v;
 }
 
-/* Equality and order of a storage column's type, built in or nothing. */
+/* The next name: "-" (none), a plain identifier or a double-quoted one. */
+static char *
+ivm_fast_next_name(char **p)
+{
+	StringInfoData buf;
+
+	while (**p == ' ')
+		(*p)++;
+	if (**p == '\0')
+		ivm_fast_malformed();
+	if (**p == '-' && ((*p)[1] == ' ' || (*p)[1] == '\0'))
+	{
+		(*p)++;
+		return NULL;
+	}
+	initStringInfo(&buf);
+	if (**p == '"')
+	{
+		for ((*p)++;; (*p)++)
+		{
+			if (**p == '\0')
+				ivm_fast_malformed();
+			if (**p == '"')
+			{
+				if ((*p)[1] != '"')
+					break;
+				(*p)++;
+			}
+			appendStringInfoChar(&buf, **p);
+		}
+		(*p)++;
+	}
+	else
+	{
+		while (**p != ' ' && **p != '\0')
+			appendStringInfoChar(&buf, *(*p)++);
+	}
+	return buf.data;
+}
+
+/*
+ * Resolve a named column of rel; false when it is missing. Its type is
+ * remembered: each statement checks the column still has it.
+ */
+static bool
+ivm_fast_resolve(IvmFastCol *c, Relation rel)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	int			i;
+
+	c->att = InvalidAttrNumber;
+	if (c->name == NULL)
+		return true;
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute a = TupleDescAttr(desc, i);
+
+		if (!a->attisdropped && strcmp(NameStr(a->attname), c->name) == 0)
+		{
+			c->att = a->attnum;
+			c->type = a->atttypid;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Equality and order of a type, built in or nothing. */
 static bool
 ivm_fast_support(Oid type, FmgrInfo *eq, FmgrInfo *cmp, MemoryContext cxt)
 {
@@ -304,30 +407,32 @@ ivm_fast_support(Oid type, FmgrInfo *eq, FmgrInfo *cmp, MemoryContext cxt)
 }
 
 /*
- * Parse a descriptor for the view whose storage is storage; NULL (no fast
- * path) when it no longer matches the storage's columns.
+ * Parse a view's descriptor and resolve its columns in the base table and
+ * the storage; NULL (no fast path) when they no longer fit together. The
+ * result is only a snapshot: every statement checks it again against both
+ * relations as they are then (ivm_fast_columns_ok).
  */
 IvmFast *
-ep_ivm_fast_load(const char *text, Oid storage, MemoryContext cxt)
+ep_ivm_fast_load(const char *text, Oid base, Oid storage, MemoryContext cxt)
 {
 	IvmFast    *f;
 	char	   *p = (char *) text;
-	Relation	rel;
-	TupleDesc	desc;
-	bool		ok = true;
+	Relation	brel;
+	Relation	srel;
+	bool		ok;
 	int			i;
 	MemoryContext old;
 
-	if (text == NULL || ivm_fast_next(&p) != 1)
+	if (text == NULL || ivm_fast_next(&p) != 2)
 		return NULL;
 	old = MemoryContextSwitchTo(cxt);
 	f = palloc0(sizeof(IvmFast));
-	f->count_att = ivm_fast_next(&p);
+	f->count.name = ivm_fast_next_name(&p);
 	f->nkeys = ivm_fast_next(&p);
 	if (f->nkeys <= 0 || f->nkeys > INDEX_MAX_KEYS)
-		elog(ERROR, "malformed fast_path descriptor of an incremental view");
-	f->base_key = palloc(sizeof(AttrNumber) * f->nkeys);
-	f->store_key = palloc(sizeof(AttrNumber) * f->nkeys);
+		ivm_fast_malformed();
+	f->base_key = palloc0(sizeof(IvmFastCol) * f->nkeys);
+	f->store_key = palloc0(sizeof(IvmFastCol) * f->nkeys);
 	f->key_eq = palloc0(sizeof(FmgrInfo) * f->nkeys);
 	f->key_cmp = palloc0(sizeof(FmgrInfo) * f->nkeys);
 	f->key_coll = palloc(sizeof(Oid) * f->nkeys);
@@ -335,37 +440,33 @@ ep_ivm_fast_load(const char *text, Oid storage, MemoryContext cxt)
 	f->key_byval = palloc(sizeof(bool) * f->nkeys);
 	for (i = 0; i < f->nkeys; i++)
 	{
-		f->base_key[i] = ivm_fast_next(&p);
-		f->store_key[i] = ivm_fast_next(&p);
+		f->base_key[i].name = ivm_fast_next_name(&p);
+		f->store_key[i].name = ivm_fast_next_name(&p);
 	}
 	f->naggs = ivm_fast_next(&p);
-	if (f->naggs < 0)
-		elog(ERROR, "malformed fast_path descriptor of an incremental view");
 	f->aggs = palloc0(sizeof(IvmFastAgg) * Max(f->naggs, 1));
 	for (i = 0; i < f->naggs; i++)
 	{
 		f->aggs[i].kind = (IvmFastKind) ivm_fast_next(&p);
-		f->aggs[i].base_att = ivm_fast_next(&p);
-		f->aggs[i].col = ivm_fast_next(&p);
-		f->aggs[i].sum_att = ivm_fast_next(&p);
-		f->aggs[i].n_att = ivm_fast_next(&p);
+		f->aggs[i].base.name = ivm_fast_next_name(&p);
+		f->aggs[i].col.name = ivm_fast_next_name(&p);
+		f->aggs[i].sum.name = ivm_fast_next_name(&p);
+		f->aggs[i].n.name = ivm_fast_next_name(&p);
 	}
 
-	/* the storage's columns must still be what the descriptor says */
-	rel = table_open(storage, AccessShareLock);
-	desc = RelationGetDescr(rel);
-#define COLUMN_OK(att, type) \
-	((att) > 0 && (att) <= desc->natts && !TupleDescAttr(desc, (att) - 1)->attisdropped && \
-	 ((type) == InvalidOid || TupleDescAttr(desc, (att) - 1)->atttypid == (type)))
-	ok = COLUMN_OK(f->count_att, INT8OID);
+	brel = table_open(base, AccessShareLock);
+	srel = table_open(storage, AccessShareLock);
+	ok = f->count.name != NULL && ivm_fast_resolve(&f->count, srel);
 	for (i = 0; ok && i < f->nkeys; i++)
 	{
 		Form_pg_attribute a;
 
-		ok = COLUMN_OK(f->store_key[i], InvalidOid);
+		ok = f->base_key[i].name && f->store_key[i].name &&
+			ivm_fast_resolve(&f->base_key[i], brel) && ivm_fast_resolve(&f->store_key[i], srel) &&
+			f->base_key[i].type == f->store_key[i].type;
 		if (!ok)
 			break;
-		a = TupleDescAttr(desc, f->store_key[i] - 1);
+		a = TupleDescAttr(RelationGetDescr(srel), f->store_key[i].att - 1);
 		f->key_coll[i] = a->attcollation;
 		f->key_len[i] = a->attlen;
 		f->key_byval[i] = a->attbyval;
@@ -375,39 +476,93 @@ ep_ivm_fast_load(const char *text, Oid storage, MemoryContext cxt)
 	{
 		IvmFastAgg *agg = &f->aggs[i];
 
+		ok = ivm_fast_resolve(&agg->base, brel) && ivm_fast_resolve(&agg->col, srel) &&
+			ivm_fast_resolve(&agg->sum, srel) && ivm_fast_resolve(&agg->n, srel) &&
+			agg->col.att != InvalidAttrNumber &&
+			(agg->kind == FAST_COUNT_STAR) == (agg->base.att == InvalidAttrNumber);
+		if (!ok)
+			break;
 		switch (agg->kind)
 		{
 			case FAST_COUNT_STAR:
 			case FAST_COUNT:
-				ok = COLUMN_OK(agg->col, INT8OID);
+				ok = agg->col.type == INT8OID;
 				break;
 			case FAST_SUM_INT8:
-				ok = COLUMN_OK(agg->col, INT8OID) && COLUMN_OK(agg->sum_att, INT8OID) &&
-					COLUMN_OK(agg->n_att, INT8OID);
+				ok = (agg->base.type == INT2OID || agg->base.type == INT4OID) &&
+					agg->col.type == INT8OID && agg->sum.type == INT8OID &&
+					agg->n.att != InvalidAttrNumber && agg->n.type == INT8OID;
 				break;
 			case FAST_SUM_NUMERIC:
-				ok = COLUMN_OK(agg->col, NUMERICOID) && COLUMN_OK(agg->sum_att, NUMERICOID) &&
-					COLUMN_OK(agg->n_att, INT8OID);
+				ok = (agg->base.type == INT8OID || agg->base.type == NUMERICOID) &&
+					agg->col.type == NUMERICOID && agg->sum.type == NUMERICOID &&
+					agg->n.att != InvalidAttrNumber && agg->n.type == INT8OID;
 				break;
 			case FAST_MIN:
 			case FAST_MAX:
-				ok = COLUMN_OK(agg->col, InvalidOid);
+				ok = agg->col.type == agg->base.type;
 				if (ok)
 				{
-					agg->coll = TupleDescAttr(desc, agg->col - 1)->attcollation;
-					ok = ivm_fast_support(TupleDescAttr(desc, agg->col - 1)->atttypid,
-										  NULL, &agg->cmp, cxt);
+					agg->coll = TupleDescAttr(RelationGetDescr(srel), agg->col.att - 1)->attcollation;
+					ok = ivm_fast_support(agg->col.type, NULL, &agg->cmp, cxt);
 				}
 				break;
 			default:
 				ok = false;
 		}
 	}
-#undef COLUMN_OK
-	table_close(rel, NoLock);
+	ok = ok && f->count.type == INT8OID;
+	table_close(srel, NoLock);
+	table_close(brel, NoLock);
 	f->guard = LookupFuncName(list_make2(makeString("ep"), makeString("_ivm_guard")), 0, NULL, true);
 	MemoryContextSwitchTo(old);
 	return ok ? f : NULL;
+}
+
+/* The column is still there, under its name, with its type. */
+static bool
+ivm_fast_col_ok(const IvmFastCol *c, TupleDesc desc)
+{
+	Form_pg_attribute a;
+
+	if (c->name == NULL)
+		return true;
+	if (c->att <= 0 || c->att > desc->natts)
+		return false;
+	a = TupleDescAttr(desc, c->att - 1);
+	return !a->attisdropped && a->atttypid == c->type && strcmp(NameStr(a->attname), c->name) == 0;
+}
+
+/*
+ * Every column of the descriptor is as it was when the entry was loaded,
+ * in the base table and in the (locked) storage: ALTER TABLE or a dump and
+ * restore since then make the statement decline, and the entry reload.
+ */
+static bool
+ivm_fast_columns_ok(IvmFast *f, TupleDesc base, TupleDesc storage)
+{
+	int			i;
+
+	if (!ivm_fast_col_ok(&f->count, storage))
+		return false;
+	for (i = 0; i < f->nkeys; i++)
+	{
+		if (!ivm_fast_col_ok(&f->base_key[i], base) || !ivm_fast_col_ok(&f->store_key[i], storage) ||
+			TupleDescAttr(storage, f->store_key[i].att - 1)->attcollation != f->key_coll[i])
+			return false;
+	}
+	for (i = 0; i < f->naggs; i++)
+	{
+		IvmFastAgg *agg = &f->aggs[i];
+
+		if (!ivm_fast_col_ok(&agg->base, base) || !ivm_fast_col_ok(&agg->col, storage) ||
+			!ivm_fast_col_ok(&agg->sum, storage) || !ivm_fast_col_ok(&agg->n, storage))
+			return false;
+		if ((agg->kind == FAST_MIN || agg->kind == FAST_MAX) &&
+			TupleDescAttr(storage, agg->col.att - 1)->attcollation != agg->coll)
+			return false;
+	}
+	return true;
 }
 
 /* ----------------------------------------------------------------
@@ -490,12 +645,12 @@ ivm_fast_fold(IvmFast *f, TupleTableSlot *slot, int sign, IvmFastGroup **groups,
 	slot_getallattrs(slot);
 	for (i = 0; i < f->nkeys; i++)
 	{
-		if (slot->tts_isnull[f->base_key[i] - 1])
+		if (slot->tts_isnull[f->base_key[i].att - 1])
 		{
 			*declined = true;
 			return;
 		}
-		keys[i] = slot->tts_values[f->base_key[i] - 1];
+		keys[i] = slot->tts_values[f->base_key[i].att - 1];
 	}
 	for (j = 0; j < *ngroups && g == NULL; j++)
 	{
@@ -536,10 +691,10 @@ ivm_fast_fold(IvmFast *f, TupleTableSlot *slot, int sign, IvmFastGroup **groups,
 		Datum		v;
 		Form_pg_attribute a;
 
-		if (agg->kind == FAST_COUNT_STAR || slot->tts_isnull[agg->base_att - 1])
+		if (agg->kind == FAST_COUNT_STAR || slot->tts_isnull[agg->base.att - 1])
 			continue;
-		a = TupleDescAttr(desc, agg->base_att - 1);
-		v = slot->tts_values[agg->base_att - 1];
+		a = TupleDescAttr(desc, agg->base.att - 1);
+		v = slot->tts_values[agg->base.att - 1];
 		g->dn[i] += sign;
 		switch (agg->kind)
 		{
@@ -613,7 +768,9 @@ ivm_fast_storage(IvmFast *f, Relation storage, List **indexes)
 	int			i;
 
 	*indexes = NIL;
-	if (storage->rd_rel->relkind != RELKIND_RELATION || storage->rd_rules != NULL ||
+	if (storage->rd_rel->relkind != RELKIND_RELATION || storage->rd_rel->relispartition ||
+		storage->rd_rel->relam != HEAP_TABLE_AM_OID || storage->rd_rel->relrowsecurity ||
+		storage->rd_rules != NULL ||
 		(constr && (constr->num_check > 0 || constr->has_generated_stored)))
 		return -1;
 	for (i = 0; td && i < td->numtriggers; i++)
@@ -631,15 +788,27 @@ ivm_fast_storage(IvmFast *f, Relation storage, List **indexes)
 			form->indisvalid && form->indisready;
 
 		*indexes = lappend(*indexes, idx);
+
+		/*
+		 * btree over columns of types whose comparison is built in: a
+		 * built-in operator family may still call a function of the
+		 * column's type (a range type's subtype_diff in GiST), as the writer.
+		 */
+		plain = plain && idx->rd_rel->relam == BTREE_AM_OID;
 		for (i = 0; plain && i < IndexRelationGetNumberOfKeyAttributes(idx); i++)
-			plain = idx->rd_opfamily[i] < FirstNormalObjectId;
+		{
+			AttrNumber	att = form->indkey.values[i];
+
+			plain = att > 0 && idx->rd_opfamily[i] < FirstNormalObjectId &&
+				ivm_fast_type_ok(TupleDescAttr(RelationGetDescr(storage), att - 1)->atttypid);
+		}
 		if (!plain)
 			return -1;
 		if (form->indisunique && form->indnkeyatts == f->nkeys && key < 0)
 		{
 			for (i = 0; i < f->nkeys; i++)
 			{
-				if (form->indkey.values[i] != f->store_key[i])
+				if (form->indkey.values[i] != f->store_key[i].att)
 					break;
 			}
 			if (i == f->nkeys)
@@ -728,16 +897,16 @@ ivm_fast_new_row(IvmFast *f, TupleTableSlot *slot, IvmFastGroup *g)
 	g->values = palloc(sizeof(Datum) * natts);
 	g->nulls = palloc(sizeof(bool) * natts);
 	heap_deform_tuple(ExecCopySlotHeapTuple(slot), slot->tts_tupleDescriptor, g->values, g->nulls);
-	if (g->nulls[f->count_att - 1])
+	if (g->nulls[f->count.att - 1])
 		return false;
-	count = DatumGetInt64(g->values[f->count_att - 1]) + g->dcount;
+	count = DatumGetInt64(g->values[f->count.att - 1]) + g->dcount;
 	if (count <= 0)
 		return false;			/* the group goes away */
-	g->values[f->count_att - 1] = Int64GetDatum(count);
+	g->values[f->count.att - 1] = Int64GetDatum(count);
 	for (i = 0; i < f->naggs; i++)
 	{
 		IvmFastAgg *agg = &f->aggs[i];
-		AttrNumber	c = agg->col - 1;
+		AttrNumber	c = agg->col.att - 1;
 
 		switch (agg->kind)
 		{
@@ -751,8 +920,8 @@ ivm_fast_new_row(IvmFast *f, TupleTableSlot *slot, IvmFastGroup *g)
 			case FAST_SUM_INT8:
 			case FAST_SUM_NUMERIC:
 				{
-					AttrNumber	s = agg->sum_att - 1;
-					AttrNumber	n = agg->n_att - 1;
+					AttrNumber	s = agg->sum.att - 1;
+					AttrNumber	n = agg->n.att - 1;
 					int64		nn;
 
 					if (g->nulls[n])
@@ -775,13 +944,16 @@ ivm_fast_new_row(IvmFast *f, TupleTableSlot *slot, IvmFastGroup *g)
 				{
 					int			dir = agg->kind == FAST_MAX ? 1 : -1;
 
+					bool		take = false;
+
 					if (g->has_del[i])
 					{
 						/*
 						 * A deleted value at or beyond the stored extreme may
 						 * have been its last holder; unless an inserted value
 						 * reaches as far (then it is the new extreme: every
-						 * remaining value is within the old one), recompute.
+						 * remaining value is within the old one, and an equal
+						 * one, 1.00 for 1.0, is the one left), recompute.
 						 */
 						if (g->nulls[c] ||
 							dir * ivm_fast_cmp(&agg->cmp, agg->coll, g->del[i], g->values[c]) >= 0)
@@ -789,10 +961,11 @@ ivm_fast_new_row(IvmFast *f, TupleTableSlot *slot, IvmFastGroup *g)
 							if (!g->has_ins[i] ||
 								dir * ivm_fast_cmp(&agg->cmp, agg->coll, g->ins[i], g->del[i]) < 0)
 								return false;
+							take = true;
 						}
 					}
 					if (g->has_ins[i] &&
-						(g->nulls[c] ||
+						(take || g->nulls[c] ||
 						 dir * ivm_fast_cmp(&agg->cmp, agg->coll, g->ins[i], g->values[c]) > 0))
 					{
 						g->values[c] = g->ins[i];
@@ -801,6 +974,14 @@ ivm_fast_new_row(IvmFast *f, TupleTableSlot *slot, IvmFastGroup *g)
 				}
 				break;
 		}
+	}
+	/* NOT NULL constraints (an owner may add some): the SQL reports them */
+	for (i = 0; i < natts; i++)
+	{
+		Form_pg_attribute a = TupleDescAttr(slot->tts_tupleDescriptor, i);
+
+		if (a->attnotnull && !a->attisdropped && g->nulls[i])
+			return false;
 	}
 	return true;
 }
@@ -861,23 +1042,34 @@ ep_ivm_fast_apply(IvmViewCache *vc, TriggerData *td, int64 nold, int64 nnew)
 		pg_class_aclcheck(RelationGetRelid(base), vc->owner, ACL_SELECT) != ACLCHECK_OK)
 		return false;
 
+	storage = table_open(vc->storage, RowExclusiveLock);
+	key = -1;
+	indexes = NIL;
+	if (!ivm_fast_columns_ok(f, RelationGetDescr(base), RelationGetDescr(storage)))
+	{
+		/* ALTER TABLE or a restore since the entry was loaded: reload it */
+		vc->valid = false;
+	}
+	else
+		key = ivm_fast_storage(f, storage, &indexes);
+	if (key < 0)
+	{
+		foreach(lc, indexes)
+			index_close(lfirst(lc), NoLock);
+		table_close(storage, NoLock);
+		return false;
+	}
+
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "event_patterns ivm fast path",
 								ALLOCSET_SMALL_SIZES);
 	old = MemoryContextSwitchTo(cxt);
 	groups = palloc(sizeof(IvmFastGroup *) * (nold + nnew));
 	ivm_fast_read(f, td->tg_oldtable, RelationGetDescr(base), -1, groups, &ngroups, &declined);
 	ivm_fast_read(f, td->tg_newtable, RelationGetDescr(base), 1, groups, &ngroups, &declined);
-	if (declined || ngroups == 0)
+	if (!declined && ngroups > 0)
 	{
-		MemoryContextSwitchTo(old);
-		MemoryContextDelete(cxt);
-		return false;
-	}
-
-	storage = table_open(vc->storage, RowExclusiveLock);
-	key = ivm_fast_storage(f, storage, &indexes);
-	if (key >= 0)
-	{
+		/* a published storage without replica identity: refused like the SQL */
+		CheckCmdReplicaIdentity(storage, CMD_UPDATE);
 		/* see the storage as the statement's earlier maintenance left it */
 		CommandCounterIncrement();
 		PushActiveSnapshot(GetLatestSnapshot());
@@ -905,10 +1097,10 @@ ep_ivm_fast_apply(IvmViewCache *vc, TriggerData *td, int64 nold, int64 nnew)
 		if (done)
 			CommandCounterIncrement();
 	}
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(cxt);
 	foreach(lc, indexes)
 		index_close(lfirst(lc), NoLock);
 	table_close(storage, NoLock);
-	MemoryContextSwitchTo(old);
-	MemoryContextDelete(cxt);
 	return done;
 }
