@@ -1231,9 +1231,30 @@ ep_message_type_matches(EpProj *p, const char *type)
  * messages once it is over. No decoding is involved: a handler's progress
  * does not depend on the slot, and a lost slot costs it nothing.
  */
+/* The owner still may read the channel (ep.grant_channel, ep.revoke_channel)? */
+static bool
+ep_message_reader_ok(EpProj *p)
+{
+	char	   *why = ep_channel_reader_denied(p->source, p->owner);
+
+	if (why != NULL)
+	{
+		/* p->last_error outlives the round's transactions */
+		p->usable = false;
+		p->last_error = MemoryContextStrdup(MemoryContextGetParent(p->chunk_cxt), why);
+	}
+	return p->usable;
+}
+
+/* The handler's batches: buffers kept by the process (EP_TABLE_BATCH each) */
+static EpMessage *message_buf = NULL;
+static EpItem *message_items = NULL;
+
 static void
 ep_apply_messages(EpProj *p, int64 *budget)
 {
+	bool		checked = false;
+
 	EpMessageScan *scan;
 	bool		exhausted = false;
 
@@ -1254,12 +1275,32 @@ ep_apply_messages(EpProj *p, int64 *budget)
 		MemoryContext batch_cxt;
 		MemoryContext old;
 
+		if (message_buf == NULL)
+		{
+			message_buf = MemoryContextAlloc(TopMemoryContext, sizeof(EpMessage) * EP_TABLE_BATCH);
+			message_items = MemoryContextAlloc(TopMemoryContext, sizeof(EpItem) * EP_TABLE_BATCH);
+		}
+		msgs = message_buf;
+		items = message_items;
 		batch_cxt = AllocSetContextCreate(CurrentMemoryContext, "ep message batch",
 										  ALLOCSET_DEFAULT_SIZES);
 		old = MemoryContextSwitchTo(batch_cxt);
-		msgs = palloc(sizeof(EpMessage) * limit);
-		items = palloc(sizeof(EpItem) * limit);
 		n = ep_channel_scan_next(scan, msgs, limit);
+		/*
+		 * The owner still may read the channel (ep.grant_channel): checked
+		 * once per round that has messages for it, not on idle rounds.
+		 */
+		if (n > 0 && !checked)
+		{
+			MemoryContextSwitchTo(old);
+			if (!ep_message_reader_ok(p))
+			{
+				MemoryContextDelete(batch_cxt);
+				break;
+			}
+			checked = true;
+			MemoryContextSwitchTo(batch_cxt);
+		}
 		for (k = 0; k < n; k++)
 		{
 			if (!ep_message_type_matches(p, msgs[k].message_type))
@@ -1579,16 +1620,7 @@ ep_prepare_projection(EpProj *p, MemoryContext errcxt)
 	p->usable = true;
 	PG_TRY();
 	{
-		if (p->is_message)
-		{
-			/* the owner still may read the channel (ep.grant_channel) */
-			Oid			types[2] = {REGCLASSOID, REGROLEOID};
-			Datum		args[2] = {ObjectIdGetDatum(p->source), ObjectIdGetDatum(p->owner)};
-
-			static SPIPlanPtr plan = NULL;
-
-			ep_exec_kept(&plan, "SELECT ep._check_message_source($1, $2)", 2, types, args, NULL, SPI_OK_SELECT);
-		}
+		/* (a message handler's read privilege: ep_message_reader_ok) */
 		ep_handler_check_privileges(p->handler, p->owner, p->is_message ? InvalidOid : p->source);
 		fmgr_info(p->handler, &p->flinfo);
 	}
@@ -1639,6 +1671,8 @@ ep_apply_projection(EpProj *p, EpDecodeRound *round, int64 horizon, int64 *left,
 	if (p->is_message)
 	{
 		ep_apply_messages(p, left);
+		if (!p->usable)
+			return ep_save_projection(p);
 		if (!p->caught_up && !p->stopped)
 			*more = true;
 	}
@@ -2080,7 +2114,8 @@ ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *
 			}
 		}
 
-		if (state_dirty || cover_known != stored_cover_known || new_cover != stored_cover ||
+		if ((state_dirty && round.safe_confirm != stored_confirm) ||
+			cover_known != stored_cover_known || new_cover != stored_cover ||
 			(round.safe_confirm > stored_confirm &&
 			 round.safe_confirm - stored_confirm >= EP_CONFIRM_WRITE_LAG))
 		{

@@ -686,6 +686,46 @@ ep_channel_message_datum(Jsonb *row)
 	return result;
 }
 
+/*
+ * May role still read the consumer's channel whose table is source (and so
+ * handle its messages)? NULL if so, else why not. The check of
+ * ep._check_message_source (40_projection.sql), made here without running
+ * SQL functions: it runs in every round that has messages for a handler.
+ * SPI must be connected, as the extension owner.
+ */
+char *
+ep_channel_reader_denied(Oid source, Oid role)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[1] = {REGCLASSOID};
+	Datum		args[1];
+	char	   *why = NULL;
+	bool		isnull;
+
+	args[0] = ObjectIdGetDatum(source);
+	if (SPI_execute_plan(ep_spi_keep_plan(&plan,
+										  "SELECT d.channel, d.owner::pg_catalog.oid, d.readers FROM ep.channel_defs d"
+										  " WHERE d.partition OPERATOR(pg_catalog.=) $1"
+										  "   AND d.role OPERATOR(pg_catalog.=) 'consumer'", 1, types),
+						 args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read ep.channel_defs");
+	if (SPI_processed == 0)
+		why = psprintf("relation %s is not the table of a subscribed channel",
+					   DatumGetCString(DirectFunctionCall1(regclassout, ObjectIdGetDatum(source))));
+	else
+	{
+		HeapTuple	t = SPI_tuptable->vals[0];
+		TupleDesc	d = SPI_tuptable->tupdesc;
+		Oid			owner = DatumGetObjectId(SPI_getbinval(t, d, 2, &isnull));
+		ArrayType  *readers = DatumGetArrayTypeP(SPI_getbinval(t, d, 3, &isnull));
+
+		if (!ep_channel_role_may(role, owner, readers))
+			why = psprintf("permission denied to read channel \"%s\"", SPI_getvalue(t, d, 1));
+	}
+	SPI_freetuptable(SPI_tuptable);
+	return why;
+}
+
 /* An ep.messages row as JSON (the form parked messages are kept in) */
 Jsonb *
 ep_channel_message_jsonb(Datum message)

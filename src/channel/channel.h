@@ -14,6 +14,9 @@ extern int	ep_guc_channel_retention_s;
 
 extern void ep_channel_init(void);
 
+/* NULL when role may read (handle) the channel whose table is source, else why not */
+extern char *ep_channel_reader_denied(Oid source, Oid role);
+
 /* A parked message (its JSON form in ep.parked.new_row) as an ep.messages row */
 extern Datum ep_channel_message_datum(Jsonb *row);
 /* An ep.messages row as JSON, for ep.parked.new_row */
