@@ -42,6 +42,13 @@
  * then INSERT for every row, and stores L. A lost slot puts them back in
  * that state.
  *
+ * Message handlers (kind 'message', channels) are not decoded: they read
+ * their channel's table in arrival order (ep_apply_messages; channel.c
+ * says why that is exactly once) and store the last received_seq. A
+ * database whose only async projections are message handlers keeps no
+ * slot; rounds that collect nothing decode only now and then, to move
+ * the slot on.
+ *
  * The slot's confirmed position is stored in ep.projection_state with the
  * round and confirmed to the slot by the next round, before decoding: it
  * is confirmed only once committed. Rounds write nothing when nothing was

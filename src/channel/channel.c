@@ -628,9 +628,9 @@ ep_channel_step(void)
  */
 
 /*
- * Build an ep.messages row from the JSON form of a channel table's row (as
- * the decoder delivers it: every column of a built-in type, so the input
- * functions used here are built in and no user code runs).
+ * Build an ep.messages row from its JSON form (a parked message's
+ * ep.parked.new_row): every column is of a built-in type, so the input
+ * functions used here are built in and no user code runs.
  */
 Datum
 ep_channel_message_datum(Jsonb *row)
