@@ -42,6 +42,13 @@
  * then INSERT for every row, and stores L. A lost slot puts them back in
  * that state.
  *
+ * Message handlers (kind 'message', channels) are not decoded: they read
+ * their channel's table in arrival order (ep_apply_messages; channel.c
+ * says why that is exactly once) and store the last received_seq. A
+ * database whose only async projections are message handlers keeps no
+ * slot; rounds that collect nothing decode only now and then, to move
+ * the slot on.
+ *
  * The slot's confirmed position is stored in ep.projection_state with the
  * round and confirmed to the slot by the next round, before decoding: it
  * is confirmed only once committed. Rounds write nothing when nothing was
@@ -133,6 +140,8 @@
 #define EP_TABLE_BATCH		1000	/* rows per read of ep.events */
 #define EP_MAX_DB			64
 #define EP_CONFIRM_WRITE_LAG	(16 * 1024 * 1024)
+#define EP_IDLE_DECODE_LAG	(32 * 1024 * 1024)	/* rounds with nothing to decode: */
+#define EP_IDLE_DECODE_MS	10000	/* move the slot on this often */
 
 int			ep_guc_projection_max_retries = 3;
 int			ep_guc_projection_retry_backoff_ms = 100;
@@ -146,6 +155,13 @@ static bool in_runner = false;
 
 #define EP_TOO_MANY_FAILURES(p) \
 	(ep_guc_projection_max_failures > 0 && (p)->failures >= ep_guc_projection_max_failures)
+
+/*
+ * Items whose progress is counted by source transaction (changes of a
+ * table projection after its first load); events and messages count one
+ * by one.
+ */
+#define EP_BY_TXN(p) ((p)->is_table && !(p)->is_message && !(p)->rebuilding)
 
 typedef struct EpProjDb
 {
@@ -211,8 +227,6 @@ typedef struct EpProj
 	bool		slow;			/* a call ran out of patience: give it a runner */
 	bool		parked_in_round;	/* this round parked an item: retries happen in place */
 	TimestampTz turn_ends;		/* table changes in the worker: yield after this */
-	int64		skip_seq;		/* message handlers: highest unwanted message ... */
-	XLogRecPtr	skip_lsn;		/* ... of the last transaction holding one */
 	bool		yielded;		/* its turn ended: the rest waits for the next round */
 	XLogRecPtr	yield_lsn;		/* the last transaction applied before yielding */
 } EpProj;
@@ -430,6 +444,27 @@ ep_exec(const char *sql, int nargs, Oid *argtypes, Datum *args, const char *null
 		elog(ERROR, "SPI_execute failed for \"%s\": %s", sql, SPI_result_code_string(rc));
 }
 
+/*
+ * The statements every round runs keep their plans (per process: a worker
+ * serves one database); each call site has its own cache.
+ */
+static int
+ep_run_kept(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes, Datum *args,
+			const char *nulls, bool read_only)
+{
+	return SPI_execute_plan(ep_spi_keep_plan(cache, sql, nargs, argtypes), args, nulls, read_only, 0);
+}
+
+static void
+ep_exec_kept(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes, Datum *args,
+			 const char *nulls, int expect)
+{
+	int			rc = ep_run_kept(cache, sql, nargs, argtypes, args, nulls, false);
+
+	if (rc != expect)
+		elog(ERROR, "SPI_execute_plan failed for \"%s\": %s", sql, SPI_result_code_string(rc));
+}
+
 static int64
 ep_sequence_last(Oid seqid)
 {
@@ -538,16 +573,7 @@ ep_try_items(EpProj *p, EpItem *items, int n, char **err, int *code, int *done)
 		*done = n;
 		for (k = 0; k < n; k++)
 		{
-			if (p->is_message)
-			{
-				/* the channel table's row as ep.messages (built-in types only) */
-				Datum		m = ep_channel_message_datum(DatumGetJsonbP(items[k].args[2]));
-				bool		mnull = false;
-
-				ep_call_handler(&p->flinfo, 1, &m, &mnull);
-			}
-			else
-				ep_call_handler(&p->flinfo, items[k].nargs, items[k].args, items[k].nulls);
+			ep_call_handler(&p->flinfo, items[k].nargs, items[k].args, items[k].nulls);
 			if (p->turn_ends != 0 && k + 1 < n && items[k + 1].lsn != items[k].lsn &&
 				ep_turn_over(p))
 			{
@@ -627,10 +653,11 @@ typedef struct EpBackoff
 } EpBackoff;
 
 static HTAB *backoffs = NULL;
-static bool ep_message_type_matches(EpProj *p, Jsonb *row);
 static void ep_round_locktag(LOCKTAG *tag);
 static void ep_delegate_projection(EpProj *p);
 static bool round_in_worker = false;	/* this round commits per projection */
+static TimestampTz last_idle_decode = 0;	/* last decoding pass of this process */
+static bool round_without_slot = false;	/* only message handlers: no slot, no decoding */
 
 static EpBackoff *
 ep_backoff(int32 id, bool create)
@@ -756,7 +783,14 @@ ep_park(EpProj *p, EpItem *item, const char *err, int attempts)
 
 	args[0] = Int32GetDatum(p->id);
 	args[1] = Int64GetDatum(item->position);
-	if (!p->is_table)
+	if (p->is_message)
+	{
+		/* the message as JSON in new_row, as ep.parked_events shows it */
+		nulls[1] = nulls[3] = 'n';
+		args[2] = CStringGetTextDatum("INSERT");
+		args[4] = JsonbPGetDatum(ep_channel_message_jsonb(item->args[0]));
+	}
+	else if (!p->is_table)
 	{
 		nulls[2] = nulls[3] = nulls[4] = 'n';
 	}
@@ -836,8 +870,7 @@ ep_apply_items(EpProj *p, EpItem *items, int n)
 				return;
 			}
 
-			if (EP_TOO_MANY_FAILURES(p) && p->is_table &&
-				!p->rebuilding && it->lsn != p->stop_lsn)
+			if (EP_TOO_MANY_FAILURES(p) && EP_BY_TXN(p) && it->lsn != p->stop_lsn)
 			{
 				p->stopped = true;
 				return;
@@ -857,7 +890,7 @@ ep_apply_items(EpProj *p, EpItem *items, int n)
 			p->failures++;
 			if (EP_TOO_MANY_FAILURES(p))
 			{
-				if (!p->is_table || p->rebuilding)
+				if (!EP_BY_TXN(p))
 				{
 					p->stopped = true;
 					p->stop_position = it->position;
@@ -869,7 +902,7 @@ ep_apply_items(EpProj *p, EpItem *items, int n)
 		}
 		i += m;
 	}
-	if (EP_TOO_MANY_FAILURES(p) && p->is_table && !p->retry_later)
+	if (EP_TOO_MANY_FAILURES(p) && p->is_table && !p->is_message && !p->retry_later)
 		p->stopped = true;
 }
 
@@ -1100,81 +1133,6 @@ ep_apply_decoded_events(EpProj *p, EpDecodeRound *round, int64 horizon, int64 *b
  * writers, TRUNCATE, then INSERT every row, and continue after the current
  * insert LSN.
  */
-/*
- * A message handler's first round (or after a lost slot or a rebuild):
- * the messages received after its stored progress, in arrival order, read
- * as the extension owner (the handler's owner was checked for read on the
- * channel), under a SHARE lock so that every later arrival commits after
- * the insert LSN stored as the handler's position in the WAL.
- */
-static void
-ep_message_snapshot(EpProj *p)
-{
-	char	   *qname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(p->source)),
-												   get_rel_name(p->source));
-	Portal		portal;
-	Oid			types[1] = {INT8OID};
-	Datum		args[1];
-
-	ep_exec(psprintf("LOCK TABLE ONLY %s IN SHARE MODE", qname), 0, NULL, NULL, NULL, SPI_OK_UTILITY);
-	p->new_lsn = GetXLogInsertRecPtr();
-	args[0] = Int64GetDatum(p->last_position);
-	PushActiveSnapshot(GetLatestSnapshot());
-	portal = SPI_cursor_open_with_args(NULL,
-									   psprintf("SELECT pg_catalog.to_jsonb(t), t.received_seq FROM ONLY %s t"
-												" WHERE t.received_seq OPERATOR(pg_catalog.>) $1"
-												" ORDER BY t.received_seq", qname),
-									   1, types, args, NULL, true, 0);
-	PopActiveSnapshot();
-	for (;;)
-	{
-		uint64		i;
-		uint64		n;
-		int			m = 0;
-		int64		seen = p->new_position;
-		EpItem	   *items;
-		MemoryContext batch_cxt;
-		MemoryContext old;
-
-		if (p->retry_later || p->stopped)
-			break;
-		SPI_cursor_fetch(portal, true, EP_TABLE_BATCH);
-		n = SPI_processed;
-		if (n == 0)
-			break;
-		batch_cxt = AllocSetContextCreate(CurrentMemoryContext, "ep message batch",
-										  ALLOCSET_DEFAULT_SIZES);
-		old = MemoryContextSwitchTo(batch_cxt);
-		items = palloc(sizeof(EpItem) * n);
-		for (i = 0; i < n; i++)
-		{
-			bool		isnull;
-			Datum		row = ep_getbin(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
-			int64		seq = DatumGetInt64(ep_getbin(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
-			Jsonb	   *j = DatumGetJsonbP(datumCopy(row, false, -1));
-
-			seen = Max(seen, seq);
-			if (p->ntypes > 0 && !ep_message_type_matches(p, j))
-				continue;
-			ep_row_item(&items[m], "INSERT", NULL, j);
-			items[m].lsn = p->new_lsn;
-			items[m++].position = seq;
-		}
-		MemoryContextSwitchTo(old);
-		SPI_freetuptable(SPI_tuptable);
-		ep_apply_items(p, items, m);
-		if (p->stopped)
-			p->new_position = Max(p->new_position, p->stop_position);
-		else if (!p->retry_later)
-			p->new_position = seen;
-		MemoryContextDelete(batch_cxt);
-	}
-	SPI_cursor_close(portal);
-	/* the rest is loaded again when the handler resumes */
-	if (p->stopped)
-		p->new_lsn = InvalidXLogRecPtr;
-}
-
 static void
 ep_table_snapshot(EpProj *p)
 {
@@ -1254,11 +1212,12 @@ ep_table_snapshot(EpProj *p)
 
 /* message handlers (kind 'message'): is the message of a wanted type? */
 static bool
-ep_message_type_matches(EpProj *p, Jsonb *row)
+ep_message_type_matches(EpProj *p, const char *type)
 {
-	char	   *type = ep_channel_message_type(row);
 	int			i;
 
+	if (p->ntypes == 0)
+		return true;
 	if (type == NULL)
 		return false;
 	for (i = 0; i < p->ntypes; i++)
@@ -1268,50 +1227,119 @@ ep_message_type_matches(EpProj *p, Jsonb *row)
 }
 
 /*
- * Message handlers store their progress as the received_seq of the last
- * message accounted for (handled, parked or not wanted), in the same
- * transaction as the handler's writes. Messages not wanted are kept in
- * the item array with nargs 0 only for that; they are moved past here,
- * remembering the highest sequence of the skipped ones per transaction.
+ * A message handler's share of a round: the messages received after its
+ * stored progress (received_seq), read from the channel's table in arrival
+ * order (channel.c explains why that is the producer's commit order and
+ * why a snapshot sees a prefix of it), in batches, each batch's handler
+ * calls in one subtransaction under one switch to the owner. The progress
+ * stored with the handler's writes is the received_seq of the last
+ * message accounted for: handled, parked, or not of a wanted type. In the
+ * worker the handler has a turn (see ep_turn_over) and yields between two
+ * messages once it is over. No decoding is involved: a handler's progress
+ * does not depend on the slot, and a lost slot costs it nothing.
  */
-static int
-ep_message_compact(EpProj *p, EpItem *items, int n)
+/* The owner still may read the channel (ep.grant_channel, ep.revoke_channel)? */
+static bool
+ep_message_reader_ok(EpProj *p)
 {
-	int			i;
-	int			m = 0;
+	char	   *why = ep_channel_reader_denied(p->source, p->owner);
 
-	p->skip_seq = 0;
-	p->skip_lsn = InvalidXLogRecPtr;
-	for (i = 0; i < n; i++)
+	if (why != NULL)
 	{
-		if (items[i].nargs == 0)
-		{
-			/* a message not wanted: remembered as the progress of its commit */
-			if (items[i].lsn >= p->skip_lsn)
-			{
-				p->skip_lsn = items[i].lsn;
-				p->skip_seq = Max(p->skip_seq, items[i].position);
-			}
-			continue;
-		}
-		items[m++] = items[i];
+		/* p->last_error outlives the round's transactions */
+		p->usable = false;
+		p->last_error = MemoryContextStrdup(MemoryContextGetParent(p->chunk_cxt), why);
 	}
-	return m;
+	return p->usable;
 }
 
-static void
-ep_message_progress(EpProj *p, EpItem *items, int n)
-{
-	int			i;
-	int64		upto = p->last_position;
-	XLogRecPtr	done = p->new_lsn;
+/* The handler's batches: buffers kept by the process (EP_TABLE_BATCH each) */
+static EpMessage *message_buf = NULL;
+static EpItem *message_items = NULL;
 
-	for (i = 0; i < n; i++)
-		if (items[i].lsn <= done)
-			upto = Max(upto, items[i].position);
-	if (p->skip_lsn != InvalidXLogRecPtr && p->skip_lsn <= done)
-		upto = Max(upto, p->skip_seq);
-	p->new_position = Max(p->new_position, upto);
+static void
+ep_apply_messages(EpProj *p, int64 *budget)
+{
+	bool		checked = false;
+
+	EpMessageScan *scan;
+	bool		exhausted = false;
+
+	p->new_position = p->last_position;
+	if (round_in_worker && !in_runner && ep_guc_projection_slow_call_ms > 0)
+		p->turn_ends = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+												   Min(ep_guc_projection_slow_call_ms,
+													   EP_TABLE_TURN_MS));
+	scan = ep_channel_scan_begin(p->source, p->last_position);
+	while (*budget > 0 && !exhausted)
+	{
+		int			limit = (int) Min(*budget, EP_TABLE_BATCH);
+		EpMessage  *msgs;
+		EpItem	   *items;
+		int			n;
+		int			m = 0;
+		int			k;
+		MemoryContext batch_cxt;
+		MemoryContext old;
+
+		if (message_buf == NULL)
+		{
+			message_buf = MemoryContextAlloc(TopMemoryContext, sizeof(EpMessage) * EP_TABLE_BATCH);
+			message_items = MemoryContextAlloc(TopMemoryContext, sizeof(EpItem) * EP_TABLE_BATCH);
+		}
+		msgs = message_buf;
+		items = message_items;
+		batch_cxt = AllocSetContextCreate(CurrentMemoryContext, "ep message batch",
+										  ALLOCSET_DEFAULT_SIZES);
+		old = MemoryContextSwitchTo(batch_cxt);
+		n = ep_channel_scan_next(scan, msgs, limit);
+		/*
+		 * The owner still may read the channel (ep.grant_channel): checked
+		 * once per round that has messages for it, not on idle rounds.
+		 */
+		if (n > 0 && !checked)
+		{
+			MemoryContextSwitchTo(old);
+			if (!ep_message_reader_ok(p))
+			{
+				MemoryContextDelete(batch_cxt);
+				break;
+			}
+			checked = true;
+			MemoryContextSwitchTo(batch_cxt);
+		}
+		for (k = 0; k < n; k++)
+		{
+			if (!ep_message_type_matches(p, msgs[k].message_type))
+				continue;
+			items[m].position = msgs[k].seq;
+			/* every message is a unit of its own (turns, failures in a row) */
+			items[m].lsn = (XLogRecPtr) msgs[k].seq;
+			items[m].nargs = 1;
+			items[m].args[0] = msgs[k].row;
+			items[m].nulls[0] = false;
+			m++;
+		}
+		MemoryContextSwitchTo(old);
+		exhausted = (n < limit);
+		*budget -= Max(n, 1);
+
+		ep_apply_items(p, items, m);
+		if (p->stopped)
+			p->new_position = Max(p->new_position, p->stop_position);
+		else if (p->yielded)
+			p->new_position = Max(p->new_position, (int64) p->yield_lsn);
+		else if (!p->retry_later && n > 0)
+			p->new_position = Max(p->new_position, msgs[n - 1].seq);
+		MemoryContextDelete(batch_cxt);
+		if (p->stopped || p->yielded || p->retry_later)
+			break;
+	}
+	ep_channel_scan_end(scan);
+	p->turn_ends = 0;
+	p->caught_up = exhausted && !p->stopped && !p->yielded && !p->retry_later;
+	/* the rest waits for the next round; the slot is not involved */
+	p->yielded = false;
 }
 
 static void
@@ -1328,35 +1356,9 @@ ep_apply_decoded_rows(EpProj *p, EpDecodeRound *round, int64 *budget)
 		if (c->kind != EP_CHANGE_ROW || c->relid != p->source || c->lsn <= from)
 			continue;
 		p->new_lsn = Max(p->new_lsn, c->lsn);
-		if (p->is_message)
-		{
-			/* messages: inserts only (deletes are the consumer's pruning) */
-			int64		seq;
-
-			if (strcmp(c->op, "INSERT") != 0 || c->new_row == NULL)
-				continue;
-			seq = ep_channel_received_seq(c->new_row);
-			/* handled already (stored with the handler's writes) */
-			if (seq <= Max(p->last_position, p->new_position))
-				continue;
-			items[n].lsn = c->lsn;
-			items[n].position = seq;
-			if (p->ntypes > 0 && !ep_message_type_matches(p, c->new_row))
-			{
-				/* not for this handler: only its progress moves */
-				items[n].nargs = 0;
-				n++;
-				continue;
-			}
-			ep_row_item(&items[n], c->op, c->old_row, c->new_row);
-			items[n++].position = seq;
-			continue;
-		}
 		items[n].lsn = c->lsn;
 		ep_row_item(&items[n++], c->op, c->old_row, c->new_row);
 	}
-	if (p->is_message)
-		n = ep_message_compact(p, items, n);
 	/* in the worker, a turn (see ep_turn_over) */
 	if (round_in_worker && !in_runner && ep_guc_projection_slow_call_ms > 0)
 		p->turn_ends = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
@@ -1371,8 +1373,6 @@ ep_apply_decoded_rows(EpProj *p, EpDecodeRound *round, int64 *budget)
 	else if (p->yielded)
 		p->new_lsn = p->yield_lsn;
 	p->caught_up = !p->stopped && !p->yielded;
-	if (p->is_message)
-		ep_message_progress(p, items, n);
 	pfree(items);
 }
 
@@ -1388,12 +1388,14 @@ ep_retry_parked(EpProj *p)
 	EpItem	   *items;
 	bool	   *present;
 
-	if (SPI_execute_with_args("SELECT p.parked_id, p.global_position, p.op, p.old_row, p.new_row,"
+	static SPIPlanPtr plan = NULL;
+
+	if (ep_run_kept(&plan, "SELECT p.parked_id, p.global_position, p.op, p.old_row, p.new_row,"
 							  "       (SELECT e FROM ep.events e"
 							  "         WHERE e.global_position OPERATOR(pg_catalog.=) p.global_position)"
 							  "  FROM ep.parked p WHERE p.projection_id OPERATOR(pg_catalog.=) $1 AND p.retry"
 							  " ORDER BY p.parked_id LIMIT 1000 FOR UPDATE OF p SKIP LOCKED",
-							  1, types, args, NULL, false, 0) != SPI_OK_SELECT)
+							  1, types, args, NULL, false) != SPI_OK_SELECT)
 		elog(ERROR, "could not read ep.parked");
 	n = SPI_processed;
 	if (n == 0)
@@ -1418,6 +1420,19 @@ ep_retry_parked(EpProj *p)
 			present[i] = !isnull;
 			if (!isnull)
 				ep_event_item(&items[i], pos, datumCopy(v, false, -1));
+		}
+		else if (p->is_message)
+		{
+			/* the message kept as JSON in new_row */
+			Datum		nw = ep_getbin(t, d, 5, &isnull);
+
+			present[i] = !isnull;
+			if (!isnull)
+			{
+				items[i].nargs = 1;
+				items[i].args[0] = ep_channel_message_datum(DatumGetJsonbP(datumCopy(nw, false, -1)));
+				items[i].nulls[0] = false;
+			}
 		}
 		else
 		{
@@ -1475,14 +1490,16 @@ ep_load_projections(EpProj **out, MemoryContext cxt)
 	EpProj	   *projs;
 	MemoryContext old;
 
-	if (SPI_execute("SELECT projection_id, name, kind, handler::pg_catalog.oid, owner::pg_catalog.oid,"
+	static SPIPlanPtr plan = NULL;
+
+	if (ep_run_kept(&plan, "SELECT projection_id, name, kind, handler::pg_catalog.oid, owner::pg_catalog.oid,"
 					"       event_types, category, source::pg_catalog.oid, status, last_position, last_lsn,"
 					"       search_path, pg_catalog.date_part('epoch', handler_timeout),"
 					"       generation, consecutive_failures"
 					"  FROM ep.projection_defs"
 					" WHERE mode OPERATOR(pg_catalog.=) 'async'"
 					"   AND status OPERATOR(pg_catalog.=) ANY ('{running,rebuilding}')"
-					" ORDER BY projection_id", false, 0) != SPI_OK_SELECT)
+					" ORDER BY projection_id", 0, NULL, NULL, NULL, false) != SPI_OK_SELECT)
 		elog(ERROR, "could not read ep.projection_defs");
 	n = SPI_processed;
 	/* everything here outlives the transactions of a worker round */
@@ -1550,6 +1567,7 @@ ep_save_projection(EpProj *p)
 	INT4OID, INT4OID};
 	Datum		args[10];
 	char		nulls[10] = "          ";
+	static SPIPlanPtr plan = NULL;
 
 	args[0] = Int32GetDatum(p->id);
 	args[1] = Int64GetDatum(p->new_position);
@@ -1567,7 +1585,7 @@ ep_save_projection(EpProj *p)
 	args[7] = Int64GetDatum(p->decoded);
 	args[8] = Int32GetDatum(p->generation);
 	args[9] = Int32GetDatum(p->failures);
-	ep_exec("UPDATE ep.projection_defs SET"
+	ep_exec_kept(&plan, "UPDATE ep.projection_defs SET"
 			" last_position = GREATEST(last_position, $2),"
 			" last_lsn = CASE WHEN $3 IS NULL THEN last_lsn"
 			"            ELSE GREATEST(last_lsn, $3) END,"
@@ -1609,14 +1627,7 @@ ep_prepare_projection(EpProj *p, MemoryContext errcxt)
 	p->usable = true;
 	PG_TRY();
 	{
-		if (p->is_message)
-		{
-			/* the owner still may read the channel (ep.grant_channel) */
-			Oid			types[2] = {REGCLASSOID, REGROLEOID};
-			Datum		args[2] = {ObjectIdGetDatum(p->source), ObjectIdGetDatum(p->owner)};
-
-			ep_exec("SELECT ep._check_message_source($1, $2)", 2, types, args, NULL, SPI_OK_SELECT);
-		}
+		/* (a message handler's read privilege: ep_message_reader_ok) */
 		ep_handler_check_privileges(p->handler, p->owner, p->is_message ? InvalidOid : p->source);
 		fmgr_info(p->handler, &p->flinfo);
 	}
@@ -1649,7 +1660,7 @@ ep_forget_slot_state(void)
 			" last_lsn = NULL,"
 			" last_error = CASE WHEN status OPERATOR(pg_catalog.=) 'paused'"
 			"   THEN 'the replication slot was created again: rebuild this projection' ELSE last_error END"
-			" WHERE kind OPERATOR(pg_catalog.=) ANY ('{table,message}') AND status OPERATOR(pg_catalog.<>) 'rebuilding'",
+			" WHERE kind OPERATOR(pg_catalog.=) 'table' AND status OPERATOR(pg_catalog.<>) 'rebuilding'",
 			0, NULL, NULL, NULL, SPI_OK_UPDATE);
 }
 
@@ -1664,11 +1675,17 @@ ep_apply_projection(EpProj *p, EpDecodeRound *round, int64 horizon, int64 *left,
 	if (!p->usable)
 		return ep_save_projection(p);
 	fmgr_info(p->handler, &p->flinfo);
-	if (p->is_table)
+	if (p->is_message)
 	{
-		if (p->rebuilding && p->is_message)
-			ep_message_snapshot(p);
-		else if (p->rebuilding)
+		ep_apply_messages(p, left);
+		if (!p->usable)
+			return ep_save_projection(p);
+		if (!p->caught_up && !p->stopped)
+			*more = true;
+	}
+	else if (p->is_table)
+	{
+		if (p->rebuilding)
 			ep_table_snapshot(p);
 		if (!p->retry_later && !p->stopped)
 			ep_apply_decoded_rows(p, round, left);
@@ -1725,10 +1742,12 @@ ep_projection_row_free(EpProj *p)
 	Oid			types[1] = {INT4OID};
 	Datum		args[1] = {Int32GetDatum(p->id)};
 
-	if (SPI_execute_with_args("SELECT 1 FROM ep.projection_defs"
-							  " WHERE projection_id OPERATOR(pg_catalog.=) $1"
-							  " FOR NO KEY UPDATE SKIP LOCKED",
-							  1, types, args, NULL, false, 0) != SPI_OK_SELECT)
+	static SPIPlanPtr plan = NULL;
+
+	if (ep_run_kept(&plan, "SELECT 1 FROM ep.projection_defs"
+					" WHERE projection_id OPERATOR(pg_catalog.=) $1"
+					" FOR NO KEY UPDATE SKIP LOCKED",
+					1, types, args, NULL, false) != SPI_OK_SELECT)
 		elog(ERROR, "could not lock projection \"%s\"", p->name);
 	return SPI_processed == 1;
 }
@@ -1855,6 +1874,9 @@ ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *
 	TimestampTz now = GetCurrentTimestamp();
 	MemoryContext round_cxt;
 	MemoryContext oldcxt = CurrentMemoryContext;
+	static SPIPlanPtr plan_state = NULL;
+	static SPIPlanPtr plan_hold = NULL;
+	static SPIPlanPtr plan_save = NULL;
 
 	*more = false;
 	if (cat->version < EP_VERSION_0_2)
@@ -1894,7 +1916,8 @@ ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *
 		if (slot_created)
 			ep_forget_slot_state();
 
-		if (SPI_execute("SELECT cover_position, confirm_lsn FROM ep.projection_state", false, 0) != SPI_OK_SELECT ||
+		if (ep_run_kept(&plan_state, "SELECT cover_position, confirm_lsn FROM ep.projection_state",
+						0, NULL, NULL, NULL, false) != SPI_OK_SELECT ||
 			SPI_processed != 1)
 			elog(ERROR, "ep.projection_state must hold one row");
 		{
@@ -1951,7 +1974,8 @@ ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *
 			EpBackoff  *b = round_in_worker ? ep_backoff(p->id, false) : NULL;
 
 			ep_prepare_projection(p, round_cxt);
-			if (p->is_table && p->usable)
+			/* (message handlers read their channel's table: nothing to decode) */
+			if (p->is_table && !p->is_message && p->usable)
 			{
 				/* its changes are decoded even while it waits for a retry */
 				round.watch[round.nwatch++] = p->source;
@@ -1963,7 +1987,7 @@ ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *
 			if (b != NULL && b->retry_at > now)
 			{
 				p->skip = true;
-				if (p->is_table && p->last_lsn != InvalidXLogRecPtr)
+				if (p->is_table && !p->is_message && p->last_lsn != InvalidXLogRecPtr)
 					hold_lsn = hold_lsn == InvalidXLogRecPtr ? p->last_lsn : Min(hold_lsn, p->last_lsn);
 				continue;
 			}
@@ -1977,7 +2001,30 @@ ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *
 			}
 		}
 
-		ep_decoder_run(&round, stored_confirm, upto);
+		/*
+		 * A round that collects nothing (no table projection watches a
+		 * table, no event projection takes decoded events: e.g. a consumer
+		 * with message handlers only) would decode only to move the slot
+		 * on. That is done now and then, not every round (each pass reads
+		 * the WAL again from the slot's restart position): a round that
+		 * skips decoding confirms nothing, so every event >= H still
+		 * commits after the confirmed position and cover stays true.
+		 */
+		if (round_without_slot ||
+			(!table_watch && round.collect_after == PG_INT64_MAX &&
+			 stored_confirm != InvalidXLogRecPtr && upto >= stored_confirm &&
+			 upto - stored_confirm < EP_IDLE_DECODE_LAG &&
+			 !TimestampDifferenceExceeds(last_idle_decode, now, EP_IDLE_DECODE_MS)))
+		{
+			round.decoded_to = stored_confirm;
+			round.safe_confirm = stored_confirm;
+			round.complete = true;
+		}
+		else
+		{
+			ep_decoder_run(&round, stored_confirm, upto);
+			last_idle_decode = now;
+		}
 		elog(DEBUG1, "event_patterns: round H=" INT64_FORMAT " W=" INT64_FORMAT " cover=" INT64_FORMAT "%s collect_after=" INT64_FORMAT " decoded %X/%X..%X/%X changes=" INT64_FORMAT " complete=%d",
 			 horizon, water, cover, cover_known ? "" : "(unknown)", round.collect_after,
 			 LSN_FORMAT_ARGS(stored_confirm), LSN_FORMAT_ARGS(round.decoded_to), round.nchanges, round.complete);
@@ -2018,7 +2065,8 @@ ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *
 			else
 			{
 				/* undone: a table projection needs its changes again */
-				if (p->is_table && !p->rebuilding && p->last_lsn != InvalidXLogRecPtr)
+				if (p->is_table && !p->is_message && !p->rebuilding &&
+					p->last_lsn != InvalidXLogRecPtr)
 					hold_lsn = hold_lsn == InvalidXLogRecPtr ? p->last_lsn : Min(hold_lsn, p->last_lsn);
 				if (p->retry_later)
 					ereport(LOG,
@@ -2043,10 +2091,10 @@ ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *
 		 * and those whose work was undone retry from theirs: keep their
 		 * changes in the slot.
 		 */
-		if (SPI_execute("SELECT pg_catalog.min(last_lsn) FROM ep.projection_defs"
-						" WHERE kind OPERATOR(pg_catalog.=) ANY ('{table,message}')"
+		if (ep_run_kept(&plan_hold, "SELECT pg_catalog.min(last_lsn) FROM ep.projection_defs"
+						" WHERE kind OPERATOR(pg_catalog.=) 'table'"
 						"   AND status OPERATOR(pg_catalog.=) ANY ('{paused,failed}')",
-						true, 0) == SPI_OK_SELECT && SPI_processed == 1)
+						0, NULL, NULL, NULL, true) == SPI_OK_SELECT && SPI_processed == 1)
 		{
 			bool		isnull;
 			Datum		v = ep_getbin(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
@@ -2073,7 +2121,8 @@ ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *
 			}
 		}
 
-		if (state_dirty || cover_known != stored_cover_known || new_cover != stored_cover ||
+		if ((state_dirty && round.safe_confirm != stored_confirm) ||
+			cover_known != stored_cover_known || new_cover != stored_cover ||
 			(round.safe_confirm > stored_confirm &&
 			 round.safe_confirm - stored_confirm >= EP_CONFIRM_WRITE_LAG))
 		{
@@ -2089,7 +2138,7 @@ ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *
 				args[1] = LSNGetDatum(round.safe_confirm);
 			else
 				nulls[1] = 'n';
-			ep_exec("UPDATE ep.projection_state SET cover_position = $1,"
+			ep_exec_kept(&plan_save, "UPDATE ep.projection_state SET cover_position = $1,"
 					" confirm_lsn = COALESCE(GREATEST(confirm_lsn, $2), $2)",
 					2, types, args, nulls, SPI_OK_UPDATE);
 			state_dirty = true;
@@ -2112,7 +2161,8 @@ ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *
 		 * slot can move on at once (else the next round confirms what this
 		 * one commits).
 		 */
-		if (confirm_ok && !state_dirty && round.safe_confirm > stored_confirm)
+		if (confirm_ok && !state_dirty && round.safe_confirm > stored_confirm &&
+			!round_without_slot)
 			ep_decoder_confirm(round.safe_confirm);
 
 		SPI_finish();
@@ -2138,19 +2188,30 @@ ep_projections_installed(void)
 		get_extension_oid("event_patterns", true) != InvalidOid;
 }
 
+/*
+ * Is there any async projection; *need_slot: one that decodes (message
+ * handlers read their channel's table: a database with only those needs
+ * no slot, and keeps none).
+ */
 static bool
-ep_any_async_projection(void)
+ep_any_async_projection(bool *need_slot)
 {
-	bool		any;
+	bool		any = false;
+	bool		isnull;
 	EpSavedUser saved;
+	static SPIPlanPtr plan = NULL;
 
+	*need_slot = false;
 	ep_become_owner(&saved);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute("SELECT 1 FROM ep.projection_defs WHERE mode OPERATOR(pg_catalog.=) 'async' LIMIT 1",
-					true, 0) != SPI_OK_SELECT)
+	if (ep_run_kept(&plan, "SELECT pg_catalog.count(*) OPERATOR(pg_catalog.>) 0,"
+					"       pg_catalog.bool_or(kind OPERATOR(pg_catalog.<>) 'message')"
+					"  FROM ep.projection_defs WHERE mode OPERATOR(pg_catalog.=) 'async'",
+					0, NULL, NULL, NULL, true) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not read ep.projection_defs");
-	any = SPI_processed > 0;
+	any = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	*need_slot = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)) && !isnull;
 	SPI_finish();
 	ep_restore_user(&saved);
 	return any;
@@ -2459,15 +2520,22 @@ ep_projection_step(void)
 			 * ep.apply_projections() call never both create the slot. The
 			 * API does not take it: it never waits for a round.
 			 */
-			if (!ep_any_async_projection())
+			bool		need_slot;
+
+			if (!ep_any_async_projection(&need_slot))
 				ep_decoder_drop_slot(MyDatabaseId);
 			else if (LockAcquire(&tag, ExclusiveLock, true, true) != LOCKACQUIRE_NOT_AVAIL)
 			{
-				bool		created;
+				bool		created = false;
 				bool		m;
 
 				locked = true;
-				created = ep_decoder_ensure_slot();
+				/* message handlers only: no slot (dropped if one is left) */
+				round_without_slot = !need_slot;
+				if (round_without_slot)
+					ep_decoder_drop_slot(MyDatabaseId);
+				else
+					created = ep_decoder_ensure_slot();
 				if (created)
 				{
 					/*
@@ -2506,6 +2574,7 @@ ep_projection_step(void)
 		ErrorData  *ed;
 
 		round_in_worker = false;
+		round_without_slot = false;
 		MemoryContextSwitchTo(oldcxt);
 		ed = CopyErrorData();
 		FlushErrorState();
@@ -2547,9 +2616,10 @@ Datum
 ep_apply_projections(PG_FUNCTION_ARGS)
 {
 	int64		max_events = PG_ARGISNULL(0) ? 10000 : PG_GETARG_INT32(0);
-	bool		created = false;
+	volatile bool created = false;
+	bool		need_slot;
 	bool		more;
-	int64		total;
+	volatile int64 total = 0;
 
 	ep_require_preload("applying projections");
 	if (max_events <= 0)
@@ -2566,7 +2636,7 @@ ep_apply_projections(PG_FUNCTION_ARGS)
 				 errmsg("cannot apply projections in a transaction that appended events"),
 				 errhint("Commit the appends first.")));
 
-	if (!ep_any_async_projection())
+	if (!ep_any_async_projection(&need_slot))
 		PG_RETURN_INT64(0);
 
 	/* serialized with the worker's rounds before the slot is looked at */
@@ -2576,14 +2646,26 @@ ep_apply_projections(PG_FUNCTION_ARGS)
 		ep_round_locktag(&rtag);
 		(void) LockAcquire(&rtag, ExclusiveLock, false, false);
 	}
-	created = ep_decoder_ensure_slot();
+	round_without_slot = !need_slot;
+	if (round_without_slot)
+		ep_decoder_drop_slot(MyDatabaseId);
+	else
+		created = ep_decoder_ensure_slot();
 
 	/*
 	 * One decoding pass per call. A second call in the same transaction
 	 * must not confirm the slot: the state it would confirm is not yet
 	 * committed.
 	 */
-	total = ep_round(max_events, created, false, !round_in_xact, &more);
+	PG_TRY();
+	{
+		total = ep_round(max_events, created, false, !round_in_xact, &more);
+	}
+	PG_FINALLY();
+	{
+		round_without_slot = false;
+	}
+	PG_END_TRY();
 
 	PG_RETURN_INT64(total);
 }

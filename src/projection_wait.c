@@ -4,7 +4,10 @@
  *	  ep.wait_for_projection: read-your-writes for projections.
  *
  * The call records what was committed before it (the largest visible
- * global position, and the WAL insert position for table projections),
+ * global position, the WAL insert position for table projections, and
+ * the last arrival number drawn on a consumer for message handlers: a
+ * handler is done once no message of its channel numbered between its
+ * progress and that one is visible),
  * then sleeps on the projections' condition variable, which every
  * committed apply round broadcasts (projection.c), re-reading the
  * projections' progress with a fresh snapshot after each wake-up. It works
@@ -22,6 +25,7 @@
 #include "miscadmin.h"
 #include "storage/condition_variable.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/fmgrprotos.h"
 #include "utils/pg_lsn.h"
 #include "utils/snapmgr.h"
@@ -29,6 +33,7 @@
 #include "utils/wait_event.h"
 
 #include "event_patterns.h"
+#include "owner.h"
 #include "position.h"
 #include "projection.h"
 #include "worker.h"
@@ -44,13 +49,46 @@ ep_wait_plan(const char *sql, int nargs, Oid *argtypes)
 	return plan;
 }
 
-static bool
-ep_wait_done(const char *name, int64 target_pos, XLogRecPtr target_lsn, bool *found,
-			 char **blocked, MemoryContext cxt)
+/*
+ * The last received_seq drawn on this consumer (0: none, or objects older
+ * than 0.2): every message visible now has one at or below it. Read as the
+ * extension owner, who owns the sequence.
+ */
+static int64
+ep_wait_message_target(void)
 {
-	Oid			types[4] = {TEXTOID, INT8OID, LSNOID, LSNOID};
-	Datum		args[4];
-	char		nulls[4] = "    ";
+	const EpCatalog *cat = ep_catalog();
+	Oid			seq;
+	EpSavedUser saved;
+	Datum		d;
+	bool		isnull;
+
+	if (cat->version < EP_VERSION_0_2)
+		return 0;
+	seq = get_relname_relid("message_received_seq", cat->schema);
+	if (!OidIsValid(seq))
+		return 0;
+	ep_become_owner(&saved);
+	{
+		LOCAL_FCINFO(fcinfo, 1);
+
+		InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
+		fcinfo->args[0].value = ObjectIdGetDatum(seq);
+		fcinfo->args[0].isnull = false;
+		d = pg_sequence_last_value(fcinfo);
+		isnull = fcinfo->isnull;
+	}
+	ep_restore_user(&saved);
+	return isnull ? 0 : DatumGetInt64(d);
+}
+
+static bool
+ep_wait_done(const char *name, int64 target_pos, XLogRecPtr target_lsn, int64 target_seq,
+			 bool *found, char **blocked, MemoryContext cxt)
+{
+	Oid			types[5] = {TEXTOID, INT8OID, LSNOID, LSNOID, INT8OID};
+	Datum		args[5];
+	char		nulls[5] = "     ";
 	SPIPlanPtr	plan;
 	XLogRecPtr	decoded = ep_projection_decoded_to();
 	bool		done;
@@ -63,14 +101,16 @@ ep_wait_done(const char *name, int64 target_pos, XLogRecPtr target_lsn, bool *fo
 	args[1] = Int64GetDatum(target_pos);
 	args[2] = LSNGetDatum(target_lsn);
 	args[3] = LSNGetDatum(decoded);
-	plan = ep_wait_plan("SELECT pg_catalog.count(*),"
+	args[4] = Int64GetDatum(target_seq);
+	plan = ep_wait_plan(psprintf("SELECT pg_catalog.count(*),"
 				   "       pg_catalog.bool_and(d.mode OPERATOR(pg_catalog.=) 'inline' OR"
 				   "         (d.status OPERATOR(pg_catalog.=) 'running' AND"
 				   "          CASE WHEN d.kind OPERATOR(pg_catalog.=) 'events'"
 				   "               THEN d.last_position OPERATOR(pg_catalog.>=) $2"
+				   "%s"
 				   "               ELSE COALESCE(d.last_lsn OPERATOR(pg_catalog.>=) $3, false)"
 				   "                    OR $4 OPERATOR(pg_catalog.>=) $3 END)),"
-				   "       (pg_catalog.array_agg(pg_catalog.format('projection \"%s\" is %s%s', d.name, d.status,"
+				   "       (pg_catalog.array_agg(pg_catalog.format('projection \"%%s\" is %%s%%s', d.name, d.status,"
 				   "                   COALESCE(': ' OPERATOR(pg_catalog.||) d.last_error, '')))"
 				   "          FILTER (WHERE d.mode OPERATOR(pg_catalog.=) 'async'"
 				   "                    AND d.status OPERATOR(pg_catalog.=) ANY ('{failed,paused}')))[1]"
@@ -78,7 +118,11 @@ ep_wait_done(const char *name, int64 target_pos, XLogRecPtr target_lsn, bool *fo
 				   " WHERE ($1 IS NULL AND d.status OPERATOR(pg_catalog.<>) 'paused'"
 				   "        AND d.mode OPERATOR(pg_catalog.=) 'async')"
 				   "    OR d.name OPERATOR(pg_catalog.=) $1",
-				   4, types);
+				   /* message handlers read their channel's table (0.2 on) */
+				   ep_catalog()->version >= EP_VERSION_0_2 ?
+				   "               WHEN d.kind OPERATOR(pg_catalog.=) 'message'"
+				   "               THEN NOT ep._messages_pending(d.source, d.last_position, $5)" : ""),
+				   5, types);
 	if (SPI_execute_snapshot(plan, args, nulls, GetLatestSnapshot(), InvalidSnapshot,
 							 true, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read ep.projection_defs");
@@ -102,6 +146,7 @@ ep_wait_for_projection(PG_FUNCTION_ARGS)
 	Interval   *timeout;
 	int64		timeout_ms;
 	int64		target_pos = 0;
+	int64		target_seq;
 	XLogRecPtr	target_lsn;
 	TimestampTz deadline;
 	bool		found;
@@ -131,6 +176,7 @@ ep_wait_for_projection(PG_FUNCTION_ARGS)
 
 	/* what was committed before the call */
 	target_lsn = GetXLogInsertRecPtr();
+	target_seq = ep_wait_message_target();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (SPI_execute_snapshot(ep_wait_plan("SELECT pg_catalog.max(global_position) FROM ep.events", 0, NULL),
@@ -142,7 +188,7 @@ ep_wait_for_projection(PG_FUNCTION_ARGS)
 		target_pos = isnull ? 0 : DatumGetInt64(v);
 	}
 
-	done = ep_wait_done(name, target_pos, target_lsn, &found, &blocked, cxt);
+	done = ep_wait_done(name, target_pos, target_lsn, target_seq, &found, &blocked, cxt);
 	if (name && !found)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -170,7 +216,7 @@ ep_wait_for_projection(PG_FUNCTION_ARGS)
 		(void) ConditionVariableTimedSleep(ep_projection_cv(), Min(remaining, 1000L),
 										   PG_WAIT_EXTENSION);
 		CHECK_FOR_INTERRUPTS();
-		done = ep_wait_done(name, target_pos, target_lsn, &found, &blocked, cxt);
+		done = ep_wait_done(name, target_pos, target_lsn, target_seq, &found, &blocked, cxt);
 		if (!done && blocked != NULL)
 		{
 			ereport(NOTICE,

@@ -34,30 +34,38 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/relscan.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_am.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
+#include "executor/tuptable.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
-#include "replication/slot.h"
 #include "replication/walreceiver.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
-#include "utils/jsonb.h"
+#include "utils/fmgroids.h"
+#include "utils/inval.h"
 #include "lib/stringinfo.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/pg_lsn.h"
+#include "utils/rel.h"
+#include "utils/relcache.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
@@ -68,6 +76,7 @@
 #include "../launcher.h"
 #include "../owner.h"
 #include "../position.h"
+#include "../replica/subscribe.h"
 #include "../worker.h"
 #include "channel.h"
 
@@ -80,6 +89,7 @@ static SPIPlanPtr plan_insert = NULL;
 static SPIPlanPtr plan_seen = NULL;
 static bool wake_at_commit = false;
 static bool callback_registered = false;
+static Oid	channels_nsp = InvalidOid;	/* schema ep_channels, reset by invalidation */
 static TimestampTz next_maintain = 0;
 
 /* ---------------------------------------------------------------------
@@ -228,6 +238,15 @@ ep_channel_xact_callback(XactEvent event, void *arg)
 		wake_at_commit = false;
 }
 
+/* The OID of schema ep_channels is cached; any change to pg_namespace forgets it. */
+static bool nsp_callback_registered = false;
+
+static void
+ep_channel_nsp_invalidate(Datum arg, int cacheid, uint32 hashvalue)
+{
+	channels_nsp = InvalidOid;
+}
+
 PG_FUNCTION_INFO_V1(ep_message_receive);
 Datum
 ep_message_receive(PG_FUNCTION_ARGS)
@@ -248,8 +267,16 @@ ep_message_receive(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("ep._message_receive() must be called as a BEFORE INSERT row trigger")));
 	/* it looks messages up as the extension owner: channel tables only */
-	if (get_rel_namespace(RelationGetRelid(trigdata->tg_relation)) !=
-		get_namespace_oid("ep_channels", false))
+	if (!OidIsValid(channels_nsp))
+	{
+		if (!nsp_callback_registered)
+		{
+			CacheRegisterSyscacheCallback(NAMESPACEOID, ep_channel_nsp_invalidate, (Datum) 0);
+			nsp_callback_registered = true;
+		}
+		channels_nsp = get_namespace_oid("ep_channels", false);
+	}
+	if (RelationGetNamespace(trigdata->tg_relation) != channels_nsp)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("ep._message_receive() fires only on the tables of schema ep_channels")));
@@ -312,9 +339,12 @@ ep_channel_connect(const char *conninfo)
 }
 
 /*
- * ep._channel_remote_slot(conninfo, slot_name, create_it): a slot created
- * on a database of the same cluster waits for every transaction that has
- * written, this one too: refuse to create one from a transaction that has.
+ * ep._channel_remote_slot(conninfo, slot_name, create_it): the slot part of
+ * the native-subscription primitive (replica/subscribe.c). Creating it is
+ * refused in a transaction that has written when the producer is a
+ * database of this cluster (the slot would wait for that transaction), and
+ * an abort of the (sub)transaction drops the slot again; dropping happens
+ * just before the transaction commits.
  */
 PG_FUNCTION_INFO_V1(ep_channel_remote_slot);
 Datum
@@ -322,32 +352,11 @@ ep_channel_remote_slot(PG_FUNCTION_ARGS)
 {
 	char	   *conninfo = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	char	   *slot = NameStr(*PG_GETARG_NAME(1));
-	bool		create = PG_GETARG_BOOL(2);
-	WalReceiverConn *conn;
 
-	if (create && TransactionIdIsValid(GetTopTransactionIdIfAny()))
-		ereport(ERROR,
-				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
-				 errmsg("cannot subscribe to a channel in a transaction that has already written"),
-				 errdetail("The producer's slot would wait for this transaction to end."),
-				 errhint("Call ep.subscribe_channel() first in its transaction, or on its own.")));
-	conn = ep_channel_connect(conninfo);
-	PG_TRY();
-	{
-		if (create)
-		{
-			XLogRecPtr	lsn;
-
-			walrcv_create_slot(conn, slot, false, false, CRS_NOEXPORT_SNAPSHOT, &lsn);
-		}
-		else
-			ReplicationSlotDropAtPubNode(conn, slot, true);
-	}
-	PG_FINALLY();
-	{
-		walrcv_disconnect(conn);
-	}
-	PG_END_TRY();
+	if (PG_GETARG_BOOL(2))
+		ep_native_create_slot(conninfo, slot);
+	else
+		ep_native_drop_slot_at_commit(conninfo, slot);
 	PG_RETURN_BOOL(true);
 }
 
@@ -619,9 +628,9 @@ ep_channel_step(void)
  */
 
 /*
- * Build an ep.messages row from the JSON form of a channel table's row (as
- * the decoder delivers it: every column of a built-in type, so the input
- * functions used here are built in and no user code runs).
+ * Build an ep.messages row from its JSON form (a parked message's
+ * ep.parked.new_row): every column is of a built-in type, so the input
+ * functions used here are built in and no user code runs.
  */
 Datum
 ep_channel_message_datum(Jsonb *row)
@@ -677,40 +686,204 @@ ep_channel_message_datum(Jsonb *row)
 	return result;
 }
 
-/* The message's arrival order on the consumer, from its JSON form; 0 if absent. */
-int64
-ep_channel_received_seq(Jsonb *row)
+/*
+ * May role still read the consumer's channel whose table is source (and so
+ * handle its messages)? NULL if so, else why not. The check of
+ * ep._check_message_source (40_projection.sql), made here without running
+ * SQL functions: it runs in every round that has messages for a handler.
+ * SPI must be connected, as the extension owner.
+ */
+char *
+ep_channel_reader_denied(Oid source, Oid role)
 {
-	JsonbValue	k;
-	JsonbValue *v;
+	static SPIPlanPtr plan = NULL;
+	Oid			types[1] = {REGCLASSOID};
+	Datum		args[1];
+	char	   *why = NULL;
+	bool		isnull;
 
-	if (row == NULL)
-		return 0;
-	k.type = jbvString;
-	k.val.string.val = "received_seq";
-	k.val.string.len = strlen("received_seq");
-	v = findJsonbValueFromContainer(&row->root, JB_FOBJECT, &k);
-	if (v == NULL || v->type != jbvNumeric)
-		return 0;
-	return DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(v->val.numeric)));
+	args[0] = ObjectIdGetDatum(source);
+	if (SPI_execute_plan(ep_spi_keep_plan(&plan,
+										  "SELECT d.channel, d.owner::pg_catalog.oid, d.readers FROM ep.channel_defs d"
+										  " WHERE d.partition OPERATOR(pg_catalog.=) $1"
+										  "   AND d.role OPERATOR(pg_catalog.=) 'consumer'", 1, types),
+						 args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read ep.channel_defs");
+	if (SPI_processed == 0)
+		why = psprintf("relation %s is not the table of a subscribed channel",
+					   DatumGetCString(DirectFunctionCall1(regclassout, ObjectIdGetDatum(source))));
+	else
+	{
+		HeapTuple	t = SPI_tuptable->vals[0];
+		TupleDesc	d = SPI_tuptable->tupdesc;
+		Oid			owner = DatumGetObjectId(SPI_getbinval(t, d, 2, &isnull));
+		ArrayType  *readers = DatumGetArrayTypeP(SPI_getbinval(t, d, 3, &isnull));
+
+		if (!ep_channel_role_may(role, owner, readers))
+			why = psprintf("permission denied to read channel \"%s\"", SPI_getvalue(t, d, 1));
+	}
+	SPI_freetuptable(SPI_tuptable);
+	return why;
 }
 
-/* The message's type, from its JSON form (NULL if absent). */
-char *
-ep_channel_message_type(Jsonb *row)
+/* An ep.messages row as JSON (the form parked messages are kept in) */
+Jsonb *
+ep_channel_message_jsonb(Datum message)
 {
-	JsonbValue	k;
-	JsonbValue *v;
+	Datum		json = DirectFunctionCall1(row_to_json, message);
 
-	if (row == NULL)
-		return NULL;
-	k.type = jbvString;
-	k.val.string.val = "message_type";
-	k.val.string.len = strlen("message_type");
-	v = findJsonbValueFromContainer(&row->root, JB_FOBJECT, &k);
-	if (v == NULL || v->type != jbvString)
-		return NULL;
-	return pnstrdup(v->val.string.val, v->val.string.len);
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
+											  CStringGetDatum(text_to_cstring(DatumGetTextPP(json)))));
+}
+
+/* ---------------------------------------------------------------------
+ * Reading a consumer's channel table in arrival order
+ * ---------------------------------------------------------------------
+ *
+ * Message handlers take the received messages from the channel's table
+ * itself, not from decoding: on a consumer a channel table has a single
+ * writer at a time (its subscription's apply worker, or the copy made by
+ * ep.subscribe_channel before the subscription starts), which applies one
+ * producer transaction after the other, so received_seq grows in commit
+ * order and the messages visible to any snapshot are exactly those below
+ * the lowest received_seq still uncommitted: a handler that handled every
+ * visible message above its stored progress and stores the largest
+ * received_seq it saw (in the transaction of its writes) skips nothing and
+ * repeats nothing.
+ */
+struct EpMessageScan
+{
+	Relation	rel;
+	Relation	idx;
+	Snapshot	snap;
+	IndexScanDesc iscan;
+	TupleTableSlot *slot;
+	TupleDesc	msgdesc;		/* the row type ep.messages */
+	AttrNumber *map;			/* column i of ep.messages is column map[i] of the table (0: none) */
+	AttrNumber	seq_att;
+	AttrNumber	type_att;
+	Datum	   *values;
+	bool	   *nulls;
+};
+
+static AttrNumber
+ep_channel_attnum(TupleDesc desc, const char *name)
+{
+	int			i;
+
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
+			return att->attnum;
+	}
+	return InvalidAttrNumber;
+}
+
+EpMessageScan *
+ep_channel_scan_begin(Oid source, int64 after)
+{
+	EpMessageScan *s = palloc0(sizeof(EpMessageScan));
+	TupleDesc	reldesc;
+	List	   *indexes;
+	ListCell   *lc;
+	ScanKeyData key;
+	int			i;
+
+	s->rel = table_open(source, AccessShareLock);
+	reldesc = RelationGetDescr(s->rel);
+	s->seq_att = ep_channel_attnum(reldesc, "received_seq");
+	s->type_att = ep_channel_attnum(reldesc, "message_type");
+	if (s->seq_att == InvalidAttrNumber || s->type_att == InvalidAttrNumber)
+		elog(ERROR, "\"%s\" is not a channel table", RelationGetRelationName(s->rel));
+
+	/* the index on received_seq made with the table (ep._channel_create_partition) */
+	indexes = RelationGetIndexList(s->rel);
+	foreach(lc, indexes)
+	{
+		Relation	idx = index_open(lfirst_oid(lc), AccessShareLock);
+
+		if (idx->rd_rel->relam == BTREE_AM_OID && idx->rd_index->indnatts == 1 &&
+			idx->rd_index->indkey.values[0] == s->seq_att &&
+			RelationGetIndexPredicate(idx) == NIL)
+		{
+			s->idx = idx;
+			break;
+		}
+		index_close(idx, AccessShareLock);
+	}
+	list_free(indexes);
+	if (s->idx == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("channel table \"%s\" has no index on received_seq",
+						RelationGetRelationName(s->rel))));
+
+	s->msgdesc = lookup_rowtype_tupdesc_copy(get_rel_type_id(get_relname_relid("messages",
+																				ep_catalog()->schema)), -1);
+	s->map = palloc0(sizeof(AttrNumber) * s->msgdesc->natts);
+	for (i = 0; i < s->msgdesc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(s->msgdesc, i);
+		AttrNumber	a;
+
+		if (att->attisdropped)
+			continue;
+		a = ep_channel_attnum(reldesc, NameStr(att->attname));
+		if (a != InvalidAttrNumber && TupleDescAttr(reldesc, a - 1)->atttypid == att->atttypid)
+			s->map[i] = a;
+	}
+	s->values = palloc(sizeof(Datum) * s->msgdesc->natts);
+	s->nulls = palloc(sizeof(bool) * s->msgdesc->natts);
+
+	s->snap = RegisterSnapshot(GetLatestSnapshot());
+	ScanKeyInit(&key, 1, BTGreaterStrategyNumber, F_INT8GT, Int64GetDatum(after));
+	s->iscan = index_beginscan(s->rel, s->idx, s->snap, 1, 0);
+	index_rescan(s->iscan, &key, 1, NULL, 0);
+	s->slot = table_slot_create(s->rel, NULL);
+	return s;
+}
+
+int
+ep_channel_scan_next(EpMessageScan *s, EpMessage *out, int max)
+{
+	int			n = 0;
+
+	while (n < max && index_getnext_slot(s->iscan, ForwardScanDirection, s->slot))
+	{
+		HeapTuple	tup;
+		int			i;
+
+		CHECK_FOR_INTERRUPTS();
+		slot_getallattrs(s->slot);
+		for (i = 0; i < s->msgdesc->natts; i++)
+		{
+			AttrNumber	a = s->map[i];
+
+			s->nulls[i] = (a == InvalidAttrNumber) || s->slot->tts_isnull[a - 1];
+			s->values[i] = s->nulls[i] ? (Datum) 0 : s->slot->tts_values[a - 1];
+		}
+		/* a self-contained datum: TOASTed values are fetched here */
+		tup = heap_form_tuple(s->msgdesc, s->values, s->nulls);
+		out[n].row = heap_copy_tuple_as_datum(tup, s->msgdesc);
+		heap_freetuple(tup);
+		out[n].seq = DatumGetInt64(s->slot->tts_values[s->seq_att - 1]);
+		out[n].message_type = s->slot->tts_isnull[s->type_att - 1] ? NULL :
+			TextDatumGetCString(s->slot->tts_values[s->type_att - 1]);
+		n++;
+	}
+	return n;
+}
+
+void
+ep_channel_scan_end(EpMessageScan *s)
+{
+	ExecDropSingleTupleTableSlot(s->slot);
+	index_endscan(s->iscan);
+	UnregisterSnapshot(s->snap);
+	index_close(s->idx, AccessShareLock);
+	table_close(s->rel, AccessShareLock);
 }
 
 /* ---------------------------------------------------------------------

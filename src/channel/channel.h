@@ -13,8 +13,34 @@
 extern int	ep_guc_channel_retention_s;
 
 extern void ep_channel_init(void);
+
+/* NULL when role may read (handle) the channel whose table is source, else why not */
+extern char *ep_channel_reader_denied(Oid source, Oid role);
+
+/* A parked message (its JSON form in ep.parked.new_row) as an ep.messages row */
 extern Datum ep_channel_message_datum(Jsonb *row);
-extern int64 ep_channel_received_seq(Jsonb *row);
-extern char *ep_channel_message_type(Jsonb *row);
+/* An ep.messages row as JSON, for ep.parked.new_row */
+extern Jsonb *ep_channel_message_jsonb(Datum message);
+
+/*
+ * Reading a consumer's channel table in arrival order (message handlers):
+ * the messages with received_seq above "after", as ep.messages rows, by an
+ * index scan of the table's received_seq index under a snapshot taken at
+ * begin. Everything is allocated in the caller's memory context; begin,
+ * next and end run in one transaction.
+ */
+typedef struct EpMessageScan EpMessageScan;
+
+typedef struct EpMessage
+{
+	Datum		row;			/* ep.messages composite datum */
+	int64		seq;			/* received_seq */
+	char	   *message_type;
+} EpMessage;
+
+extern EpMessageScan *ep_channel_scan_begin(Oid source, int64 after);
+/* Up to max next messages into out[] (row in the current memory context); returns how many */
+extern int	ep_channel_scan_next(EpMessageScan *scan, EpMessage *out, int max);
+extern void ep_channel_scan_end(EpMessageScan *scan);
 
 #endif							/* EP_CHANNEL_H */

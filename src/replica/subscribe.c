@@ -34,7 +34,10 @@
  *	- PREPARE TRANSACTION is refused after either call.
  *
  * Who may call: the current user must be a superuser (see subscribe.h);
- * never from inside a security-restricted operation.
+ * never from inside a security-restricted operation.  The slot functions
+ * alone (ep_native_create_slot, ep_native_drop_slot_at_commit) check
+ * nothing: their callers do (service channels create the subscription
+ * themselves, after copying what the producer has).
  *
  * State: two backend-local lists in TopMemoryContext (slots created, slots
  * to drop), each entry tagged with the subtransaction that made it;
@@ -356,12 +359,54 @@ ep_native_spi(const char *sql)
 }
 
 void
+ep_native_create_slot(const char *conninfo, const char *slot)
+{
+	WalReceiverConn *conn;
+	char	   *err = NULL;
+
+	ep_native_load();
+	walrcv_check_conninfo(conninfo);
+	conn = walrcv_connect(conninfo, true, EP_SUB_APPNAME, &err);
+	if (conn == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not connect to the publisher: %s", err)));
+	PG_TRY();
+	{
+		TimeLineID	tli;
+		char	   *sysid = walrcv_identify_system(conn, &tli);
+		bool		same_cluster;
+
+		same_cluster = (strtou64(sysid, NULL, 10) == GetSystemIdentifier());
+		if (same_cluster && GetTopTransactionIdIfAny() != InvalidTransactionId)
+			ereport(ERROR,
+					(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+					 errmsg("cannot subscribe to a database of the same cluster in a transaction that has already written"),
+					 errdetail("The replication slot is created first, and creating it waits for every transaction that has written, this one included."),
+					 errhint("Call it at the start of its own transaction.")));
+		walrcv_create_slot(conn, slot, false, false, CRS_NOEXPORT_SNAPSHOT, NULL);
+	}
+	PG_FINALLY();
+	{
+		walrcv_disconnect(conn);
+	}
+	PG_END_TRY();
+
+	/* From here on an abort drops the slot again. */
+	ep_native_remember(&ep_created_slots, conninfo, slot);
+}
+
+void
+ep_native_drop_slot_at_commit(const char *conninfo, const char *slot)
+{
+	ep_native_remember(&ep_dropped_slots, conninfo, slot);
+}
+
+void
 ep_native_subscribe(const char *subname, const char *conninfo,
 					const char *publication, bool copy_data,
 					const char *origin_option)
 {
-	WalReceiverConn *conn;
-	char	   *err = NULL;
 	char	   *slot;
 	StringInfoData cmd;
 	const char *p;
@@ -398,37 +443,7 @@ ep_native_subscribe(const char *subname, const char *conninfo,
 				 errmsg("subscription \"%s\" already exists", subname)));
 
 	slot = ep_native_slot_name(subname);
-
-	ep_native_load();
-	walrcv_check_conninfo(conninfo);
-	conn = walrcv_connect(conninfo, true, EP_SUB_APPNAME, &err);
-	if (conn == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_CONNECTION_FAILURE),
-				 errmsg("could not connect to the publisher: %s", err)));
-	PG_TRY();
-	{
-		TimeLineID	tli;
-		char	   *sysid = walrcv_identify_system(conn, &tli);
-		bool		same_cluster;
-
-		same_cluster = (strtou64(sysid, NULL, 10) == GetSystemIdentifier());
-		if (same_cluster && GetTopTransactionIdIfAny() != InvalidTransactionId)
-			ereport(ERROR,
-					(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
-					 errmsg("cannot subscribe to a database of the same cluster in a transaction that has already written"),
-					 errdetail("The replication slot is created first, and creating it waits for every transaction that has written, this one included."),
-					 errhint("Call it at the start of its own transaction.")));
-		walrcv_create_slot(conn, slot, false, false, CRS_NOEXPORT_SNAPSHOT, NULL);
-	}
-	PG_FINALLY();
-	{
-		walrcv_disconnect(conn);
-	}
-	PG_END_TRY();
-
-	/* From here on an abort drops the slot again. */
-	ep_native_remember(&ep_created_slots, conninfo, slot);
+	ep_native_create_slot(conninfo, slot);
 
 	initStringInfo(&cmd);
 	appendStringInfo(&cmd,
@@ -467,6 +482,6 @@ ep_native_unsubscribe(const char *subname, bool missing_ok)
 	}
 	ep_native_spi(psprintf("DROP SUBSCRIPTION %s", qname));
 	if (slot != NULL)
-		ep_native_remember(&ep_dropped_slots, conninfo, slot);
+		ep_native_drop_slot_at_commit(conninfo, slot);
 	return true;
 }

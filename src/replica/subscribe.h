@@ -49,6 +49,23 @@ extern void ep_native_subscribe(const char *subname, const char *conninfo,
  */
 extern bool ep_native_unsubscribe(const char *subname, bool missing_ok);
 
+/*
+ * The slot part alone, for callers that create or drop the subscription
+ * themselves (service channels: the slot must exist before the messages
+ * are copied, and its name is the channel's).  No privilege check: the
+ * caller must have made the one above, or run as a role that passed it.
+ *
+ * ep_native_create_slot creates a pgoutput slot on the publisher now,
+ * refused (with a hint) in a transaction that has written when the
+ * publisher is a database of this cluster; if the transaction or the
+ * subtransaction that called it aborts, the slot is dropped again.
+ * ep_native_drop_slot_at_commit drops the slot just before this
+ * transaction commits (a slot that does not exist counts as dropped; an
+ * unreachable publisher gives a WARNING naming the slot).
+ */
+extern void ep_native_create_slot(const char *conninfo, const char *slot);
+extern void ep_native_drop_slot_at_commit(const char *conninfo, const char *slot);
+
 /* Name of the publisher-side slot ep_native_subscribe uses for subname. */
 extern char *ep_native_slot_name(const char *subname);
 

@@ -2036,14 +2036,15 @@ $$;
 COMMENT ON FUNCTION ep.reply(ep.messages, text, jsonb, jsonb) IS
     'Answer a request: send on the channel named by its reply_to header, with its correlation_id (or its message id) and in_reply_to; the caller must be allowed to send on that channel';
 
-CREATE FUNCTION ep._grant_channel(caller regrole, channel text, grantee regrole, privileges text[])
+CREATE FUNCTION ep._channel_privileges(caller regrole, channel text, grantee regrole, privileges text[],
+                                       grant_them boolean)
     RETURNS void LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     d ep.channel_defs;
 BEGIN
-    SELECT * INTO d FROM ep.channel_defs c WHERE c.channel OPERATOR(pg_catalog.=) _grant_channel.channel FOR UPDATE;
+    SELECT * INTO d FROM ep.channel_defs c WHERE c.channel OPERATOR(pg_catalog.=) _channel_privileges.channel FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'channel "%" does not exist', channel USING ERRCODE = 'undefined_object';
     END IF;
@@ -2052,21 +2053,35 @@ BEGIN
                                                      WHERE e.extname OPERATOR(pg_catalog.=) 'event_patterns'), 'MEMBER') THEN
         RAISE EXCEPTION 'permission denied for channel "%"', channel
             USING ERRCODE = 'insufficient_privilege',
-                  DETAIL = 'Only the channel''s owner can grant privileges on it.';
+                  DETAIL = pg_catalog.format('Only the channel''s owner can %s privileges on it.',
+                                             CASE WHEN grant_them THEN 'grant' ELSE 'revoke' END);
     END IF;
-    IF grantee IS NULL OR privileges IS NULL OR pg_catalog.cardinality(privileges) OPERATOR(pg_catalog.=) 0
-       OR NOT (privileges OPERATOR(pg_catalog.<@) '{send,read}'::text[]) THEN
+    IF grant_them AND (grantee IS NULL OR privileges IS NULL OR pg_catalog.cardinality(privileges) OPERATOR(pg_catalog.=) 0
+                       OR NOT (privileges OPERATOR(pg_catalog.<@) '{send,read}'::text[])) THEN
         RAISE EXCEPTION 'privileges must be a non-empty subset of {send,read}'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     UPDATE ep.channel_defs c
-       SET senders = CASE WHEN 'send' OPERATOR(pg_catalog.=) ANY (privileges) AND NOT grantee OPERATOR(pg_catalog.=) ANY (c.senders)
-                          THEN c.senders OPERATOR(pg_catalog.||) grantee ELSE c.senders END,
-           readers = CASE WHEN 'read' OPERATOR(pg_catalog.=) ANY (privileges) AND NOT grantee OPERATOR(pg_catalog.=) ANY (c.readers)
-                          THEN c.readers OPERATOR(pg_catalog.||) grantee ELSE c.readers END
-     WHERE c.channel OPERATOR(pg_catalog.=) _grant_channel.channel;
+       SET senders = CASE WHEN NOT 'send' OPERATOR(pg_catalog.=) ANY (privileges) THEN c.senders
+                          WHEN NOT grant_them THEN pg_catalog.array_remove(c.senders, grantee)
+                          WHEN grantee OPERATOR(pg_catalog.=) ANY (c.senders) THEN c.senders
+                          ELSE c.senders OPERATOR(pg_catalog.||) grantee END,
+           readers = CASE WHEN NOT 'read' OPERATOR(pg_catalog.=) ANY (privileges) THEN c.readers
+                          WHEN NOT grant_them THEN pg_catalog.array_remove(c.readers, grantee)
+                          WHEN grantee OPERATOR(pg_catalog.=) ANY (c.readers) THEN c.readers
+                          ELSE c.readers OPERATOR(pg_catalog.||) grantee END
+     WHERE c.channel OPERATOR(pg_catalog.=) _channel_privileges.channel;
 END
 $$;
+COMMENT ON FUNCTION ep._channel_privileges(regrole, text, regrole, text[], boolean) IS
+    'Internal: grant (true) or revoke (false) send/read on a channel for the calling role: only the channel''s owner or the extension owner';
+REVOKE ALL ON FUNCTION ep._channel_privileges(regrole, text, regrole, text[], boolean) FROM PUBLIC;
+
+-- ep.grant_channel and ep.revoke_channel call ep._<name> (ep_channel_api)
+CREATE FUNCTION ep._grant_channel(caller regrole, channel text, grantee regrole, privileges text[])
+    RETURNS void LANGUAGE sql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ep._channel_privileges(caller, channel, grantee, privileges, true) $$;
 COMMENT ON FUNCTION ep._grant_channel(regrole, text, regrole, text[]) IS 'Internal: ep.grant_channel() for the calling role (run as the extension owner by ep.grant_channel)';
 REVOKE ALL ON FUNCTION ep._grant_channel(regrole, text, regrole, text[]) FROM PUBLIC;
 
@@ -2077,31 +2092,9 @@ COMMENT ON FUNCTION ep.grant_channel(text, regrole, text[]) IS
     'Let a role send on (''send'') or read and handle (''read'') a channel; only the channel''s owner (or the extension owner) may call it';
 
 CREATE FUNCTION ep._revoke_channel(caller regrole, channel text, grantee regrole, privileges text[])
-    RETURNS void LANGUAGE plpgsql VOLATILE
+    RETURNS void LANGUAGE sql VOLATILE
     SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    d ep.channel_defs;
-BEGIN
-    SELECT * INTO d FROM ep.channel_defs c WHERE c.channel OPERATOR(pg_catalog.=) _revoke_channel.channel FOR UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'channel "%" does not exist', channel USING ERRCODE = 'undefined_object';
-    END IF;
-    IF NOT pg_catalog.pg_has_role(caller::pg_catalog.oid, d.owner::pg_catalog.oid, 'MEMBER')
-       AND NOT pg_catalog.pg_has_role(caller::pg_catalog.oid, (SELECT e.extowner FROM pg_catalog.pg_extension e
-                                                     WHERE e.extname OPERATOR(pg_catalog.=) 'event_patterns'), 'MEMBER') THEN
-        RAISE EXCEPTION 'permission denied for channel "%"', channel
-            USING ERRCODE = 'insufficient_privilege',
-                  DETAIL = 'Only the channel''s owner can revoke privileges on it.';
-    END IF;
-    UPDATE ep.channel_defs c
-       SET senders = CASE WHEN 'send' OPERATOR(pg_catalog.=) ANY (privileges)
-                          THEN pg_catalog.array_remove(c.senders, grantee) ELSE c.senders END,
-           readers = CASE WHEN 'read' OPERATOR(pg_catalog.=) ANY (privileges)
-                          THEN pg_catalog.array_remove(c.readers, grantee) ELSE c.readers END
-     WHERE c.channel OPERATOR(pg_catalog.=) _revoke_channel.channel;
-END
-$$;
+AS $$ SELECT ep._channel_privileges(caller, channel, grantee, privileges, false) $$;
 COMMENT ON FUNCTION ep._revoke_channel(regrole, text, regrole, text[]) IS 'Internal: ep.revoke_channel() for the calling role (run as the extension owner by ep.revoke_channel)';
 REVOKE ALL ON FUNCTION ep._revoke_channel(regrole, text, regrole, text[]) FROM PUBLIC;
 
@@ -2261,7 +2254,7 @@ CREATE FUNCTION ep._channel_remote_slot(conninfo text, slot_name name, create_it
     RETURNS boolean LANGUAGE c VOLATILE
     AS 'MODULE_PATHNAME', 'ep_channel_remote_slot';
 COMMENT ON FUNCTION ep._channel_remote_slot(text, name, boolean) IS
-    'Internal: through a replication connection to the producer, create (true) or drop (false) a pgoutput slot; must run before the transaction writes (same-cluster slots wait for writing transactions)';
+    'Internal: create (true) a pgoutput slot on the producer now, dropped again if the (sub)transaction aborts, or drop (false) one just before commit (the slot part of the native-subscription primitive); creating must run before the transaction writes (same-cluster slots wait for writing transactions)';
 REVOKE ALL ON FUNCTION ep._channel_remote_slot(text, name, boolean) FROM PUBLIC;
 
 CREATE FUNCTION ep._channel_fetch(conninfo text, of_channel text,
@@ -2331,64 +2324,60 @@ BEGIN
         gen := d.generation OPERATOR(pg_catalog.+) 1;
     END IF;
     slot := (ep._channel_slot_base(channel) OPERATOR(pg_catalog.||) '_' OPERATOR(pg_catalog.||) gen::text)::name;
+    -- if anything below fails, the abort drops the slot again: it does not
+    -- stay behind pinning the producer's WAL
     PERFORM ep._channel_remote_slot(conninfo, slot, true);
-    BEGIN
-        sub := ('ep_channel:' OPERATOR(pg_catalog.||) channel)::name;
-        IF d.channel IS NULL THEN
-            part := ep._channel_create_partition(channel, true);
-            INSERT INTO ep.channel_defs (channel, role, owner, partition, subscription, slot_name, source)
-            VALUES (channel, 'consumer', caller, part, sub, slot,
-                    pg_catalog.regexp_replace(conninfo, 'password\s*=\s*(''[^'']*''|\S*)', 'password=********', 'g'));
-        ELSE
-            -- re-synchronization: the old slot is gone; what the producer still
-            -- has is copied again (messages received before are dropped by the
-            -- receive trigger), what its retention removed is lost
-            SELECT pg_catalog.max(m.position) INTO local_max FROM ep.messages m
-             WHERE m.channel OPERATOR(pg_catalog.=) _subscribe_channel.channel;
-            local_max := GREATEST(COALESCE(local_max, 0), d.pruned_below OPERATOR(pg_catalog.-) 1);
-            IF st.pruned_below OPERATOR(pg_catalog.>) (local_max OPERATOR(pg_catalog.+) 1) THEN
-                UPDATE ep.channel_defs c
-                   SET last_error = pg_catalog.format('re-synchronized at %s: the producer had already removed messages with positions below %s (%s removed in all); those sent after position %s that this consumer had not received are lost',
-                                                      pg_catalog.now(), st.pruned_below, st.pruned_count, local_max)
-                 WHERE c.channel OPERATOR(pg_catalog.=) _subscribe_channel.channel;
-                RAISE WARNING 'channel "%": messages may have been lost', channel
-                    USING DETAIL = pg_catalog.format('The producer removed messages with positions below %s before this consumer received them; this consumer has everything up to position %s.',
-                                                     st.pruned_below, local_max);
-            END IF;
-            EXECUTE pg_catalog.format('ALTER SUBSCRIPTION %I DISABLE', sub);
-            EXECUTE pg_catalog.format('ALTER SUBSCRIPTION %I SET (slot_name = NONE)', sub);
-            EXECUTE pg_catalog.format('DROP SUBSCRIPTION %I', sub);
+    sub := ('ep_channel:' OPERATOR(pg_catalog.||) channel)::name;
+    IF d.channel IS NULL THEN
+        part := ep._channel_create_partition(channel, true);
+        INSERT INTO ep.channel_defs (channel, role, owner, partition, subscription, slot_name, source)
+        VALUES (channel, 'consumer', caller, part, sub, slot,
+                pg_catalog.regexp_replace(conninfo, 'password\s*=\s*(''[^'']*''|\S*)', 'password=********', 'g'));
+    ELSE
+        -- re-synchronization: the old slot is gone; what the producer still
+        -- has is copied again (messages received before are dropped by the
+        -- receive trigger), what its retention removed is lost
+        SELECT pg_catalog.max(m.position) INTO local_max FROM ep.messages m
+         WHERE m.channel OPERATOR(pg_catalog.=) _subscribe_channel.channel;
+        local_max := GREATEST(COALESCE(local_max, 0), d.pruned_below OPERATOR(pg_catalog.-) 1);
+        IF st.pruned_below OPERATOR(pg_catalog.>) (local_max OPERATOR(pg_catalog.+) 1) THEN
             UPDATE ep.channel_defs c
-               SET slot_name = slot, generation = gen,
-                   source = pg_catalog.regexp_replace(conninfo, 'password\s*=\s*(''[^'']*''|\S*)', 'password=********', 'g')
+               SET last_error = pg_catalog.format('re-synchronized at %s: the producer had already removed messages with positions below %s (%s removed in all); those sent after position %s that this consumer had not received are lost',
+                                                  pg_catalog.now(), st.pruned_below, st.pruned_count, local_max)
              WHERE c.channel OPERATOR(pg_catalog.=) _subscribe_channel.channel;
+            RAISE WARNING 'channel "%": messages may have been lost', channel
+                USING DETAIL = pg_catalog.format('The producer removed messages with positions below %s before this consumer received them; this consumer has everything up to position %s.',
+                                                 st.pruned_below, local_max);
         END IF;
-        -- what the producer has now, in send order: everything committed
-        -- before the slot's start is among it; what also arrives through
-        -- the slot is dropped by the receive trigger until the subscription
-        -- has applied the producer's WAL past the fetch (dedup_until). On a
-        -- re-synchronization, messages this consumer handled and removed
-        -- (sent before pruned_before) are not taken again.
-        PERFORM ep._channel_set_dedup(channel, true);
-        -- into the partition itself: its default numbers the arrivals
-        EXECUTE pg_catalog.format(
-            'INSERT INTO %s (channel, message_id, position, message_type, key, payload, headers, sent_at)'
-            ' SELECT f.channel, f.message_id, f.position, f.message_type, f.key, f.payload, f.headers, f.sent_at'
-            '   FROM ep._channel_fetch($1, $2) f'
-            '  WHERE f.channel OPERATOR(pg_catalog.=) $2'
-            '    AND ($3 IS NULL OR f.sent_at OPERATOR(pg_catalog.>=) $3)'
-            '  ORDER BY f.position', COALESCE(part, d.partition))
-          USING conninfo, channel, d.pruned_before;
-        UPDATE ep.channel_defs c SET dedup_until = ep._channel_remote_lsn(conninfo)
+        EXECUTE pg_catalog.format('ALTER SUBSCRIPTION %I DISABLE', sub);
+        EXECUTE pg_catalog.format('ALTER SUBSCRIPTION %I SET (slot_name = NONE)', sub);
+        EXECUTE pg_catalog.format('DROP SUBSCRIPTION %I', sub);
+        UPDATE ep.channel_defs c
+           SET slot_name = slot, generation = gen,
+               source = pg_catalog.regexp_replace(conninfo, 'password\s*=\s*(''[^'']*''|\S*)', 'password=********', 'g')
          WHERE c.channel OPERATOR(pg_catalog.=) _subscribe_channel.channel;
-        EXECUTE pg_catalog.format('CREATE SUBSCRIPTION %I CONNECTION %L PUBLICATION %I'
-                                  ' WITH (create_slot = false, slot_name = %L, copy_data = false)',
-                                  sub, conninfo, 'ep_channel:' OPERATOR(pg_catalog.||) channel, slot);
-    EXCEPTION WHEN OTHERS THEN
-        -- do not leave a slot behind that would pin the producer's WAL
-        PERFORM ep._channel_remote_slot(conninfo, slot, false);
-        RAISE;
-    END;
+    END IF;
+    -- what the producer has now, in send order: everything committed
+    -- before the slot's start is among it; what also arrives through
+    -- the slot is dropped by the receive trigger until the subscription
+    -- has applied the producer's WAL past the fetch (dedup_until). On a
+    -- re-synchronization, messages this consumer handled and removed
+    -- (sent before pruned_before) are not taken again.
+    PERFORM ep._channel_set_dedup(channel, true);
+    -- into the partition itself: its default numbers the arrivals
+    EXECUTE pg_catalog.format(
+        'INSERT INTO %s (channel, message_id, position, message_type, key, payload, headers, sent_at)'
+        ' SELECT f.channel, f.message_id, f.position, f.message_type, f.key, f.payload, f.headers, f.sent_at'
+        '   FROM ep._channel_fetch($1, $2) f'
+        '  WHERE f.channel OPERATOR(pg_catalog.=) $2'
+        '    AND ($3 IS NULL OR f.sent_at OPERATOR(pg_catalog.>=) $3)'
+        '  ORDER BY f.position', COALESCE(part, d.partition))
+      USING conninfo, channel, d.pruned_before;
+    UPDATE ep.channel_defs c SET dedup_until = ep._channel_remote_lsn(conninfo)
+     WHERE c.channel OPERATOR(pg_catalog.=) _subscribe_channel.channel;
+    EXECUTE pg_catalog.format('CREATE SUBSCRIPTION %I CONNECTION %L PUBLICATION %I'
+                              ' WITH (create_slot = false, slot_name = %L, copy_data = false)',
+                              sub, conninfo, 'ep_channel:' OPERATOR(pg_catalog.||) channel, slot);
 END
 $$;
 COMMENT ON FUNCTION ep._subscribe_channel(regrole, text, text) IS 'Internal: ep.subscribe_channel() for the calling role (run as the extension owner by ep.subscribe_channel)';
@@ -2426,8 +2415,9 @@ BEGIN
      WHERE s.subname OPERATOR(pg_catalog.=) d.subscription
        AND s.subdbid OPERATOR(pg_catalog.=) (SELECT b.oid FROM pg_catalog.pg_database b
                                               WHERE b.datname OPERATOR(pg_catalog.=) pg_catalog.current_database());
-    -- the slot on the producer is dropped last, through a connection of
-    -- its own (DROP SUBSCRIPTION would need to run outside any transaction)
+    -- the slot on the producer is dropped just before commit, through a
+    -- connection of its own (DROP SUBSCRIPTION would need to run outside
+    -- any transaction to drop it); an aborted transaction keeps it
     EXECUTE pg_catalog.format('ALTER SUBSCRIPTION %I DISABLE', d.subscription);
     EXECUTE pg_catalog.format('ALTER SUBSCRIPTION %I SET (slot_name = NONE)', d.subscription);
     EXECUTE pg_catalog.format('DROP SUBSCRIPTION %I', d.subscription);
@@ -2550,6 +2540,10 @@ DECLARE
     n bigint;
     total bigint := 0;
     handled bigint;
+    cut timestamptz := pg_catalog.now() OPERATOR(pg_catalog.-) retention;
+    oldest_seq bigint;
+    oldest_at timestamptz;
+    young bigint;
 BEGIN
     FOR d IN SELECT * FROM ep.channel_defs ORDER BY channel LOOP
         IF d.role OPERATOR(pg_catalog.=) 'producer' THEN
@@ -2603,15 +2597,33 @@ BEGIN
             -- consumer: what every message handler of the channel has handled
             SELECT pg_catalog.min(p.last_position) INTO handled FROM ep.projection_defs p
              WHERE p.kind OPERATOR(pg_catalog.=) 'message' AND p.source OPERATOR(pg_catalog.=) d.partition;
+            -- in arrival order, from the oldest, up to the first one sent
+            -- after the cut (arrival follows sending closely; what a
+            -- re-synchronization copied late goes once the younger ones do):
+            -- while the oldest message is young this is one index probe
+            oldest_seq := NULL;
             IF handled IS NOT NULL THEN
-                DELETE FROM ep.messages x WHERE x.channel OPERATOR(pg_catalog.=) d.channel
-                                          AND x.received_seq OPERATOR(pg_catalog.<=) handled
-                                          AND x.sent_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) retention);
+                EXECUTE pg_catalog.format('SELECT x.received_seq, x.sent_at FROM ONLY %s x'
+                                          ' WHERE x.received_seq IS NOT NULL ORDER BY x.received_seq LIMIT 1',
+                                          d.partition)
+                   INTO oldest_seq, oldest_at;
+            END IF;
+            IF oldest_seq OPERATOR(pg_catalog.<=) handled AND oldest_at OPERATOR(pg_catalog.<) cut THEN
+                EXECUTE pg_catalog.format('SELECT x.received_seq FROM ONLY %s x'
+                                          ' WHERE x.received_seq OPERATOR(pg_catalog.>) $1'
+                                          '   AND x.received_seq OPERATOR(pg_catalog.<=) $2'
+                                          '   AND x.sent_at OPERATOR(pg_catalog.>=) $3'
+                                          ' ORDER BY x.received_seq LIMIT 1', d.partition)
+                   INTO young USING oldest_seq, handled, cut;
+                EXECUTE pg_catalog.format('DELETE FROM ONLY %s x'
+                                          ' WHERE x.received_seq OPERATOR(pg_catalog.<=) $1'
+                                          '   AND x.sent_at OPERATOR(pg_catalog.<) $2', d.partition)
+                   USING COALESCE(young OPERATOR(pg_catalog.-) 1, handled), cut;
                 GET DIAGNOSTICS n = ROW_COUNT;
                 IF n OPERATOR(pg_catalog.>) 0 THEN
                     UPDATE ep.channel_defs c
                        SET pruned_count = c.pruned_count OPERATOR(pg_catalog.+) n,
-                           pruned_before = pg_catalog.now() OPERATOR(pg_catalog.-) retention
+                           pruned_before = cut
                      WHERE c.channel OPERATOR(pg_catalog.=) d.channel;
                     total := total OPERATOR(pg_catalog.+) n;
                 END IF;
@@ -2643,6 +2655,27 @@ AS $$
 $$;
 COMMENT ON FUNCTION ep._channel_handled(regclass) IS
     'Internal: arrival order (received_seq) up to which every message handler of a channel table has handled the messages (NULL: no handler)';
+
+CREATE FUNCTION ep._messages_pending(source regclass, after bigint, upto bigint) RETURNS boolean
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    pending boolean;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM ep.channel_defs d WHERE d.partition OPERATOR(pg_catalog.=) source
+                                                     AND d.role OPERATOR(pg_catalog.=) 'consumer') THEN
+        RETURN false;
+    END IF;
+    EXECUTE pg_catalog.format('SELECT EXISTS (SELECT 1 FROM ONLY %s x'
+                              ' WHERE x.received_seq OPERATOR(pg_catalog.>) $1'
+                              '   AND x.received_seq OPERATOR(pg_catalog.<=) $2)', source)
+       INTO pending USING after, upto;
+    RETURN pending;
+END
+$$;
+COMMENT ON FUNCTION ep._messages_pending(regclass, bigint, bigint) IS
+    'Internal: are messages numbered (after, upto] visible in a consumer''s channel table (ep.wait_for_projection of a message handler)';
 
 CREATE FUNCTION ep._channel_status()
     RETURNS TABLE (channel text, role text, owner regrole, source text, backlog bigint,
