@@ -2138,17 +2138,32 @@ ep_projections_installed(void)
 		get_extension_oid("event_patterns", true) != InvalidOid;
 }
 
+/*
+ * Whether any async projection exists: asked in every worker round, so the
+ * query is planned once per process (the plan cache re-plans it when the
+ * table changes).
+ */
 static bool
 ep_any_async_projection(void)
 {
+	static SPIPlanPtr plan = NULL;
 	bool		any;
 	EpSavedUser saved;
 
 	ep_become_owner(&saved);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute("SELECT 1 FROM ep.projection_defs WHERE mode OPERATOR(pg_catalog.=) 'async' LIMIT 1",
-					true, 0) != SPI_OK_SELECT)
+	if (plan == NULL)
+	{
+		SPIPlanPtr	p;
+
+		p = SPI_prepare("SELECT 1 FROM ep.projection_defs WHERE mode OPERATOR(pg_catalog.=) 'async' LIMIT 1",
+						0, NULL);
+		if (p == NULL || SPI_keepplan(p) != 0)
+			elog(ERROR, "could not read ep.projection_defs");
+		plan = p;
+	}
+	if (SPI_execute_plan(plan, NULL, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read ep.projection_defs");
 	any = SPI_processed > 0;
 	SPI_finish();
