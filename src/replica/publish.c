@@ -51,7 +51,7 @@
 #include "replica/replica.h"
 #include "worker.h"
 
-int			ep_guc_horizon_interval_ms = 20;
+int			ep_guc_horizon_interval_ms = 10;
 
 /* in the worker: the position it last published (after commit) */
 static int64 worker_published = -1;
@@ -230,7 +230,7 @@ ep_replica_init(void)
 							"steady stream of appends readers see new events in steps of this interval. "
 							"0 publishes after every round.",
 							&ep_guc_horizon_interval_ms,
-							20, 0, 10000,
+							10, 0, 10000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	if (process_shared_preload_libraries_in_progress)
 		ep_worker_register_step("read horizon", ep_replica_horizon_step);
