@@ -2191,7 +2191,8 @@ ep_projections_installed(void)
 /*
  * Is there any async projection; *need_slot: one that decodes (message
  * handlers read their channel's table: a database with only those needs
- * no slot, and keeps none).
+ * no slot, and keeps none). Asked in every worker round: the query's plan
+ * is kept (ep_run_kept).
  */
 static bool
 ep_any_async_projection(bool *need_slot)

@@ -12,7 +12,9 @@
  *	2. the writer's connection string without its password, for messages
  *	   (a separate replication connection that also proves it reachable);
  *	3. ep_native_subscribe: slot on the writer, then CREATE SUBSCRIPTION
- *	   with copy_data;
+ *	   with copy_data and binary (writer and reader have the same types:
+ *	   the send/receive formats cost the writer's walsender and the
+ *	   reader's apply worker less than text, e.g. for timestamptz);
  *	4. the local horizon row is removed (the writer's arrives with the
  *	   copy), ep.store_follow gets its row, and every backend forgets its
  *	   reader cache at commit (relcache invalidation of ep.store_follow).
@@ -167,7 +169,7 @@ ep_follow_store(PG_FUNCTION_ARGS)
 
 	/* 2. and 3. */
 	source = ep_follow_source(conninfo);
-	ep_native_subscribe(name, conninfo, publication, true, NULL);
+	ep_native_subscribe(name, conninfo, publication, true, true, NULL);
 
 	/* 4. */
 	ep_become_owner(&saved);
@@ -330,7 +332,7 @@ ep_resync_store(PG_FUNCTION_ARGS)
 	newsub = strcmp(oldsub, name) == 0 ? psprintf("%s_resync", name) : pstrdup(name);
 
 	/* the new slot first: this transaction has written nothing yet */
-	ep_native_subscribe(newsub, conninfo, publication, true, NULL);
+	ep_native_subscribe(newsub, conninfo, publication, true, true, NULL);
 	(void) ep_native_unsubscribe(oldsub, true);
 
 	ep_become_owner(&saved);

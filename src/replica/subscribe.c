@@ -405,7 +405,7 @@ ep_native_drop_slot_at_commit(const char *conninfo, const char *slot)
 void
 ep_native_subscribe(const char *subname, const char *conninfo,
 					const char *publication, bool copy_data,
-					const char *origin_option)
+					bool binary, const char *origin_option)
 {
 	char	   *slot;
 	StringInfoData cmd;
@@ -448,10 +448,10 @@ ep_native_subscribe(const char *subname, const char *conninfo,
 	initStringInfo(&cmd);
 	appendStringInfo(&cmd,
 					 "CREATE SUBSCRIPTION %s CONNECTION %s PUBLICATION %s "
-					 "WITH (create_slot = false, slot_name = %s, copy_data = %s, enabled = true)",
+					 "WITH (create_slot = false, slot_name = %s, copy_data = %s, binary = %s, enabled = true)",
 					 quote_identifier(subname), quote_literal_cstr(conninfo),
 					 quote_identifier(publication), quote_literal_cstr(slot),
-					 copy_data ? "true" : "false");
+					 copy_data ? "true" : "false", binary ? "true" : "false");
 	ep_native_spi(cmd.data);
 }
 

@@ -32,14 +32,17 @@
  * Create subscription "subname" in the current database, connected with
  * "conninfo" to publication "publication", its slot created beforehand
  * on the publisher (name: ep_native_slot_name(subname)).  copy_data as
- * in CREATE SUBSCRIPTION.  origin_option: NULL, or "any" (the only
- * behaviour PostgreSQL 15 has; "none" needs 16 and is refused here).
+ * in CREATE SUBSCRIPTION; binary as there too (changes travel in the
+ * types' binary send/receive format, cheaper to produce and apply than
+ * text, when both sides have the same types).  origin_option: NULL, or
+ * "any" (the only behaviour PostgreSQL 15 has; "none" needs 16 and is
+ * refused here).
  * The subscription starts enabled, streaming once the transaction
  * commits.
  */
 extern void ep_native_subscribe(const char *subname, const char *conninfo,
 								const char *publication, bool copy_data,
-								const char *origin_option);
+								bool binary, const char *origin_option);
 
 /*
  * Drop subscription "subname" of the current database and its slot on

@@ -10,13 +10,20 @@
 #  3. writer append throughput with the two readers following vs a database
 #     of the same cluster whose store is not published, alternating, the
 #     readers' subscriptions disabled during the baseline rounds (so no
-#     walsender decodes meanwhile): ratio (target >= 0.9).
+#     walsender decodes meanwhile): ratio (target >= 0.9);
+#  4. the floor of 3. on this machine: the same measure with plain tables
+#     (the columns, keys, indexes and checks of ep.events and ep.streams,
+#     one SQL function writing the same two rows per append) and two plain
+#     native subscriptions, no extension involved: what native logical
+#     replication alone costs the writer when its subscribers share its
+#     cores.
 . "$(dirname "$0")/common.sh"
 
 N=${BENCH_READ_EVENTS:-50000}
 R1="${BENCH_DB}_r1"
 R2="${BENCH_DB}_r2"
 BASE="${BENCH_DB}_base"
+PW="${BENCH_DB}_pw"; PR1="${BENCH_DB}_pr1"; PR2="${BENCH_DB}_pr2"; PBASE="${BENCH_DB}_pbase"
 CONN="dbname=$BENCH_DB host=/tmp port=$BENCH_PORT user=postgres"
 PSQL_AT="$BENCH_BINDIR/psql -X -q -At -h /tmp -p $BENCH_PORT -U postgres -v ON_ERROR_STOP=1"
 on() { db=$1; shift; $PSQL_AT -d "$db" -c "$1"; }
@@ -27,7 +34,13 @@ rate() { awk -v n="$1" -v t="$2" 'BEGIN { printf "%.0f", n * 1000 / t }'; }
 cleanup() {
     on "$R1" "SELECT ep.unfollow_store('bench_r1')" >/dev/null 2>&1
     on "$R2" "SELECT ep.unfollow_store('bench_r2')" >/dev/null 2>&1
-    for d in "$R1" "$R2" "$BASE"; do
+    for r in "$PR1" "$PR2"; do
+        on "$r" "ALTER SUBSCRIPTION plain_$r DISABLE" >/dev/null 2>&1
+        on "$r" "ALTER SUBSCRIPTION plain_$r SET (slot_name = NONE)" >/dev/null 2>&1
+        on "$r" "DROP SUBSCRIPTION plain_$r" >/dev/null 2>&1
+        on "$PW" "SELECT pg_drop_replication_slot('plain_$r')" >/dev/null 2>&1
+    done
+    for d in "$R1" "$R2" "$BASE" "$PW" "$PR1" "$PR2" "$PBASE"; do
         "$BENCH_BINDIR/dropdb" -h /tmp -p "$BENCH_PORT" -U postgres --if-exists "$d"
     done
 }
@@ -152,3 +165,58 @@ done
 caught_up "$R1"
 caught_up "$R2"
 echo "read node: writer appends with two readers following: $(median $eps) tps; store not published, nobody following: $(median $bases) tps; ratio $(median $ratios) (target 0.9)"
+
+# 4. the floor: native logical replication of plain tables, no extension
+subs disable
+for d in "$PW" "$PR1" "$PR2" "$PBASE"; do
+    "$BENCH_BINDIR/createdb" -h /tmp -p "$BENCH_PORT" -U postgres "$d"
+    on "$d" "CREATE SEQUENCE pos_seq AS bigint CACHE 1;
+             CREATE TABLE events (global_position bigint NOT NULL PRIMARY KEY, stream_id text NOT NULL,
+                 stream_version bigint NOT NULL CHECK (stream_version >= 1), event_id uuid NOT NULL UNIQUE,
+                 event_type text NOT NULL, data jsonb NOT NULL, metadata jsonb,
+                 schema_version integer NOT NULL DEFAULT 1 CHECK (schema_version >= 1),
+                 recorded_at timestamptz NOT NULL, category text NOT NULL, UNIQUE (stream_id, stream_version));
+             CREATE INDEX ON events (category, global_position);
+             CREATE TABLE streams (stream_id text PRIMARY KEY, category text NOT NULL, version bigint NOT NULL DEFAULT 0,
+                 created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz,
+                 tombstoned boolean NOT NULL DEFAULT false, deleted_before bigint, deleted_at timestamptz,
+                 max_count bigint CHECK (max_count >= 0), max_age interval,
+                 truncate_before bigint CHECK (truncate_before >= 0), metadata jsonb);
+             CREATE INDEX ON streams (stream_id) WHERE (truncate_before IS NOT NULL OR deleted_before IS NOT NULL
+                 OR max_count IS NOT NULL OR max_age IS NOT NULL);
+             CREATE FUNCTION append(s text, t text, d jsonb) RETURNS bigint LANGUAGE sql AS \$\$
+               WITH v AS (INSERT INTO streams AS st (stream_id, category, version, updated_at)
+                          VALUES (s, split_part(s, '-', 1), 1, now())
+                          ON CONFLICT (stream_id) DO UPDATE SET version = st.version + 1, updated_at = now()
+                          RETURNING version)
+               INSERT INTO events SELECT nextval('pos_seq'), s, v.version, gen_random_uuid(), t, d, NULL, 1,
+                                         clock_timestamp(), split_part(s, '-', 1) FROM v
+               RETURNING stream_version \$\$" >/dev/null
+done
+on "$PW" "CREATE PUBLICATION plain FOR TABLE events, streams" >/dev/null
+for r in "$PR1" "$PR2"; do
+    # same cluster: the slot first, through its own connection (see subscribe.c)
+    on "$PW" "SELECT pg_create_logical_replication_slot('plain_$r', 'pgoutput')" >/dev/null
+    on "$r" "CREATE SUBSCRIPTION plain_$r CONNECTION 'dbname=$PW host=/tmp port=$BENCH_PORT user=postgres'
+             PUBLICATION plain WITH (create_slot = false, slot_name = 'plain_$r', binary = true)" >/dev/null
+done
+echo "SELECT append('t-' || (random() * 1000)::int, 'E', '{\"a\": 1}');" > "$BENCH_DIR/rn_plain.sql"
+plain_subs() { # enable|disable
+    on "$PR1" "ALTER SUBSCRIPTION plain_$PR1 $1" >/dev/null
+    on "$PR2" "ALTER SUBSCRIPTION plain_$PR2 $1" >/dev/null
+}
+plain_tps() { # db seconds
+    "$BENCH_BINDIR/pgbench" -h /tmp -p "$BENCH_PORT" -U postgres -n -f "$BENCH_DIR/rn_plain.sql" -c 4 -j 4 -T "$2" "$1" 2>/dev/null |
+        sed -n 's/^tps = \([0-9.]*\).*/\1/p'
+}
+sleep 2
+eps=""; bases=""; ratios=""
+for round in 1 2 3; do
+    plain_subs disable; sleep 1
+    b=$(plain_tps "$PBASE" 8)
+    plain_subs enable
+    sleep 2
+    e=$(plain_tps "$PW" 8)
+    eps="$eps $e"; bases="$bases $b"; ratios="$ratios $(ratio "$e" "$b")"
+done
+echo "read node: floor, native logical replication of plain tables (same rows per append, no extension): two subscribers following: $(median $eps) tps; nobody following: $(median $bases) tps; ratio $(median $ratios)"
