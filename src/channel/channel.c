@@ -46,6 +46,7 @@
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
+#include "commands/sequence.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "executor/tuptable.h"
@@ -283,6 +284,24 @@ ep_message_receive(PG_FUNCTION_ARGS)
 	row = trigdata->tg_trigtuple;
 	desc = RelationGetDescr(trigdata->tg_relation);
 	trigger = trigdata->tg_trigger;
+
+	/*
+	 * Arrival order is this database's own: a producer that publishes
+	 * received_seq (it is NULL there) must not choose it, so whatever the
+	 * row carries is replaced by the next number.
+	 */
+	{
+		int			att = SPI_fnumber(desc, "received_seq");
+		Oid			seq = get_relname_relid("message_received_seq", ep_catalog()->schema);
+		Datum		val;
+		bool		null = false;
+
+		if (att <= 0 || !OidIsValid(seq))
+			elog(ERROR, "channel table \"%s\" has no arrival order",
+				 RelationGetRelationName(trigdata->tg_relation));
+		val = Int64GetDatum(nextval_internal(seq, false));
+		row = heap_modify_tuple_by_cols(row, desc, 1, &att, &val, &null);
+	}
 
 	if (!callback_registered)
 	{

@@ -162,6 +162,15 @@ is($payments->safe_psql('postgres', q{SELECT channel, role, subscription_active 
 	'orders.events|consumer|t', 'ep.channels on the consumer');
 is($orders->safe_psql('orders', q{SELECT consumers FROM ep.channels}), '2', 'the producer sees two consumers');
 
+# arrival order is the consumer's own: a received_seq carried by the row
+# (a producer could publish the column) is replaced by the next number
+is($payments->safe_psql('postgres', q{
+	INSERT INTO ep_channels."orders.events" (channel, message_id, position, message_type, sent_at, received_seq)
+	VALUES ('orders.events', gen_random_uuid(), 999999, 'Forged', now(), -5);
+	SELECT received_seq > 0 FROM ep_channels."orders.events" WHERE message_type = 'Forged';
+	DELETE FROM ep_channels."orders.events" WHERE message_type = 'Forged';}),
+	't', 'the receive trigger numbers arrivals itself');
+
 $payments->stop;
 $orders->stop;
 done_testing();
