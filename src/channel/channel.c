@@ -87,6 +87,7 @@ int			ep_guc_channel_retention_s = 3600;
 
 static SPIPlanPtr plan_lookup = NULL;
 static SPIPlanPtr plan_insert = NULL;
+static Oid	plan_insert_partition = InvalidOid;	/* the table plan_insert writes */
 static SPIPlanPtr plan_seen = NULL;
 static bool wake_at_commit = false;
 static bool callback_registered = false;
@@ -146,6 +147,8 @@ ep_send(PG_FUNCTION_ARGS)
 	char	   *role;
 	Oid			owner;
 	ArrayType  *senders;
+	Oid			partition;
+	char	   *insert_sql = NULL;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -174,7 +177,7 @@ ep_send(PG_FUNCTION_ARGS)
 
 	args[0] = PG_GETARG_DATUM(0);
 	if (SPI_execute_plan(ep_spi_keep_plan(&plan_lookup,
-										  "SELECT d.role, d.owner::pg_catalog.oid, d.senders FROM ep.channel_defs d"
+										  "SELECT d.role, d.owner::pg_catalog.oid, d.senders, d.partition::pg_catalog.oid FROM ep.channel_defs d"
 										  " WHERE d.channel OPERATOR(pg_catalog.=) $1", 1, lt),
 						 args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read ep.channel_defs");
@@ -197,6 +200,31 @@ ep_send(PG_FUNCTION_ARGS)
 				 errmsg("permission denied to send on channel \"%s\"", TextDatumGetCString(args[0])),
 				 errhint("The channel's owner can run ep.grant_channel(channel, role, '{send}').")));
 
+	/*
+	 * Into the channel's partition itself: no tuple routing to set up for
+	 * every message. The plan is kept for the last partition written.
+	 */
+	partition = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
+	if (isnull || !OidIsValid(partition))
+		elog(ERROR, "channel \"%s\" has no table", TextDatumGetCString(args[0]));
+	if (partition != plan_insert_partition && plan_insert != NULL)
+	{
+		SPI_freeplan(plan_insert);
+		plan_insert = NULL;
+	}
+	if (plan_insert == NULL)
+	{
+		char	   *nsp = get_namespace_name(get_rel_namespace(partition));
+		char	   *rel = get_rel_name(partition);
+
+		if (nsp == NULL || rel == NULL)
+			elog(ERROR, "table of channel \"%s\" not found", TextDatumGetCString(args[0]));
+		insert_sql = psprintf("INSERT INTO %s (channel, message_id, position, message_type, key,"
+							  " payload, headers, sent_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+							  quote_qualified_identifier(nsp, rel));
+		plan_insert_partition = partition;
+	}
+
 	args[1] = id;
 	args[2] = Int64GetDatum(ep_position_next(cat->position_seq));
 	args[3] = PG_GETARG_DATUM(1);
@@ -213,10 +241,7 @@ ep_send(PG_FUNCTION_ARGS)
 	else
 		args[6] = PG_GETARG_DATUM(4);
 	args[7] = TimestampTzGetDatum(GetCurrentTimestamp());
-	if (SPI_execute_plan(ep_spi_keep_plan(&plan_insert,
-										  "INSERT INTO ep.messages (channel, message_id, position, message_type, key,"
-										  " payload, headers, sent_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-										  8, it),
+	if (SPI_execute_plan(ep_spi_keep_plan(&plan_insert, insert_sql, 8, it),
 						 args, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not insert into ep.messages");
 	SPI_finish();
