@@ -39,6 +39,7 @@
 #include "access/relscan.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "access/transam.h"
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/namespace.h"
@@ -842,7 +843,10 @@ ep_channel_scan_begin(Oid source, int64 after)
 	if (s->seq_att == InvalidAttrNumber || s->type_att == InvalidAttrNumber)
 		elog(ERROR, "\"%s\" is not a channel table", RelationGetRelationName(s->rel));
 
-	/* the index on received_seq made with the table (ep._channel_create_partition) */
+	/*
+	 * the index on received_seq made with the table
+	 * (ep._channel_create_partition): plain, ascending, built-in operators
+	 */
 	indexes = RelationGetIndexList(s->rel);
 	foreach(lc, indexes)
 	{
@@ -850,7 +854,8 @@ ep_channel_scan_begin(Oid source, int64 after)
 
 		if (idx->rd_rel->relam == BTREE_AM_OID && idx->rd_index->indnatts == 1 &&
 			idx->rd_index->indkey.values[0] == s->seq_att &&
-			RelationGetIndexPredicate(idx) == NIL)
+			idx->rd_indoption[0] == 0 && idx->rd_opfamily[0] < FirstNormalObjectId &&
+			RelationGetIndexExpressions(idx) == NIL && RelationGetIndexPredicate(idx) == NIL)
 		{
 			s->idx = idx;
 			break;
