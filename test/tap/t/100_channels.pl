@@ -171,6 +171,19 @@ is($payments->safe_psql('postgres', q{
 	DELETE FROM ep_channels."orders.events" WHERE message_type = 'Forged';}),
 	't', 'the receive trigger numbers arrivals itself');
 
+# waiting for a message handler counts only messages the caller may read
+is($payments->safe_psql('postgres', q{
+	CREATE ROLE nosy;
+	INSERT INTO ep_channels."orders.events" (channel, message_id, position, message_type, sent_at)
+	VALUES ('orders.events', gen_random_uuid(), 999998, 'Peek', now());
+	SELECT 'ep_channels."orders.events"'::regclass::oid AS t \\gset
+	SELECT ep._messages_pending(:t, 0, 1000000000)::text;
+	SET ROLE nosy;
+	SELECT ep._messages_pending(:t, 0, 1000000000)::text;
+	RESET ROLE;
+	DELETE FROM ep_channels."orders.events" WHERE message_type = 'Peek';}),
+	"true\nfalse", 'pending messages of a channel are visible only to its readers');
+
 $payments->stop;
 $orders->stop;
 done_testing();
