@@ -5,7 +5,7 @@
  *
  * The store is published by ep.publish_store (SQL, 50_read_nodes.sql);
  * what readers need besides the rows is the writer's read horizon H
- * (position.c), which only the writer can compute.  ep_replica_publish
+ * (position.c), which only the writer can compute.  ep_replica_write_horizon
  * computes H and, when it has moved, writes H - 1 into ep.store_horizon in
  * a transaction of its own: every position below H was then committed or
  * aborted, so each of those commits precedes this one in the writer's
@@ -57,25 +57,28 @@ int			ep_guc_horizon_interval_ms = 10;
 static int64 worker_published = -1;
 /* in the worker: when it last wrote a horizon (0: not yet) */
 static TimestampTz worker_published_at = 0;
-/* in the worker: the publishing UPDATE, planned once */
-static SPIPlanPtr worker_plan = NULL;
+/* the publishing UPDATE, planned once per process */
+static SPIPlanPtr horizon_plan = NULL;
 
 /*
- * Publish the horizon if the store is published and the horizon is above
- * "known"; returns the horizon position (H - 1), or -1 on a reader (or
- * with the objects of 0.1); *published tells whether the store is
- * published.  Needs a transaction and an active snapshot.
+ * Publish the read horizon: one statement, planned once per process, that
+ * writes it only while the store is published and only forward. Returns the
+ * horizon position (-1 on a reader or with the objects of 0.1); *wrote
+ * tells whether the row was updated, *published (when asked) whether the
+ * store is published at all. Needs a transaction and an active snapshot.
  */
 static int64
-ep_replica_publish(int64 known, bool *published_out)
+ep_replica_write_horizon(int64 known, bool *wrote, bool *published)
 {
 	const EpCatalog *cat = ep_catalog();
 	EpSavedUser saved;
 	int64		position;
 	int64		issued;
-	bool		published = false;
+	Datum		args[2];
 
-	*published_out = false;
+	*wrote = false;
+	if (published)
+		*published = false;
 	if (cat->version < EP_VERSION_0_2 || ep_replica_is_reader())
 		return -1;
 	/* issued before H: H <= issued + 1 */
@@ -87,55 +90,7 @@ ep_replica_publish(int64 known, bool *published_out)
 	ep_become_owner(&saved);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute("SELECT FROM ep.store_publications LIMIT 1", true, 1) == SPI_OK_SELECT)
-		published = SPI_processed > 0;
-	if (published)
-	{
-		Oid			types[2] = {INT8OID, INT8OID};
-		Datum		args[2];
-
-		args[0] = Int64GetDatum(position);
-		args[1] = Int64GetDatum(Max(issued, position));
-		if (SPI_execute_with_args("UPDATE ep.store_horizon SET \"position\" = $1, issued = $2,"
-								  " published_at = pg_catalog.clock_timestamp()"
-								  " WHERE \"position\" OPERATOR(pg_catalog.<) $1",
-								  2, types, args, NULL, false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "could not publish the read horizon");
-	}
-	SPI_finish();
-	ep_restore_user(&saved);
-	*published_out = published;
-	return position;
-}
-
-/*
- * The worker's publication: one statement, planned once per worker, that
- * writes the horizon only while the store is published.  Returns the
- * horizon position (-1 on a reader or with the objects of 0.1); *wrote
- * tells whether the row was updated.  Needs a transaction and an active
- * snapshot.
- */
-static int64
-ep_replica_worker_publish(int64 known, bool *wrote)
-{
-	const EpCatalog *cat = ep_catalog();
-	EpSavedUser saved;
-	int64		position;
-	int64		issued;
-	Datum		args[2];
-
-	*wrote = false;
-	if (cat->version < EP_VERSION_0_2 || ep_replica_is_reader())
-		return -1;
-	issued = ep_position_issued(cat->position_seq);
-	position = ep_position_horizon(cat->position_seq) - 1;
-	if (position <= known)
-		return position;
-
-	ep_become_owner(&saved);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (worker_plan == NULL)
+	if (horizon_plan == NULL)
 	{
 		Oid			types[2] = {INT8OID, INT8OID};
 		SPIPlanPtr	plan;
@@ -151,13 +106,16 @@ ep_replica_worker_publish(int64 known, bool *wrote)
 						   2, types);
 		if (plan == NULL || SPI_keepplan(plan) != 0)
 			elog(ERROR, "could not prepare the publication of the read horizon");
-		worker_plan = plan;
+		horizon_plan = plan;
 	}
 	args[0] = Int64GetDatum(position);
 	args[1] = Int64GetDatum(Max(issued, position));
-	if (SPI_execute_plan(worker_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
+	if (SPI_execute_plan(horizon_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not publish the read horizon");
 	*wrote = SPI_processed > 0;
+	if (published &&
+		SPI_execute("SELECT FROM ep.store_publications LIMIT 1", true, 1) == SPI_OK_SELECT)
+		*published = SPI_processed > 0;
 	SPI_finish();
 	ep_restore_user(&saved);
 	return position;
@@ -195,7 +153,7 @@ ep_replica_horizon_step(void)
 
 		ep_bgw_start_xact();
 		PushActiveSnapshot(GetTransactionSnapshot());
-		position = ep_replica_worker_publish(worker_published, &w);
+		position = ep_replica_write_horizon(worker_published, &w, NULL);
 		wrote = w;
 		PopActiveSnapshot();
 		CommitTransactionCommand();
@@ -241,10 +199,11 @@ Datum
 ep_publish_horizon(PG_FUNCTION_ARGS)
 {
 	int64		position;
+	bool		wrote;
 	bool		published;
 
 	ep_require_preload("publishing the read horizon");
-	position = ep_replica_publish(-1, &published);
+	position = ep_replica_write_horizon(-1, &wrote, &published);
 	if (!published)
 		PG_RETURN_NULL();
 	PG_RETURN_INT64(position);
