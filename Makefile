@@ -48,7 +48,8 @@ OBJS = \
 	src/replica/reader.o \
 	src/replica/publish.o \
 	src/replica/follow.o \
-	src/channel/channel.o
+	src/channel/channel.o \
+	src/channel/defs.o
 
 # The install script is assembled from one SQL file per concern.
 SQL_SOURCES = $(sort $(wildcard src/sql/*.sql))
@@ -61,7 +62,9 @@ PG_CONFIG ?= pg_config
 
 # Warnings are defects: -Wall is in PostgreSQL's CFLAGS already; add -Wextra
 # minus the few classes PostgreSQL's own headers trigger.
-PG_CPPFLAGS = -Isrc
+PG_CPPFLAGS = -Isrc -I$(libpq_srcdir)
+# libpq: checking that a connection string's password is used (subscribe.c)
+SHLIB_LINK_INTERNAL = $(libpq)
 PG_CFLAGS = -Wextra -Wno-unused-parameter -Wno-missing-field-initializers \
             -Wno-sign-compare -Wno-cast-function-type
 

@@ -199,6 +199,90 @@ SELECT count(*) FROM pg_publication WHERE pubname = 'ep_channel:orders.replies';
 SELECT ep.drop_channel('orders.events');
 RESET ROLE;
 SELECT count(*) AS messages_left, (SELECT count(*) FROM ep.channel_defs) AS channels_left FROM ep.messages;
+
+-- ep.send reads a cache of the channel definitions: every change is seen
+-- at once, in this session and in the transaction that made it, and an
+-- aborted one is forgotten
+SET ROLE ch_orders;
+BEGIN;
+SELECT ep.create_channel('cache.events');
+SELECT ep.send('cache.events', 'T', '{}') IS NOT NULL AS sent_in_creating_xact;
+ROLLBACK;
+SELECT ep.send('cache.events', 'T', '{}');
+SELECT ep.create_channel('cache.events');
+SELECT ep.send('cache.events', 'T', '{"n": 1}') IS NOT NULL AS sent;
+SET ROLE ch_clerk;
+SELECT ep.send('cache.events', 'T', '{"n": 2}');
+SET ROLE ch_orders;
+SELECT ep.grant_channel('cache.events', 'ch_clerk', '{send}');
+SET ROLE ch_clerk;
+SELECT ep.send('cache.events', 'T', '{"n": 3}') IS NOT NULL AS sent_after_grant;
+SET ROLE ch_orders;
+BEGIN;
+SELECT ep.revoke_channel('cache.events', 'ch_clerk', '{send}');
+SET LOCAL ROLE ch_clerk;
+SELECT ep.send('cache.events', 'T', '{"n": 4}');
+ROLLBACK;
+SET ROLE ch_clerk;
+SELECT ep.send('cache.events', 'T', '{"n": 5}') IS NOT NULL AS sent_after_rolled_back_revoke;
+SET ROLE ch_orders;
+SELECT ep.revoke_channel('cache.events', 'ch_clerk', '{send}');
+SET ROLE ch_clerk;
+SELECT ep.send('cache.events', 'T', '{"n": 6}');
+-- a revoke names what it takes back: NULL or unknown privileges are errors
+SET ROLE ch_orders;
+SELECT ep.grant_channel('cache.events', 'ch_clerk', '{send,read}');
+SELECT ep.revoke_channel('cache.events', 'ch_clerk', NULL);
+SELECT ep.revoke_channel('cache.events', 'ch_clerk', '{}');
+SELECT ep.revoke_channel('cache.events', 'ch_clerk', '{send,NULL}');
+SELECT ep.revoke_channel('cache.events', 'ch_clerk', '{write}');
+SELECT ep.revoke_channel('cache.events', NULL, '{send}');
+SELECT senders, readers FROM ep.channel_defs WHERE channel = 'cache.events';
+SELECT ep.revoke_channel('cache.events', 'ch_clerk', '{read}');
+SELECT senders, readers FROM ep.channel_defs WHERE channel = 'cache.events';
+-- dropped and created again: the new table is written
+SELECT ep.drop_channel('cache.events');
+SELECT ep.send('cache.events', 'T', '{"n": 7}');
+SELECT ep.create_channel('cache.events');
+SELECT ep.send('cache.events', 'T', '{"n": 8}') IS NOT NULL AS sent_to_new_table;
+SELECT payload FROM ep.messages WHERE channel = 'cache.events' ORDER BY position;
+SELECT ep.drop_channel('cache.events');
+RESET ROLE;
+
+-- a channel's table bypasses ep.messages' row-level security when read
+-- directly: default privileges of the extension owner do not reach it
+ALTER DEFAULT PRIVILEGES IN SCHEMA ep_channels GRANT SELECT, INSERT ON TABLES TO PUBLIC;
+ALTER DEFAULT PRIVILEGES IN SCHEMA ep_channels GRANT ALL ON TABLES TO ch_mallory;
+SET ROLE ch_orders;
+SELECT ep.create_channel('acl.events');
+SELECT ep.send('acl.events', 'Secret', '{"pin": 1234}') IS NOT NULL AS sent;
+RESET ROLE;
+GRANT USAGE ON SCHEMA ep_channels TO ch_mallory;
+SELECT relacl IS NULL OR NOT EXISTS (SELECT 1 FROM aclexplode(relacl) a WHERE a.grantee <> relowner) AS owner_only
+  FROM pg_class WHERE oid = 'ep_channels."acl.events"'::regclass;
+SET ROLE ch_mallory;
+SELECT payload FROM ep_channels."acl.events";
+INSERT INTO ep_channels."acl.events" (channel, message_id, position, message_type, sent_at)
+VALUES ('acl.events', gen_random_uuid(), 1, 'Forged', now());
+RESET ROLE;
+REVOKE USAGE ON SCHEMA ep_channels FROM ch_mallory;
+ALTER DEFAULT PRIVILEGES IN SCHEMA ep_channels REVOKE SELECT, INSERT ON TABLES FROM PUBLIC;
+ALTER DEFAULT PRIVILEGES IN SCHEMA ep_channels REVOKE ALL ON TABLES FROM ch_mallory;
+SET ROLE ch_orders;
+SELECT ep.drop_channel('acl.events');
+RESET ROLE;
+
+-- a role that is not a superuser subscribes only with a password the
+-- producer checks (the extension owner makes the connection)
+GRANT EXECUTE ON FUNCTION ep.subscribe_channel(text, text) TO ch_clerk;
+SET ROLE ch_clerk;
+SELECT ep.subscribe_channel('some.events', 'dbname=regression');
+SELECT ep.subscribe_channel('some.events', 'dbname=regression password=');
+SELECT ep.subscribe_channel('some.events', 'dbname=regression password=secret');
+SELECT ep.subscribe_channel('some.events', 'dbname=regression password=secret ::bad');
+RESET ROLE;
+REVOKE EXECUTE ON FUNCTION ep.subscribe_channel(text, text) FROM ch_clerk;
+SELECT count(*) AS channels_left FROM ep.channel_defs;
 DROP FUNCTION on_message(ep.messages);
 REVOKE EXECUTE ON FUNCTION ep.append(text, text, jsonb, jsonb, bigint, uuid) FROM ch_orders;
 REVOKE CREATE ON DATABASE regression FROM ch_orders;

@@ -1260,8 +1260,6 @@ static EpItem *message_items = NULL;
 static void
 ep_apply_messages(EpProj *p, int64 *budget)
 {
-	bool		checked = false;
-
 	EpMessageScan *scan;
 	bool		exhausted = false;
 
@@ -1294,10 +1292,11 @@ ep_apply_messages(EpProj *p, int64 *budget)
 		old = MemoryContextSwitchTo(batch_cxt);
 		n = ep_channel_scan_next(scan, msgs, limit);
 		/*
-		 * The owner still may read the channel (ep.grant_channel): checked
-		 * once per round that has messages for it, not on idle rounds.
+		 * The owner still may read the channel (ep.revoke_channel): checked
+		 * for every batch, against grants as fresh as the scan's snapshot
+		 * (a cache lookup; idle rounds do not check).
 		 */
-		if (n > 0 && !checked)
+		if (n > 0)
 		{
 			MemoryContextSwitchTo(old);
 			if (!ep_message_reader_ok(p))
@@ -1305,7 +1304,6 @@ ep_apply_messages(EpProj *p, int64 *budget)
 				MemoryContextDelete(batch_cxt);
 				break;
 			}
-			checked = true;
 			MemoryContextSwitchTo(batch_cxt);
 		}
 		for (k = 0; k < n; k++)
@@ -1400,6 +1398,12 @@ ep_retry_parked(EpProj *p)
 	n = SPI_processed;
 	if (n == 0)
 		return;
+	/* a message handler's owner must still be allowed to read its channel */
+	if (p->is_message && !ep_message_reader_ok(p))
+	{
+		SPI_freetuptable(SPI_tuptable);
+		return;
+	}
 	ids = palloc(sizeof(int64) * n);
 	items = palloc0(sizeof(EpItem) * n);
 	present = palloc(sizeof(bool) * n);

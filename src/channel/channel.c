@@ -86,7 +86,6 @@ int			ep_guc_channel_retention_s = 3600;
 
 #define EP_CHANNEL_MAINTAIN_MS	1000
 
-static SPIPlanPtr plan_lookup = NULL;
 static SPIPlanPtr plan_insert = NULL;
 static Oid	plan_insert_partition = InvalidOid;	/* the table plan_insert writes */
 static SPIPlanPtr plan_seen = NULL;
@@ -99,24 +98,6 @@ static TimestampTz next_maintain = 0;
  * ep.send(channel, message_type, payload, key, headers) RETURNS uuid
  * ---------------------------------------------------------------------
  */
-
-/* Is role the owner (or a member), the extension owner, or a grantee? */
-static bool
-ep_channel_role_may(Oid role, Oid owner, ArrayType *grantees)
-{
-	Datum	   *elems;
-	bool	   *nulls;
-	int			n;
-	int			i;
-
-	if (is_member_of_role(role, owner) || is_member_of_role(role, ep_catalog()->owner))
-		return true;
-	deconstruct_array(grantees, REGROLEOID, sizeof(Oid), true, TYPALIGN_INT, &elems, &nulls, &n);
-	for (i = 0; i < n; i++)
-		if (!nulls[i] && is_member_of_role(role, DatumGetObjectId(elems[i])))
-			return true;
-	return false;
-}
 
 static Datum
 ep_new_uuid(void)
@@ -139,15 +120,12 @@ ep_send(PG_FUNCTION_ARGS)
 	const EpCatalog *cat = ep_catalog();
 	Oid			caller = GetUserId();
 	EpSavedUser saved;
-	Oid			lt[1] = {TEXTOID};
 	Oid			it[8] = {TEXTOID, UUIDOID, INT8OID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, TIMESTAMPTZOID};
 	Datum		args[8];
 	char		nulls[8] = "        ";
 	Datum		id;
-	bool		isnull;
-	char	   *role;
-	Oid			owner;
-	ArrayType  *senders;
+	text	   *channel;
+	const EpChannelDef *d;
 	Oid			partition;
 	char	   *insert_sql = NULL;
 
@@ -170,44 +148,36 @@ ep_send(PG_FUNCTION_ARGS)
 					 errhint("Use e.g. {\"reply_to\": \"orders.replies\", \"correlation_id\": \"42\"}.")));
 	}
 
+	/* the channel's definition from the cache of ep.channel_defs (defs.c) */
+	channel = PG_GETARG_TEXT_PP(0);
+	d = ep_channel_def(VARDATA_ANY(channel), VARSIZE_ANY_EXHDR(channel));
+	if (d == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("channel \"%s\" does not exist", text_to_cstring(channel)),
+				 errhint("Create it with ep.create_channel() on the producing database.")));
+	if (!d->producer)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("cannot send on channel \"%s\"", d->name),
+				 errdetail("This database consumes the channel; only its producer sends on it.")));
+	if (!ep_channel_def_allows(d, caller, true))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to send on channel \"%s\"", d->name),
+				 errhint("The channel's owner can run ep.grant_channel(channel, role, '{send}').")));
+	partition = d->partition;
+
 	/* allocated here: it outlives the SPI call */
 	id = ep_new_uuid();
 	ep_become_owner(&saved);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
-	args[0] = PG_GETARG_DATUM(0);
-	if (SPI_execute_plan(ep_spi_keep_plan(&plan_lookup,
-										  "SELECT d.role, d.owner::pg_catalog.oid, d.senders, d.partition::pg_catalog.oid FROM ep.channel_defs d"
-										  " WHERE d.channel OPERATOR(pg_catalog.=) $1", 1, lt),
-						 args, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read ep.channel_defs");
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("channel \"%s\" does not exist", TextDatumGetCString(args[0])),
-				 errhint("Create it with ep.create_channel() on the producing database.")));
-	role = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	senders = DatumGetArrayTypeP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
-	if (strcmp(role, "producer") != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("cannot send on channel \"%s\"", TextDatumGetCString(args[0])),
-				 errdetail("This database consumes the channel; only its producer sends on it.")));
-	if (!ep_channel_role_may(caller, owner, senders))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied to send on channel \"%s\"", TextDatumGetCString(args[0])),
-				 errhint("The channel's owner can run ep.grant_channel(channel, role, '{send}').")));
-
 	/*
 	 * Into the channel's partition itself: no tuple routing to set up for
 	 * every message. The plan is kept for the last partition written.
 	 */
-	partition = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
-	if (isnull || !OidIsValid(partition))
-		elog(ERROR, "channel \"%s\" has no table", TextDatumGetCString(args[0]));
 	if (partition != plan_insert_partition && plan_insert != NULL)
 	{
 		SPI_freeplan(plan_insert);
@@ -219,13 +189,14 @@ ep_send(PG_FUNCTION_ARGS)
 		char	   *rel = get_rel_name(partition);
 
 		if (nsp == NULL || rel == NULL)
-			elog(ERROR, "table of channel \"%s\" not found", TextDatumGetCString(args[0]));
+			elog(ERROR, "table of channel \"%s\" not found", text_to_cstring(channel));
 		insert_sql = psprintf("INSERT INTO %s (channel, message_id, position, message_type, key,"
 							  " payload, headers, sent_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
 							  quote_qualified_identifier(nsp, rel));
 		plan_insert_partition = partition;
 	}
 
+	args[0] = PointerGetDatum(channel);
 	args[1] = id;
 	args[2] = Int64GetDatum(ep_position_next(cat->position_seq));
 	args[3] = PG_GETARG_DATUM(1);
@@ -381,6 +352,23 @@ ep_channel_connect(const char *conninfo)
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("could not connect to the producer: %s", err ? err : "unknown error")));
 	return conn;
+}
+
+/*
+ * ep._channel_check_conninfo(caller, conninfo): the extension owner
+ * connects on the caller's behalf; a caller that is not a superuser must
+ * make the producer check a password (replica/subscribe.h).
+ */
+PG_FUNCTION_INFO_V1(ep_channel_check_conninfo);
+Datum
+ep_channel_check_conninfo(PG_FUNCTION_ARGS)
+{
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("caller and conninfo must not be NULL")));
+	ep_native_check_password(PG_GETARG_OID(0), text_to_cstring(PG_GETARG_TEXT_PP(1)));
+	PG_RETURN_VOID();
 }
 
 /*
@@ -734,41 +722,23 @@ ep_channel_message_datum(Jsonb *row)
 /*
  * May role still read the consumer's channel whose table is source (and so
  * handle its messages)? NULL if so, else why not. The check of
- * ep._check_message_source (40_projection.sql), made here without running
- * SQL functions: it runs in every round that has messages for a handler.
- * SPI must be connected, as the extension owner.
+ * ep._check_message_source (40_projection.sql), made from the cache of
+ * ep.channel_defs after processing pending invalidations, so as of the
+ * latest committed grants: it runs for every batch of a message handler.
  */
 char *
 ep_channel_reader_denied(Oid source, Oid role)
 {
-	static SPIPlanPtr plan = NULL;
-	Oid			types[1] = {REGCLASSOID};
-	Datum		args[1];
-	char	   *why = NULL;
-	bool		isnull;
+	const EpChannelDef *d;
 
-	args[0] = ObjectIdGetDatum(source);
-	if (SPI_execute_plan(ep_spi_keep_plan(&plan,
-										  "SELECT d.channel, d.owner::pg_catalog.oid, d.readers FROM ep.channel_defs d"
-										  " WHERE d.partition OPERATOR(pg_catalog.=) $1"
-										  "   AND d.role OPERATOR(pg_catalog.=) 'consumer'", 1, types),
-						 args, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read ep.channel_defs");
-	if (SPI_processed == 0)
-		why = psprintf("relation %s is not the table of a subscribed channel",
-					   DatumGetCString(DirectFunctionCall1(regclassout, ObjectIdGetDatum(source))));
-	else
-	{
-		HeapTuple	t = SPI_tuptable->vals[0];
-		TupleDesc	d = SPI_tuptable->tupdesc;
-		Oid			owner = DatumGetObjectId(SPI_getbinval(t, d, 2, &isnull));
-		ArrayType  *readers = DatumGetArrayTypeP(SPI_getbinval(t, d, 3, &isnull));
-
-		if (!ep_channel_role_may(role, owner, readers))
-			why = psprintf("permission denied to read channel \"%s\"", SPI_getvalue(t, d, 1));
-	}
-	SPI_freetuptable(SPI_tuptable);
-	return why;
+	ep_channel_defs_refresh();
+	d = ep_channel_def_by_partition(source);
+	if (d == NULL || d->producer)
+		return psprintf("relation %s is not the table of a subscribed channel",
+						DatumGetCString(DirectFunctionCall1(regclassout, ObjectIdGetDatum(source))));
+	if (!ep_channel_def_allows(d, role, false))
+		return psprintf("permission denied to read channel \"%s\"", d->name);
+	return NULL;
 }
 
 /* An ep.messages row as JSON (the form parked messages are kept in) */

@@ -14,7 +14,31 @@ extern int	ep_guc_channel_retention_s;
 
 extern void ep_channel_init(void);
 
-/* NULL when role may read (handle) the channel whose table is source, else why not */
+/*
+ * The cached definition of a channel (defs.c): valid until the next
+ * lookup or the end of the transaction, whichever comes first.
+ */
+typedef struct EpChannelDef
+{
+	char		name[NAMEDATALEN];	/* hash key */
+	bool		producer;		/* this database sends on it (else consumes) */
+	Oid			owner;
+	Oid			partition;		/* its table in schema ep_channels */
+	int			nsenders;
+	Oid		   *senders;
+	int			nreaders;
+	Oid		   *readers;
+} EpChannelDef;
+
+extern const EpChannelDef *ep_channel_def(const char *name, int len);
+extern const EpChannelDef *ep_channel_def_by_partition(Oid partition);
+extern bool ep_channel_def_allows(const EpChannelDef *d, Oid role, bool send);
+extern void ep_channel_defs_refresh(void);
+
+/*
+ * NULL when role may read (handle) the channel whose table is source, else
+ * why not: as of the latest committed grants.
+ */
 extern char *ep_channel_reader_denied(Oid source, Oid role);
 
 /* A parked message (its JSON form in ep.parked.new_row) as an ep.messages row */

@@ -54,10 +54,12 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
+#include "libpq-fe.h"
 #include "miscadmin.h"
 #include "nodes/pg_list.h"
 #include "replication/slot.h"
 #include "replication/walreceiver.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 
@@ -394,6 +396,63 @@ ep_native_create_slot(const char *conninfo, const char *slot)
 
 	/* From here on an abort drops the slot again. */
 	ep_native_remember(&ep_created_slots, conninfo, slot);
+}
+
+void
+ep_native_check_password(Oid caller, const char *conninfo)
+{
+	PQconninfoOption *opts;
+	PQconninfoOption *o;
+	char	   *err = NULL;
+	bool		has_password = false;
+	PGconn	   *conn;
+	const char *keys[3] = {"dbname", "fallback_application_name", NULL};
+	const char *vals[3] = {conninfo, EP_SUB_APPNAME, NULL};
+	bool		used;
+
+	if (superuser_arg(caller))
+		return;
+	opts = PQconninfoParse(conninfo, &err);
+	if (opts == NULL)
+	{
+		char	   *msg = pchomp(err ? err : "out of memory");
+
+		PQfreemem(err);
+		ereport(ERROR,
+				(errcode(ERRCODE_SYNTAX_ERROR),
+				 errmsg("invalid connection string syntax: %s", msg)));
+	}
+	for (o = opts; o->keyword != NULL; o++)
+		if (strcmp(o->keyword, "password") == 0 && o->val != NULL && o->val[0] != '\0')
+			has_password = true;
+	PQconninfoFree(opts);
+	if (!has_password)
+		ereport(ERROR,
+				(errcode(ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED),
+				 errmsg("password is required"),
+				 errdetail("A role that is not a superuser must give a password in the connection string."),
+				 errhint("Add password=... for a role of the producer, or ask a superuser to subscribe.")));
+
+	/* the same conninfo as the subscription's, as a plain connection */
+	conn = PQconnectdbParams(keys, vals, true);
+	if (conn == NULL || PQstatus(conn) != CONNECTION_OK)
+	{
+		char	   *msg = pstrdup(conn ? PQerrorMessage(conn) : "out of memory");
+
+		if (conn)
+			PQfinish(conn);
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not connect to the publisher: %s", pchomp(msg))));
+	}
+	used = PQconnectionUsedPassword(conn);
+	PQfinish(conn);
+	if (!used)
+		ereport(ERROR,
+				(errcode(ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED),
+				 errmsg("password is required"),
+				 errdetail("The publisher did not ask for the password: a role that is not a superuser may connect only with a password that is checked."),
+				 errhint("The publisher's pg_hba.conf must require password authentication for this connection.")));
 }
 
 void

@@ -69,6 +69,15 @@ extern bool ep_native_unsubscribe(const char *subname, bool missing_ok);
 extern void ep_native_create_slot(const char *conninfo, const char *slot);
 extern void ep_native_drop_slot_at_commit(const char *conninfo, const char *slot);
 
+/*
+ * For a role that is not a superuser on whose behalf the extension owner
+ * connects (ep.subscribe_channel): the connection string must carry a
+ * password and the publisher must have asked for it. Otherwise the
+ * server's own identity (peer, trust, a .pgpass of the OS user) would be
+ * the role's for the asking. A test connection is made to find out.
+ */
+extern void ep_native_check_password(Oid caller, const char *conninfo);
+
 /* Name of the publisher-side slot ep_native_subscribe uses for subname. */
 extern char *ep_native_slot_name(const char *subname);
 

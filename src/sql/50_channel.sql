@@ -67,6 +67,16 @@ CREATE TABLE ep.channel_defs (
 COMMENT ON TABLE ep.channel_defs IS
     'Service channels of this database (read them through ep.channels): producer side (publication) or consumer side (subscription, slot on the producer, source without password); senders/readers: roles granted send/read; pruned_*: what retention removed; dedup_until: messages fetched at subscription may also be streamed until the subscription has applied the producer''s WAL to here (the receive trigger drops them)';
 
+-- Backends cache the table (ep.send, message handlers): every change makes
+-- them read it again.
+CREATE FUNCTION ep._channel_defs_changed() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'ep_channel_defs_changed';
+COMMENT ON FUNCTION ep._channel_defs_changed() IS
+    'Internal: trigger on ep.channel_defs that makes every backend reload its cache of channel definitions';
+CREATE TRIGGER channel_defs_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ep.channel_defs
+    FOR EACH STATEMENT EXECUTE FUNCTION ep._channel_defs_changed();
+
 -- Producer: (horizon, lsn) marks. Every message with position < horizon
 -- committed before lsn; once every consumer's slot confirmed lsn they all
 -- have received them.
@@ -156,9 +166,23 @@ CREATE FUNCTION ep._channel_create_partition(channel text, consumer boolean) RET
     LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    part regclass;
+    g oid;
 BEGIN
     EXECUTE pg_catalog.format('CREATE TABLE ep_channels.%I PARTITION OF ep.messages FOR VALUES IN (%L)',
                               channel, channel);
+    part := pg_catalog.format('ep_channels.%I', channel)::pg_catalog.regclass;
+    -- read directly, a partition bypasses ep.messages' row-level security:
+    -- nobody but its owner has privileges on it, whatever default
+    -- privileges the extension owner has set up
+    FOR g IN SELECT DISTINCT a.grantee
+               FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
+              WHERE c.oid OPERATOR(pg_catalog.=) part AND a.grantee OPERATOR(pg_catalog.<>) c.relowner LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON TABLE %s FROM %s', part,
+                                  CASE WHEN g OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
+                                       ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(g)) END);
+    END LOOP;
     EXECUTE pg_catalog.format('COMMENT ON TABLE ep_channels.%I IS %L', channel,
                               pg_catalog.format('Messages of channel %s (%s side)', channel,
                                                 CASE WHEN consumer THEN 'consumer' ELSE 'producer' END));
@@ -172,7 +196,7 @@ BEGIN
                                   ' FOR EACH ROW EXECUTE FUNCTION ep._message_receive(''dedup'')', channel);
         EXECUTE pg_catalog.format('ALTER TABLE ep_channels.%I ENABLE ALWAYS TRIGGER receive', channel);
     END IF;
-    RETURN pg_catalog.format('ep_channels.%I', channel)::pg_catalog.regclass;
+    RETURN part;
 END
 $$;
 COMMENT ON FUNCTION ep._channel_create_partition(text, boolean) IS
@@ -284,8 +308,13 @@ BEGIN
                   DETAIL = pg_catalog.format('Only the channel''s owner can %s privileges on it.',
                                              CASE WHEN grant_them THEN 'grant' ELSE 'revoke' END);
     END IF;
-    IF grant_them AND (grantee IS NULL OR privileges IS NULL OR pg_catalog.cardinality(privileges) OPERATOR(pg_catalog.=) 0
-                       OR NOT (privileges OPERATOR(pg_catalog.<@) '{send,read}'::text[])) THEN
+    -- the same for grant and revoke: a NULL takes nothing back silently
+    IF grantee IS NULL THEN
+        RAISE EXCEPTION 'grantee must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF privileges IS NULL OR pg_catalog.cardinality(privileges) OPERATOR(pg_catalog.=) 0
+       OR NOT (privileges OPERATOR(pg_catalog.<@) '{send,read}'::text[])
+       OR pg_catalog.array_position(privileges, NULL) IS NOT NULL THEN
         RAISE EXCEPTION 'privileges must be a non-empty subset of {send,read}'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -511,6 +540,13 @@ COMMENT ON FUNCTION ep._channel_remote_state(text, text, name) IS
     'Internal: ask the producer whether the channel and the slot exist and what its retention removed';
 REVOKE ALL ON FUNCTION ep._channel_remote_state(text, text, name) FROM PUBLIC;
 
+CREATE FUNCTION ep._channel_check_conninfo(caller regrole, conninfo text) RETURNS void
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'ep_channel_check_conninfo';
+COMMENT ON FUNCTION ep._channel_check_conninfo(regrole, text) IS
+    'Internal: a caller that is not a superuser must give a password in the connection string, and the producer must ask for it (tried with a test connection)';
+REVOKE ALL ON FUNCTION ep._channel_check_conninfo(regrole, text) FROM PUBLIC;
+
 CREATE FUNCTION ep._subscribe_channel(caller regrole, channel text, conninfo text)
     RETURNS void LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
@@ -528,6 +564,9 @@ BEGIN
     IF conninfo IS NULL THEN
         RAISE EXCEPTION 'conninfo must not be NULL' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- the extension owner connects: not with the server's own identity for
+    -- a role that is not a superuser
+    PERFORM ep._channel_check_conninfo(caller, conninfo);
     SELECT * INTO d FROM ep.channel_defs c WHERE c.channel OPERATOR(pg_catalog.=) _subscribe_channel.channel;
     IF FOUND AND d.role OPERATOR(pg_catalog.=) 'producer' THEN
         RAISE EXCEPTION 'channel "%" is produced by this database', channel

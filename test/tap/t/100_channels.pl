@@ -184,6 +184,85 @@ is($payments->safe_psql('postgres', q{
 	DELETE FROM ep_channels."orders.events" WHERE message_type = 'Peek';}),
 	"true\nfalse", 'pending messages of a channel are visible only to its readers');
 
+# message scans take the plain ascending index on received_seq, whatever
+# other index the table has (one made before it sorts first)
+$orders->safe_psql('audit', q{
+	SELECT indexrelid::regclass AS idx FROM pg_index
+	 WHERE indrelid = 'ep_channels."orders.events"'::regclass
+	   AND indkey::text = (SELECT attnum::text FROM pg_attribute
+	                        WHERE attrelid = 'ep_channels."orders.events"'::regclass AND attname = 'received_seq') \gset
+	DROP INDEX :idx;
+	CREATE INDEX seq_desc ON ep_channels."orders.events" (received_seq DESC);
+	CREATE INDEX seq_asc ON ep_channels."orders.events" (received_seq);
+});
+$orders->safe_psql('orders', 'CALL producer(30)');
+check_consumer($orders, 'audit', 'with a descending index on received_seq made first');
+
+# a parked message is not handed back once the handler's owner may no
+# longer read the channel: the handler stops with status failed
+$payments->safe_psql('postgres', q{
+SET ROLE payer;
+CREATE OR REPLACE FUNCTION pay.on_tick(m ep.messages) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF m.payload ? 'poison' THEN
+        RAISE EXCEPTION 'poison message';
+    END IF;
+    INSERT INTO pay.handled VALUES (m.message_id, m.key, -1);
+END $$;
+});
+$orders->safe_psql('orders', q{SELECT ep.send('orders.events', 'Tick', '{"poison": true}', 'k8')});
+$payments->poll_query_until('postgres', q{SELECT count(*) = 1 FROM ep.parked_events WHERE projection = 'pay'});
+$payments->safe_psql('postgres', q{
+SELECT ep.revoke_channel('orders.events', 'payer', '{read}');
+SET ROLE payer;
+CREATE OR REPLACE FUNCTION pay.on_tick(m ep.messages) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO pay.handled VALUES (m.message_id, m.key, -1);
+END $$;
+SELECT ep.retry_parked('pay');
+});
+$payments->poll_query_until('postgres', q{SELECT status = 'failed' FROM ep.projections WHERE name = 'pay'})
+  or diag($payments->safe_psql('postgres', 'SELECT * FROM ep.projections'));
+is($payments->safe_psql('postgres', q{SELECT count(*) FROM pay.handled WHERE key = 'k8'}) . '|'
+	. $payments->safe_psql('postgres', q{SELECT count(*) FROM ep.parked_events WHERE projection = 'pay'}),
+	'0|1', 'a parked message is not retried for a handler whose owner lost read');
+like($payments->safe_psql('postgres', q{SELECT last_error FROM ep.projections WHERE name = 'pay'}),
+	qr/permission denied to read channel "orders.events"/, 'the handler says why it stopped');
+
+# a role that is not a superuser may subscribe when the producer checks
+# the password in its connection string
+$orders->safe_psql('orders', q{
+CREATE ROLE pwuser LOGIN REPLICATION PASSWORD 'secret';
+SELECT ep.create_channel('orders.pw');
+SELECT ep.grant_channel('orders.pw', 'pwuser', '{read}');
+SELECT ep.send('orders.pw', 'Early', '{}');
+});
+{
+	my $hba = $orders->data_dir . '/pg_hba.conf';
+	my $old = PostgreSQL::Test::Utils::slurp_file($hba);
+	open(my $fh, '>', $hba) or die "cannot write $hba: $!";
+	print $fh "local all pwuser scram-sha-256\nhost all pwuser 127.0.0.1/32 scram-sha-256\n$old";
+	close($fh);
+	$orders->reload;
+}
+$payments->safe_psql('postgres', q{
+CREATE ROLE subscriber;
+GRANT EXECUTE ON FUNCTION ep.subscribe_channel(text, text) TO subscriber;
+});
+my ($rc, $out, $err) = $payments->psql('postgres',
+	"SET ROLE subscriber; SELECT ep.subscribe_channel('orders.pw', '$orders_conn_sql user=pwuser')");
+like($err, qr/password is required/, 'no password: refused for a role that is not a superuser');
+($rc, $out, $err) = $payments->psql('postgres',
+	"SET ROLE subscriber; SELECT ep.subscribe_channel('orders.pw', '$orders_conn_sql user=pwuser password=wrong')");
+like($err, qr/could not connect to the publisher.*password authentication failed/s, 'a wrong password: refused');
+$payments->safe_psql('postgres',
+	"SET ROLE subscriber; SELECT ep.subscribe_channel('orders.pw', '$orders_conn_sql user=pwuser password=secret')");
+$orders->safe_psql('orders', q{SELECT ep.send('orders.pw', 'Late', '{}')});
+$payments->poll_query_until('postgres', q{SELECT count(*) = 2 FROM ep.messages WHERE channel = 'orders.pw'})
+  or diag($payments->safe_psql('postgres', 'SELECT * FROM ep.channels'));
+is($payments->safe_psql('postgres', q{SELECT owner, source ~ 'password=\*+' FROM ep.channels WHERE channel = 'orders.pw'}),
+	'subscriber|t', 'subscribed with a checked password: owned by the role, password masked');
+
 $payments->stop;
 $orders->stop;
 done_testing();
