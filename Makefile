@@ -74,7 +74,7 @@ REGRESS = setup upgrade event_store stream_read subscription jobs aggregate upca
           ivm_aggregate ivm_project ivm_outer ivm_deferred ivm_security ivm_correctness ivm_shapes ivm_nested ivm_fast ivm_async security categories saga read_nodes channels
 REGRESS_OPTS = --temp-instance=tmp_check/regress --temp-config=test/tmp/test.conf --temp-config=test/regress.conf \
                --load-extension=$(EXTENSION)
-ISOLATION = no_skip append_same_stream scavenge_append snapshot_redact upcast_cache inline_projection ivm_concurrency ivm_snapshot category_cache ivm_recompute catalog_locks saga_concurrency ivm_fast_concurrency
+ISOLATION = no_skip append_same_stream scavenge_append snapshot_redact upcast_cache inline_projection ivm_concurrency ivm_snapshot category_cache ivm_recompute catalog_locks saga_concurrency ivm_fast_concurrency channel_cache
 ISOLATION_OPTS = --temp-instance=tmp_check/isolation --temp-config=test/tmp/test.conf --temp-config=test/regress.conf \
                  --inputdir=test/isolation --outputdir=output_iso \
                  --load-extension=$(EXTENSION)

@@ -249,6 +249,58 @@ SELECT payload FROM ep.messages WHERE channel = 'cache.events' ORDER BY position
 SELECT ep.drop_channel('cache.events');
 RESET ROLE;
 
+-- ep.send writes the channel's table itself (no executor) while it is as
+-- created: every index has each message (amcheck), and a table changed
+-- by a superuser (trigger, CHECK, expression index) gets a real INSERT
+SET ROLE ch_orders;
+SELECT ep.create_channel('direct.events');
+SELECT count(ep.send('direct.events', 'T', jsonb_build_object('n', g), 'k' || g)) FROM generate_series(1, 200) g;
+RESET ROLE;
+CREATE EXTENSION amcheck;
+SELECT c.relname, 'checked' AS heapallindexed
+  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid,
+       LATERAL bt_index_check(i.indexrelid, true)
+ WHERE i.indrelid = 'ep_channels."direct.events"'::regclass ORDER BY 1;
+SET enable_seqscan = off;
+SELECT count(*) AS found_by_index FROM ep.messages m
+ WHERE m.channel = 'direct.events'
+   AND m.message_id IN (SELECT x.message_id FROM ep_channels."direct.events" x);
+RESET enable_seqscan;
+CREATE TABLE direct_seen (message_type text);
+CREATE FUNCTION direct_note() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.direct_seen VALUES (NEW.message_type);
+    RETURN NEW;
+END $$;
+CREATE TRIGGER note AFTER INSERT ON ep_channels."direct.events" FOR EACH ROW EXECUTE FUNCTION direct_note();
+SET ROLE ch_orders;
+SELECT ep.send('direct.events', 'Noted', '{}') IS NOT NULL AS sent;
+RESET ROLE;
+SELECT message_type FROM direct_seen;
+DROP TRIGGER note ON ep_channels."direct.events";
+ALTER TABLE ep_channels."direct.events" ADD CONSTRAINT no_bad CHECK (message_type <> 'Bad');
+SET ROLE ch_orders;
+\set VERBOSITY terse
+SELECT ep.send('direct.events', 'Bad', '{}');
+\set VERBOSITY default
+RESET ROLE;
+ALTER TABLE ep_channels."direct.events" DROP CONSTRAINT no_bad;
+CREATE UNIQUE INDEX direct_once ON ep_channels."direct.events" ((payload->>'once'));
+SET ROLE ch_orders;
+SELECT ep.send('direct.events', 'Once', '{"once": 1}') IS NOT NULL AS sent;
+\set VERBOSITY terse
+SELECT ep.send('direct.events', 'Once', '{"once": 1}');
+\set VERBOSITY default
+RESET ROLE;
+DROP INDEX ep_channels.direct_once;
+SELECT count(*) AS kept FROM ep.messages WHERE channel = 'direct.events';
+DROP EXTENSION amcheck;
+DROP TABLE direct_seen;
+DROP FUNCTION direct_note();
+SET ROLE ch_orders;
+SELECT ep.drop_channel('direct.events');
+RESET ROLE;
+
 -- a channel's table bypasses ep.messages' row-level security when read
 -- directly: default privileges of the extension owner do not reach it
 ALTER DEFAULT PRIVILEGES IN SCHEMA ep_channels GRANT SELECT, INSERT ON TABLES TO PUBLIC;
@@ -280,7 +332,22 @@ SELECT ep.subscribe_channel('some.events', 'dbname=regression');
 SELECT ep.subscribe_channel('some.events', 'dbname=regression password=');
 SELECT ep.subscribe_channel('some.events', 'dbname=regression password=secret');
 SELECT ep.subscribe_channel('some.events', 'dbname=regression password=secret ::bad');
+-- one server, reached again the same way: no names to resolve, no lists,
+-- no files or services of the server's OS user
+SELECT ep.subscribe_channel('some.events', 'host=localhost dbname=regression password=secret');
+SELECT ep.subscribe_channel('some.events', 'hostaddr=127.0.0.1,10.0.0.9 dbname=regression password=secret');
+SELECT ep.subscribe_channel('some.events', 'hostaddr=127.0.0.1 port=5432,5433 dbname=regression password=secret');
+SELECT ep.subscribe_channel('some.events', 'hostaddr=db.example dbname=regression password=secret');
+SELECT ep.subscribe_channel('some.events', 'service=producer password=secret');
+SELECT ep.subscribe_channel('some.events', 'dbname=regression password=secret sslcert=/var/lib/postgresql/.postgresql/postgresql.crt');
+SELECT ep.subscribe_channel('some.events', 'postgresql://u:secret@/regression?passfile=/tmp/pgpass');
+-- nothing was written
+SELECT count(*) AS channels_after_refusals FROM ep.channel_defs WHERE channel = 'some.events';
 RESET ROLE;
+-- what ep.channel_defs.source shows of a connection string: no password,
+-- in whichever form it was given
+SELECT ep._channel_conninfo_shown('postgresql://app:s3cr%20et@10.1.2.3:5433/orders?sslmode=require') AS uri_form;
+SELECT ep._channel_conninfo_shown($$host=/tmp dbname='my db' password='it\'s secret' user=app$$) AS keyword_form;
 REVOKE EXECUTE ON FUNCTION ep.subscribe_channel(text, text) FROM ch_clerk;
 SELECT count(*) AS channels_left FROM ep.channel_defs;
 DROP FUNCTION on_message(ep.messages);

@@ -117,7 +117,7 @@ ep_category_load(void)
 
 	if (!callback_registered)
 	{
-		CacheRegisterRelcacheCallback(ep_category_relcache_cb, (Datum) 0);
+		ep_register_relcache_callback(ep_category_relcache_cb);
 		callback_registered = true;
 	}
 	owners_relid = get_relname_relid("category_owners", cat->schema);

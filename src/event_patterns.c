@@ -117,6 +117,35 @@ ep_extension_owner(int *version)
 	return owner;
 }
 
+/*
+ * One relcache callback for the whole library, which hands each
+ * invalidation to the modules' callbacks: PostgreSQL keeps only a few
+ * slots for them in every backend (ten on 15), shared with every other
+ * loaded library.
+ */
+#define EP_MAX_RELCACHE_CALLBACKS 16
+static RelcacheCallbackFunction ep_relcache_fns[EP_MAX_RELCACHE_CALLBACKS];
+static int	ep_relcache_nfns = 0;
+
+static void
+ep_relcache_dispatch(Datum arg, Oid relid)
+{
+	int			i;
+
+	for (i = 0; i < ep_relcache_nfns; i++)
+		ep_relcache_fns[i] ((Datum) 0, relid);
+}
+
+void
+ep_register_relcache_callback(RelcacheCallbackFunction fn)
+{
+	if (ep_relcache_nfns == 0)
+		CacheRegisterRelcacheCallback(ep_relcache_dispatch, (Datum) 0);
+	if (ep_relcache_nfns >= EP_MAX_RELCACHE_CALLBACKS)
+		elog(FATAL, "out of event_patterns relcache callback slots");
+	ep_relcache_fns[ep_relcache_nfns++] = fn;
+}
+
 const EpCatalog *
 ep_catalog(void)
 {
@@ -125,7 +154,7 @@ ep_catalog(void)
 
 	if (!callbacks_registered)
 	{
-		CacheRegisterRelcacheCallback(ep_relcache_callback, (Datum) 0);
+		ep_register_relcache_callback(ep_relcache_callback);
 		callbacks_registered = true;
 	}
 

@@ -17,6 +17,7 @@
 #include "postgres.h"
 
 #include "executor/spi.h"
+#include "utils/inval.h"
 
 /* The extension's SQLSTATE class "EP" (TimescaleDB uses "TS" the same way). */
 #define ERRCODE_EP_WRONG_EXPECTED_VERSION	MAKE_SQLSTATE('E','P','0','0','1')
@@ -74,6 +75,9 @@ typedef struct EpCatalog
 #define EP_VERSION_0_2	2
 
 extern const EpCatalog *ep_catalog(void);
+
+/* Have fn called for every relcache invalidation (one slot for the library) */
+extern void ep_register_relcache_callback(RelcacheCallbackFunction fn);
 
 /*
  * Internal writes to ep.events (hard delete, scavenge, redaction) are

@@ -128,7 +128,7 @@ ep_up_register_callbacks(void)
 {
 	if (callbacks_registered)
 		return;
-	CacheRegisterRelcacheCallback(ep_up_relcache_cb, (Datum) 0);
+	ep_register_relcache_callback(ep_up_relcache_cb);
 	CacheRegisterSyscacheCallback(PROCOID, ep_up_syscache_cb, (Datum) 0);
 	RegisterXactCallback(ep_up_xact_cb, NULL);
 	callbacks_registered = true;

@@ -13,7 +13,7 @@
  *	- Every change to ep.channel_defs fires the statement trigger
  *	  ep._channel_defs_changed(), which sends a relcache invalidation of
  *	  the table: each backend drops its copy when it processes it (at
- *	  the next transaction, lock or ep_channel_defs_refresh()), and this
+ *	  the next transaction, lock taken or ep_channel_defs_refresh()), and this
  *	  backend at its next command. An aborted change is undone the same
  *	  way (PostgreSQL replays the transaction's invalidations locally).
  *
@@ -104,6 +104,7 @@ static void
 ep_channel_defs_load(void)
 {
 	HASHCTL		ctl;
+	HTAB	   *fresh;
 	Snapshot	snap;
 	Relation	rel;
 	TupleDesc	desc;
@@ -118,7 +119,7 @@ ep_channel_defs_load(void)
 
 	if (!defs_callback_registered)
 	{
-		CacheRegisterRelcacheCallback(ep_channel_defs_relcache_cb, (Datum) 0);
+		ep_register_relcache_callback(ep_channel_defs_relcache_cb);
 		defs_callback_registered = true;
 	}
 	defs_relid = get_relname_relid("channel_defs", ep_catalog()->schema);
@@ -128,18 +129,22 @@ ep_channel_defs_load(void)
 				 errmsg("event_patterns has no channels in this database"),
 				 errhint("Update the extension: ALTER EXTENSION event_patterns UPDATE.")));
 
+	/*
+	 * Built aside and published when complete: an error while loading
+	 * leaves no cache, and the next use loads again.
+	 */
+	defs = NULL;
 	if (defs_cxt == NULL)
 		defs_cxt = AllocSetContextCreate(CacheMemoryContext, "event_patterns channels",
 										 ALLOCSET_SMALL_SIZES);
 	else
 		MemoryContextReset(defs_cxt);
-	defs = NULL;
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = NAMEDATALEN;
 	ctl.entrysize = sizeof(EpChannelDef);
 	ctl.hcxt = defs_cxt;
-	defs = hash_create("event_patterns channels", 16, &ctl,
-					   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	fresh = hash_create("event_patterns channels", 16, &ctl,
+						HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 
 	/* an invalidation arriving while loading makes the next use load again */
 	defs_valid = true;
@@ -164,9 +169,11 @@ ep_channel_defs_load(void)
 
 		if (strlen(name) >= NAMEDATALEN)
 			continue;			/* not a valid channel name: never looked up */
-		d = hash_search(defs, name, HASH_ENTER, &found);
+		d = hash_search(fresh, name, HASH_ENTER, &found);
 		role = TextDatumGetCString(heap_getattr(tup, a_role, desc, &isnull));
 		d->producer = (strcmp(role, "producer") == 0);
+		pfree(name);
+		pfree(role);
 		d->owner = DatumGetObjectId(heap_getattr(tup, a_owner, desc, &isnull));
 		d->partition = DatumGetObjectId(heap_getattr(tup, a_partition, desc, &isnull));
 		d->senders = ep_channel_defs_roles(tup, desc, a_senders, &d->nsenders);
@@ -175,6 +182,7 @@ ep_channel_defs_load(void)
 	table_endscan(scan);
 	table_close(rel, AccessShareLock);
 	UnregisterSnapshot(snap);
+	defs = fresh;
 }
 
 static void

@@ -608,7 +608,7 @@ ep_ivm_view_cache(int64 view_id, bool missing_ok)
 		ctl.keysize = sizeof(int64);
 		ctl.entrysize = sizeof(IvmViewCache);
 		view_cache = hash_create("event_patterns ivm views", 16, &ctl, HASH_ELEM | HASH_BLOBS);
-		CacheRegisterRelcacheCallback(ivm_relcache_callback, (Datum) 0);
+		ep_register_relcache_callback(ivm_relcache_callback);
 		ivm_register_callbacks();
 	}
 	vc = hash_search(view_cache, &view_id, HASH_ENTER, &found);

@@ -146,7 +146,7 @@ ep_reader_load(void)
 		return;
 	if (!callbacks_registered)
 	{
-		CacheRegisterRelcacheCallback(ep_reader_relcache_cb, (Datum) 0);
+		ep_register_relcache_callback(ep_reader_relcache_cb);
 		CacheRegisterSyscacheCallback(SUBSCRIPTIONRELMAP, ep_reader_subrel_cb, (Datum) 0);
 		callbacks_registered = true;
 	}

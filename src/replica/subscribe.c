@@ -47,6 +47,8 @@
  */
 #include "postgres.h"
 
+#include <ctype.h>
+
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/pg_subscription.h"
@@ -59,9 +61,11 @@
 #include "nodes/pg_list.h"
 #include "replication/slot.h"
 #include "replication/walreceiver.h"
+#include "storage/latch.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
+#include "utils/wait_event.h"
 
 #include "replica/subscribe.h"
 
@@ -398,20 +402,13 @@ ep_native_create_slot(const char *conninfo, const char *slot)
 	ep_native_remember(&ep_created_slots, conninfo, slot);
 }
 
-void
-ep_native_check_password(Oid caller, const char *conninfo)
+/* The options of conninfo as libpq parses them (ERROR on bad syntax) */
+static PQconninfoOption *
+ep_native_parse_conninfo(const char *conninfo)
 {
 	PQconninfoOption *opts;
-	PQconninfoOption *o;
 	char	   *err = NULL;
-	bool		has_password = false;
-	PGconn	   *conn;
-	const char *keys[3] = {"dbname", "fallback_application_name", NULL};
-	const char *vals[3] = {conninfo, EP_SUB_APPNAME, NULL};
-	bool		used;
 
-	if (superuser_arg(caller))
-		return;
 	opts = PQconninfoParse(conninfo, &err);
 	if (opts == NULL)
 	{
@@ -422,37 +419,246 @@ ep_native_check_password(Oid caller, const char *conninfo)
 				(errcode(ERRCODE_SYNTAX_ERROR),
 				 errmsg("invalid connection string syntax: %s", msg)));
 	}
+	return opts;
+}
+
+/* Append keyword='value' to buf, quoted as libpq reads it */
+static void
+ep_native_append_option(StringInfo buf, const char *keyword, const char *value)
+{
+	const char *p;
+
+	if (buf->len > 0)
+		appendStringInfoChar(buf, ' ');
+	appendStringInfo(buf, "%s='", keyword);
+	for (p = value; *p; p++)
+	{
+		if (*p == '\'' || *p == '\\')
+			appendStringInfoChar(buf, '\\');
+		appendStringInfoChar(buf, *p);
+	}
+	appendStringInfoChar(buf, '\'');
+}
+
+/* Does this libpq know the keyword (some exist only with GSSAPI, SSL)? */
+static bool
+ep_native_libpq_knows(const char *keyword)
+{
+	PQconninfoOption *defs = PQconndefaults();
+	PQconninfoOption *o;
+	bool		known = false;
+
+	for (o = defs; o != NULL && o->keyword != NULL; o++)
+		if (strcmp(o->keyword, keyword) == 0)
+			known = true;
+	if (defs)
+		PQconninfoFree(defs);
+	return known;
+}
+
+/* One value, not a list (host, hostaddr and port take lists) */
+static bool
+ep_native_single(const char *value)
+{
+	return value == NULL || strchr(value, ',') == NULL;
+}
+
+/* A numeric IPv4 or IPv6 address: nothing for a name service to resolve */
+static bool
+ep_native_numeric_address(const char *value)
+{
+	const char *p;
+
+	if (value == NULL || value[0] == '\0')
+		return false;
+	for (p = value; *p; p++)
+		if (!(isxdigit((unsigned char) *p) || *p == '.' || *p == ':'))
+			return false;
+	return true;
+}
+
+/*
+ * Connect with conninfo and wait for the connection while serving
+ * interrupts (a cancel or a terminate ends the attempt). NULL with *err
+ * set when it failed; the caller PQfinish()es a connection.
+ */
+static PGconn *
+ep_native_test_connect(const char *conninfo, char **err)
+{
+	const char *keys[3] = {"dbname", "fallback_application_name", NULL};
+	const char *vals[3] = {conninfo, EP_SUB_APPNAME, NULL};
+	PGconn	   *volatile conn;
+	volatile PostgresPollingStatusType status = PGRES_POLLING_WRITING;
+
+	*err = NULL;
+	conn = PQconnectStartParams(keys, vals, true);
+	if (conn == NULL)
+	{
+		*err = pstrdup("out of memory");
+		return NULL;
+	}
+	PG_TRY();
+	{
+		while (PQstatus(conn) != CONNECTION_BAD &&
+			   status != PGRES_POLLING_OK && status != PGRES_POLLING_FAILED)
+		{
+			int			events = WL_LATCH_SET | WL_EXIT_ON_PM_DEATH;
+			int			rc;
+
+			events |= (status == PGRES_POLLING_READING) ? WL_SOCKET_READABLE : WL_SOCKET_WRITEABLE;
+			rc = WaitLatchOrSocket(MyLatch, events, PQsocket(conn), -1L, PG_WAIT_EXTENSION);
+			if (rc & WL_LATCH_SET)
+			{
+				ResetLatch(MyLatch);
+				CHECK_FOR_INTERRUPTS();
+			}
+			status = PQconnectPoll(conn);
+		}
+	}
+	PG_CATCH();
+	{
+		PQfinish(conn);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	if (PQstatus(conn) != CONNECTION_OK)
+	{
+		*err = pchomp(PQerrorMessage(conn));
+		PQfinish(conn);
+		return NULL;
+	}
+	return conn;
+}
+
+char *
+ep_native_caller_conninfo(Oid caller, const char *conninfo)
+{
+	/* what a caller may not name: files and services of the server's OS user */
+	static const char *const refused[] = {
+		"service", "passfile", "sslcert", "sslkey", "sslpassword", "sslcrl", "sslcrldir",
+		"sslrootcert", "krbsrvname", "gsslib", NULL
+	};
+	PQconninfoOption *opts;
+	PQconninfoOption *o;
+	const char *password = NULL;
+	const char *host = NULL;
+	const char *hostaddr = NULL;
+	const char *port = NULL;
+	bool		has_timeout = false;
+	StringInfoData buf;
+	PGconn	   *conn;
+	char	   *err;
+	bool		used;
+	int			i;
+
+	opts = ep_native_parse_conninfo(conninfo);
+	if (superuser_arg(caller))
+	{
+		PQconninfoFree(opts);
+		return pstrdup(conninfo);
+	}
+
+	initStringInfo(&buf);
 	for (o = opts; o->keyword != NULL; o++)
-		if (strcmp(o->keyword, "password") == 0 && o->val != NULL && o->val[0] != '\0')
-			has_password = true;
-	PQconninfoFree(opts);
-	if (!has_password)
+	{
+		if (o->val == NULL)
+			continue;
+		for (i = 0; refused[i] != NULL; i++)
+			if (strcmp(o->keyword, refused[i]) == 0 && o->val[0] != '\0')
+			{
+				PQconninfoFree(opts);
+				ereport(ERROR,
+						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+						 errmsg("connection option \"%s\" may be given only by a superuser", refused[i]),
+						 errdetail("It names a file or a service of the server's operating system user.")));
+			}
+		if (strcmp(o->keyword, "password") == 0)
+			password = o->val;
+		else if (strcmp(o->keyword, "host") == 0)
+			host = o->val;
+		else if (strcmp(o->keyword, "hostaddr") == 0)
+			hostaddr = o->val;
+		else if (strcmp(o->keyword, "port") == 0)
+			port = o->val;
+		else if (strcmp(o->keyword, "connect_timeout") == 0)
+			has_timeout = true;
+		ep_native_append_option(&buf, o->keyword, o->val);
+	}
+
+	if (password == NULL || password[0] == '\0')
+	{
+		PQconninfoFree(opts);
 		ereport(ERROR,
 				(errcode(ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED),
 				 errmsg("password is required"),
 				 errdetail("A role that is not a superuser must give a password in the connection string."),
 				 errhint("Add password=... for a role of the producer, or ask a superuser to subscribe.")));
-
-	/* the same conninfo as the subscription's, as a plain connection */
-	conn = PQconnectdbParams(keys, vals, true);
-	if (conn == NULL || PQstatus(conn) != CONNECTION_OK)
-	{
-		char	   *msg = pstrdup(conn ? PQerrorMessage(conn) : "out of memory");
-
-		if (conn)
-			PQfinish(conn);
-		ereport(ERROR,
-				(errcode(ERRCODE_CONNECTION_FAILURE),
-				 errmsg("could not connect to the publisher: %s", pchomp(msg))));
 	}
+
+	/*
+	 * Every later connection (the subscription's, the extension's) must
+	 * reach the server that asked for the password: one server, by a
+	 * socket directory or a numeric address, not a name to resolve again.
+	 */
+	if (!ep_native_single(host) || !ep_native_single(hostaddr) || !ep_native_single(port) ||
+		(hostaddr == NULL && host != NULL && host[0] != '\0' && host[0] != '/' && host[0] != '@') ||
+		(hostaddr != NULL && !ep_native_numeric_address(hostaddr)))
+	{
+		PQconninfoFree(opts);
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("a role that is not a superuser must name one producer server by socket directory or numeric address"),
+				 errdetail("Host names and lists of hosts or ports could lead a later connection to another server than the one that checked the password."),
+				 errhint("Use hostaddr=<IP address> (host= may stay for TLS verification), or host=<socket directory>.")));
+	}
+	PQconninfoFree(opts);
+
+	/* and lend no credential of the server's OS user on the way */
+	ep_native_append_option(&buf, "passfile", "/nonexistent/event_patterns");
+	if (ep_native_libpq_knows("sslcert"))
+	{
+		ep_native_append_option(&buf, "sslcert", "/nonexistent/event_patterns");
+		ep_native_append_option(&buf, "sslkey", "/nonexistent/event_patterns");
+	}
+	if (ep_native_libpq_knows("gssencmode"))
+		ep_native_append_option(&buf, "gssencmode", "disable");
+	if (ep_native_libpq_knows("krbsrvname"))
+		ep_native_append_option(&buf, "krbsrvname", "event_patterns_no_kerberos");
+	if (!has_timeout)
+		ep_native_append_option(&buf, "connect_timeout", "30");
+
+	/* the producer must ask for the password: a test connection finds out */
+	conn = ep_native_test_connect(buf.data, &err);
+	if (conn == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION),
+				 errmsg("could not connect to the producer: %s", err)));
 	used = PQconnectionUsedPassword(conn);
 	PQfinish(conn);
 	if (!used)
 		ereport(ERROR,
 				(errcode(ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED),
 				 errmsg("password is required"),
-				 errdetail("The publisher did not ask for the password: a role that is not a superuser may connect only with a password that is checked."),
-				 errhint("The publisher's pg_hba.conf must require password authentication for this connection.")));
+				 errdetail("The producer did not ask for the password: a role that is not a superuser may connect only with a password that is checked."),
+				 errhint("The producer's pg_hba.conf must require password authentication for this connection.")));
+	return buf.data;
+}
+
+char *
+ep_native_conninfo_shown(const char *conninfo)
+{
+	PQconninfoOption *opts;
+	PQconninfoOption *o;
+	StringInfoData buf;
+
+	opts = ep_native_parse_conninfo(conninfo);
+	initStringInfo(&buf);
+	for (o = opts; o->keyword != NULL; o++)
+		if (o->val != NULL && strcmp(o->keyword, "password") != 0 &&
+			strcmp(o->keyword, "sslpassword") != 0)
+			ep_native_append_option(&buf, o->keyword, o->val);
+	PQconninfoFree(opts);
+	return buf.data;
 }
 
 void

@@ -70,13 +70,20 @@ extern void ep_native_create_slot(const char *conninfo, const char *slot);
 extern void ep_native_drop_slot_at_commit(const char *conninfo, const char *slot);
 
 /*
- * For a role that is not a superuser on whose behalf the extension owner
- * connects (ep.subscribe_channel): the connection string must carry a
- * password and the publisher must have asked for it. Otherwise the
- * server's own identity (peer, trust, a .pgpass of the OS user) would be
- * the role's for the asking. A test connection is made to find out.
+ * The connection string the extension owner uses on caller's behalf
+ * (ep.subscribe_channel). For a superuser: conninfo. For any other role
+ * the server's own identity (peer, trust, a .pgpass, client certificate
+ * or Kerberos credentials of the OS user) must never be lent: conninfo
+ * must carry a password, name one server by socket directory or numeric
+ * address (a later connection cannot land elsewhere), and no file or
+ * service; the result adds options that present no credential of the OS
+ * user, and a test connection (interruptible) checks that the producer
+ * asked for the password.
  */
-extern void ep_native_check_password(Oid caller, const char *conninfo);
+extern char *ep_native_caller_conninfo(Oid caller, const char *conninfo);
+
+/* conninfo as keyword='value' pairs without its passwords, to show */
+extern char *ep_native_conninfo_shown(const char *conninfo);
 
 /* Name of the publisher-side slot ep_native_subscribe uses for subname. */
 extern char *ep_native_slot_name(const char *subname);

@@ -1845,8 +1845,11 @@ CREATE FUNCTION ep._channel_defs_changed() RETURNS trigger
     LANGUAGE c AS 'MODULE_PATHNAME', 'ep_channel_defs_changed';
 COMMENT ON FUNCTION ep._channel_defs_changed() IS
     'Internal: trigger on ep.channel_defs that makes every backend reload its cache of channel definitions';
+REVOKE ALL ON FUNCTION ep._channel_defs_changed() FROM PUBLIC;
+-- only what the cache holds: not the bookkeeping of retention and errors
 CREATE TRIGGER channel_defs_changed
-    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ep.channel_defs
+    AFTER INSERT OR UPDATE OF channel, role, owner, partition, senders, readers OR DELETE OR TRUNCATE
+    ON ep.channel_defs
     FOR EACH STATEMENT EXECUTE FUNCTION ep._channel_defs_changed();
 
 -- Producer: (horizon, lsn) marks. Every message with position < horizon
@@ -2312,12 +2315,19 @@ COMMENT ON FUNCTION ep._channel_remote_state(text, text, name) IS
     'Internal: ask the producer whether the channel and the slot exist and what its retention removed';
 REVOKE ALL ON FUNCTION ep._channel_remote_state(text, text, name) FROM PUBLIC;
 
-CREATE FUNCTION ep._channel_check_conninfo(caller regrole, conninfo text) RETURNS void
+CREATE FUNCTION ep._channel_check_conninfo(caller regrole, conninfo text) RETURNS text
     LANGUAGE c VOLATILE
     AS 'MODULE_PATHNAME', 'ep_channel_check_conninfo';
 COMMENT ON FUNCTION ep._channel_check_conninfo(regrole, text) IS
-    'Internal: a caller that is not a superuser must give a password in the connection string, and the producer must ask for it (tried with a test connection)';
+    'Internal: the connection string the extension owner uses for the caller: as given for a superuser; any other caller must give a password the producer asks for (a test connection checks) and one server by socket directory or numeric address, and the result presents none of the server''s own credentials';
 REVOKE ALL ON FUNCTION ep._channel_check_conninfo(regrole, text) FROM PUBLIC;
+
+CREATE FUNCTION ep._channel_conninfo_shown(conninfo text) RETURNS text
+    LANGUAGE c IMMUTABLE STRICT
+    AS 'MODULE_PATHNAME', 'ep_channel_conninfo_shown';
+COMMENT ON FUNCTION ep._channel_conninfo_shown(text) IS
+    'Internal: a connection string as keyword=value pairs without its passwords (ep.channel_defs.source)';
+REVOKE ALL ON FUNCTION ep._channel_conninfo_shown(text) FROM PUBLIC;
 
 CREATE FUNCTION ep._subscribe_channel(caller regrole, channel text, conninfo text)
     RETURNS void LANGUAGE plpgsql VOLATILE
@@ -2331,14 +2341,12 @@ DECLARE
     sub name;
     part regclass;
     local_max bigint;
+    shown text;
 BEGIN
     PERFORM ep._channel_check_name(channel);
     IF conninfo IS NULL THEN
         RAISE EXCEPTION 'conninfo must not be NULL' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    -- the extension owner connects: not with the server's own identity for
-    -- a role that is not a superuser
-    PERFORM ep._channel_check_conninfo(caller, conninfo);
     SELECT * INTO d FROM ep.channel_defs c WHERE c.channel OPERATOR(pg_catalog.=) _subscribe_channel.channel;
     IF FOUND AND d.role OPERATOR(pg_catalog.=) 'producer' THEN
         RAISE EXCEPTION 'channel "%" is produced by this database', channel
@@ -2348,6 +2356,11 @@ BEGIN
     IF FOUND AND NOT pg_catalog.pg_has_role(caller::pg_catalog.oid, d.owner::pg_catalog.oid, 'MEMBER') THEN
         RAISE EXCEPTION 'permission denied for channel "%"', channel USING ERRCODE = 'insufficient_privilege';
     END IF;
+    -- the extension owner connects: for a role that is not a superuser,
+    -- with a checked password and none of the server's own credentials;
+    -- every connection below uses this connection string
+    shown := ep._channel_conninfo_shown(conninfo);
+    conninfo := ep._channel_check_conninfo(caller, conninfo);
     -- nothing is written before the slot exists (see ep._channel_remote_slot)
     st := ep._channel_remote_state(conninfo, channel,
                                    CASE WHEN FOUND THEN d.slot_name END);
@@ -2371,7 +2384,7 @@ BEGIN
         part := ep._channel_create_partition(channel, true);
         INSERT INTO ep.channel_defs (channel, role, owner, partition, subscription, slot_name, source)
         VALUES (channel, 'consumer', caller, part, sub, slot,
-                pg_catalog.regexp_replace(conninfo, 'password\s*=\s*(''[^'']*''|\S*)', 'password=********', 'g'));
+                shown);
     ELSE
         -- re-synchronization: the old slot is gone; what the producer still
         -- has is copied again (messages received before are dropped by the
@@ -2393,7 +2406,7 @@ BEGIN
         EXECUTE pg_catalog.format('DROP SUBSCRIPTION %I', sub);
         UPDATE ep.channel_defs c
            SET slot_name = slot, generation = gen,
-               source = pg_catalog.regexp_replace(conninfo, 'password\s*=\s*(''[^'']*''|\S*)', 'password=********', 'g')
+               source = shown
          WHERE c.channel OPERATOR(pg_catalog.=) _subscribe_channel.channel;
     END IF;
     -- what the producer has now, in send order: everything committed
@@ -2633,9 +2646,10 @@ BEGIN
                 PERFORM ep._channel_set_dedup(d.channel, false);
                 UPDATE ep.channel_defs c SET dedup_until = NULL WHERE c.channel OPERATOR(pg_catalog.=) d.channel;
             END IF;
-            -- consumer: what every message handler of the channel has handled
-            SELECT pg_catalog.min(p.last_position) INTO handled FROM ep.projection_defs p
-             WHERE p.kind OPERATOR(pg_catalog.=) 'message' AND p.source OPERATOR(pg_catalog.=) d.partition;
+            -- consumer: what every message handler of the channel has
+            -- handled; a handler whose owner may no longer read the channel
+            -- holds nothing back (revoking read releases its messages)
+            handled := ep._channel_handled(d.partition);
             -- in arrival order, from the oldest, up to the first one sent
             -- after the cut (arrival follows sending closely; what a
             -- re-synchronization copied late goes once the younger ones do):
@@ -2689,11 +2703,13 @@ CREATE FUNCTION ep._channel_handled(source regclass) RETURNS bigint
     LANGUAGE sql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT pg_catalog.min(p.last_position) FROM ep.projection_defs p
+    SELECT pg_catalog.min(p.last_position) FROM ep.projection_defs p, ep.channel_defs d
      WHERE p.kind OPERATOR(pg_catalog.=) 'message' AND p.source OPERATOR(pg_catalog.=) $1
+       AND d.partition OPERATOR(pg_catalog.=) $1
+       AND ep._channel_may(d.channel, p.owner, 'read')
 $$;
 COMMENT ON FUNCTION ep._channel_handled(regclass) IS
-    'Internal: arrival order (received_seq) up to which every message handler of a channel table has handled the messages (NULL: no handler)';
+    'Internal: arrival order (received_seq) up to which every message handler of a channel table whose owner may read the channel has handled the messages (NULL: none)';
 
 CREATE FUNCTION ep._messages_pending(source regclass, after bigint, upto bigint) RETURNS boolean
     LANGUAGE plpgsql STABLE

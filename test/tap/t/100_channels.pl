@@ -254,14 +254,17 @@ my ($rc, $out, $err) = $payments->psql('postgres',
 like($err, qr/password is required/, 'no password: refused for a role that is not a superuser');
 ($rc, $out, $err) = $payments->psql('postgres',
 	"SET ROLE subscriber; SELECT ep.subscribe_channel('orders.pw', '$orders_conn_sql user=pwuser password=wrong')");
-like($err, qr/could not connect to the publisher.*password authentication failed/s, 'a wrong password: refused');
+like($err, qr/could not connect to the producer.*password authentication failed/s, 'a wrong password: refused');
 $payments->safe_psql('postgres',
 	"SET ROLE subscriber; SELECT ep.subscribe_channel('orders.pw', '$orders_conn_sql user=pwuser password=secret')");
 $orders->safe_psql('orders', q{SELECT ep.send('orders.pw', 'Late', '{}')});
 $payments->poll_query_until('postgres', q{SELECT count(*) = 2 FROM ep.messages WHERE channel = 'orders.pw'})
   or diag($payments->safe_psql('postgres', 'SELECT * FROM ep.channels'));
-is($payments->safe_psql('postgres', q{SELECT owner, source ~ 'password=\*+' FROM ep.channels WHERE channel = 'orders.pw'}),
-	'subscriber|t', 'subscribed with a checked password: owned by the role, password masked');
+is($payments->safe_psql('postgres', q{SELECT owner, source !~ '(password|secret)' FROM ep.channels WHERE channel = 'orders.pw'}),
+	'subscriber|t', 'subscribed with a checked password: owned by the role, no password shown');
+# the subscription connects with the server's credentials switched off
+like($payments->safe_psql('postgres', q{SELECT subconninfo FROM pg_subscription WHERE subname = 'ep_channel:orders.pw'}),
+	qr/passfile='[^']*nonexistent.*sslcert='[^']*nonexistent/, 'the subscription presents none of the server\'s own credentials');
 
 $payments->stop;
 $orders->stop;

@@ -126,5 +126,28 @@ like($shipping->safe_psql('postgres', 'SELECT last_error FROM ep.channels'),
 $orders->safe_psql('postgres', "CALL send_some(5, 'f')");
 wait_handled($shipping, 115, 'later messages arrive again, once');
 
+# a paused handler holds back the consumer's clean-up (it has not handled
+# the messages); taking back its owner's read releases them
+$payments->safe_psql('postgres', q{
+CREATE ROLE idler;
+CREATE SCHEMA idle AUTHORIZATION idler;
+SELECT ep.grant_channel('orders.events', 'idler', '{read}');
+SET ROLE idler;
+CREATE FUNCTION idle.h(m ep.messages) RETURNS void LANGUAGE sql AS $$ SELECT $$;
+SELECT ep.create_message_handler('idle', 'orders.events', 'idle.h(ep.messages)');
+SELECT ep.pause_projection('idle');
+});
+$orders->safe_psql('postgres', "CALL send_some(10, 'g')");
+wait_handled($payments, 140, 'payments handled g');
+sleep(4);
+$payments->safe_psql('postgres', 'SELECT ep.maintain_channels()');
+is($payments->safe_psql('postgres', q{SELECT count(*) FROM ep.messages WHERE key LIKE 'g-%'}), '10',
+	'a paused handler keeps its messages on the consumer');
+$payments->safe_psql('postgres', q{SELECT ep.revoke_channel('orders.events', 'idler', '{read}')});
+$payments->poll_query_until('postgres', q{SELECT count(*) = 0 FROM ep.messages WHERE key LIKE 'g-%'})
+  or diag($payments->safe_psql('postgres', 'SELECT * FROM ep.channels'));
+is($payments->safe_psql('postgres', q{SELECT backlog FROM ep.channels}), '0',
+	'revoking its owner\'s read releases them');
+
 $_->stop for values %node;
 done_testing();
