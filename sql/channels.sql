@@ -327,14 +327,22 @@ RESET ROLE;
 -- a role that is not a superuser subscribes only with a password the
 -- producer checks (the extension owner makes the connection)
 GRANT EXECUTE ON FUNCTION ep.subscribe_channel(text, text) TO ch_clerk;
+SELECT 'host=' || current_setting('unix_socket_directories') || ' port=' || current_setting('port')
+       || ' dbname=regression password=secret' AS own_socket \gset
 SET ROLE ch_clerk;
 SELECT ep.subscribe_channel('some.events', 'dbname=regression');
 SELECT ep.subscribe_channel('some.events', 'dbname=regression password=');
 SELECT ep.subscribe_channel('some.events', 'dbname=regression password=secret');
+-- this server's own socket directory: the server does not ask for a password
+SELECT ep.subscribe_channel('some.events', :'own_socket');
 SELECT ep.subscribe_channel('some.events', 'dbname=regression password=secret ::bad');
 -- one server, reached again the same way: no names to resolve, no lists,
 -- no files or services of the server's OS user
 SELECT ep.subscribe_channel('some.events', 'host=localhost dbname=regression password=secret');
+SELECT ep.subscribe_channel('some.events', 'host=/tmp port=5432 dbname=regression password=secret');
+SELECT ep.subscribe_channel('some.events', 'host=@evil port=5432 dbname=regression password=secret');
+SELECT ep.subscribe_channel('some.events', 'host=/nonexistent/dir dbname=regression password=secret');
+SELECT ep.subscribe_channel('some.events', 'hostaddr=127.0.0.1 sslpassword=x dbname=regression password=secret');
 SELECT ep.subscribe_channel('some.events', 'hostaddr=127.0.0.1,10.0.0.9 dbname=regression password=secret');
 SELECT ep.subscribe_channel('some.events', 'hostaddr=127.0.0.1 port=5432,5433 dbname=regression password=secret');
 SELECT ep.subscribe_channel('some.events', 'hostaddr=db.example dbname=regression password=secret');

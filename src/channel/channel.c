@@ -180,7 +180,9 @@ ep_send_direct(Oid partition, Datum *args, const char *nulls)
 		!rel->rd_rel->relispartition || rel->rd_rel->relrowsecurity ||
 		rel->trigdesc != NULL || rel->rd_rules != NULL ||
 		RelationGetNamespace(rel) != get_namespace_oid("ep_channels", true) ||
-		strncmp(RelationGetRelationName(rel), TextDatumGetCString(args[0]), NAMEDATALEN) != 0 ||
+		strlen(RelationGetRelationName(rel)) != VARSIZE_ANY_EXHDR(DatumGetPointer(args[0])) ||
+		memcmp(RelationGetRelationName(rel), VARDATA_ANY(DatumGetPointer(args[0])),
+			   VARSIZE_ANY_EXHDR(DatumGetPointer(args[0]))) != 0 ||
 		(desc->constr != NULL && (desc->constr->num_check > 0 || desc->constr->num_defval > 0 ||
 								  desc->constr->has_generated_stored)))
 		ok = false;

@@ -48,6 +48,10 @@
 #include "postgres.h"
 
 #include <ctype.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "access/xact.h"
 #include "access/xlog.h"
@@ -530,13 +534,77 @@ ep_native_test_connect(const char *conninfo, char **err)
 	return conn;
 }
 
+/*
+ * May a later connection to the socket directory dir reach only a server
+ * that the server's own OS user (or root) put there? Every directory on
+ * the resolved path is owned by root or that user; one that others may
+ * write to is sticky (they cannot replace what is in it), and the last
+ * one is writable by nobody else (its socket cannot be swapped). Returns
+ * the resolved path, or NULL.
+ */
+static char *
+ep_native_trusted_socket_dir(const char *dir)
+{
+	char		resolved[MAXPGPATH];
+	char		prefix[MAXPGPATH];
+	char	   *p;
+	struct stat st;
+	uid_t		uid = geteuid();
+	gid_t		gid = getegid();
+
+	char	   *real;
+
+	if (dir[0] != '/')
+		return NULL;
+	real = realpath(dir, NULL);
+	if (real == NULL)
+		return NULL;
+	if (strlen(real) >= MAXPGPATH)
+	{
+		free(real);
+		return NULL;
+	}
+	strcpy(resolved, real);
+	free(real);
+	p = resolved;
+	for (;;)
+	{
+		char	   *slash = strchr(p + 1, '/');
+		bool		last = (slash == NULL);
+		size_t		len = last ? strlen(resolved) : (size_t) (slash - resolved);
+
+		memcpy(prefix, resolved, len);
+		prefix[len] = '\0';
+		if (lstat(prefix, &st) != 0 || !S_ISDIR(st.st_mode) ||
+			(st.st_uid != 0 && st.st_uid != uid))
+			return NULL;
+		if ((st.st_mode & S_IWGRP) && st.st_gid != 0 && st.st_gid != gid &&
+			(last || !(st.st_mode & S_ISVTX)))
+			return NULL;
+		if ((st.st_mode & S_IWOTH) && (last || !(st.st_mode & S_ISVTX)))
+			return NULL;
+		if (last)
+			break;
+		p = slash;
+	}
+	return pstrdup(resolved);
+}
+
 char *
 ep_native_caller_conninfo(Oid caller, const char *conninfo)
 {
-	/* what a caller may not name: files and services of the server's OS user */
-	static const char *const refused[] = {
-		"service", "passfile", "sslcert", "sslkey", "sslpassword", "sslcrl", "sslcrldir",
-		"sslrootcert", "krbsrvname", "gsslib", NULL
+	/*
+	 * What a caller may give: nothing that names a file, a service or a
+	 * credential of the server's OS user (options this libpq does not
+	 * list are refused too, whatever a newer one may add)
+	 */
+	static const char *const allowed[] = {
+		"host", "hostaddr", "port", "dbname", "user", "password", "application_name",
+		"fallback_application_name", "options", "connect_timeout", "client_encoding",
+		"sslmode", "sslcompression", "sslsni", "ssl_min_protocol_version",
+		"ssl_max_protocol_version", "channel_binding", "require_auth", "requirepeer",
+		"keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count",
+		"tcp_user_timeout", "target_session_attrs", "load_balance_hosts", NULL
 	};
 	PQconninfoOption *opts;
 	PQconninfoOption *o;
@@ -544,6 +612,7 @@ ep_native_caller_conninfo(Oid caller, const char *conninfo)
 	const char *host = NULL;
 	const char *hostaddr = NULL;
 	const char *port = NULL;
+	char	   *socket_dir = NULL;
 	bool		has_timeout = false;
 	StringInfoData buf;
 	PGconn	   *conn;
@@ -558,31 +627,33 @@ ep_native_caller_conninfo(Oid caller, const char *conninfo)
 		return pstrdup(conninfo);
 	}
 
-	initStringInfo(&buf);
 	for (o = opts; o->keyword != NULL; o++)
 	{
 		if (o->val == NULL)
 			continue;
-		for (i = 0; refused[i] != NULL; i++)
-			if (strcmp(o->keyword, refused[i]) == 0 && o->val[0] != '\0')
-			{
-				PQconninfoFree(opts);
-				ereport(ERROR,
-						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-						 errmsg("connection option \"%s\" may be given only by a superuser", refused[i]),
-						 errdetail("It names a file or a service of the server's operating system user.")));
-			}
+		for (i = 0; allowed[i] != NULL; i++)
+			if (strcmp(o->keyword, allowed[i]) == 0)
+				break;
+		if (allowed[i] == NULL)
+		{
+			char	   *keyword = pstrdup(o->keyword);
+
+			PQconninfoFree(opts);
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("connection option \"%s\" may be given only by a superuser", keyword),
+					 errdetail("A role that is not a superuser may give only options that name no file, service or credential of the server's operating system user.")));
+		}
 		if (strcmp(o->keyword, "password") == 0)
 			password = o->val;
-		else if (strcmp(o->keyword, "host") == 0)
+		else if (strcmp(o->keyword, "host") == 0 && o->val[0] != '\0')
 			host = o->val;
-		else if (strcmp(o->keyword, "hostaddr") == 0)
+		else if (strcmp(o->keyword, "hostaddr") == 0 && o->val[0] != '\0')
 			hostaddr = o->val;
 		else if (strcmp(o->keyword, "port") == 0)
 			port = o->val;
 		else if (strcmp(o->keyword, "connect_timeout") == 0)
 			has_timeout = true;
-		ep_native_append_option(&buf, o->keyword, o->val);
 	}
 
 	if (password == NULL || password[0] == '\0')
@@ -597,20 +668,32 @@ ep_native_caller_conninfo(Oid caller, const char *conninfo)
 
 	/*
 	 * Every later connection (the subscription's, the extension's) must
-	 * reach the server that asked for the password: one server, by a
-	 * socket directory or a numeric address, not a name to resolve again.
+	 * reach the server that asked for the password: one server, named
+	 * here (not by the server's environment), by a numeric address or a
+	 * socket directory nobody else can write to, not a name to resolve
+	 * again.
 	 */
-	if (!ep_native_single(host) || !ep_native_single(hostaddr) || !ep_native_single(port) ||
-		(hostaddr == NULL && host != NULL && host[0] != '\0' && host[0] != '/' && host[0] != '@') ||
+	if (hostaddr == NULL && host != NULL && host[0] == '/' && ep_native_single(host))
+		socket_dir = ep_native_trusted_socket_dir(host);
+	if ((host == NULL && hostaddr == NULL) ||
+		!ep_native_single(host) || !ep_native_single(hostaddr) || !ep_native_single(port) ||
+		(hostaddr == NULL && socket_dir == NULL) ||
 		(hostaddr != NULL && !ep_native_numeric_address(hostaddr)))
 	{
 		PQconninfoFree(opts);
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("a role that is not a superuser must name one producer server by socket directory or numeric address"),
-				 errdetail("Host names and lists of hosts or ports could lead a later connection to another server than the one that checked the password."),
-				 errhint("Use hostaddr=<IP address> (host= may stay for TLS verification), or host=<socket directory>.")));
+				 errmsg("a role that is not a superuser must name one producer server by numeric address or trusted socket directory"),
+				 errdetail("A host name, a list of hosts or ports, a default from the server's environment or a socket directory others can write to could lead a later connection to another server than the one that checked the password."),
+				 errhint("Use hostaddr=<IP address> (host= may stay for TLS verification), or host=<socket directory> owned by root or the server's user and writable by nobody else.")));
 	}
+
+	/* the options as given, the socket directory as resolved */
+	initStringInfo(&buf);
+	for (o = opts; o->keyword != NULL; o++)
+		if (o->val != NULL)
+			ep_native_append_option(&buf, o->keyword,
+									(socket_dir != NULL && strcmp(o->keyword, "host") == 0) ? socket_dir : o->val);
 	PQconninfoFree(opts);
 
 	/* and lend no credential of the server's OS user on the way */

@@ -74,9 +74,9 @@ extern void ep_native_drop_slot_at_commit(const char *conninfo, const char *slot
  * (ep.subscribe_channel). For a superuser: conninfo. For any other role
  * the server's own identity (peer, trust, a .pgpass, client certificate
  * or Kerberos credentials of the OS user) must never be lent: conninfo
- * must carry a password, name one server by socket directory or numeric
- * address (a later connection cannot land elsewhere), and no file or
- * service; the result adds options that present no credential of the OS
+ * must carry a password, name one server by numeric address or by a
+ * socket directory nobody else can write to (a later connection cannot
+ * land elsewhere), and only allowed options; the result adds options that present no credential of the OS
  * user, and a test connection (interruptible) checks that the producer
  * asked for the password.
  */

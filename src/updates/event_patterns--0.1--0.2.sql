@@ -2430,6 +2430,22 @@ BEGIN
     EXECUTE pg_catalog.format('CREATE SUBSCRIPTION %I CONNECTION %L PUBLICATION %I'
                               ' WITH (create_slot = false, slot_name = %L, copy_data = false)',
                               sub, conninfo, 'ep_channel:' OPERATOR(pg_catalog.||) channel, slot);
+    -- the subscription takes every table the producer's publication lists,
+    -- by name, and applies into it as the extension owner: a producer that
+    -- published anything but the channel's table would write this
+    -- database's tables. Refused (the abort undoes everything above).
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_subscription_rel r
+                 JOIN pg_catalog.pg_subscription s ON s.oid OPERATOR(pg_catalog.=) r.srsubid
+                WHERE s.subname OPERATOR(pg_catalog.=) sub
+                  AND s.subdbid OPERATOR(pg_catalog.=) (SELECT b.oid FROM pg_catalog.pg_database b
+                                                         WHERE b.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())
+                  AND r.srrelid OPERATOR(pg_catalog.<>) COALESCE(part, d.partition)::pg_catalog.oid) THEN
+        RAISE EXCEPTION 'the producer''s publication of channel "%" lists other tables than the channel''s', channel
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = pg_catalog.format('Publication %I on the producer must contain only table ep_channels.%I; a subscription would write every table it lists.',
+                                             'ep_channel:' OPERATOR(pg_catalog.||) channel, channel),
+                  HINT = 'Remove the other tables from the publication on the producer (ALTER PUBLICATION ... DROP TABLE).';
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION ep._subscribe_channel(regrole, text, text) IS 'Internal: ep.subscribe_channel() for the calling role (run as the extension owner by ep.subscribe_channel)';

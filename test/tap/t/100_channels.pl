@@ -266,6 +266,35 @@ is($payments->safe_psql('postgres', q{SELECT owner, source !~ '(password|secret)
 like($payments->safe_psql('postgres', q{SELECT subconninfo FROM pg_subscription WHERE subname = 'ep_channel:orders.pw'}),
 	qr/passfile='[^']*nonexistent.*sslcert='[^']*nonexistent/, 'the subscription presents none of the server\'s own credentials');
 
+# a producer whose channel publication lists other tables: the subscription
+# would apply them, by name, into the consumer's tables as the extension
+# owner. Refused, and nothing stays behind (no definition, subscription or
+# slot).
+$payments->safe_psql('postgres', q{CREATE TABLE public.payroll (who text, amount int)});
+$orders->safe_psql('orders', q{
+CREATE TABLE public.payroll (who text, amount int);
+SELECT ep.create_channel('orders.evil');
+ALTER PUBLICATION "ep_channel:orders.evil" ADD TABLE public.payroll;
+});
+my $slots_before = $orders->safe_psql('orders', q{SELECT count(*) FROM pg_replication_slots});
+($rc, $out, $err) = $payments->psql('postgres',
+	"SELECT ep.subscribe_channel('orders.evil', '$orders_conn_sql')");
+like($err, qr/lists other tables than the channel's/, 'a publication with other tables is refused');
+is($payments->safe_psql('postgres', q{
+SELECT (SELECT count(*) FROM ep.channel_defs WHERE channel = 'orders.evil') || '|' ||
+       (SELECT count(*) FROM pg_subscription WHERE subname = 'ep_channel:orders.evil')}),
+	'0|0', 'nothing was written on the consumer');
+is($orders->safe_psql('orders', q{SELECT count(*) FROM pg_replication_slots}), $slots_before,
+	'the slot made for it was dropped again');
+$orders->safe_psql('orders', q{INSERT INTO public.payroll VALUES ('alice', 999999)});
+$orders->safe_psql('orders', q{ALTER PUBLICATION "ep_channel:orders.evil" DROP TABLE public.payroll});
+$payments->safe_psql('postgres', "SELECT ep.subscribe_channel('orders.evil', '$orders_conn_sql')");
+$orders->safe_psql('orders', q{SELECT ep.send('orders.evil', 'Fine', '{}')});
+$payments->poll_query_until('postgres', q{SELECT count(*) = 1 FROM ep.messages WHERE channel = 'orders.evil'})
+  or diag($payments->safe_psql('postgres', 'SELECT * FROM ep.channels'));
+is($payments->safe_psql('postgres', q{SELECT count(*) FROM public.payroll}), '0',
+	'once the publication holds only the channel: subscribed, and the consumer\'s table untouched');
+
 $payments->stop;
 $orders->stop;
 done_testing();
