@@ -32,6 +32,8 @@
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "catalog/index.h"
+#include "executor/tuptable.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/inval.h"
@@ -144,6 +146,32 @@ ep_register_relcache_callback(RelcacheCallbackFunction fn)
 	if (ep_relcache_nfns >= EP_MAX_RELCACHE_CALLBACKS)
 		elog(FATAL, "out of event_patterns relcache callback slots");
 	ep_relcache_fns[ep_relcache_nfns++] = fn;
+}
+
+/*
+ * The index entries of the heap tuple just written from slot, as the
+ * executor makes them, for indexes the caller has checked run no user code
+ * (plain btrees over columns with built-in operator families, immediate,
+ * no exclusion): unique ones checked at once. unchanged: the tuple is a
+ * non-HOT update whose key columns did not change (a hint to the index).
+ */
+void
+ep_insert_index_entries(Relation heap, List *indexes, TupleTableSlot *slot, bool unchanged)
+{
+	ListCell   *lc;
+
+	foreach(lc, indexes)
+	{
+		Relation	idx = lfirst(lc);
+		IndexInfo  *ii = BuildIndexInfo(idx);
+		Datum		values[INDEX_MAX_KEYS];
+		bool		isnull[INDEX_MAX_KEYS];
+
+		FormIndexDatum(ii, slot, NULL, values, isnull);
+		index_insert(idx, values, isnull, &slot->tts_tid, heap,
+					 idx->rd_index->indisunique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO,
+					 unchanged, ii);
+	}
 }
 
 const EpCatalog *

@@ -17,7 +17,9 @@
 #include "postgres.h"
 
 #include "executor/spi.h"
+#include "executor/tuptable.h"
 #include "utils/inval.h"
+#include "utils/relcache.h"
 
 /* The extension's SQLSTATE class "EP" (TimescaleDB uses "TS" the same way). */
 #define ERRCODE_EP_WRONG_EXPECTED_VERSION	MAKE_SQLSTATE('E','P','0','0','1')
@@ -75,6 +77,10 @@ typedef struct EpCatalog
 #define EP_VERSION_0_2	2
 
 extern const EpCatalog *ep_catalog(void);
+
+/* Index entries for a tuple just written from slot (see event_patterns.c) */
+extern void ep_insert_index_entries(Relation heap, List *indexes, TupleTableSlot *slot,
+									bool unchanged);
 
 /* Have fn called for every relcache invalidation (one slot for the library) */
 extern void ep_register_relcache_callback(RelcacheCallbackFunction fn);

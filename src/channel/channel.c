@@ -228,18 +228,7 @@ ep_send_direct(Oid partition, Datum *args, const char *nulls)
 	{
 		ExecStoreVirtualTuple(slot);
 		simple_table_tuple_insert(rel, slot);
-		foreach(lc, indexes)
-		{
-			Relation	idx = lfirst(lc);
-			IndexInfo  *ii = BuildIndexInfo(idx);
-			Datum		values[INDEX_MAX_KEYS];
-			bool		isnull[INDEX_MAX_KEYS];
-
-			FormIndexDatum(ii, slot, NULL, values, isnull);
-			index_insert(idx, values, isnull, &slot->tts_tid, rel,
-						 idx->rd_index->indisunique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO,
-						 false, ii);
-		}
+		ep_insert_index_entries(rel, indexes, slot, false);
 	}
 	foreach(lc, indexes)
 		index_close(lfirst(lc), NoLock);

@@ -991,7 +991,6 @@ static void
 ivm_fast_write(Relation storage, List *indexes, TupleTableSlot *slot, IvmFastGroup *g)
 {
 	bool		update_indexes;
-	ListCell   *lc;
 
 	ExecClearTuple(slot);
 	memcpy(slot->tts_values, g->values, sizeof(Datum) * slot->tts_tupleDescriptor->natts);
@@ -1001,18 +1000,7 @@ ivm_fast_write(Relation storage, List *indexes, TupleTableSlot *slot, IvmFastGro
 	if (!update_indexes)
 		return;
 	/* not a HOT update: every index gets an entry for the new version */
-	foreach(lc, indexes)
-	{
-		Relation	idx = lfirst(lc);
-		IndexInfo  *ii = BuildIndexInfo(idx);
-		Datum		values[INDEX_MAX_KEYS];
-		bool		isnull[INDEX_MAX_KEYS];
-
-		FormIndexDatum(ii, slot, NULL, values, isnull);
-		index_insert(idx, values, isnull, &slot->tts_tid, storage,
-					 idx->rd_index->indisunique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO,
-					 true, ii);
-	}
+	ep_insert_index_entries(storage, indexes, slot, true);
 }
 
 /*
