@@ -577,6 +577,7 @@ ep_channel_remote_state(PG_FUNCTION_ARGS)
 		for (i = 0; i < 5; i++)
 			values[i] = slot_getattr(tslot, i + 1, &nulls[i]);
 		ExecDropSingleTupleTableSlot(tslot);
+		walrcv_clear_result(res);
 	}
 	PG_FINALLY();
 	{
@@ -642,6 +643,8 @@ ep_channel_fetch(PG_FUNCTION_ARGS)
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 		}
 		ExecDropSingleTupleTableSlot(tslot);
+		/* its rows may be in a temporary file: closed now, not at commit */
+		walrcv_clear_result(res);
 	}
 	PG_FINALLY();
 	{
@@ -681,6 +684,7 @@ ep_channel_remote_lsn(PG_FUNCTION_ARGS)
 				lsn = DirectFunctionCall1(pg_lsn_in, CStringGetDatum(TextDatumGetCString(v)));
 		}
 		ExecDropSingleTupleTableSlot(tslot);
+		walrcv_clear_result(res);
 	}
 	PG_FINALLY();
 	{

@@ -288,9 +288,14 @@ is($orders->safe_psql('orders', q{SELECT count(*) FROM pg_replication_slots}), $
 	'the slot made for it was dropped again');
 $orders->safe_psql('orders', q{INSERT INTO public.payroll VALUES ('alice', 999999)});
 $orders->safe_psql('orders', q{ALTER PUBLICATION "ep_channel:orders.evil" DROP TABLE public.payroll});
-$payments->safe_psql('postgres', "SELECT ep.subscribe_channel('orders.evil', '$orders_conn_sql')");
+# what the producer has is copied at subscription: more than work_mem of
+# it goes through a temporary file, closed before commit (no leak warning)
+$orders->safe_psql('orders', q{SELECT count(ep.send('orders.evil', 'Early', jsonb_build_object('pad', repeat('x', 200)))) FROM generate_series(1, 2000)});
+($rc, $out, $err) = $payments->psql('postgres',
+	"SET work_mem = '64kB'; SELECT ep.subscribe_channel('orders.evil', '$orders_conn_sql')");
+is($rc . '|' . $err, '0|', 'subscribed, copying 2,000 messages through a temporary file without a warning');
 $orders->safe_psql('orders', q{SELECT ep.send('orders.evil', 'Fine', '{}')});
-$payments->poll_query_until('postgres', q{SELECT count(*) = 1 FROM ep.messages WHERE channel = 'orders.evil'})
+$payments->poll_query_until('postgres', q{SELECT count(*) = 2001 FROM ep.messages WHERE channel = 'orders.evil'})
   or diag($payments->safe_psql('postgres', 'SELECT * FROM ep.channels'));
 is($payments->safe_psql('postgres', q{SELECT count(*) FROM public.payroll}), '0',
 	'once the publication holds only the channel: subscribed, and the consumer\'s table untouched');
