@@ -146,6 +146,133 @@ ep_send_index_ok(Relation idx)
 }
 
 /*
+ * Schema ep_channels, looked up once per backend (reset when any schema
+ * changes)
+ */
+static void
+ep_channel_nsp_invalidate(Datum arg, int cacheid, uint32 hashvalue)
+{
+	channels_nsp = InvalidOid;
+}
+
+static Oid
+ep_channels_namespace(void)
+{
+	static bool registered = false;
+
+	if (!OidIsValid(channels_nsp))
+	{
+		if (!registered)
+		{
+			CacheRegisterSyscacheCallback(NAMESPACEOID, ep_channel_nsp_invalidate, (Datum) 0);
+			registered = true;
+		}
+		channels_nsp = get_namespace_oid("ep_channels", false);
+	}
+	return channels_nsp;
+}
+
+/*
+ * What ep.send found out about the last channel table it wrote, kept until
+ * that table's relcache entry is invalidated (every ALTER TABLE, CREATE
+ * INDEX or TRIGGER or POLICY or RULE on it sends one): whether it may
+ * write it directly, and which argument goes into which column.
+ */
+typedef struct EpSendShape
+{
+	Oid			relid;			/* InvalidOid: nothing known */
+	bool		direct;			/* the table is as ep_send_direct needs it */
+	int			natts;
+	int		   *arg_of;			/* column i gets argument arg_of[i], -1: NULL */
+	bool	   *notnull;		/* column i is NOT NULL */
+} EpSendShape;
+
+static EpSendShape send_shape = {InvalidOid};
+
+static void
+ep_send_shape_invalidate(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == send_shape.relid)
+		send_shape.relid = InvalidOid;
+}
+
+/* Work out send_shape for rel (open, locked) */
+static void
+ep_send_shape_build(Relation rel)
+{
+	static bool registered = false;
+	TupleDesc	desc = RelationGetDescr(rel);
+	bool		direct = true;
+	int			found = 0;
+	int			i;
+	int			c;
+	List	   *index_oids;
+	ListCell   *lc;
+
+	if (!registered)
+	{
+		ep_register_relcache_callback(ep_send_shape_invalidate);
+		registered = true;
+	}
+	send_shape.relid = InvalidOid;
+	if (send_shape.arg_of != NULL)
+	{
+		pfree(send_shape.arg_of);
+		pfree(send_shape.notnull);
+	}
+	send_shape.natts = desc->natts;
+	send_shape.arg_of = MemoryContextAlloc(TopMemoryContext, sizeof(int) * Max(desc->natts, 1));
+	send_shape.notnull = MemoryContextAlloc(TopMemoryContext, sizeof(bool) * Max(desc->natts, 1));
+
+	if (rel->rd_rel->relkind != RELKIND_RELATION || rel->rd_rel->relam != HEAP_TABLE_AM_OID ||
+		!rel->rd_rel->relispartition || rel->rd_rel->relrowsecurity ||
+		rel->trigdesc != NULL || rel->rd_rules != NULL ||
+		RelationGetNamespace(rel) != ep_channels_namespace() ||
+		(desc->constr != NULL && (desc->constr->num_check > 0 || desc->constr->num_defval > 0 ||
+								  desc->constr->has_generated_stored)))
+		direct = false;
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		send_shape.arg_of[i] = -1;
+		send_shape.notnull[i] = att->attnotnull;
+		if (att->attisdropped)
+			continue;
+		for (c = 0; c < EP_SEND_COLUMNS; c++)
+			if (strcmp(NameStr(att->attname), send_columns[c]) == 0)
+				break;
+		if (c == EP_SEND_COLUMNS)
+		{
+			/* another column (received_seq): NULL must do for it */
+			if (att->attnotnull || att->atthasdef || att->attgenerated)
+				direct = false;
+			continue;
+		}
+		if (att->atttypid != send_types[c])
+			direct = false;
+		send_shape.arg_of[i] = c;
+		found++;
+	}
+	if (found != EP_SEND_COLUMNS)
+		direct = false;
+
+	index_oids = direct ? RelationGetIndexList(rel) : NIL;
+	foreach(lc, index_oids)
+	{
+		Relation	idx = index_open(lfirst_oid(lc), AccessShareLock);
+
+		if (!ep_send_index_ok(idx))
+			direct = false;
+		index_close(idx, AccessShareLock);
+	}
+	list_free(index_oids);
+
+	send_shape.direct = direct;
+	send_shape.relid = RelationGetRelid(rel);
+}
+
+/*
  * Write a message into the channel's table without the executor: heap
  * insert and index entries, as the executor would make them. Only while
  * the table is what ep._channel_create_partition made (a heap partition
@@ -160,83 +287,57 @@ static bool
 ep_send_direct(Oid partition, Datum *args, const char *nulls)
 {
 	Relation	rel;
-	TupleDesc	desc;
 	List	   *index_oids;
 	List	   *indexes = NIL;
 	ListCell   *lc;
 	TupleTableSlot *slot;
-	bool		ok = true;
-	int			found = 0;
+	const char *name;
 	int			i;
-	int			c;
 
 	if (XactReadOnly || IsInParallelMode())
 		return false;
 	rel = try_table_open(partition, RowExclusiveLock);
 	if (rel == NULL)
 		return false;
-	desc = RelationGetDescr(rel);
-	if (rel->rd_rel->relkind != RELKIND_RELATION || rel->rd_rel->relam != HEAP_TABLE_AM_OID ||
-		!rel->rd_rel->relispartition || rel->rd_rel->relrowsecurity ||
-		rel->trigdesc != NULL || rel->rd_rules != NULL ||
-		RelationGetNamespace(rel) != get_namespace_oid("ep_channels", true) ||
-		strlen(RelationGetRelationName(rel)) != VARSIZE_ANY_EXHDR(DatumGetPointer(args[0])) ||
-		memcmp(RelationGetRelationName(rel), VARDATA_ANY(DatumGetPointer(args[0])),
-			   VARSIZE_ANY_EXHDR(DatumGetPointer(args[0]))) != 0 ||
-		(desc->constr != NULL && (desc->constr->num_check > 0 || desc->constr->num_defval > 0 ||
-								  desc->constr->has_generated_stored)))
-		ok = false;
+	if (send_shape.relid != partition)
+		ep_send_shape_build(rel);
+	name = RelationGetRelationName(rel);
+	if (!send_shape.direct || send_shape.natts != RelationGetDescr(rel)->natts ||
+		strlen(name) != VARSIZE_ANY_EXHDR(DatumGetPointer(args[0])) ||
+		memcmp(name, VARDATA_ANY(DatumGetPointer(args[0])), strlen(name)) != 0)
+	{
+		table_close(rel, NoLock);
+		return false;
+	}
+	for (i = 0; i < send_shape.natts; i++)
+		if (send_shape.arg_of[i] >= 0 && send_shape.notnull[i] && nulls[send_shape.arg_of[i]] == 'n')
+		{
+			table_close(rel, NoLock);
+			return false;
+		}
 
 	slot = table_slot_create(rel, NULL);
 	ExecClearTuple(slot);
-	for (i = 0; ok && i < desc->natts; i++)
+	for (i = 0; i < send_shape.natts; i++)
 	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
+		int			c = send_shape.arg_of[i];
 
-		slot->tts_values[i] = (Datum) 0;
-		slot->tts_isnull[i] = true;
-		if (att->attisdropped)
-			continue;
-		for (c = 0; c < EP_SEND_COLUMNS; c++)
-			if (strcmp(NameStr(att->attname), send_columns[c]) == 0)
-				break;
-		if (c == EP_SEND_COLUMNS)
-		{
-			/* another column (received_seq): NULL must do for it */
-			ok = !att->attnotnull && !att->atthasdef && !att->attgenerated;
-			continue;
-		}
-		if (att->atttypid != send_types[c] || (att->attnotnull && nulls[c] == 'n'))
-			ok = false;
-		slot->tts_values[i] = args[c];
-		slot->tts_isnull[i] = (nulls[c] == 'n');
-		found++;
+		slot->tts_values[i] = (c >= 0 && nulls[c] != 'n') ? args[c] : (Datum) 0;
+		slot->tts_isnull[i] = (c < 0 || nulls[c] == 'n');
 	}
-	ok = ok && found == EP_SEND_COLUMNS;
-
-	index_oids = ok ? RelationGetIndexList(rel) : NIL;
+	ExecStoreVirtualTuple(slot);
+	simple_table_tuple_insert(rel, slot);
+	index_oids = RelationGetIndexList(rel);
 	foreach(lc, index_oids)
-	{
-		Relation	idx = index_open(lfirst_oid(lc), RowExclusiveLock);
-
-		indexes = lappend(indexes, idx);
-		if (!ep_send_index_ok(idx))
-			ok = false;
-	}
-
-	if (ok)
-	{
-		ExecStoreVirtualTuple(slot);
-		simple_table_tuple_insert(rel, slot);
-		ep_insert_index_entries(rel, indexes, slot, false);
-	}
+		indexes = lappend(indexes, index_open(lfirst_oid(lc), RowExclusiveLock));
+	ep_insert_index_entries(rel, indexes, slot, false);
 	foreach(lc, indexes)
 		index_close(lfirst(lc), NoLock);
 	list_free(index_oids);
 	list_free(indexes);
 	ExecDropSingleTupleTableSlot(slot);
 	table_close(rel, NoLock);
-	return ok;
+	return true;
 }
 
 PG_FUNCTION_INFO_V1(ep_send);
@@ -367,14 +468,6 @@ ep_channel_xact_callback(XactEvent event, void *arg)
 }
 
 /* The OID of schema ep_channels is cached; any change to pg_namespace forgets it. */
-static bool nsp_callback_registered = false;
-
-static void
-ep_channel_nsp_invalidate(Datum arg, int cacheid, uint32 hashvalue)
-{
-	channels_nsp = InvalidOid;
-}
-
 PG_FUNCTION_INFO_V1(ep_message_receive);
 Datum
 ep_message_receive(PG_FUNCTION_ARGS)
@@ -395,16 +488,7 @@ ep_message_receive(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("ep._message_receive() must be called as a BEFORE INSERT row trigger")));
 	/* it looks messages up as the extension owner: channel tables only */
-	if (!OidIsValid(channels_nsp))
-	{
-		if (!nsp_callback_registered)
-		{
-			CacheRegisterSyscacheCallback(NAMESPACEOID, ep_channel_nsp_invalidate, (Datum) 0);
-			nsp_callback_registered = true;
-		}
-		channels_nsp = get_namespace_oid("ep_channels", false);
-	}
-	if (RelationGetNamespace(trigdata->tg_relation) != channels_nsp)
+	if (RelationGetNamespace(trigdata->tg_relation) != ep_channels_namespace())
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("ep._message_receive() fires only on the tables of schema ep_channels")));
