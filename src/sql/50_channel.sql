@@ -590,8 +590,7 @@ BEGIN
     shown := ep._channel_conninfo_shown(conninfo);
     conninfo := ep._channel_check_conninfo(caller, conninfo);
     -- nothing is written before the slot exists (see ep._channel_remote_slot)
-    st := ep._channel_remote_state(conninfo, channel,
-                                   CASE WHEN FOUND THEN d.slot_name END);
+    st := ep._channel_remote_state(conninfo, channel, d.slot_name);
     IF NOT st.channel_exists THEN
         RAISE EXCEPTION 'channel "%" does not exist on the producer', channel
             USING ERRCODE = 'undefined_object', HINT = 'Run ep.create_channel() on the producer first.';
