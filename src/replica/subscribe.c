@@ -50,8 +50,12 @@
 #include <ctype.h>
 #include <limits.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/xattr.h>
+#endif
 
 #include "access/xact.h"
 #include "access/xlog.h"
@@ -535,24 +539,58 @@ ep_native_test_connect(const char *conninfo, char **err)
 }
 
 /*
+ * Does the directory path carry a POSIX access ACL that may let named users
+ * or groups write to it? With such an ACL the group permission bits are the
+ * ACL's mask: when the mask has no write bit, no entry can write.
+ */
+static bool
+ep_native_acl_may_write(const char *path, const struct stat *st)
+{
+#ifdef __linux__
+	ssize_t		n = lgetxattr(path, "system.posix_acl_access", NULL, 0);
+
+	if (n < 0)
+		return !(errno == ENODATA || errno == ENOTSUP || errno == EOPNOTSUPP);
+	return (st->st_mode & S_IWGRP) != 0;
+#else
+	return false;
+#endif
+}
+
+/*
+ * Is the directory path owned by root or the server's OS user and writable
+ * by nobody else: not by other users (sticky or not: a directory under /tmp
+ * that goes away can be made again by anyone), not by a group other than
+ * root's or the server's, not through an access ACL?
+ */
+static bool
+ep_native_dir_safe(const char *path)
+{
+	struct stat st;
+
+	if (lstat(path, &st) != 0 || !S_ISDIR(st.st_mode) ||
+		(st.st_uid != 0 && st.st_uid != geteuid()))
+		return false;
+	if ((st.st_mode & S_IWGRP) && st.st_gid != 0 && st.st_gid != getegid())
+		return false;
+	if (st.st_mode & S_IWOTH)
+		return false;
+	return !ep_native_acl_may_write(path, &st);
+}
+
+/*
  * May a later connection to the socket directory dir reach only a server
  * that the server's own OS user (or root) put there? Every directory on
- * the resolved path is owned by root or that user; one that others may
- * write to is sticky (they cannot replace what is in it), and the last
- * one is writable by nobody else (its socket cannot be swapped). Returns
- * the resolved path, or NULL.
+ * the resolved path, from the root down, is safe. Returns the resolved
+ * path, or NULL.
  */
 static char *
 ep_native_trusted_socket_dir(const char *dir)
 {
 	char		resolved[MAXPGPATH];
 	char		prefix[MAXPGPATH];
-	char	   *p;
-	struct stat st;
-	uid_t		uid = geteuid();
-	gid_t		gid = getegid();
-
 	char	   *real;
+	char	   *slash;
 
 	if (dir[0] != '/')
 		return NULL;
@@ -566,26 +604,20 @@ ep_native_trusted_socket_dir(const char *dir)
 	}
 	strcpy(resolved, real);
 	free(real);
-	p = resolved;
-	for (;;)
+	if (!ep_native_dir_safe("/"))
+		return NULL;
+	for (slash = strchr(resolved + 1, '/');; slash = strchr(slash + 1, '/'))
 	{
-		char	   *slash = strchr(p + 1, '/');
-		bool		last = (slash == NULL);
-		size_t		len = last ? strlen(resolved) : (size_t) (slash - resolved);
+		size_t		len = slash ? (size_t) (slash - resolved) : strlen(resolved);
 
+		if (len <= 1)
+			break;				/* the root, checked above */
 		memcpy(prefix, resolved, len);
 		prefix[len] = '\0';
-		if (lstat(prefix, &st) != 0 || !S_ISDIR(st.st_mode) ||
-			(st.st_uid != 0 && st.st_uid != uid))
+		if (!ep_native_dir_safe(prefix))
 			return NULL;
-		if ((st.st_mode & S_IWGRP) && st.st_gid != 0 && st.st_gid != gid &&
-			(last || !(st.st_mode & S_ISVTX)))
-			return NULL;
-		if ((st.st_mode & S_IWOTH) && (last || !(st.st_mode & S_ISVTX)))
-			return NULL;
-		if (last)
+		if (slash == NULL)
 			break;
-		p = slash;
 	}
 	return pstrdup(resolved);
 }

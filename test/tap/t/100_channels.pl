@@ -10,6 +10,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use IPC::Run;
+use File::Path;
 use EPTest;
 
 my $extra = qq{
@@ -21,6 +22,13 @@ wal_receiver_status_interval = 1s
 };
 my $orders = ep_node('orders');
 $orders->append_conf('postgresql.conf', $extra);
+# the producer also listens on 127.0.0.1 and in a socket directory of the
+# server's user outside the sticky /tmp (made by test/install-deps.sh)
+my $trusted_dir = '/run/postgresql/ep_tap_' . $orders->port;
+File::Path::rmtree($trusted_dir);
+mkdir($trusted_dir, 0700) or die "cannot make $trusted_dir: $!";
+$orders->append_conf('postgresql.conf',
+	"unix_socket_directories = '" . $orders->host . ", $trusted_dir'\nlisten_addresses = '127.0.0.1'\n");
 $orders->start;
 my $payments = ep_node('payments');
 $payments->append_conf('postgresql.conf', $extra);
@@ -249,14 +257,38 @@ $payments->safe_psql('postgres', q{
 CREATE ROLE subscriber;
 GRANT EXECUTE ON FUNCTION ep.subscribe_channel(text, text) TO subscriber;
 });
+# by address: the producer listens on 127.0.0.1 too
+my $tcp = 'hostaddr=127.0.0.1 port=' . $orders->port . ' dbname=orders';
 my ($rc, $out, $err) = $payments->psql('postgres',
-	"SET ROLE subscriber; SELECT ep.subscribe_channel('orders.pw', '$orders_conn_sql user=pwuser')");
+	"SET ROLE subscriber; SELECT ep.subscribe_channel('orders.pw', '$tcp user=pwuser')");
 like($err, qr/password is required/, 'no password: refused for a role that is not a superuser');
 ($rc, $out, $err) = $payments->psql('postgres',
-	"SET ROLE subscriber; SELECT ep.subscribe_channel('orders.pw', '$orders_conn_sql user=pwuser password=wrong')");
+	"SET ROLE subscriber; SELECT ep.subscribe_channel('orders.pw', '$tcp user=pwuser password=wrong')");
 like($err, qr/could not connect to the producer.*password authentication failed/s, 'a wrong password: refused');
+($rc, $out, $err) = $payments->psql('postgres',
+	"SET ROLE subscriber; SELECT ep.subscribe_channel('orders.pw', '$tcp user=postgres password=anything')");
+like($err, qr/The producer did not ask for the password/, 'a producer that trusts the connection: refused');
+# by socket directory: only one nobody but the server's user may write to.
+# The test cluster's own directory sits in the sticky /tmp, where anyone
+# may make it again once it is gone.
+my $sock = ' port=' . $orders->port . ' dbname=orders user=pwuser password=secret';
+($rc, $out, $err) = $payments->psql('postgres',
+	"SET ROLE subscriber; SELECT ep.subscribe_channel('orders.pw', 'host=" . $orders->host . "$sock')");
+like($err, qr/trusted socket directory/, 'a socket directory under the sticky /tmp: refused');
+system('setfacl', '-m', 'u:nobody:rwx', $trusted_dir) == 0 or die "setfacl failed";
+($rc, $out, $err) = $payments->psql('postgres',
+	"SET ROLE subscriber; SELECT ep.subscribe_channel('orders.pw', 'host=$trusted_dir$sock')");
+like($err, qr/trusted socket directory/, 'a socket directory an access ACL lets another user write to: refused');
+system('setfacl', '-b', $trusted_dir) == 0 or die "setfacl failed";
+($rc, $out, $err) = $payments->psql('postgres',
+	"SET ROLE subscriber; SELECT ep.subscribe_channel('orders.pw', 'host=$trusted_dir port=" . $orders->port
+	  . " dbname=orders user=pwuser password=wrong')");
+like($err, qr/could not connect to the producer.*password authentication failed/s,
+	'a socket directory of the server\'s user is used (and the password checked)');
+is($payments->safe_psql('postgres', q{SELECT count(*) FROM ep.channel_defs WHERE channel = 'orders.pw'}), '0',
+	'nothing written by the refusals');
 $payments->safe_psql('postgres',
-	"SET ROLE subscriber; SELECT ep.subscribe_channel('orders.pw', '$orders_conn_sql user=pwuser password=secret')");
+	"SET ROLE subscriber; SELECT ep.subscribe_channel('orders.pw', '$tcp user=pwuser password=secret')");
 $orders->safe_psql('orders', q{SELECT ep.send('orders.pw', 'Late', '{}')});
 $payments->poll_query_until('postgres', q{SELECT count(*) = 2 FROM ep.messages WHERE channel = 'orders.pw'})
   or diag($payments->safe_psql('postgres', 'SELECT * FROM ep.channels'));
@@ -302,4 +334,5 @@ is($payments->safe_psql('postgres', q{SELECT count(*) FROM public.payroll}), '0'
 
 $payments->stop;
 $orders->stop;
+File::Path::rmtree($trusted_dir);
 done_testing();
