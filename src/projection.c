@@ -1828,6 +1828,23 @@ ep_run_projection(EpProj *p, EpDecodeRound *round, int64 horizon, int64 *left, b
 		SPI_finish();
 		ep_restore_user(&saved);
 		PopActiveSnapshot();
+
+		/*
+		 * A message handler's transaction need not wait for its commit
+		 * record to reach the disk, as native apply does not: a crash that
+		 * loses it loses the handler's writes and its progress together
+		 * (one commit), and the messages were received by earlier commits,
+		 * earlier in the WAL, so they are still there and handled again.
+		 * Nothing in it moves a slot on, and what it sent reaches other
+		 * databases only once flushed. Unless the handler appended events:
+		 * readers of the store must not see an event a crash could take
+		 * back. What depends on a slot (table and decoded event
+		 * projections) keeps synchronous commits too.
+		 */
+		if (ok && p->is_message && !ep_position_reserved_in_xact())
+			(void) set_config_option("synchronous_commit", "off",
+									 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
+									 true, 0, false);
 		if (ok)
 			CommitTransactionCommand();
 		else
@@ -1952,16 +1969,15 @@ ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *
 		}
 
 		/*
-		 * Decode up to the current insert position, flushed first. Right
-		 * after a page boundary the insert position points past the page
-		 * header that nothing has been written behind yet: stop at the
-		 * boundary then.
+		 * Decode up to the current insert position, flushed first (below,
+		 * when there is decoding to do). Right after a page boundary the
+		 * insert position points past the page header that nothing has
+		 * been written behind yet: stop at the boundary then.
 		 */
 		ep_decoder_help_restart();
 		upto = GetXLogInsertRecPtr();
 		if (upto % XLOG_BLCKSZ <= SizeOfXLogLongPHD)
 			upto -= upto % XLOG_BLCKSZ;
-		XLogFlush(upto);
 
 		memset(&round, 0, sizeof(round));
 		round.cxt = AllocSetContextCreate(round_cxt, "ep decoded changes", ALLOCSET_DEFAULT_SIZES);
@@ -2026,6 +2042,7 @@ ep_round(int64 budget, bool slot_created, bool try_lock, bool confirm_ok, bool *
 		}
 		else
 		{
+			XLogFlush(upto);
 			ep_decoder_run(&round, stored_confirm, upto);
 			last_idle_decode = now;
 		}
