@@ -345,6 +345,9 @@ SELECT ep.subscribe_channel('some.events', 'host=/tmp port=5432 dbname=regressio
 SELECT ep.subscribe_channel('some.events', 'host=@evil port=5432 dbname=regression password=secret');
 SELECT ep.subscribe_channel('some.events', 'host=/nonexistent/dir dbname=regression password=secret');
 SELECT ep.subscribe_channel('some.events', 'hostaddr=127.0.0.1 sslpassword=x dbname=regression password=secret');
+-- named like a standby, the subscription could stand in for one the
+-- producer waits for
+SELECT ep.subscribe_channel('some.events', 'hostaddr=127.0.0.1 application_name=standby1 dbname=regression password=secret');
 SELECT ep.subscribe_channel('some.events', 'hostaddr=127.0.0.1,10.0.0.9 dbname=regression password=secret');
 SELECT ep.subscribe_channel('some.events', 'hostaddr=127.0.0.1 port=5432,5433 dbname=regression password=secret');
 SELECT ep.subscribe_channel('some.events', 'hostaddr=db.example dbname=regression password=secret');

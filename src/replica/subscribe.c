@@ -54,6 +54,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #ifdef __linux__
+#include <sys/vfs.h>
 #include <sys/xattr.h>
 #endif
 
@@ -539,19 +540,80 @@ ep_native_test_connect(const char *conninfo, char **err)
 }
 
 /*
- * Does the directory path carry a POSIX access ACL that may let named users
- * or groups write to it? With such an ACL the group permission bits are the
- * ACL's mask: when the mask has no write bit, no entry can write.
+ * Does the directory path carry a POSIX ACL that may let others write to
+ * it, now (an access ACL: with one, the group permission bits are the
+ * ACL's mask, and without a write bit in it no entry can write) or in a
+ * directory made in it later (a default ACL with any entry but the
+ * owner's that grants writing)?
  */
 static bool
 ep_native_acl_may_write(const char *path, const struct stat *st)
 {
 #ifdef __linux__
+	/* the extended attribute: a 4-byte header, then 8-byte entries */
+	unsigned char buf[4 + 8 * 64];
 	ssize_t		n = lgetxattr(path, "system.posix_acl_access", NULL, 0);
+	ssize_t		off;
 
+	if (n >= 0)
+	{
+		if (st->st_mode & S_IWGRP)
+			return true;
+	}
+	else if (!(errno == ENODATA || errno == ENOTSUP || errno == EOPNOTSUPP))
+		return true;
+
+	n = lgetxattr(path, "system.posix_acl_default", buf, sizeof(buf));
 	if (n < 0)
 		return !(errno == ENODATA || errno == ENOTSUP || errno == EOPNOTSUPP);
-	return (st->st_mode & S_IWGRP) != 0;
+	if (n < 4 || (n - 4) % 8 != 0)
+		return true;
+	for (off = 4; off < n; off += 8)
+	{
+		uint16		tag = (uint16) (buf[off] | (buf[off + 1] << 8));
+		uint16		perm = (uint16) (buf[off + 2] | (buf[off + 3] << 8));
+
+		/* ACL_USER_OBJ is 0x01, the write permission 0x02 */
+		if (tag != 0x01 && (perm & 0x02))
+			return true;
+	}
+	return false;
+#else
+	return false;
+#endif
+}
+
+/*
+ * Is the path on a file system whose owners and modes a user can make up
+ * (FUSE) or that another machine serves (NFS, SMB, CIFS, Ceph, AFS, 9P,
+ * Coda)?
+ */
+static bool
+ep_native_foreign_fs(const char *path)
+{
+#ifdef __linux__
+	static const long foreign[] = {
+		0x65735546,				/* FUSE */
+		0x6969,					/* NFS */
+		0xFF534D42,				/* CIFS */
+		0xFE534D42,				/* SMB2 */
+		0x517B,					/* SMB */
+		0x00C36400,				/* Ceph */
+		0x5346414F,				/* AFS */
+		0x6B414653,				/* kAFS */
+		0x01021997,				/* 9P */
+		0x73757245,				/* Coda */
+		0x564C,					/* NCP */
+	};
+	struct statfs fs;
+	int			i;
+
+	if (statfs(path, &fs) != 0)
+		return true;
+	for (i = 0; i < lengthof(foreign); i++)
+		if ((unsigned long) fs.f_type == (unsigned long) foreign[i])
+			return true;
+	return false;
 #else
 	return false;
 #endif
@@ -561,7 +623,7 @@ ep_native_acl_may_write(const char *path, const struct stat *st)
  * Is the directory path owned by root or the server's OS user and writable
  * by nobody else: not by other users (sticky or not: a directory under /tmp
  * that goes away can be made again by anyone), not by a group other than
- * root's or the server's, not through an access ACL?
+ * root's or the server's, not through an ACL, on a local file system?
  */
 static bool
 ep_native_dir_safe(const char *path)
@@ -574,6 +636,8 @@ ep_native_dir_safe(const char *path)
 	if ((st.st_mode & S_IWGRP) && st.st_gid != 0 && st.st_gid != getegid())
 		return false;
 	if (st.st_mode & S_IWOTH)
+		return false;
+	if (ep_native_foreign_fs(path))
 		return false;
 	return !ep_native_acl_may_write(path, &st);
 }
@@ -628,11 +692,13 @@ ep_native_caller_conninfo(Oid caller, const char *conninfo)
 	/*
 	 * What a caller may give: nothing that names a file, a service or a
 	 * credential of the server's OS user (options this libpq does not
-	 * list are refused too, whatever a newer one may add)
+	 * list are refused too, whatever a newer one may add), and no
+	 * application_name: the subscription is named after itself, so that
+	 * it cannot pose as a synchronous standby the producer waits for.
 	 */
 	static const char *const allowed[] = {
-		"host", "hostaddr", "port", "dbname", "user", "password", "application_name",
-		"fallback_application_name", "options", "connect_timeout", "client_encoding",
+		"host", "hostaddr", "port", "dbname", "user", "password",
+		"options", "connect_timeout", "client_encoding",
 		"sslmode", "sslcompression", "sslsni", "ssl_min_protocol_version",
 		"ssl_max_protocol_version", "channel_binding", "require_auth", "requirepeer",
 		"keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count",
@@ -674,7 +740,7 @@ ep_native_caller_conninfo(Oid caller, const char *conninfo)
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 					 errmsg("connection option \"%s\" may be given only by a superuser", keyword),
-					 errdetail("A role that is not a superuser may give only options that name no file, service or credential of the server's operating system user.")));
+					 errdetail("A role that is not a superuser may give no option that names a file, service or credential of the server's operating system user, nor application_name (the subscription's name stays its own).")));
 		}
 		if (strcmp(o->keyword, "password") == 0)
 			password = o->val;

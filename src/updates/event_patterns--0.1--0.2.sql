@@ -2358,9 +2358,10 @@ BEGIN
     END IF;
     -- the extension owner connects: for a role that is not a superuser,
     -- with a checked password and none of the server's own credentials;
-    -- every connection below uses this connection string
-    shown := ep._channel_conninfo_shown(conninfo);
+    -- every connection below uses this connection string (and the
+    -- definition shows it, without passwords: a socket directory as used)
     conninfo := ep._channel_check_conninfo(caller, conninfo);
+    shown := ep._channel_conninfo_shown(conninfo);
     -- nothing is written before the slot exists (see ep._channel_remote_slot)
     st := ep._channel_remote_state(conninfo, channel, d.slot_name);
     IF NOT st.channel_exists THEN

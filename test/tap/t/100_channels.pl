@@ -280,6 +280,13 @@ system('setfacl', '-m', 'u:nobody:rwx', $trusted_dir) == 0 or die "setfacl faile
 	"SET ROLE subscriber; SELECT ep.subscribe_channel('orders.pw', 'host=$trusted_dir$sock')");
 like($err, qr/trusted socket directory/, 'a socket directory an access ACL lets another user write to: refused');
 system('setfacl', '-b', $trusted_dir) == 0 or die "setfacl failed";
+# a default ACL: a socket directory made in it again later would let
+# another user write
+system('setfacl', '-d', '-m', 'u:nobody:rwx', $trusted_dir) == 0 or die "setfacl failed";
+($rc, $out, $err) = $payments->psql('postgres',
+	"SET ROLE subscriber; SELECT ep.subscribe_channel('orders.pw', 'host=$trusted_dir$sock')");
+like($err, qr/trusted socket directory/, 'a socket directory with a default ACL that lets another user write: refused');
+system('setfacl', '-k', $trusted_dir) == 0 or die "setfacl failed";
 ($rc, $out, $err) = $payments->psql('postgres',
 	"SET ROLE subscriber; SELECT ep.subscribe_channel('orders.pw', 'host=$trusted_dir port=" . $orders->port
 	  . " dbname=orders user=pwuser password=wrong')");
