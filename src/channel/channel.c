@@ -467,7 +467,6 @@ ep_channel_xact_callback(XactEvent event, void *arg)
 		wake_at_commit = false;
 }
 
-/* The OID of schema ep_channels is cached; any change to pg_namespace forgets it. */
 PG_FUNCTION_INFO_V1(ep_message_receive);
 Datum
 ep_message_receive(PG_FUNCTION_ARGS)

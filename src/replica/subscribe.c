@@ -539,6 +539,11 @@ ep_native_test_connect(const char *conninfo, char **err)
 	return conn;
 }
 
+#ifdef __linux__
+
+/* lgetxattr found no such attribute, or the file system has none */
+#define EP_NO_XATTR(e) ((e) == ENODATA || (e) == ENOTSUP || (e) == EOPNOTSUPP)
+
 /*
  * Does the directory path carry a POSIX ACL that may let others write to
  * it, now (an access ACL: with one, the group permission bits are the
@@ -549,23 +554,16 @@ ep_native_test_connect(const char *conninfo, char **err)
 static bool
 ep_native_acl_may_write(const char *path, const struct stat *st)
 {
-#ifdef __linux__
 	/* the extended attribute: a 4-byte header, then 8-byte entries */
 	unsigned char buf[4 + 8 * 64];
 	ssize_t		n = lgetxattr(path, "system.posix_acl_access", NULL, 0);
 	ssize_t		off;
 
-	if (n >= 0)
-	{
-		if (st->st_mode & S_IWGRP)
-			return true;
-	}
-	else if (!(errno == ENODATA || errno == ENOTSUP || errno == EOPNOTSUPP))
+	if (n >= 0 ? (st->st_mode & S_IWGRP) != 0 : !EP_NO_XATTR(errno))
 		return true;
-
 	n = lgetxattr(path, "system.posix_acl_default", buf, sizeof(buf));
 	if (n < 0)
-		return !(errno == ENODATA || errno == ENOTSUP || errno == EOPNOTSUPP);
+		return !EP_NO_XATTR(errno);
 	if (n < 4 || (n - 4) % 8 != 0)
 		return true;
 	for (off = 4; off < n; off += 8)
@@ -578,21 +576,17 @@ ep_native_acl_may_write(const char *path, const struct stat *st)
 			return true;
 	}
 	return false;
-#else
-	return false;
-#endif
 }
 
 /*
  * Is the path on a file system whose owners and modes a user can make up
  * (FUSE) or that another machine serves (NFS, SMB, CIFS, Ceph, AFS, 9P,
- * Coda)?
+ * Coda, NCP)?
  */
 static bool
 ep_native_foreign_fs(const char *path)
 {
-#ifdef __linux__
-	static const long foreign[] = {
+	static const unsigned long foreign[] = {
 		0x65735546,				/* FUSE */
 		0x6969,					/* NFS */
 		0xFF534D42,				/* CIFS */
@@ -611,13 +605,15 @@ ep_native_foreign_fs(const char *path)
 	if (statfs(path, &fs) != 0)
 		return true;
 	for (i = 0; i < lengthof(foreign); i++)
-		if ((unsigned long) fs.f_type == (unsigned long) foreign[i])
+		if ((unsigned long) fs.f_type == foreign[i])
 			return true;
 	return false;
-#else
-	return false;
-#endif
 }
+
+#else							/* no ACLs or file system types to ask for */
+#define ep_native_acl_may_write(path, st) false
+#define ep_native_foreign_fs(path) false
+#endif
 
 /*
  * Is the directory path owned by root or the server's OS user and writable
